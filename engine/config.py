@@ -200,6 +200,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("memory", "sandbox", "RLM_SANDBOX_MEMORY", parse_size),
     _Setting("cpus", "sandbox", "RLM_SANDBOX_CPUS", _parse_float),
     _Setting("pids_limit", "sandbox", "RLM_SANDBOX_PIDS", _parse_int),
+    _Setting("disk", "sandbox", "RLM_SANDBOX_DISK", parse_size),
 )
 
 _LIMIT_FIELDS = {
@@ -217,6 +218,7 @@ _SANDBOX_FIELDS = {
     "memory": "memory_bytes",
     "cpus": "cpus",
     "pids_limit": "pids_limit",
+    "disk": "disk_bytes",
 }
 
 SETTING_NAMES: tuple[str, ...] = tuple(s.name for s in _SETTINGS)

@@ -380,6 +380,29 @@ async def test_rlm_query_hands_over_a_private_copy_and_deletes_both(run_dir: Pat
 
 
 @pytest.mark.anyio
+async def test_child_context_over_the_limit_is_422_even_when_sparse(run_dir: Path) -> None:
+    handler = Orchestrator()
+    server = _server(run_dir, handler, max_child_context_bytes=1 << 20)
+    async with server, _client(server.socket_path) as client:
+        children = run_dir / "children"
+        (children / "fits.txt").write_bytes(b"x" * (1 << 20))
+        (children / "big.txt").write_bytes(b"x" * ((1 << 20) + 1))
+        with (children / "sparse.txt").open("wb") as handle:
+            handle.truncate(1 << 40)
+        results = {}
+        for name in ("fits.txt", "big.txt", "sparse.txt"):
+            body = {"prompt": name, "context_file": f"children/{name}"}
+            results[name] = await client.post("/v1/rlm_query", json=body, headers=AUTH)
+    assert results["fits.txt"].status_code == 200
+    for name in ("big.txt", "sparse.txt"):
+        assert results[name].status_code == 422
+        message = results[name].json()["error"]["message"]
+        assert "larger than the 1.0 MiB a child context may have" in message
+        assert "RLM_SANDBOX_DISK" in message
+    assert [call[0] for call in handler.rlm_calls] == ["fits.txt"]
+
+
+@pytest.mark.anyio
 async def test_client_disconnect_cancels_the_call(run_dir: Path) -> None:
     handler = Orchestrator()
     async with _server(run_dir, handler) as server:

@@ -22,6 +22,7 @@ max_cost = 0.5
 [sandbox]
 memory = "1g"
 cpus = 0.5
+disk = "512m"
 """
 
 
@@ -51,6 +52,7 @@ def test_file_then_env_then_flags(tmp_path: Path) -> None:
     assert cfg.prompt_profile == "small"
     assert cfg.sandbox is not None
     assert cfg.sandbox.memory_bytes == 1 << 30 and cfg.sandbox.cpus == 0.5
+    assert cfg.sandbox.disk_bytes == 512 << 20
 
     env = {"RLM_MODEL": "openai/env-model", "RLM_MAX_ITERATIONS": "8", "RLM_SUB_MODEL": "s"}
     cfg = load_config({}, env=env, config_file=path)

@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 
 from engine.errors import KernelDiedError
@@ -89,6 +90,62 @@ print(json.dumps(out))
     assert found["tmp"] == "OSError errno 28"  # ENOSPC at the 16 MiB cap
     assert int(found["written_mb"]) <= 16  # type: ignore[call-overload]
     assert (await shared.execute("print('still fine')")).stdout == "still fine\n"
+
+
+async def test_run_dir_is_locked_except_children(shared: Sandbox) -> None:
+    found = await probe(
+        shared,
+        """
+import json, os
+run = os.environ["RLM_RUN_DIR"]
+out = {}
+for name in ["escape.bin", "children/ok.bin"]:
+    try:
+        with open(os.path.join(run, name), "wb") as f:
+            f.write(b"x")
+        out[name] = "written"
+        os.remove(os.path.join(run, name))
+    except OSError as exc:
+        out[name] = type(exc).__name__
+for name in ["kernel.json", "."]:
+    try:
+        os.chmod(os.path.join(run, name), 0o777)
+        out["chmod " + name] = "changed"
+    except OSError as exc:
+        out["chmod " + name] = type(exc).__name__
+print(json.dumps(out))
+""",
+    )
+    assert found == {
+        "escape.bin": "PermissionError",
+        "children/ok.bin": "written",
+        "chmod kernel.json": "PermissionError",
+        "chmod .": "PermissionError",
+    }
+
+
+async def test_disk_bomb_in_the_run_dir_is_stopped_and_reported() -> None:
+    config = SandboxConfig(disk_bytes=8 << 20)
+    async with Sandbox(config) as sandbox:
+        task = f"rlm-{sandbox.task_id}"
+        children = sandbox.run_dir / "children"
+        with pytest.raises(KernelDiedError, match=r"wrote more than 8 MiB to its run directory"):
+            await sandbox.execute(
+                "import os, time\n"
+                "with open(os.environ['RLM_RUN_DIR'] + '/children/fill', 'wb') as f:\n"
+                "    for _ in range(64):\n"
+                "        f.write(b'x' * 2**20)\n"
+                "        f.flush()\n"
+                "        time.sleep(0.05)\n"
+                "time.sleep(30)",
+                timeout=60,
+            )
+        # The guard's thread gives the disk back at once, not when the task ends.
+        with anyio.fail_after(30):
+            while children.exists() or task in engine_containers():
+                await anyio.sleep(0.1)
+        with pytest.raises(KernelDiedError, match="RLM_SANDBOX_DISK"):
+            await sandbox.execute("1")
 
 
 async def test_unprivileged_user(shared: Sandbox) -> None:

@@ -5,7 +5,8 @@ a symlink replacing ``children/`` itself), and can change a file after the bridg
 So the bridge never passes a sandbox-controlled path on: it opens the file with
 ``O_NOFOLLOW`` relative to a directory fd also opened with ``O_NOFOLLOW``, checks that it is a
 regular file, and copies it into a private directory the sandbox cannot see. The handler gets
-the private copy; both files are deleted after the call.
+the private copy; both files are deleted after the call. The copy is capped: a sparse file
+costs the sandbox nothing to write but its full length to copy.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 
 from engine.bridge.protocol import invalid
-from engine.errors import BridgeError
+from engine.errors import BridgeError, BridgeRequestError
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted by the sandbox must not hang the bridge.
@@ -30,8 +32,9 @@ _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 class ChildContexts:
     """Owns the private copies of child contexts for one bridge server."""
 
-    def __init__(self, children_dir: Path) -> None:
+    def __init__(self, children_dir: Path, *, max_bytes: int | None = None) -> None:
         self._children_dir = children_dir
+        self._max_bytes = max_bytes
         self._private: Path | None = None
 
     def open(self) -> None:
@@ -82,9 +85,13 @@ class ChildContexts:
                 raise invalid(f"context_file {shown!r} cannot be opened: {exc.strerror}") from None
         finally:
             os.close(dir_fd)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             os.close(fd)
             raise invalid(f"context_file {shown!r} is not a regular file")
+        if self._max_bytes is not None and info.st_size > self._max_bytes:
+            os.close(fd)
+            raise self._too_large(shown)
         with os.fdopen(fd, "rb") as src:
             fd_out, tmp = tempfile.mkstemp(dir=self._private, suffix=Path(name).suffix)
             try:
@@ -92,11 +99,32 @@ class ChildContexts:
                 # child's sandbox bind-mount it as is instead of copying it once more.
                 os.fchmod(fd_out, 0o644)
                 with os.fdopen(fd_out, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                    self._copy(src, dst, shown)
             except BaseException:
                 os.unlink(tmp)
                 raise
         return Path(tmp)
+
+    def _copy(self, src: BinaryIO, dst: BinaryIO, shown: str) -> None:
+        if self._max_bytes is None:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            return
+        # The sandbox can keep appending after the size check: count what is copied.
+        left = self._max_bytes
+        while chunk := src.read(min(1 << 20, left + 1)):
+            left -= len(chunk)
+            if left < 0:
+                raise self._too_large(shown)
+            dst.write(chunk)
+
+    def _too_large(self, shown: str) -> BridgeRequestError:
+        assert self._max_bytes is not None
+        limit_mib = self._max_bytes / (1 << 20)
+        return invalid(
+            f"context_file {shown!r} is larger than the {limit_mib:,.1f} MiB a child context "
+            "may have; pass a smaller part of the context to rlm_query (the limit is the "
+            "sandbox's disk limit, RLM_SANDBOX_DISK)"
+        )
 
     def _discard(self, name: str, copy: Path | None) -> None:
         if copy is not None:

@@ -71,7 +71,8 @@ class BridgeServer:
     can connect) and starts serving; leaving cancels in-flight handlers, closes every
     connection and unlinks the socket file. ``token`` is the per-task bearer token the sandbox
     must send. ``children_dir`` is the run directory's ``children/`` where the sandbox writes
-    contexts for ``rlm_query`` children.
+    contexts for ``rlm_query`` children; a child context larger than
+    ``max_child_context_bytes`` is refused with a 422.
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class BridgeServer:
         children_dir: Path,
         max_body_bytes: int = 16 << 20,
         max_batch: int = 1024,
+        max_child_context_bytes: int | None = None,
     ) -> None:
         if not token:
             raise ConfigError("the bridge needs a non-empty token; generate one per task")
@@ -91,7 +93,7 @@ class BridgeServer:
         self.socket_path = Path(socket_path)
         self._expected_auth = b"Bearer " + token.encode()
         self._handler = handler
-        self._children = ChildContexts(Path(children_dir))
+        self._children = ChildContexts(Path(children_dir), max_bytes=max_child_context_bytes)
         self._max_body = max_body_bytes
         self._max_batch = max_batch
         self._stack: AsyncExitStack | None = None

@@ -280,6 +280,7 @@ class Engine:
                     token,
                     handler,
                     children_dir=sandbox.run_dir / "children",
+                    max_child_context_bytes=sandbox.disk_limit_bytes,
                 ):
                     settings = LoopSettings(
                         query=query,

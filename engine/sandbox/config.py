@@ -60,6 +60,9 @@ class SandboxConfig:
     pids_limit: int = 256
     tmp_bytes: int = 256 << 20
     home_bytes: int = 64 << 20
+    #: what the sandbox may write to its run directory on the host (child contexts of
+    #: ``rlm_query`` go there); raised to twice the context's size for large contexts.
+    disk_bytes: int = 2 << 30
     output_limit_chars: int = 200_000
     default_timeout_s: float = 120.0
     interrupt_grace_s: float = 5.0
@@ -75,6 +78,8 @@ class SandboxConfig:
             raise ConfigError("sandbox cpus must be positive, e.g. 1 or 0.5")
         if self.pids_limit < 32:
             raise ConfigError("sandbox pids limit must be at least 32 (the kernel needs threads)")
+        if self.disk_bytes < 1 << 20:
+            raise ConfigError("sandbox disk limit must be at least 1m, e.g. 2g")
         if self.output_limit_chars < 1000:
             raise ConfigError("sandbox output limit must be at least 1000 characters")
         for key in self.env:
@@ -98,6 +103,8 @@ class SandboxConfig:
             values["pids_limit"] = int(_number(env["RLM_SANDBOX_PIDS"], "RLM_SANDBOX_PIDS"))
         if "RLM_SANDBOX_TMP" in env:
             values["tmp_bytes"] = parse_size(env["RLM_SANDBOX_TMP"])
+        if "RLM_SANDBOX_DISK" in env:
+            values["disk_bytes"] = parse_size(env["RLM_SANDBOX_DISK"])
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 

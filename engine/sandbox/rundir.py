@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError, ContextError
-from engine.sandbox.config import SANDBOX_GID, SANDBOX_UID
+from engine.sandbox.config import SANDBOX_GID
 
 CONTAINER_RUN_DIR = "/rlm/run"
 CONTAINER_CONTEXT_DIR = "/rlm/context"
@@ -49,13 +49,26 @@ def create_run_dir(run_root: Path, task_id: str) -> Path:
 
 
 def _give_to_sandbox(path: Path) -> None:
-    # The kernel runs as uid 1000 and must create its socket files here. Only the parent
-    # (mode 0700) keeps other host users out, so a world-writable fallback is safe.
+    # The kernel runs as uid 1000 and must create its socket files here. As root the host
+    # keeps ownership and lets the sandbox's group in, so the sandbox cannot chmod it back
+    # after `lock_run_dir`. Otherwise only the parent (mode 0700) keeps other host users out,
+    # so a world-writable fallback is safe.
     if os.geteuid() == 0:
-        os.chown(path, SANDBOX_UID, SANDBOX_GID)
+        os.chown(path, 0, SANDBOX_GID)
         path.chmod(0o770)
     else:
         path.chmod(0o777)
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Take away the sandbox's write access to the run directory itself once the kernel is up.
+
+    The kernel's sockets exist by then, and the sandbox keeps ``children/`` for child
+    contexts: everything else it might write there would land on the host's disk. (A host
+    user with the sandbox's uid 1000 owns the directory and cannot lock the sandbox out; the
+    disk guard still caps what it writes.)
+    """
+    run_dir.chmod(0o750 if os.geteuid() == 0 else 0o755)
 
 
 def remove_run_dir(run_dir: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from engine.log import get_logger
 from engine.sandbox import container as containers
 from engine.sandbox import docker_api, kernel, reaper, rundir
 from engine.sandbox.config import SandboxConfig, format_size
+from engine.sandbox.disk_guard import RunDirGuard
 from engine.sandbox.results import CellError, ContextInfo, ExecResult
 
 log = get_logger(__name__)
@@ -58,7 +60,10 @@ class Sandbox:
         self._lock = anyio.Lock()
         self._dead_reason: str | None = None
         self._closed = False
+        self._disk_guard: RunDirGuard | None = None
         self.memory_bytes = self.config.memory_bytes
+        #: what the sandbox may write to its run directory (see ``SandboxConfig.disk_bytes``).
+        self.disk_limit_bytes = self.config.disk_bytes
         self.context_info: ContextInfo | None = None
         self.startup_seconds: float | None = None
 
@@ -93,7 +98,11 @@ class Sandbox:
         staged = await anyio.to_thread.run_sync(rundir.stage_context, self._context, self._run_dir)
         self._context = None  # staged on disk; do not keep a large value alive
         self.memory_bytes = self._memory_for(staged.size_bytes)
+        # A child may get the whole context back through rlm_query, written to children/.
+        self.disk_limit_bytes = max(self.config.disk_bytes, 2 * staged.size_bytes)
         connection = kernel.write_connection_file(self._run_dir)
+        self._disk_guard = RunDirGuard(self._run_dir, self.disk_limit_bytes, self._disk_exceeded)
+        await anyio.to_thread.run_sync(self._disk_guard.start)
         kwargs = containers.container_kwargs(
             self.config,
             task_id=self.task_id,
@@ -107,6 +116,7 @@ class Sandbox:
         with anyio.fail_after(self.config.start_timeout_s + 5):
             await self._kernel.wait_ready(self.config.start_timeout_s)
         self.context_info = await self._setup_runtime(staged.container_path)
+        rundir.lock_run_dir(self._run_dir)
         self.startup_seconds = time.perf_counter() - started
         log.info(
             "sandbox.started",
@@ -225,6 +235,19 @@ class Sandbox:
             log.warning("sandbox.died", task_id=self.task_id, reason=reason)
             raise KernelDiedError(reason)
 
+    def _disk_exceeded(self, reason: str) -> None:
+        # Runs in the guard's thread: stop the writer first, then give the disk back at once
+        # rather than when the task ends (the root model may think for minutes).
+        self._dead_reason = reason
+        container = self._container
+        if container is not None:
+            try:
+                containers.remove(container)
+            except Exception as exc:  # close() tries again; the reaper is the last resort
+                log.warning("sandbox.remove_failed", task_id=self.task_id, error=str(exc))
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir / "children", ignore_errors=True)
+
     async def _interrupt(self) -> None:
         if self._container is None:
             return
@@ -244,6 +267,9 @@ class Sandbox:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
+            if self._disk_guard is not None:
+                await anyio.to_thread.run_sync(self._disk_guard.stop)
+                self._disk_guard = None
             if self._kernel is not None:
                 self._kernel.close()
                 self._kernel = None
