@@ -164,6 +164,59 @@ anyio.run(main)
 
 
 @pytest.mark.local_model
+async def test_server_outlives_its_starter_while_another_engine_uses_it(
+    model_path: Path, tmp_path: Path
+):
+    """An eval reusing a bench's server keeps it when the bench ends; the last one stops it."""
+    port = _free_port()
+    starter_code = f"""
+import sys, anyio
+from pathlib import Path
+from engine.local import LocalModelServer
+
+async def main():
+    async with LocalModelServer(
+        Path({str(model_path)!r}), port={port}, ctx_size=2048,
+        log_path=Path({str(tmp_path / "s.log")!r}), lease_dir=Path({str(tmp_path / "leases")!r}),
+    ) as server:
+        print("up", server.pid, flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.readline)
+
+anyio.run(main)
+"""
+    starter = subprocess.Popen(
+        [sys.executable, "-c", starter_code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert starter.stdout is not None and starter.stdin is not None
+        assert starter.stdout.readline().startswith("up ")
+        async with LocalModelServer(
+            model_path, port=port, log_path=tmp_path / "s.log", lease_dir=tmp_path / "leases"
+        ) as user:
+            assert not user.started
+            starter.stdin.write("exit\n")
+            starter.stdin.flush()
+            assert await anyio.to_thread.run_sync(starter.wait) == 0
+            # The starter is gone, its server is not: this engine still gets answers.
+            reply = await ModelClient().complete(
+                dataclasses.replace(user.spec, max_tokens=4),
+                [{"role": "user", "content": "Say OK."}],
+            )
+            assert reply.text.strip()
+            assert len(_server_processes(port)) == 1
+        # The last user out stopped it, and waited until it was gone.
+        assert _server_processes(port) == []
+        assert await probe("127.0.0.1", port) is None
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait()
+
+
+@pytest.mark.local_model
 def test_module_entry_point_serves_until_sigterm(model_path: Path):
     port = _free_port()
     proc = subprocess.Popen(

@@ -6,8 +6,9 @@ Two layers:
   (used by ``rlm model serve`` and by ``python -m engine.local.server``);
 * :class:`LocalModelServer` is the async context manager the engine uses: it reuses a
   healthy server already listening on the port, else starts ``python -m
-  engine.local.server`` in a child process, waits until it answers ``/health`` and
-  ``/v1/models``, and on exit stops only the process it started.
+  engine.local.server`` in a child process and waits until it answers ``/health`` and
+  ``/v1/models``. Every user holds a lease (:mod:`engine.local.leases`); a server an engine
+  started is stopped by the last user to leave, never from under another one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -28,10 +30,10 @@ from typing import IO, Any
 
 import anyio
 import httpx
-from anyio.abc import Process
 
 from engine.errors import LocalModelError
 from engine.local.catalog import DEFAULT_MODEL, get_entry
+from engine.local.leases import Lease, Release, ServerLeases, default_lease_dir
 from engine.log import get_logger
 from engine.models.spec import ModelSpec
 
@@ -167,13 +169,13 @@ def serve_forever(
     opts: ServeOptions,
     on_ready: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
-    parent_pid: int | None = None,
+    leases: ServerLeases | None = None,
 ) -> None:
     """Load the model, serve until ``stop`` is set or SIGTERM/SIGINT arrives, then shut down.
 
     ``on_ready(base_url)`` is called once ``/health`` and ``/v1/models`` answer. With
-    ``parent_pid``, also stop when that process dies (so a killed engine leaves no server
-    behind). Blocking.
+    ``leases`` (a server an engine started), also stop once no process holds a lease, so
+    engines that were killed leave no server behind. Blocking.
     """
     if not opts.model_path.is_file():
         raise LocalModelError(f"model file {opts.model_path} not found; run `rlm model pull`")
@@ -197,11 +199,14 @@ def serve_forever(
         try:
             base = _base(opts.host, opts.port)
             _wait_healthy_sync(base, timeout=60.0)
+            if leases is not None:
+                # Held until this process exits, after the port is free (see leases).
+                leases.hold_server_lock()
             if on_ready is not None:
                 on_ready(f"{base}/v1")
             while not stop.wait(0.5):
-                if parent_pid is not None and os.getppid() != parent_pid:
-                    log.warning("the process that started the model server is gone; stopping")
+                if leases is not None and leases.stop_if_unused():
+                    log.info("no engine uses the model server any more")
                     break
             log.info("stopping model server")
         finally:
@@ -258,8 +263,10 @@ class LocalModelServer:
     """Async context manager giving a ready local model server and a :class:`ModelSpec`.
 
     Reuses a healthy server already on ``host:port``; otherwise pulls the default model if
-    ``model_path`` is None, starts a child process serving it, and stops that process (and
-    only it) on exit, also on cancellation.
+    ``model_path`` is None and starts a child process serving it. Holds a lease on the
+    server while inside: on exit (also on cancellation) the last user of a server that an
+    engine started stops it; while others still use it, it stays up for them. A server
+    started by hand (``rlm model serve``) is never stopped.
     """
 
     def __init__(
@@ -272,6 +279,7 @@ class LocalModelServer:
         *,
         startup_timeout: float = 180.0,
         log_path: Path | None = None,
+        lease_dir: Path | None = None,
     ) -> None:
         self.model_path = model_path
         self.host = host
@@ -282,7 +290,9 @@ class LocalModelServer:
         self.log_path = log_path or (
             Path.home() / ".cache" / "rlm" / "logs" / f"local-model-{self.port}.log"
         )
-        self._process: Process | None = None
+        self._leases = ServerLeases(lease_dir or default_lease_dir(self.port))
+        self._lease: Lease | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
         self._spec: ModelSpec | None = None
         self.info: ServerInfo | None = None
@@ -296,7 +306,8 @@ class LocalModelServer:
 
     @property
     def started(self) -> bool:
-        """True if this instance started the server process (and will stop it)."""
+        """True if this instance started the server process (stopped on exit unless other
+        engines still use it; then the last of them stops it)."""
         return self._process is not None
 
     @property
@@ -305,13 +316,14 @@ class LocalModelServer:
         return self._process.pid if self._process is not None else None
 
     async def __aenter__(self) -> LocalModelServer:
-        info = await self._existing()
-        if info is None:
-            try:
+        await self._take_lease()
+        try:
+            info = await self._existing()
+            if info is None:
                 info = await self._start()
-            except BaseException:
-                await self._stop()
-                raise
+        except BaseException:
+            await self._stop()
+            raise
         self.info = info
         self._spec = local_model_spec(
             self.host, self.port, alias=info.alias, context_window=info.n_ctx or self.ctx_size
@@ -327,6 +339,20 @@ class LocalModelServer:
     ) -> None:
         await self._stop()
 
+    async def _take_lease(self) -> None:
+        # Taken before looking at the port, so the server we find cannot be stopped by
+        # its last user between our look and our use. Synchronous on purpose: a lease
+        # taken in a worker thread could be lost to a cancellation, keeping a server alive.
+        with anyio.move_on_after(self.startup_timeout):
+            while (lease := self._leases.take()) is None:
+                await anyio.sleep(0.25)  # the server on the port is stopping; then start ours
+            self._lease = lease
+            return
+        raise LocalModelError(
+            f"the local model server on port {self.port} was being stopped and did not exit "
+            f"within {self.startup_timeout:.0f}s; check `ps aux | grep engine.local`"
+        )
+
     async def _existing(self) -> ServerInfo | None:
         found = await probe(self.host, self.port)
         if found is None or isinstance(found, ServerInfo):
@@ -338,8 +364,8 @@ class LocalModelServer:
                 while found in ("loading", "busy"):
                     await anyio.sleep(0.5)
                     found = await probe(self.host, self.port)
-            if isinstance(found, ServerInfo):
-                return found
+            if found is None or isinstance(found, ServerInfo):
+                return found  # None: that server was stopped while loading; start ours
         raise LocalModelError(
             f"port {self.port} on {self.host} is in use by something that is not a healthy "
             f"local model server ({found}); stop it or choose another port"
@@ -366,32 +392,35 @@ class LocalModelServer:
         ]
         if self.threads:
             cmd += ["--threads", str(self.threads)]
-        cmd += ["--parent-pid", str(os.getpid())]
+        cmd += ["--lease-dir", str(self._leases.directory)]
         self._log_file = _open_log(self.log_path)
         self._log_file.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
         self._log_file.flush()
         log.info("starting local model server", cmd=" ".join(cmd), log=str(self.log_path))
         # Own session: a Ctrl-C in the terminal reaches us, and we stop the child in order.
-        self._process = await anyio.open_process(
+        # A plain Popen, not an event-loop process: it may outlive this engine (handed over
+        # to the other users), which an asyncio child watcher does not allow.
+        self._process = subprocess.Popen(
             cmd,
-            stdin=None,
+            stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=self._log_file,
             start_new_session=True,
         )
         with anyio.move_on_after(self.startup_timeout):
             while True:
-                if self._process.returncode is not None:
+                status = self._process.poll()
+                if status is not None:
+                    self._process = None
                     # Lost a start-up race (two engines at once)? Then use the winner's server.
                     with contextlib.suppress(LocalModelError):
                         other = await self._existing()
                         if other is not None:
                             log.info("another process started the server first; reusing it")
-                            await self._stop()
                             return other
                     raise LocalModelError(
-                        f"the local model server exited with status {self._process.returncode} "
-                        f"while starting; log {self.log_path}:\n{_log_tail(self.log_path)}"
+                        f"the local model server exited with status {status} while starting; "
+                        f"log {self.log_path}:\n{_log_tail(self.log_path)}"
                     )
                 found = await probe(self.host, self.port)
                 if isinstance(found, ServerInfo):
@@ -404,14 +433,35 @@ class LocalModelServer:
 
     async def _stop(self) -> None:
         process, self._process = self._process, None
+        lease, self._lease = self._lease, None
         try:
-            if process is not None:
-                with anyio.CancelScope(shield=True):
-                    await _terminate(process)
+            with anyio.CancelScope(shield=True):
+                outcome = self._leases.release(lease) if lease else Release(True, None)
+                if process is not None and not outcome.last:
+                    _HANDED_OVER.append(process)
+                    log.info(
+                        "the local model server stays up for the other engines using it; "
+                        "the last one to finish stops it",
+                        pid=process.pid,
+                    )
+                elif process is not None:
+                    await _terminate(process.pid, lambda: process.poll() is not None)
+                elif outcome.server_pid is not None:
+                    # The last user of a server another engine started: stop it for them.
+                    await _terminate(outcome.server_pid, lambda: not self._leases.server_running())
+                _reap_handed_over()
         finally:
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
+
+
+# Servers this process started but left running for other engines; polled to reap them.
+_HANDED_OVER: list[subprocess.Popen[bytes]] = []
+
+
+def _reap_handed_over() -> None:
+    _HANDED_OVER[:] = [p for p in _HANDED_OVER if p.poll() is None]
 
 
 def _open_log(path: Path, max_bytes: int = 10 << 20) -> IO[bytes]:
@@ -423,18 +473,20 @@ def _open_log(path: Path, max_bytes: int = 10 << 20) -> IO[bytes]:
     return path.open("ab")
 
 
-async def _terminate(process: Process, grace: float = 20.0) -> None:
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        with anyio.move_on_after(grace):
-            await process.wait()
-        if process.returncode is None:
-            log.warning("local model server ignored SIGTERM; killing it", pid=process.pid)
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-    await process.aclose()
+async def _terminate(pid: int, gone: Callable[[], bool], grace: float = 20.0) -> None:
+    """SIGTERM ``pid``, wait until ``gone()``, and SIGKILL it after ``grace`` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    with anyio.move_on_after(grace):
+        while not gone():
+            await anyio.sleep(0.1)
+        return
+    log.warning("local model server ignored SIGTERM; killing it", pid=pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with anyio.move_on_after(10):
+        while not gone():
+            await anyio.sleep(0.1)
 
 
 # --- `python -m engine.local.server` -------------------------------------------------------
@@ -481,7 +533,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.local.server")
     parser.add_argument("--model", type=Path, required=True, help="path of the GGUF file")
     parser.add_argument(
-        "--parent-pid", type=int, default=None, help="stop when this process is gone"
+        "--lease-dir",
+        type=Path,
+        default=None,
+        help="stop once no process holds a lease in this directory (set by the engine)",
     )
     add_serve_arguments(parser)
     args = parser.parse_args(argv)
@@ -489,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve_forever(
             options_from_args(args, args.model),
             on_ready=lambda url: print(f"ready {url}", flush=True),
-            parent_pid=args.parent_pid,
+            leases=ServerLeases(args.lease_dir) if args.lease_dir else None,
         )
     except LocalModelError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
