@@ -46,7 +46,7 @@ def test_exec_reports_a_missing_context_clearly() -> None:
 def test_doctor_checks_isolation() -> None:
     doctor = rlm("doctor")
     assert doctor.returncode == 0, doctor.stdout
-    for name in ("docker", "image", "sandbox", "non-root", "capabilities", "network"):
+    for name in ("docker", "image", "sandbox", "non-root", "capabilities", "network", "run dir"):
         assert f"[ok  ] {name}:" in doctor.stdout
     missing = rlm("doctor", "--runtime", "no-such-runtime")
     assert missing.returncode == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ import docker.errors
 
 from engine.errors import RLMError
 from engine.sandbox import docker_api
-from engine.sandbox.config import SandboxConfig, format_size
+from engine.sandbox.config import SANDBOX_UID, SandboxConfig, format_size
 
 _PROBE = r"""
 import json, os, socket
@@ -26,6 +27,11 @@ try:
     checks["root_writable"] = True
 except OSError:
     checks["root_writable"] = False
+try:
+    open(os.environ["RLM_RUN_DIR"] + "/rlm-doctor-probe", "w")
+    checks["run_dir_writable"] = True
+except OSError:
+    checks["run_dir_writable"] = False
 try:
     socket.create_connection(("1.1.1.1", 53), timeout=2)
     checks["egress"] = True
@@ -95,11 +101,31 @@ def run_checks(runtime: str | None = None) -> Iterator[Check]:
         not probe["root_writable"],
         "writes to / fail" if not probe["root_writable"] else "/ is writable",
     )
+    yield _run_dir_check(bool(probe["run_dir_writable"]), config)
     yield Check(
         "limits",
         True,
         f"memory {format_size(config.memory_bytes)}, cpus {config.cpus:g}, "
         f"pids {config.pids_limit}, /tmp {format_size(config.tmp_bytes)}",
+    )
+
+
+def _run_dir_check(writable: bool, config: SandboxConfig) -> Check:
+    cap = format_size(config.disk_bytes)
+    if not writable:
+        return Check("run dir", True, f"locked after start-up except children/; capped at {cap}")
+    if os.geteuid() == SANDBOX_UID:
+        # The sandbox runs as the same uid, so it owns the directory and can unlock it.
+        return Check(
+            "run dir",
+            True,
+            f"writable by the sandbox (you have its uid {SANDBOX_UID}); capped at {cap}",
+        )
+    return Check(
+        "run dir",
+        False,
+        "the sandbox can write its run directory after start-up",
+        "check that the run directory's file system honours permissions (RLM_RUN_DIR)",
     )
 
 
