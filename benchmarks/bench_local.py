@@ -8,8 +8,9 @@ solved twice:
   fits the model's context window (a needle in the cut-off part cannot be found).
 
 Prints accuracy, median wall time and median turns per length and method (``make
-bench-local``). On a 2-core CPU this takes long: prompt processing runs at ~20 tokens/s,
-so one base call over a 128K haystack (~26K tokens) takes about half an hour. Every outcome is
+bench-local``). On a 2-core CPU this takes long: prompt processing slows from ~28 to ~8
+tokens/s as the prompt grows, so one base call over a 128K haystack (~25K tokens) takes 35-40
+minutes. Every outcome is
 appended to ``--results`` as it finishes and a re-run skips what is there, so the full run
 can be spread over several sittings (``--methods rlm`` first, then the slow ``base``); use
 ``--n 2 --lengths 8000`` for a quick look.
