@@ -423,7 +423,9 @@ class LocalModelServer:
                         f"log {self.log_path}:\n{_log_tail(self.log_path)}"
                     )
                 found = await probe(self.host, self.port)
-                if isinstance(found, ServerInfo):
+                if isinstance(found, ServerInfo) and self._leases.server_running():
+                    # Healthy, and it holds server.lock: from now on whichever user leaves
+                    # last can find it and stop it, even after we handed it over.
                     return found
                 await anyio.sleep(0.25)
         raise LocalModelError(
