@@ -96,3 +96,11 @@ def test_unwritable_lease_directory_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(LocalModelError, match="cannot create the local model's lease directory"):
         ServerLeases(blocker / "port-1").take()
+
+
+def test_unusable_lease_file_is_a_clear_error(leases: ServerLeases) -> None:
+    from engine.errors import LocalModelError
+
+    (leases.directory / "registry.lock").mkdir(parents=True)
+    with pytest.raises(LocalModelError, match="cannot open the local model's lease file"):
+        leases.take()

@@ -55,7 +55,7 @@ def test_guard_ignores_the_baseline_and_trips_once_on_growth(tmp_path: Path) -> 
         assert tripped.wait(5)
     finally:
         guard.stop()
-    assert len(reasons) == 1 and reasons == [guard.tripped]
+    assert len(reasons) == 1
     assert "wrote more than 9.8 KiB to its run directory" in reasons[0]
     assert "RLM_SANDBOX_DISK" in reasons[0]
 

@@ -62,7 +62,7 @@ class ServerLeases:
             if self._stop_in_progress():
                 return None
             path = self._leases / f"{os.getpid()}-{secrets.token_hex(4)}"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = self._open(path)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh file: never contended
             return Lease(path, fd)
 
@@ -95,7 +95,7 @@ class ServerLeases:
         for its lock.
         """
         self._ensure_dirs()
-        fd = os.open(self.directory / "server.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = self._open(self.directory / "server.lock")
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
@@ -110,12 +110,21 @@ class ServerLeases:
     @contextlib.contextmanager
     def _registry(self) -> Iterator[None]:
         self._ensure_dirs()
-        fd = os.open(self.directory / "registry.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = self._open(self.directory / "registry.lock")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
+
+    def _open(self, path: Path) -> int:
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise LocalModelError(
+                f"cannot open the local model's lease file {path}: {exc.strerror}; "
+                "check that ~/.cache/rlm is writable"
+            ) from exc
 
     def _ensure_dirs(self) -> None:
         try:

@@ -92,8 +92,6 @@ class RunDirGuard:
         self._baseline = Usage(0, 0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        #: the message passed to ``on_exceeded``, once the limit was hit.
-        self.tripped: str | None = None
 
     def start(self) -> None:
         """Take the baseline and start checking."""
@@ -139,7 +137,6 @@ class RunDirGuard:
                 log.warning("sandbox.disk_guard_failed", run_dir=str(self.run_dir), error=str(exc))
                 continue
             if reason is not None:
-                self.tripped = reason
                 log.warning("sandbox.disk_limit", run_dir=str(self.run_dir), reason=reason)
                 self._on_exceeded(reason)
                 return
