@@ -9,7 +9,7 @@ solved twice:
 
 Prints accuracy, median wall time and median turns per length and method (``make
 bench-local``). On a 2-core CPU this takes long: prompt processing slows from ~28 to ~8
-tokens/s as the prompt grows, so one base call over a 128K haystack (~25K tokens) takes 35-40
+tokens/s as the prompt grows, so one base call over a 128K haystack (~25K tokens) takes 26-46
 minutes. Every outcome is
 appended to ``--results`` as it finishes and a re-run skips what is there, so the full run
 can be spread over several sittings (``--methods rlm`` first, then the slow ``base``); use
