@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import LocalModelError
 from engine.local.leases import Release, ServerLeases
 
 
@@ -90,8 +91,6 @@ def test_a_server_with_no_users_stops_itself(leases: ServerLeases) -> None:
 
 
 def test_unwritable_lease_directory_is_a_clear_error(tmp_path: Path) -> None:
-    from engine.errors import LocalModelError
-
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(LocalModelError, match="cannot create the local model's lease directory"):
@@ -99,8 +98,6 @@ def test_unwritable_lease_directory_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_unusable_lease_file_is_a_clear_error(leases: ServerLeases) -> None:
-    from engine.errors import LocalModelError
-
     (leases.directory / "registry.lock").mkdir(parents=True)
     with pytest.raises(LocalModelError, match="cannot open the local model's lease file"):
         leases.take()
