@@ -9,7 +9,7 @@ solved twice:
 
 Prints accuracy, median wall time and median turns per length and method (``make
 bench-local``). On a 2-core CPU this takes long: prompt processing slows from ~28 to ~8
-tokens/s as the prompt grows, so one base call over a 128K haystack (~25K tokens) takes 26-46
+tokens/s as the prompt grows, so one base call over a 128K haystack (~25K tokens) takes 20-46
 minutes. Every outcome is
 appended to ``--results`` as it finishes and a re-run skips what is there, so the full run
 can be spread over several sittings (``--methods rlm`` first, then the slow ``base``); use
@@ -188,7 +188,7 @@ async def main(args: argparse.Namespace) -> int:
         )
         # One server for both methods; the engine finds it on the default port and reuses it.
         async with LocalModelServer() as server, Engine(config) as engine:
-            # A base call over a 128K haystack reads ~32K tokens: many minutes on a CPU. It
+            # A base call over a 128K haystack reads ~25K tokens: half an hour on a CPU. It
             # gets its own long timeout and no retries (a retry would only repeat the wait).
             client = ModelClient(CallScheduler(max_retries=0), timeout_s=args.base_timeout)
             with open_results(results) as sink:
