@@ -16,7 +16,7 @@ EVAL_ARGS  = $(if $(MODEL),--model $(MODEL)) $(if $(SUB_MODEL),--sub-model $(SUB
              $(if $(N),--n $(N)) $(if $(LENGTHS),--lengths $(LENGTHS))
 
 .PHONY: setup system-deps venv image model run test test-fast lint bench bench-sandbox \
-        bench-bridge bench-models bench-local bench-service eval-sniah eval-oolong \
+        bench-bridge bench-models bench-local bench-service attacks eval-sniah eval-oolong \
         eval-pairs eval-codeqa eval-all engine-image up down compose-smoke clean
 
 ## setup: install the project (in .venv) and everything the sandbox needs (Docker, debootstrap)
@@ -54,6 +54,11 @@ test-fast: venv image
 lint: venv
 	$(VENV)/bin/ruff check engine tests benchmarks sandbox-image
 	$(VENV)/bin/ruff format --check engine tests benchmarks sandbox-image
+
+## attacks: the catalogue of attacks on real sandboxes and a real service, then its table
+attacks: venv image
+	rm -f out/attacks/results.jsonl
+	$(PY) -m pytest tests/attacks -q; status=$$?; $(PY) -m tests.attacks.table; exit $$status
 
 ## bench: every benchmark; each prints numbers and asserts nothing
 bench: bench-sandbox bench-bridge bench-models bench-rlm bench-service
