@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ import anyio
 from engine.errors import ModelError, ModelUnavailableError, ReplayMismatchError, RLMError
 from engine.log import get_logger
 from engine.models._litellm import load_litellm
+from engine.models.cache import CachedReply, CallCache, cache_key
 from engine.models.cassette import CassetteRecorder
 from engine.models.errors import Failure, classify, describe
 from engine.models.messages import normalize_messages
@@ -34,6 +36,7 @@ class Completion:
     model: str
     finish_reason: str | None
     duration_s: float
+    cached: bool = False
 
 
 class ModelClient:
@@ -44,6 +47,11 @@ class ModelClient:
     Failures raise :class:`ModelError` (or :class:`ModelUnavailableError` when the server is
     unreachable or does not know the model, :class:`ReplayMismatchError` when a replay
     cassette has no answer) with a message that says what to do.
+
+    With a :class:`CallCache`, a call the cache applies to is answered from it when it can be:
+    such a hit sends no request, costs nothing (the ledger counts it as a hit with the usage it
+    saved) and comes back with ``Completion.cached`` set. A broken cache file never fails a
+    call: it is logged and the call goes to the provider.
     """
 
     def __init__(
@@ -52,8 +60,10 @@ class ModelClient:
         recorder: CassetteRecorder | None = None,
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        cache: CallCache | None = None,
     ) -> None:
         self.scheduler = scheduler or CallScheduler()
+        self.cache = cache
         self.recorder = recorder
         self.timeout_s = timeout_s
         self._unpriced: set[str] = set()
@@ -76,6 +86,11 @@ class ModelClient:
         litellm = load_litellm()
         chat = normalize_messages(messages)
         kwargs = self._request(spec, chat, stop)
+        key = self._cache_key(spec, chat, kwargs)
+        if key is not None:
+            hit = await self._cache_get(key)
+            if hit is not None:
+                return self._hit(spec, chat, stop, hit, role=role, ledger=ledger)
         started = time.monotonic()
         usage = Usage()
         status = "error"
@@ -117,7 +132,63 @@ class ModelClient:
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
             )
+        if key is not None:
+            reply = CachedReply(
+                text, finish_reason, usage.prompt_tokens, usage.completion_tokens, usage.cost_usd
+            )
+            await self._cache_put(key, spec.model, reply)
         return Completion(text, usage, spec.model, finish_reason, duration)
+
+    def _cache_key(
+        self, spec: ModelSpec, chat: list[dict[str, Any]], kwargs: dict[str, Any]
+    ) -> str | None:
+        if self.cache is None:
+            return None
+        params = {k: kwargs.get(k) for k in ("temperature", "seed", "max_tokens", "stop", "tools")}
+        if not self.cache.applies(params):
+            return None
+        return cache_key(model=spec.model, api_base=spec.api_base, messages=chat, params=params)
+
+    async def _cache_get(self, key: str) -> CachedReply | None:
+        assert self.cache is not None
+        try:
+            return await self.cache.get(key)
+        except sqlite3.Error as exc:
+            log.warning("model-call cache unreadable; calling the provider", error=str(exc))
+            return None
+
+    async def _cache_put(self, key: str, model: str, reply: CachedReply) -> None:
+        assert self.cache is not None
+        try:
+            await self.cache.put(key, model, reply)
+        except sqlite3.Error as exc:
+            log.warning("model-call cache not written", error=str(exc))
+
+    def _hit(
+        self,
+        spec: ModelSpec,
+        chat: list[dict[str, Any]],
+        stop: list[str] | None,
+        hit: CachedReply,
+        *,
+        role: str,
+        ledger: UsageLedger | None,
+    ) -> Completion:
+        saved = Usage(hit.prompt_tokens, hit.completion_tokens, hit.cost_usd)
+        if ledger is not None:
+            ledger.record_hit(saved=saved)
+        log.debug("model call answered from the cache", model=spec.model, role=role)
+        if self.recorder is not None:
+            self.recorder.record(
+                model=spec.wire_model,
+                messages=chat,
+                stop=stop,
+                content=hit.text,
+                finish_reason=hit.finish_reason,
+                prompt_tokens=hit.prompt_tokens,
+                completion_tokens=hit.completion_tokens,
+            )
+        return Completion(hit.text, Usage(), spec.model, hit.finish_reason, 0.0, cached=True)
 
     def _request(
         self, spec: ModelSpec, chat: list[dict[str, Any]], stop: list[str] | None
@@ -145,6 +216,8 @@ class ModelClient:
             kwargs["max_tokens"] = spec.max_tokens
         if spec.temperature is not None:
             kwargs["temperature"] = spec.temperature
+        if spec.seed is not None:
+            kwargs["seed"] = spec.seed
         return kwargs
 
     def _read(self, spec: ModelSpec, response: Any) -> tuple[str, str | None, Usage]:

@@ -49,7 +49,9 @@ class ModelSpec:
 
     ``model`` is any litellm model string (``openai/gpt-4o-mini``, ``anthropic/claude-...``,
     ``hosted_vllm/...``, ``ollama/...``); with ``api_base`` set, ``openai/<name>`` talks to any
-    OpenAI-compatible server. ``concurrency`` caps this model's in-flight calls;
+    OpenAI-compatible server. ``seed`` asks the provider for reproducible sampling (with
+    ``temperature`` 0 or a seed, the model-call cache treats a call as deterministic).
+    ``concurrency`` caps this model's in-flight calls;
     ``context_window`` (tokens) is informational for prompt budgeting.
     """
 
@@ -58,6 +60,7 @@ class ModelSpec:
     api_key: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    seed: int | None = None
     concurrency: int | None = None
     context_window: int | None = None
 

@@ -57,6 +57,8 @@ class UsageLedger:
         self._lock = threading.Lock()
         self._usage: dict[_Key, Usage] = {}
         self._count: dict[_Key, int] = {}
+        self._hits = 0
+        self._saved = Usage()
 
     def record(self, *, model: str, role: str, usage: Usage, status: str) -> None:
         """Add one call's usage under ``model``/``role``/``status``."""
@@ -66,6 +68,24 @@ class UsageLedger:
         with self._lock:
             self._usage[key] = self._usage.get(key, Usage()) + usage
             self._count[key] = self._count.get(key, 0) + 1
+
+    def record_hit(self, *, saved: Usage) -> None:
+        """Count one call answered from the model-call cache; ``saved`` is what it would cost."""
+        with self._lock:
+            self._hits += 1
+            self._saved = self._saved + saved
+
+    @property
+    def cache_hits(self) -> int:
+        """Calls answered from the cache (they are not provider calls and cost nothing)."""
+        with self._lock:
+            return self._hits
+
+    @property
+    def cache_saved(self) -> Usage:
+        """Tokens and cost the cache hits would have spent."""
+        with self._lock:
+            return self._saved
 
     def totals(self, role: str | None = None) -> Usage:
         """Summed usage of all calls (or of one ``role``), whatever their status."""
@@ -99,4 +119,5 @@ class UsageLedger:
             "by_role": {r: self.totals(r).to_dict() for r in roles},
             "by_model": {m: u.to_dict() for m, u in sorted(self.by_model().items())},
             "calls": {s: self.calls(status=s) for s in CALL_STATUSES},
+            "cache": {"hits": self.cache_hits, "saved": self.cache_saved.to_dict()},
         }
