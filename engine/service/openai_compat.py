@@ -212,6 +212,11 @@ def job_failure(job: JobRecord) -> ApiError | None:
     return None
 
 
+def job_gone(job_id: str) -> ApiError:
+    """The error for a job deleted while a client waited for it."""
+    return ApiError(410, "gone", f"job {job_id} was deleted before it ended")
+
+
 def completion_body(job: JobRecord, model: str) -> dict[str, Any]:
     """The ``chat.completion`` object of a finished job."""
     result = job.result or {}

@@ -1,0 +1,60 @@
+"""Routes without a tenant: ``/healthz``, ``/metrics``, ``/openapi.json``, the viewer."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from engine.service.openapi import openapi_document
+from engine.service.web import Api
+
+
+def viewer_dir() -> Path:
+    """The folder with the trajectory viewer's static files."""
+    return Path(str(resources.files("engine.service") / "viewer"))
+
+
+def routes(api: Api) -> list[BaseRoute]:
+    """Health, metrics, the API document and the static viewer."""
+    service = api.service
+    store, settings = service.store, service.settings
+
+    async def healthz(request: Request) -> Response:
+        body = {
+            "status": "ok" if service.ready else "starting",
+            "jobs": store.counts_by_status(),
+            "sandbox_slots": {
+                "in_use": service.limiter.borrowed_tokens,
+                "total": settings.max_sandboxes,
+            },
+        }
+        return JSONResponse(body, status_code=200 if service.ready else 503)
+
+    async def metrics(request: Request) -> Response:
+        text = service.metrics.render(
+            store.counts_by_status(),
+            {
+                "sandbox_slots_in_use": service.limiter.borrowed_tokens,
+                "sandbox_slots_total": settings.max_sandboxes,
+            },
+        )
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    async def viewer_root(request: Request) -> Response:
+        return RedirectResponse("/viewer/index.html")
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/viewer", viewer_root, methods=["GET"]),
+        Mount("/viewer", app=StaticFiles(directory=viewer_dir(), html=True), name="viewer"),
+    ]

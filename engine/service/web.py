@@ -1,0 +1,182 @@
+"""What every route module shares: the request context, auth, JSON bodies, the SSE follower.
+
+Routes live in ``engine.service.routes`` (one module per resource); each takes an
+:class:`Api` and returns its starlette routes. :func:`follow_job` is the one loop that
+follows a job's trajectory for streaming responses (the jobs event stream and the
+OpenAI-compatible chat stream both render what it yields).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from engine.service.auth import ApiKeys
+from engine.service.jobs import JobService, validate_limits
+from engine.service.requests import ApiError, JobRequest
+from engine.service.store import JobRecord
+
+KEEPALIVE_S = 10.0
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_JSON_BODY_SLACK = 1 << 20  # room for the rest of a request around an inline context
+
+Handler = Callable[[Request], Awaitable[Response]]
+OwnedHandler = Callable[[Request, str], Awaitable[Response]]
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    """The JSON response of a refused request (401s carry ``WWW-Authenticate``)."""
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+def unauthenticated() -> ApiError:
+    return ApiError(
+        401,
+        "authentication_error",
+        "missing or invalid API key; send 'Authorization: Bearer <key>' with a key from the "
+        "service's RLM_API_KEYS",
+    )
+
+
+@dataclass(frozen=True)
+class Api:
+    """The service a route module serves, with its keys and start time."""
+
+    service: JobService
+    keys: ApiKeys
+    started: int
+
+    def authed(self, handler: OwnedHandler) -> Handler:
+        """Wrap a handler that needs an API key; it receives the key's owner id.
+
+        Every :class:`ApiError` the handler raises becomes its JSON error response.
+        """
+
+        async def wrapper(request: Request) -> Response:
+            owner = self.keys.authenticate(request.headers.get("authorization"))
+            if owner is None:
+                return error_response(unauthenticated())
+            try:
+                return await handler(request, owner)
+            except ApiError as exc:
+                return error_response(exc)
+
+        return wrapper
+
+    def own_job(self, job_id: str, owner: str) -> JobRecord:
+        """The job if ``owner`` owns it; 404 otherwise (other keys' jobs do not exist)."""
+        job = self.service.store.get_job(job_id)
+        if job is None or job.owner != owner:
+            raise ApiError(404, "not_found", f"no job {job_id!r}; check the id (POST /v1/jobs)")
+        return job
+
+    def submit(self, owner: str, job: JobRequest, kind: str) -> JobRecord:
+        """Validate the job's budgets against the service's and queue it."""
+        validate_limits(job.limits, self.service.base_config.limits)
+        return self.service.submit(owner, job, kind=kind)
+
+    async def read_json(self, request: Request) -> Any:
+        """The request's JSON body, refused (413) past the inline-context limit."""
+        limit = self.service.settings.max_inline_context_bytes + _JSON_BODY_SLACK
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise _body_too_large(limit)
+        body = bytearray()
+        async for piece in request.stream():
+            body += piece
+            if len(body) > limit:
+                raise _body_too_large(limit)
+        try:
+            return json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(
+                400, "invalid_json", f"the request body is not valid JSON: {exc}"
+            ) from exc
+
+
+def _body_too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        "request_too_large",
+        f"the request body is larger than {limit:,} bytes; upload large contexts with "
+        "POST /v1/files and pass the file id",
+    )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A new trajectory event of the followed job."""
+
+    seq: int
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Idle:
+    """Nothing happened for a keep-alive period; ``status`` is the job's current status."""
+
+    status: str
+
+
+async def follow_job(
+    service: JobService, job_id: str, after: int = 0, keepalive_s: float = KEEPALIVE_S
+) -> AsyncIterator[Progress | Idle | JobRecord]:
+    """Yield the job's events after ``after``, an :class:`Idle` when quiet for
+    ``keepalive_s``, and finally the ended :class:`JobRecord` (then stop).
+
+    A job deleted while followed ends the stream with its last known record.
+    """
+    store = service.store
+    cursor = after
+    while True:
+        changed = service.changed(job_id)
+        for seq, event in store.events(job_id, cursor):
+            cursor = seq
+            yield Progress(seq, event)
+        current = store.get_job(job_id)
+        if current is None or current.final:
+            service.forget(job_id)
+            if current is not None:
+                yield current
+            return
+        with anyio.move_on_after(keepalive_s) as timer:
+            await changed.wait()
+        if timer.cancelled_caught:
+            yield Idle(current.status)
+
+
+def job_json(job: JobRecord) -> dict[str, Any]:
+    """The API representation of a job (no host paths)."""
+    request = {k: v for k, v in job.request.items() if k != "context_path"}
+    request["inline_context"] = "context_path" in job.request
+    result = None
+    if job.result is not None:
+        result = {k: v for k, v in job.result.items() if k != "trajectory_path"}
+    return {
+        "id": job.id,
+        "object": "job",
+        "kind": job.kind,
+        "status": job.status,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "attempts": job.attempts,
+        "max_retries": job.max_retries,
+        "error": job.error,
+        "request": request,
+        "result": result,
+        "answer": result.get("answer") if result else None,
+        "links": {
+            "self": f"/v1/jobs/{job.id}",
+            "events": f"/v1/jobs/{job.id}/events",
+            "trajectory": f"/v1/jobs/{job.id}/trajectory",
+            "viewer": f"/viewer/index.html#job={job.id}",
+        },
+    }
