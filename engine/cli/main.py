@@ -24,6 +24,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.view",
     "engine.cli.sandbox",
     "engine.cli.replay",
+    "engine.cli.export",
 )
 
 

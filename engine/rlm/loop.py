@@ -153,6 +153,7 @@ async def _iterate(s: LoopSettings, sandbox: SandboxLike, state: _State) -> None
         {"role": "system", "content": prompts.system_prompt(s.profile, inputs)},
         {"role": "user", "content": prompts.first_user_message(s.profile, s.query)},
     ]
+    sent = 0  # messages before this index were recorded with an earlier turn event
     for turn in range(1, s.limits.max_iterations + 1):
         reason = s.budget.exceeded()
         if reason is not None:
@@ -170,6 +171,9 @@ async def _iterate(s: LoopSettings, sandbox: SandboxLike, state: _State) -> None
         turn_id = s.events.emit(
             "turn",
             iteration=turn,
+            # What this turn was sent that no earlier turn event holds: with the replies, the
+            # whole conversation as first sent (before any eliding), for `rlm export`.
+            messages=state.messages[sent:],
             reply=reply,
             finish_reason=completion.finish_reason,
             usage=usage_dict(completion.usage),
@@ -177,6 +181,7 @@ async def _iterate(s: LoopSettings, sandbox: SandboxLike, state: _State) -> None
         )
         # An empty assistant message is rejected by some servers; keep the turn visible.
         state.messages.append({"role": "assistant", "content": reply or "(empty reply)"})
+        sent = len(state.messages)
         blocks = extract_code_blocks(reply)
         if blocks:
             await _run_cells(s, sandbox, state, turn, turn_id, blocks, reply)

@@ -4,7 +4,7 @@ Every event is a dict with ``id``, ``parent_id``, ``type``, ``task_id``, ``depth
 (seconds since the top-level run started), plus type-specific fields:
 
 - ``run_start``: query, model, sub_model, profile, context (ContextInfo fields), limits
-- ``turn``: iteration, reply, finish_reason, usage, duration_s
+- ``turn``: iteration, messages (new since the previous turn), reply, finish_reason, usage, duration_s
 - ``cell``: iteration, index, code, output (as the model saw it), duration_s, timed_out,
   error, answer_ready
 - ``nudge``: iteration, reason, message
