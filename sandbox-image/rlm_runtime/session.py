@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rlm_runtime import context_loader
+from rlm_runtime import helpers as kernel_helpers
 from rlm_runtime.output_cap import StreamCap
 
 _PROTECTED_HELPERS = ("llm_query", "llm_batch", "rlm_query", "FINAL", "FINAL_VAR", "SHOW_VARS")
@@ -151,6 +152,7 @@ def _make_helpers(shell: Any) -> dict[str, Any]:
         }
 
     helpers: dict[str, Any] = {"FINAL": FINAL, "FINAL_VAR": FINAL_VAR, "SHOW_VARS": SHOW_VARS}
+    helpers.update(kernel_helpers.make_helpers(lambda: _state.context))
     try:
         from rlm_runtime import bridge_client
     except ImportError:  # pragma: no cover - the image always ships it

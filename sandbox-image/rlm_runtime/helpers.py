@@ -1,0 +1,306 @@
+"""Kernel helpers that make the two common strategies one line: search, and map with a sub-LLM.
+
+Weak models lose runs to a regex that raises on ``None.group()``, to searching for a phrase
+worded differently from the text, and to a loop of ``llm_query`` calls; these helpers never
+raise on "nothing found" and say what to try instead (issue 14).
+
+- ``search(pattern, context=None, *, regex=False, window=200, max_hits=20)``: numbered
+  snippets with their positions over a ``str``, a ``list`` or a ``dict`` of files;
+- ``llm_map(items, instruction, *, batch_size=10, max_chars=..., model=None)``: one answer per
+  item, several items packed into each sub-call, unparsed items retried.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+_WORD = re.compile(r"[\w'-]{3,}")
+_ANSWER_LINE = re.compile(r"^\s*(?:\*\*)?\[?(\d{1,4})[\].:)](?:\*\*)?\s*(.*)$")
+MAP_MAX_CHARS = 24_000
+MAP_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One match: where it is and the text around it."""
+
+    number: int
+    source: str | int | None  # file name (dict context), item index (list), None (text)
+    position: int  # character offset of the match in its text
+    line: int  # 1-based line of the match in its text
+    match: str
+    text: str  # the match with ``window`` characters either side
+
+    def __str__(self) -> str:
+        where = {str: f"file {self.source!r}, ", int: f"item {self.source}, "}.get(
+            type(self.source), ""
+        )
+        return f"[{self.number}] {where}char {self.position:,}, line {self.line}:\n{self.text}"
+
+
+class SearchResult(list[Hit]):
+    """The hits of :func:`search` (a list); prints as numbered snippets or says what to try."""
+
+    def __init__(self, hits: list[Hit], message: str) -> None:
+        super().__init__(hits)
+        self.message = message
+
+    def __str__(self) -> str:
+        body = "\n---\n".join(str(hit) for hit in self)
+        return f"{self.message}\n{body}" if body else self.message
+
+    __repr__ = __str__
+
+
+def _texts(context: Any) -> Iterator[tuple[str | int | None, str]]:
+    """(source, text) pairs of a context: a str, a list/tuple of items or a dict of files."""
+    if context is None:
+        return
+    if isinstance(context, str):
+        yield None, context
+    elif isinstance(context, dict):
+        for key, value in context.items():
+            yield str(key), value if isinstance(value, str) else _as_text(value)
+    elif isinstance(context, list | tuple):
+        for index, item in enumerate(context):
+            yield index, item if isinstance(item, str) else _as_text(item)
+    else:
+        yield None, _as_text(context)
+
+
+def _as_text(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _compile(pattern: str, regex: bool) -> re.Pattern[str]:
+    return re.compile(pattern if regex else re.escape(pattern), re.IGNORECASE)
+
+
+def _all_words_near(text: str, words: list[str], window: int) -> Iterator[tuple[int, int]]:
+    """Spans where every word occurs within ``window`` characters of the first one."""
+    first = re.compile(re.escape(words[0]), re.IGNORECASE)
+    rest = [re.compile(re.escape(w), re.IGNORECASE) for w in words[1:]]
+    for found in first.finditer(text):
+        lo, hi = max(0, found.start() - window), found.end() + window
+        if all(r.search(text, lo, hi) for r in rest):
+            yield found.start(), found.end()
+
+
+def search(
+    pattern: str,
+    context: Any = None,
+    *,
+    regex: bool = False,
+    window: int = 200,
+    max_hits: int = 20,
+    _default: Callable[[], Any] | None = None,
+) -> SearchResult:
+    """Find ``pattern`` in ``context`` (default: the task's ``context``); never raises on no match.
+
+    Case-insensitive; ``regex=True`` treats ``pattern`` as a regular expression. Returns a
+    list of :class:`Hit` (number, source, position, line, match, text with ``window``
+    characters either side), at most ``max_hits``; print it to see numbered snippets. When a
+    phrase is not found word for word, places where all its words occur close together are
+    returned instead, and the message says so.
+    """
+    if context is None and _default is not None:
+        context = _default()
+    if not isinstance(pattern, str) or not pattern:
+        return SearchResult(
+            [], "search: give the pattern as a non-empty string, e.g. search('magic number')"
+        )
+    try:
+        compiled = _compile(pattern, regex)
+    except re.error as exc:
+        return SearchResult(
+            [], f"search: {pattern!r} is not a valid regex ({exc}); try regex=False for plain text"
+        )
+    window, max_hits = max(0, int(window)), max(1, int(max_hits))
+    spans = [
+        (src, text, m.start(), m.end())
+        for src, text in _texts(context)
+        for m in compiled.finditer(text)
+    ]
+    note = ""
+    words = _WORD.findall(pattern) if not regex else []
+    if not spans and len(words) > 1:
+        spans = [
+            (src, text, a, b)
+            for src, text in _texts(context)
+            for a, b in _all_words_near(text, words, window)
+        ]
+        listed = ", ".join(map(repr, words))
+        note = f" (not found word for word; places where {listed} occur within {window} chars)"
+    hits = [
+        Hit(
+            number,
+            src,
+            start,
+            text.count("\n", 0, start) + 1,
+            text[start:end],
+            text[max(0, start - window) : end + window],
+        )
+        for number, (src, text, start, end) in enumerate(spans[:max_hits], start=1)
+    ]
+    if not hits:
+        return SearchResult([], _no_match_advice(pattern, regex, words, context))
+    shown = f"{len(hits)} of {len(spans)}" if len(spans) > len(hits) else f"{len(hits)}"
+    plural = "s" if len(spans) > 1 else ""
+    return SearchResult(hits, f"search({pattern!r}): {shown} hit{plural}{note}")
+
+
+def _no_match_advice(pattern: str, regex: bool, words: list[str], context: Any) -> str:
+    if context is None:
+        return "search: there is no context to search (context is None)"
+    tips = []
+    if regex:
+        tips.append("search with plain words instead of a regex (regex=False)")
+    if len(words) > 1:
+        longest = max(words, key=len)
+        tips.append(f"search for one distinctive word alone, e.g. search({longest!r})")
+    else:
+        tips.append("search for a shorter part of the word or a synonym")
+    tips.append("print a few slices of the context to see how it is worded")
+    return f"search({pattern!r}): no match. Try: " + "; ".join(tips) + "."
+
+
+# --- llm_map --------------------------------------------------------------------------------
+
+
+def _pack(indices: list[int], items: list[str], batch_size: int, max_chars: int) -> list[list[int]]:
+    """Group item indices into packs of at most ``batch_size`` items and ``max_chars``."""
+    packs: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for index in indices:
+        length = len(items[index])
+        if current and (len(current) >= batch_size or size + length > max_chars):
+            packs.append(current)
+            current, size = [], 0
+        current.append(index)
+        size += length
+    if current:
+        packs.append(current)
+    return packs
+
+
+def _packed_prompt(instruction: str, texts: list[str]) -> str:
+    if len(texts) == 1:
+        return f"{instruction}\n\nText:\n{texts[0]}\n\nReply with the answer only."
+    numbered = "\n\n".join(f"[{n}] {text}" for n, text in enumerate(texts, start=1))
+    return (
+        f"{instruction}\n\nDo this for each of the {len(texts)} numbered items below, separately. "
+        f"Reply with exactly {len(texts)} lines, one per item, in order, each starting with the "
+        f"item's number in brackets, like:\n[1] <answer for item 1>\n[2] <answer for item 2>\n\n"
+        f"Items:\n{numbered}"
+    )
+
+
+def parse_numbered(reply: str, count: int) -> dict[int, str]:
+    """Per-item answers from a reply of ``[n] answer`` lines (1-based; continuation lines join)."""
+    answers: dict[int, str] = {}
+    current: int | None = None
+    for line in reply.splitlines():
+        found = _ANSWER_LINE.match(line)
+        if found and 1 <= int(found.group(1)) <= count:
+            current = int(found.group(1))
+            answers[current] = found.group(2).strip()
+        elif current is not None and line.strip():
+            answers[current] = f"{answers[current]}\n{line.strip()}".strip()
+    return {n: a for n, a in answers.items() if a}
+
+
+def llm_map(
+    items: Any,
+    instruction: str,
+    *,
+    batch_size: int = 10,
+    max_chars: int = MAP_MAX_CHARS,
+    model: str | None = None,
+    _batch: Callable[..., list[str]] | None = None,
+) -> Any:
+    """Apply ``instruction`` to every item with sub-LLM calls; one answer per item, in order.
+
+    Packs up to ``batch_size`` items (and about ``max_chars`` characters) into each sub-call,
+    runs the calls in parallel with ``llm_batch``, reads the per-item answers back from a
+    numbered reply, and retries only the items it could not read (in smaller packs, finally
+    one per call). ``items`` is a list (returns a list) or a dict (returns a dict with the
+    same keys); an item that still failed is a string starting with ``"[ERROR]"``.
+    """
+    if _batch is None:
+        from rlm_runtime.bridge_client import llm_batch as _batch
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise TypeError("llm_map(items, instruction): instruction must be a non-empty string")
+    keys = list(items) if isinstance(items, dict) else None
+    values = list(items.values()) if isinstance(items, dict) else list(items)
+    texts = [v if isinstance(v, str) else _as_text(v) for v in values]
+    answers: list[str | None] = [None] * len(texts)
+    errors: dict[int, str] = {}
+    pending = list(range(len(texts)))
+    size = max(1, int(batch_size))
+    for round_ in range(MAP_ROUNDS):
+        if not pending:
+            break
+        # The last round sends one item per call: its whole reply is the answer.
+        per_call = 1 if round_ == MAP_ROUNDS - 1 else max(1, size // (2**round_))
+        packs = _pack(pending, texts, per_call, max_chars)
+        replies = _batch(
+            [_packed_prompt(instruction, [texts[i] for i in p]) for p in packs], model=model
+        )
+        for pack, reply in zip(packs, replies, strict=True):
+            if reply.startswith("[ERROR]"):
+                errors.update((i, reply) for i in pack)
+                continue
+            if len(pack) == 1 and not parse_numbered(reply, 1):
+                answers[pack[0]] = reply.strip()
+                continue
+            parsed = parse_numbered(reply, len(pack))
+            for n, index in enumerate(pack, start=1):
+                if n in parsed:
+                    answers[index] = parsed[n]
+        pending = [i for i in pending if answers[i] is None]
+    result = [
+        a if a is not None else errors.get(i, "[ERROR] no answer could be read for this item")
+        for i, a in enumerate(answers)
+    ]
+    return dict(zip(keys, result, strict=True)) if keys is not None else result
+
+
+def make_helpers(get_context: Callable[[], Any]) -> dict[str, Callable[..., Any]]:
+    """The helpers as the kernel namespace gets them, ``search`` bound to the task's context."""
+
+    def search_(
+        pattern: str,
+        context: Any = None,
+        *,
+        regex: bool = False,
+        window: int = 200,
+        max_hits: int = 20,
+    ) -> SearchResult:
+        return search(
+            pattern, context, regex=regex, window=window, max_hits=max_hits, _default=get_context
+        )
+
+    search_.__doc__ = search.__doc__
+    search_.__name__ = "search"
+
+    def llm_map_(
+        items: Any,
+        instruction: str,
+        *,
+        batch_size: int = 10,
+        max_chars: int = MAP_MAX_CHARS,
+        model: str | None = None,
+    ) -> Any:
+        return llm_map(items, instruction, batch_size=batch_size, max_chars=max_chars, model=model)
+
+    llm_map_.__doc__ = llm_map.__doc__
+    llm_map_.__name__ = "llm_map"
+    return {"search": search_, "llm_map": llm_map_}
