@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
-import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from engine.errors import ConfigError
 from engine.eval.base import parse_lengths
-from engine.eval.progress import ProgressTracker
 from engine.eval.registry import benchmark_names, get_benchmark, resolve
 
 LOCAL_MAX_WALL_TIME_S = 300.0
@@ -102,43 +99,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=eval_command)
 
 
-class _ProgressPrinter:
-    """Draws the progress bar on a stream: in place on a terminal, a line per result else."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.tracker: ProgressTracker | None = None
-        self._last = 0.0
-
-    def start(self, total: int, skipped: int) -> None:
-        self.tracker = ProgressTracker(total=total, skipped=skipped)
-        if skipped:
-            self.stream.write(f"rlm eval: resuming, {skipped}/{total} already done\n")
-        self._draw(force=True)
-
-    def result(self, record: dict[str, Any]) -> None:
-        assert self.tracker is not None
-        self.tracker.update(record)
-        self._draw(force=not self.tty)
-
-    def _draw(self, force: bool = False) -> None:
-        if self.tracker is None:
-            return
-        now = time.monotonic()
-        if not force and now - self._last < 0.2:
-            return
-        self._last = now
-        line = self.tracker.render()
-        self.stream.write(f"\r{line}\x1b[K" if self.tty else line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tracker is not None and self.tty:
-            self._draw(force=True)
-            self.stream.write("\n")
-
-
 def eval_command(args: argparse.Namespace) -> int:
     """Handler of ``rlm eval``."""
     if args.list:
@@ -156,6 +116,7 @@ def eval_command(args: argparse.Namespace) -> int:
     # Imported here: the engine config pulls in the model stack, which is slow to import and
     # not needed for `rlm --help` or `rlm eval --list`.
     from engine.config import load_config
+    from engine.eval.progress import EvalProgress
     from engine.eval.runner import EvalConfig, parse_methods, run_eval
 
     flags = {name: getattr(args, name) for name, _, _ in _ENGINE_FLAGS}
@@ -179,7 +140,7 @@ def eval_command(args: argparse.Namespace) -> int:
         retry_errors=not args.keep_errors,
         max_consecutive_errors=args.max_consecutive_errors,
     )
-    printer = _ProgressPrinter(sys.stderr)
+    printer = EvalProgress()
     try:
         paths = run_eval(cfg, on_start=printer.start, on_result=printer.result)
     finally:

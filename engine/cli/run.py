@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 
@@ -75,7 +74,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     files.add_argument("--config", type=Path, help="TOML config file")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="no live progress on stderr"
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress on stderr (live on a terminal, else a line per step)",
     )
     parser.set_defaults(func=handle)
 
@@ -89,10 +91,15 @@ def handle(args: argparse.Namespace) -> int:
         context = args.context.expanduser()
         if not context.exists():
             raise ContextError(f"context {context} does not exist; check --context")
-    progress = Progress(sys.stderr) if args.progress and sys.stderr.isatty() else None
-    result = anyio.run(_run, config, args.query, context, progress)
-    if progress is not None:
-        progress.close()
+    from engine.cli.status import RunStatus
+    from engine.display import stderr_console
+
+    status = RunStatus(stderr_console()) if args.progress else None
+    try:
+        result = anyio.run(_run, config, args.query, context, status)
+    finally:
+        if status is not None:
+            status.close()
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     if result.stop_reason == "error":
@@ -126,66 +133,3 @@ async def _run(config: EngineConfig, query: str, context: Path | None, progress:
 def _trajectory_hint(path: Path | None) -> None:
     if path is not None:
         print(f"rlm: trajectory: {path}", file=sys.stderr)
-
-
-class Progress:
-    """A one-line live status on a terminal: turn, last action, tokens, cost."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._stream = stream
-        self._turn = 0
-        self._max_turns: int | None = None
-        self._action = "starting sandbox"
-        self._tokens = 0
-        self._cost = 0.0
-        self._sub_calls = 0
-        self._last_draw = 0.0
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event["type"]
-        top = event.get("depth", 1) == 1
-        usage = event.get("usage") or {}
-        if kind in ("turn", "sub_call") and isinstance(usage, dict):
-            self._tokens += int(usage.get("total_tokens", 0))
-            self._cost += float(usage.get("cost_usd", 0.0))
-        if kind == "run_start" and top:
-            self._max_turns = (event.get("limits") or {}).get("max_iterations")
-        elif kind == "sandbox_ready" and top:
-            self._action = "thinking"
-        elif kind == "turn" and top:
-            self._turn = event["iteration"]
-            self._action = "running code"
-        elif kind == "cell" and top:
-            state = "ok"
-            if event.get("timed_out"):
-                state = "timed out"
-            elif event.get("error"):
-                state = "error"
-            self._action = f"cell {state} ({event.get('duration_s', 0):.1f}s), thinking"
-        elif kind == "nudge" and top:
-            self._action = f"nudged ({event.get('reason')})"
-        elif kind == "run_end" and top:
-            self._action = f"done ({event.get('stop_reason')})"
-        elif kind == "sub_call":
-            self._sub_calls += 1
-        elif kind == "run_start":
-            self._action = "child RLM running"
-        self._draw(force=kind in ("turn", "cell", "run_end"))
-
-    def _draw(self, force: bool) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_draw < 0.1:
-            return
-        self._last_draw = now
-        turns = f"{self._turn}/{self._max_turns}" if self._max_turns else str(self._turn)
-        line = (
-            f"turn {turns} | {self._action} | sub-calls {self._sub_calls} | "
-            f"tokens {self._tokens:,} | ${self._cost:.4f}"
-        )
-        self._stream.write("\r\x1b[2K" + line[:200])
-        self._stream.flush()
-
-    def close(self) -> None:
-        """End the status line so later output starts on a fresh line."""
-        self._stream.write("\n")
-        self._stream.flush()

@@ -1,10 +1,26 @@
-"""Progress of an evaluation: items done, running accuracy, cost so far, ETA."""
+"""Progress of an evaluation: items done, running accuracy, cost so far, ETA.
+
+:class:`ProgressTracker` does the counting; :class:`EvalProgress` shows it, as a rich progress
+bar on a terminal and as one plain line per finished item otherwise.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from engine.display import live, print_line, stderr_console
 
 
 def format_duration(seconds: float) -> str:
@@ -68,3 +84,71 @@ class ProgressTracker:
         if self.errors:
             parts.append(f"errors {self.errors}")
         return " ".join(parts)
+
+
+class EvalProgress:
+    """Shows an evaluation's progress on ``console`` (default: stderr).
+
+    On a terminal: a rich bar redrawn in place with items done, running accuracy, cost, errors
+    and ETA. Otherwise: one plain line per finished item (``ProgressTracker.render``). Use as
+    the ``on_start``/``on_result`` callbacks of :func:`engine.eval.runner.run_eval`, then call
+    :meth:`close`.
+    """
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or stderr_console()
+        self.tracker: ProgressTracker | None = None
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    def start(self, total: int, skipped: int) -> None:
+        """Begin showing progress over ``total`` items, ``skipped`` of them already done."""
+        self.tracker = ProgressTracker(total=total, skipped=skipped)
+        if skipped:
+            print_line(self.console, f"rlm eval: resuming, {skipped}/{total} already done")
+        if not live(self.console):
+            print_line(self.console, self.tracker.render())
+            return
+        self._bar = Progress(
+            TextColumn("rlm eval"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("acc {task.fields[acc]}", markup=False),
+            TextColumn("${task.fields[cost]}", markup=False),
+            TextColumn("{task.fields[errors]}", markup=False),
+            TimeElapsedColumn(),
+            TextColumn("ETA {task.fields[eta]}", markup=False),
+            console=self.console,
+            redirect_stdout=False,
+        )
+        self._task = self._bar.add_task("eval", total=total, completed=skipped, **self._fields())
+        self._bar.start()
+
+    def result(self, record: dict[str, Any]) -> None:
+        """Account for one finished item and show it."""
+        if self.tracker is None:
+            raise RuntimeError("EvalProgress.result() before start()")
+        self.tracker.update(record)
+        if self._bar is None or self._task is None:
+            print_line(self.console, self.tracker.render())
+            return
+        finished = self.tracker.skipped + self.tracker.done
+        self._bar.update(self._task, completed=finished, **self._fields())
+
+    def close(self) -> None:
+        """Stop redrawing; the last state stays on screen."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def _fields(self) -> dict[str, str]:
+        tracker = self.tracker
+        assert tracker is not None
+        accuracy = tracker.accuracy
+        eta = tracker.eta_s()
+        return {
+            "acc": f"{100 * accuracy:.1f}%" if accuracy is not None else "--",
+            "cost": f"{tracker.cost_usd:.4f}",
+            "errors": f"errors {tracker.errors}" if tracker.errors else "",
+            "eta": format_duration(eta) if eta is not None else "--",
+        }
