@@ -4,7 +4,6 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 RLM    := $(VENV)/bin/rlm
 export LITELLM_LOCAL_MODEL_COST_MAP := True
-export RLM_DATA_DIR ?= $(abspath ../shared/data)
 
 # Evaluation overrides: make eval-sniah MODEL=openai/gpt-4o-mini N=20 LENGTHS=8k,32k
 MODEL     ?=
@@ -14,10 +13,14 @@ LENGTHS   ?=
 EVAL_OUT  ?= out/eval
 EVAL_ARGS  = $(if $(MODEL),--model $(MODEL)) $(if $(SUB_MODEL),--sub-model $(SUB_MODEL)) \
              $(if $(N),--n $(N)) $(if $(LENGTHS),--lengths $(LENGTHS))
+# Benchmark data goes to $RLM_DATA_DIR or ~/.cache/rlm/data. Our own machines cannot reach the
+# official sources and keep a mirror in ../shared/data: imported (verified) when present.
+DATA_MIRROR ?= $(wildcard ../shared/data)
+DATA_PULL    = $(RLM) data pull $(if $(DATA_MIRROR),--from $(DATA_MIRROR))
 
 .PHONY: setup system-deps venv image model run test test-fast lint bench bench-sandbox \
         bench-bridge bench-models bench-local bench-service attacks eval-sniah eval-oolong \
-        eval-pairs eval-codeqa eval-all engine-image up down compose-smoke clean
+        eval-pairs eval-codeqa eval-all data engine-image up down compose-smoke clean
 
 ## setup: install the project (in .venv) and everything the sandbox needs (Docker, debootstrap)
 setup: system-deps venv
@@ -79,24 +82,33 @@ bench-service: venv image
 	$(PY) benchmarks/bench_service.py
 
 bench-eval: venv
+	$(DATA_PULL) sniah oolong
 	$(PY) benchmarks/bench_eval.py
 
 bench-local: venv image model
 	$(PY) benchmarks/bench_local.py $(BENCH_LOCAL_ARGS)
 
 eval-sniah: venv image
+	$(DATA_PULL) sniah
 	$(RLM) eval sniah --out $(EVAL_OUT)/sniah $(EVAL_ARGS)
 
 eval-oolong: venv image
+	$(DATA_PULL) oolong
 	$(RLM) eval oolong --out $(EVAL_OUT)/oolong $(EVAL_ARGS)
 
 eval-pairs: venv image
+	$(DATA_PULL) oolong-pairs
 	$(RLM) eval oolong-pairs --out $(EVAL_OUT)/pairs $(EVAL_ARGS)
 
 eval-codeqa: venv image
+	$(DATA_PULL) codeqa
 	$(RLM) eval codeqa --out $(EVAL_OUT)/codeqa $(EVAL_ARGS)
 
 eval-all: eval-sniah eval-oolong eval-pairs eval-codeqa
+
+## data: fetch (or import from the mirror) and verify every benchmark's source data
+data: venv
+	$(DATA_PULL)
 
 ## up / down: the service with docker-compose (engine + local model; `--profile gpu` adds vLLM)
 SERVICES ?=

@@ -1,7 +1,7 @@
 """How long benchmark generation takes: seconds per item by benchmark and context length.
 
-Prints a table; asserts nothing. Run: ``.venv/bin/python benchmarks/bench_eval.py``
-(needs ``$RLM_DATA_DIR``, default ``../shared/data``).
+Prints a table; asserts nothing. Run: ``make bench-eval``, which first fetches the source data
+(``rlm data pull sniah oolong``, into ``$RLM_DATA_DIR`` or ``~/.cache/rlm/data``).
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ def register(subparsers: Any) -> None:
             "Generate benchmark items, answer them with the RLM and/or the base model (context "
             "truncated to its window, head and tail kept), score them and write results.jsonl, "
             "summary.md and score-vs-length plots into --out. Re-running resumes: finished "
-            "items are skipped. Benchmark data is read from $RLM_DATA_DIR."
+            "items are skipped. Benchmark data is read from $RLM_DATA_DIR or ~/.cache/rlm/data "
+            "(fetch it with rlm data pull)."
         ),
     )
     parser.add_argument(

@@ -20,6 +20,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.demo",
     "engine.cli.model",
     "engine.cli.eval",
+    "engine.cli.data",
     "engine.cli.serve",
     "engine.cli.view",
     "engine.cli.sandbox",

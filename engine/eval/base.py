@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from engine.data.paths import default_data_dir
 from engine.errors import ConfigError, DataMissingError
 from engine.eval.tokens import get_tokenizer
 
 Unit = Literal["tokens", "chars"]
-DEFAULT_DATA_DIR = Path("../shared/data")
 
 
 @dataclass(frozen=True)
@@ -56,18 +55,21 @@ class Benchmark(Protocol):
 
 
 def data_dir() -> Path:
-    """The benchmark data directory: ``$RLM_DATA_DIR``, else ``../shared/data``."""
-    return Path(os.environ.get("RLM_DATA_DIR") or DEFAULT_DATA_DIR)
+    """The benchmark data directory: ``$RLM_DATA_DIR``, else ``~/.cache/rlm/data``."""
+    return default_data_dir()
 
 
-def data_file(relative: str, *, hint: str = "") -> Path:
-    """Path of a data file under :func:`data_dir`; DataMissingError naming it when absent."""
+def data_file(relative: str, *, bench: str) -> Path:
+    """Path of a data file under :func:`data_dir`; DataMissingError naming it when absent.
+
+    ``bench`` is the benchmark that needs it, so the message can say how to fetch it.
+    """
     path = data_dir() / relative
     if not path.exists():
         raise DataMissingError(
-            f"benchmark data file {path} is missing (RLM_DATA_DIR="
-            f"{os.environ.get('RLM_DATA_DIR', '<unset>')}). Set RLM_DATA_DIR to the directory "
-            f"holding {relative}" + (f"; {hint}" if hint else ".")
+            f"benchmark data file {path} is missing. Fetch it with `rlm data pull {bench}`, or "
+            f"import a local copy with `rlm data pull {bench} --from DIR` (the data directory is "
+            "$RLM_DATA_DIR, else ~/.cache/rlm/data)."
         )
     return path
 

@@ -1,4 +1,6 @@
-"""Loaders for official benchmark releases, read from ``$RLM_DATA_DIR`` in published formats.
+"""Loaders for official benchmark releases, read from the data directory in published formats.
+
+The data directory is ``$RLM_DATA_DIR``, else ``~/.cache/rlm/data`` (:func:`data_dir`).
 
 - ``oolong-synth``: ``oolong-synth/*.jsonl`` (or ``.json``) rows of the HuggingFace dataset
   ``oolongbench/oolong-synth`` (``context_window_text``, ``question``, ``answer``,
@@ -54,7 +56,8 @@ def _files(folder: str, patterns: tuple[str, ...], what: str) -> list[Path]:
     if not found:
         raise DataMissingError(
             f"{what} is not on disk: expected {' or '.join(str(root / p) for p in patterns)} "
-            f"(RLM_DATA_DIR={data_dir()}). Download the official release and place it there."
+            f"(data directory {data_dir()}: $RLM_DATA_DIR, else ~/.cache/rlm/data). Download the "
+            "official release and place it there."
         )
     return found
 
@@ -81,7 +84,7 @@ class OolongSynth:
     """The official OOLONG-synth release (trec_coarse by default), OOLONG scoring."""
 
     name = "oolong-synth"
-    description = "official OOLONG-synth release from $RLM_DATA_DIR/oolong-synth"
+    description = "official OOLONG-synth release from <data dir>/oolong-synth"
 
     def __init__(self, dataset: str = "trec_coarse") -> None:
         self.dataset = dataset
@@ -147,7 +150,7 @@ class LongBenchCodeQA:
     """LongBench-v2 "Code Repository Understanding" multiple choice, scored by accuracy."""
 
     name = "longbench-codeqa"
-    description = "official LongBench-v2 CodeQA from $RLM_DATA_DIR/longbench-v2/data.json"
+    description = "official LongBench-v2 CodeQA from <data dir>/longbench-v2/data.json"
 
     def items(self, length: int, n: int, seed: int, unit: Unit = "tokens") -> list[EvalItem]:
         """Rows of the LongBench-v2 length bucket that ``length`` (tokens) falls into."""
@@ -204,7 +207,7 @@ class BrowseCompPlus:
     """
 
     name = "browsecomp-plus"
-    description = "official BrowseComp-Plus (decrypted) from $RLM_DATA_DIR/browsecomp-plus"
+    description = "official BrowseComp-Plus (decrypted) from <data dir>/browsecomp-plus"
 
     def items(self, length: int, n: int, seed: int, unit: Unit = "tokens") -> list[EvalItem]:
         """Documents (evidence, gold, negatives, then corpus) until ``length`` is reached."""

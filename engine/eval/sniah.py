@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from engine.data.registry import PAUL_GRAHAM_ESSAYS
 from engine.errors import DataMissingError
 from engine.eval.base import EvalItem, Unit, data_file, measure_fn
 from engine.eval.haystack import cut_prefix, repeat_to
 from engine.eval.scoring import contains_fraction
 
-ESSAYS_FILE = "paul_graham_essays.json"
+ESSAYS_FILE = PAUL_GRAHAM_ESSAYS.path
 
 _ADJECTIVE_TEXT = (
     "amber brave calm dizzy eager fancy gentle hollow icy jolly keen lucky mellow noble odd "
@@ -51,8 +52,8 @@ def _essays(path: Path) -> str:
 
 
 def load_essays() -> str:
-    """The concatenated Paul Graham essays from ``$RLM_DATA_DIR``."""
-    return _essays(data_file(ESSAYS_FILE, hint="it is RULER's PaulGrahamEssays.json."))
+    """The concatenated Paul Graham essays from the data directory (``rlm data pull sniah``)."""
+    return _essays(data_file(ESSAYS_FILE, bench="sniah"))
 
 
 def sentence_starts(text: str) -> list[int]:

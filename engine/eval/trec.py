@@ -6,10 +6,11 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.data.registry import TREC_TEST, TREC_TRAIN
 from engine.errors import DataMissingError
 from engine.eval.base import data_file
 
-TREC_FILES = ("trec/train_5500.label", "trec/TREC_10.label")
+TREC_FILES = (TREC_TRAIN.path, TREC_TEST.path)
 
 # OOLONG's names for the six coarse labels.
 LABEL_NAMES: dict[str, str] = {
@@ -56,6 +57,6 @@ def _load(paths: tuple[Path, ...]) -> tuple[Question, ...]:
 
 
 def load_questions() -> tuple[Question, ...]:
-    """All TREC questions from ``$RLM_DATA_DIR/trec``, in file order."""
-    paths = tuple(data_file(f, hint="it holds the TREC .label files.") for f in TREC_FILES)
+    """All TREC questions from the data directory (``rlm data pull oolong``), in file order."""
+    paths = tuple(data_file(f, bench="oolong") for f in TREC_FILES)
     return _load(paths)
