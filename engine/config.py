@@ -18,6 +18,14 @@ TOML layout (every key optional)::
     max_tokens = 200000
     max_cost = 1.5                    # USD
     max_sub_calls = 100
+    max_tool_calls = 50
+    tool_timeout = 60                 # seconds per tool call
+
+    [[tools]]                         # a host Python function, callable in the kernel
+    function = "mypkg.lookups:find_user"
+
+    [[mcp]]                           # an MCP server: command = [...] (stdio) or url = "..."
+    command = ["uvx", "mcp-server-time"]
 
     [sandbox]
     image = "rlm-sandbox:latest"
@@ -37,6 +45,8 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConfigError
 from engine.models import ModelSpec
+from engine.tools import ToolsConfig
+from engine.tools.settings import parse_functions, parse_mcp
 
 if TYPE_CHECKING:
     from engine.sandbox import SandboxConfig
@@ -66,6 +76,7 @@ class Limits:
     max_tokens: int | None = None
     max_cost_usd: float | None = None
     max_sub_calls: int | None = None
+    max_tool_calls: int | None = None
     cell_timeout_s: float = 120.0
     output_max_chars: int = 8_000
 
@@ -84,6 +95,8 @@ class Limits:
                 raise ConfigError(f"{name} must be greater than 0 (got {value})")
         if self.max_sub_calls is not None and self.max_sub_calls < 0:
             raise ConfigError(f"max_sub_calls must be 0 or more (got {self.max_sub_calls})")
+        if self.max_tool_calls is not None and self.max_tool_calls < 0:
+            raise ConfigError(f"max_tool_calls must be 0 or more (got {self.max_tool_calls})")
 
 
 @dataclass(frozen=True)
@@ -96,7 +109,7 @@ class EngineConfig:
     ``trajectory_path`` pins the JSONL trajectory file (one run per file: a second run
     overwrites it); otherwise each run writes ``<trajectory_dir>/<task-id>.jsonl``.
     ``record`` writes every model call to a cassette; ``replay`` answers every model call from
-    one (no provider is contacted).
+    one (no provider is contacted). ``tools`` are the host tools sandbox code may call.
     """
 
     model: ModelSpec | None = None
@@ -109,6 +122,7 @@ class EngineConfig:
     record: Path | None = None
     replay: Path | None = None
     max_in_flight: int = 16
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
 
     def __post_init__(self) -> None:
         if self.prompt_profile not in PROMPT_PROFILES:
@@ -194,6 +208,10 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("max_tokens", "limits", "RLM_MAX_TOKENS", _parse_int),
     _Setting("max_cost", "limits", "RLM_MAX_COST", _parse_float),
     _Setting("max_sub_calls", "limits", "RLM_MAX_SUB_CALLS", _parse_int),
+    _Setting("max_tool_calls", "limits", "RLM_MAX_TOOL_CALLS", _parse_int),
+    _Setting("tool_timeout", "limits", "RLM_TOOL_TIMEOUT", _parse_float),
+    _Setting("tools", None, "RLM_TOOL_FUNCTIONS", parse_functions),
+    _Setting("mcp", None, "RLM_MCP_SERVERS", parse_mcp),
     _Setting("cell_timeout", "limits", "RLM_CELL_TIMEOUT", _parse_float),
     _Setting("output_max_chars", "limits", "RLM_OUTPUT_MAX_CHARS", _parse_int),
     _Setting("image", "sandbox", "RLM_SANDBOX_IMAGE", _parse_str),
@@ -210,6 +228,7 @@ _LIMIT_FIELDS = {
     "max_tokens": "max_tokens",
     "max_cost": "max_cost_usd",
     "max_sub_calls": "max_sub_calls",
+    "max_tool_calls": "max_tool_calls",
     "cell_timeout": "cell_timeout_s",
     "output_max_chars": "output_max_chars",
 }
@@ -348,6 +367,8 @@ def build_config(values: Mapping[str, Any]) -> EngineConfig:
     extra: dict[str, Any] = {}
     if "max_in_flight" in values:
         extra["max_in_flight"] = values["max_in_flight"]
+    tool_values = {"functions": "tools", "mcp": "mcp", "timeout_s": "tool_timeout"}
+    extra["tools"] = ToolsConfig(**{f: values[n] for f, n in tool_values.items() if n in values})
     return EngineConfig(
         model=model,
         sub_model=sub_model,

@@ -117,3 +117,19 @@ class BridgeRequestError(BridgeError):
 
 class ChildRunError(RLMError):
     """A child RLM started by ``rlm_query`` failed or stopped without an answer."""
+
+
+# --- tools ---------------------------------------------------------------------------------
+
+
+class ToolError(RLMError):
+    """A host-side tool failed; the message (and ``exception``, the tool's exception type)
+    reach the sandbox code that called it."""
+
+    def __init__(self, message: str, exception: str | None = None) -> None:
+        super().__init__(message)
+        self.exception = exception
+
+
+class ToolTimeoutError(ToolError):
+    """A host-side tool did not finish within its timeout."""

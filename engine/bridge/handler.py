@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -28,4 +28,21 @@ class BridgeHandler(Protocol):
 
         The file at ``context_path`` belongs to the bridge and is deleted once this returns.
         """
+        ...
+
+
+@runtime_checkable
+class ToolHandler(Protocol):
+    """A :class:`BridgeHandler` that also serves host tools (``POST /v1/tool``).
+
+    Raise :class:`engine.errors.ToolError` when a tool fails (HTTP 502, type ``tool_error``,
+    with the tool's exception type so the sandbox can raise the same kind).
+    """
+
+    async def call_tool(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Run host tool ``name``; return a JSON-able value."""
+        ...
+
+    async def llm_query_tools(self, prompt: str, model: str | None, tools: tuple[str, ...]) -> str:
+        """Answer ``prompt`` with a sub-model that may call the named tools."""
         ...

@@ -17,7 +17,8 @@ from engine.errors import BridgeRequestError
 LLM_QUERY = "/v1/llm_query"
 LLM_BATCH = "/v1/llm_batch"
 RLM_QUERY = "/v1/rlm_query"
-ROUTES: frozenset[str] = frozenset({LLM_QUERY, LLM_BATCH, RLM_QUERY})
+TOOL = "/v1/tool"
+ROUTES: frozenset[str] = frozenset({LLM_QUERY, LLM_BATCH, RLM_QUERY, TOOL})
 
 # A child context is one plain file directly in children/ (the client writes uuid names);
 # dot-files are excluded because the client uses them for its not-yet-renamed temp files.
@@ -31,6 +32,8 @@ class LlmQueryRequest:
 
     prompt: str
     model: str | None
+    #: names of host tools the sub-model may call (function calling); empty: none.
+    tools: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +52,16 @@ class RlmQueryRequest:
     context_name: str | None
 
 
-BridgeRequest = LlmQueryRequest | LlmBatchRequest | RlmQueryRequest
+@dataclass(frozen=True, slots=True)
+class ToolRequest:
+    """``POST /v1/tool``: call host tool ``name`` with ``args`` and ``kwargs``."""
+
+    name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+BridgeRequest = LlmQueryRequest | LlmBatchRequest | RlmQueryRequest | ToolRequest
 
 
 def invalid(message: str) -> BridgeRequestError:
@@ -71,14 +83,16 @@ def parse_json(body: bytes) -> dict[str, Any]:
 def validate(path: str, payload: dict[str, Any], *, max_batch: int) -> BridgeRequest:
     """Check ``payload`` against the schema of route ``path`` and return the typed request."""
     if path == LLM_QUERY:
-        _only(payload, {"prompt", "model"})
-        return LlmQueryRequest(_prompt(payload, "prompt"), _model(payload))
+        _only(payload, {"prompt", "model", "tools"})
+        return LlmQueryRequest(_prompt(payload, "prompt"), _model(payload), _tool_names(payload))
     if path == LLM_BATCH:
         _only(payload, {"prompts", "model"})
         return LlmBatchRequest(_prompts(payload, max_batch), _model(payload))
     if path == RLM_QUERY:
         _only(payload, {"prompt", "context_file"})
         return RlmQueryRequest(_prompt(payload, "prompt"), _context_name(payload))
+    if path == TOOL:
+        return _tool_request(payload)
     raise BridgeRequestError(404, "not_found", f"no such bridge endpoint: {path}")
 
 
@@ -143,6 +157,27 @@ def _context_name(payload: dict[str, Any]) -> str | None:
             f"(like 'children/<uuid>.json'), not {value!r}"
         )
     return name
+
+
+def _tool_names(payload: dict[str, Any]) -> tuple[str, ...]:
+    value = payload.get("tools")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(n, str) and n for n in value):
+        raise invalid("field 'tools' must be a list of tool names (strings) or null")
+    return tuple(value)
+
+
+def _tool_request(payload: dict[str, Any]) -> ToolRequest:
+    _only(payload, {"name", "args", "kwargs"})
+    name = _prompt(payload, "name")
+    args = payload.get("args") or []
+    kwargs = payload.get("kwargs") or {}
+    if not isinstance(args, list):
+        raise invalid(f"field 'args' must be a list, not {_json_type(args)}")
+    if not isinstance(kwargs, dict):
+        raise invalid(f"field 'kwargs' must be an object, not {_json_type(kwargs)}")
+    return ToolRequest(name, args, kwargs)
 
 
 def _json_type(value: object) -> str:

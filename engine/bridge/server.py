@@ -32,13 +32,14 @@ import anyio.lowlevel
 import h11
 
 from engine.bridge.children import ChildContexts
-from engine.bridge.handler import BridgeHandler
+from engine.bridge.handler import BridgeHandler, ToolHandler
 from engine.bridge.protocol import (
     LLM_BATCH,
     ROUTES,
     LlmBatchRequest,
     LlmQueryRequest,
     RlmQueryRequest,
+    ToolRequest,
     error_body,
     parse_json,
     validate,
@@ -49,6 +50,7 @@ from engine.errors import (
     BudgetExceededError,
     ConfigError,
     RLMError,
+    ToolError,
 )
 from engine.log import get_logger
 
@@ -312,6 +314,10 @@ class BridgeServer:
             else:
                 payload = parse_json(body)
             request = validate(path, payload, max_batch=self._max_batch)
+            if isinstance(request, ToolRequest) or (
+                isinstance(request, LlmQueryRequest) and request.tools
+            ):
+                return await self._tools(request)
             if isinstance(request, LlmQueryRequest):
                 text = await self._handler.llm_query(request.prompt, request.model)
                 return 200, {"response": _checked_text(text)}
@@ -328,6 +334,20 @@ class BridgeServer:
             log.exception("bridge handler failed", path=path)
             message = f"the orchestrator failed to serve {path}: {type(exc).__name__}: {exc}"
             return 500, error_body("internal_error", message)
+
+    async def _tools(self, request: ToolRequest | LlmQueryRequest) -> Outcome:
+        """Host tools: a tool call, or a sub-call that may use tools (see ToolHandler)."""
+        handler = self._handler
+        if not isinstance(handler, ToolHandler):
+            raise BridgeRequestError(404, "not_found", "this sandbox has no tools")
+        try:
+            if isinstance(request, ToolRequest):
+                result = await handler.call_tool(request.name, request.args, request.kwargs)
+                return 200, {"result": result}
+            text = await handler.llm_query_tools(request.prompt, request.model, request.tools)
+            return 200, {"response": _checked_text(text)}
+        except ToolError as exc:
+            return 502, error_body("tool_error", str(exc), exception=exc.exception)
 
     async def _batch(self, request: LlmBatchRequest) -> list[str]:
         results = [""] * len(request.prompts)

@@ -67,6 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     limits.add_argument("--max-cost", dest="max_cost", type=float, help="total cost in USD")
     limits.add_argument("--max-sub-calls", dest="max_sub_calls", type=int)
     limits.add_argument("--cell-timeout", dest="cell_timeout", type=float, help="default 120 s")
+    add_tool_arguments(parser, limits)
     files = parser.add_argument_group("files")
     files.add_argument("--trajectory", type=Path, help="JSONL trajectory path")
     files.add_argument("--record", type=Path, help="record every model call to this cassette")
@@ -80,6 +81,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="no progress on stderr (live on a terminal, else a line per step)",
     )
     parser.set_defaults(func=handle)
+
+
+def add_tool_arguments(parser: argparse.ArgumentParser, limits: Any) -> None:
+    """``--tool``, ``--mcp``, ``--max-tool-calls`` and ``--tool-timeout`` (also for rlm mcp)."""
+    tools = parser.add_argument_group("host tools (callable from the sandbox by their names)")
+    tools.add_argument(
+        "--tool",
+        dest="tools",
+        action="append",
+        metavar="MODULE:FUNCTION",
+        help="a Python function of this host as a tool (repeatable)",
+    )
+    tools.add_argument(
+        "--mcp",
+        action="append",
+        metavar="'COMMAND ARGS' | URL",
+        help="an MCP server's tools: a command (stdio) or a streamable-HTTP URL (repeatable)",
+    )
+    limits.add_argument("--max-tool-calls", dest="max_tool_calls", type=int, help="total")
+    limits.add_argument(
+        "--tool-timeout", dest="tool_timeout", type=float, help="seconds per call (default 60)"
+    )
 
 
 def handle(args: argparse.Namespace) -> int:

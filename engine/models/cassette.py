@@ -80,6 +80,8 @@ class CassetteEntry:
     repeat: bool = False
     delay_s: float = 0.0
     error: Mapping[str, Any] | None = None
+    #: function calls to answer with: ``[{"id", "name", "arguments"}]`` (arguments: JSON text).
+    tool_calls: tuple[Mapping[str, str], ...] = ()
     source: str = "<entry>"
 
     def matches(self, model: str, messages: Sequence[Mapping[str, Any]], stop: Any) -> bool:
@@ -137,7 +139,13 @@ class CassetteEntry:
         error = response.get("error")
         if error is not None and not isinstance(error, dict):
             raise bad('"response.error" must be an object like {"message": "..."}')
+        tool_calls = response.get("tool_calls") or []
+        if not isinstance(tool_calls, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) for c in tool_calls
+        ):
+            raise bad('"response.tool_calls" must be a list of {"name", "arguments", "id"}')
         return cls(
+            tool_calls=tuple(_tool_call(c, i) for i, c in enumerate(tool_calls)),
             content=content,
             finish_reason=response.get("finish_reason", "stop"),
             usage=dict(usage) if usage else None,
@@ -151,6 +159,17 @@ class CassetteEntry:
             error=error,
             source=source,
         )
+
+
+def _tool_call(call: Mapping[str, Any], index: int) -> dict[str, str]:
+    arguments = call.get("arguments", "{}")
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments)
+    return {
+        "id": str(call.get("id") or f"call_{index}"),
+        "name": call["name"],
+        "arguments": arguments,
+    }
 
 
 class Cassette:
@@ -224,6 +243,7 @@ class CassetteRecorder:
         finish_reason: str | None,
         prompt_tokens: int,
         completion_tokens: int,
+        tool_calls: list[dict[str, str]] | None = None,
     ) -> None:
         """Append one entry; ``model`` is the wire model name (no provider prefix)."""
         entry = {
@@ -238,6 +258,7 @@ class CassetteRecorder:
                 "content": content,
                 "finish_reason": finish_reason,
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+                **({"tool_calls": tool_calls} if tool_calls else {}),
             },
             "status": 200,
             "headers": {},

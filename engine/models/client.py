@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import time
@@ -28,8 +29,17 @@ DEFAULT_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One function call the model asked for; ``arguments`` is its JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Completion:
-    """The result of one model call."""
+    """The result of one model call (``tool_calls`` when it was given tools and used them)."""
 
     text: str
     usage: Usage
@@ -37,6 +47,7 @@ class Completion:
     finish_reason: str | None
     duration_s: float
     cached: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class ModelClient:
@@ -71,22 +82,27 @@ class ModelClient:
     async def complete(
         self,
         spec: ModelSpec,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         *,
         stop: list[str] | None = None,
         role: str = "root",
         ledger: UsageLedger | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> Completion:
         """Send a chat to ``spec`` and return the assistant's reply.
 
         Consecutive same-role messages are merged first (llama.cpp rejects two assistant
         turns in a row). ``stop`` strings are passed to the provider. ``role`` labels the
-        call in the ledger (``root``, ``sub``, ...).
+        call in the ledger (``root``, ``sub``, ...). ``tools`` are function schemas the
+        model may call (OpenAI format); its calls come back in ``Completion.tool_calls``.
         """
         litellm = load_litellm()
         chat = normalize_messages(messages)
         kwargs = self._request(spec, chat, stop)
-        key = self._cache_key(spec, chat, kwargs)
+        if tools:
+            kwargs["tools"] = tools
+        # The cache stores text replies only, so calls that may answer with tool calls skip it.
+        key = None if tools else self._cache_key(spec, chat, kwargs)
         if key is not None:
             hit = await self._cache_get(key)
             if hit is not None:
@@ -99,6 +115,7 @@ class ModelClient:
                 spec.model, lambda: litellm.acompletion(**kwargs), limit=spec.concurrency
             )
             text, finish_reason, usage = self._read(spec, response)
+            calls = _tool_calls(response)
             status = "ok"
         except anyio.get_cancelled_exc_class():
             status = "cancelled"
@@ -131,13 +148,14 @@ class ModelClient:
                 finish_reason=finish_reason,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
+                tool_calls=[dataclasses.asdict(c) for c in calls] or None,
             )
         if key is not None:
             reply = CachedReply(
                 text, finish_reason, usage.prompt_tokens, usage.completion_tokens, usage.cost_usd
             )
             await self._cache_put(key, spec.model, reply)
-        return Completion(text, usage, spec.model, finish_reason, duration)
+        return Completion(text, usage, spec.model, finish_reason, duration, tool_calls=calls)
 
     def _cache_key(
         self, spec: ModelSpec, chat: list[dict[str, Any]], kwargs: dict[str, Any]
@@ -257,3 +275,17 @@ class ModelClient:
         if failure.kind in ("connection", "not_found"):
             return ModelUnavailableError(message)
         return ModelError(message)
+
+
+def _tool_calls(response: Any) -> tuple[ToolCall, ...]:
+    message = response.choices[0].message
+    calls = getattr(message, "tool_calls", None) or []
+    out = []
+    for index, call in enumerate(calls):
+        function = getattr(call, "function", None)
+        name = getattr(function, "name", None)
+        if not name:
+            continue
+        arguments = getattr(function, "arguments", None) or "{}"
+        out.append(ToolCall(getattr(call, "id", None) or f"call_{index}", name, arguments))
+    return tuple(out)

@@ -196,12 +196,16 @@ class ReplayServer:
                 return JSONResponse({"error": err}, status_code=entry.status, headers=entry.headers)
             text, was_cut = cut_at_stop(entry.content, stop)
             finish = "stop" if was_cut else entry.finish_reason
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if entry.tool_calls:
+                message["tool_calls"] = _tool_calls(entry)
+                finish = "tool_calls"
             usage = self._usage(entry, messages, text)
             self._counter += 1
             ident = f"chatcmpl-replay-{self._counter}"
             if body.get("stream"):
                 options = body.get("stream_options") or {}
-                chunks = _sse_chunks(ident, model, text, finish, usage, options)
+                chunks = _sse_chunks(ident, model, message, finish, usage, options)
                 return StreamingResponse(
                     chunks, media_type="text/event-stream", headers=entry.headers
                 )
@@ -214,7 +218,7 @@ class ReplayServer:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": text},
+                            "message": message,
                             "finish_reason": finish,
                             "logprobs": None,
                         }
@@ -274,10 +278,21 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
     )
 
 
+def _tool_calls(entry: CassetteEntry) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["name"], "arguments": call["arguments"]},
+        }
+        for call in entry.tool_calls
+    ]
+
+
 async def _sse_chunks(
     ident: str,
     model: str,
-    text: str,
+    message: dict[str, Any],
     finish: str | None,
     usage: dict[str, int],
     options: Mapping[str, Any],
@@ -294,9 +309,12 @@ async def _sse_chunks(
         }
         return f"data: {json.dumps(payload)}\n\n"
 
+    text = message["content"]
     yield chunk({"role": "assistant", "content": ""})
     for i in range(0, len(text), _STREAM_PIECE_CHARS):
         yield chunk({"content": text[i : i + _STREAM_PIECE_CHARS]})
+    for index, call in enumerate(message.get("tool_calls", [])):
+        yield chunk({"tool_calls": [{"index": index, **call}]})
     yield chunk({}, finish)
     if options.get("include_usage"):
         payload = {

@@ -9,6 +9,7 @@ when the task ends.
 from __future__ import annotations
 
 import dataclasses
+import json
 import secrets
 import time
 from contextlib import AsyncExitStack
@@ -45,6 +46,8 @@ from engine.rlm.prompts import resolve_profile
 from engine.rlm.result import RunResult, usage_dict
 from engine.rlm.trajectory import EventCallback, Trajectory
 from engine.rlm.truncate import truncate_middle
+from engine.tools import ToolBudget, ToolRegistry
+from engine.tools.sub_model import run_tool_loop
 
 log = get_logger(__name__)
 
@@ -66,6 +69,8 @@ class _Tree:
     client: ModelClient
     budget: Budget
     trajectory: Trajectory
+    tools: ToolRegistry
+    tool_budget: ToolBudget
 
 
 class Engine:
@@ -90,6 +95,8 @@ class Engine:
         self._client: ModelClient | None = None
         self._sub_base: ModelSpec | None = None
         self._names: dict[str, ModelSpec] = {}
+        #: the host tools of every run (MCP servers are connected while the engine is open).
+        self.tools = ToolRegistry(self.config.tools)
         self.profile = resolve_profile(
             self.config.prompt_profile, local_model=self.config.model is None
         )
@@ -143,6 +150,8 @@ class Engine:
             self._names[spec.model] = spec
             self._names[wire_model(spec.model)] = spec
         self._root, self._sub = self._effective(root), self._effective(sub)
+        if cfg.tools:
+            await stack.enter_async_context(self.tools)
         if cfg.record is not None:
             self._recorder = CassetteRecorder(cfg.record)
         self._client = self._new_client()
@@ -196,9 +205,12 @@ class Engine:
         on_event: EventCallback | None = None,
         *,
         task_id: str | None = None,
+        tools: list[str] | None = None,
     ) -> RunResult:
         """Answer ``query`` about ``context`` (a ``Path`` to a file or directory, a ``str``,
         any JSON-able value, or None).
+
+        ``tools`` restricts the run to these of the engine's tools (None: all of them).
 
         Failures during the run (Docker down, model unreachable, kernel died) are returned as
         ``RunResult(stop_reason="error", error=...)``; only invalid arguments raise. Events go
@@ -209,13 +221,20 @@ class Engine:
             raise ConfigError("the query is empty; pass the question to answer")
         if isinstance(context, Path) and not context.exists():
             raise ContextError(f"context path {context} does not exist; check the path")
+        registry = self.tools.restrict(tools)
         task_id = task_id or new_task_id()
         path = self.config.trajectory_path or (
             (self.config.trajectory_dir or default_trajectory_dir()) / f"{task_id}.jsonl"
         )
         ledger = UsageLedger()
         with Trajectory(path, on_event) as trajectory:
-            tree = _Tree(self._new_client(), Budget(self.config.limits, ledger), trajectory)
+            tree = _Tree(
+                self._new_client(),
+                Budget(self.config.limits, ledger),
+                trajectory,
+                registry,
+                ToolBudget(self.config.limits.max_tool_calls),
+            )
             async with anyio.create_task_group() as group:
                 # litellm takes seconds to import; do it while the sandbox starts.
                 group.start_soon(_warm_up_litellm)
@@ -262,9 +281,10 @@ class Engine:
         started = time.monotonic()
         token = secrets.token_urlsafe(32)
         base = cfg.sandbox or SandboxConfig.from_env()
-        sandbox_cfg = dataclasses.replace(
-            base, env={**base.env, "RLM_BRIDGE_TOKEN": token, "RLM_DEPTH": str(depth)}
-        )
+        env = {**base.env, "RLM_BRIDGE_TOKEN": token, "RLM_DEPTH": str(depth)}
+        if len(tree.tools):
+            env["RLM_TOOLS"] = tree.tools.kernel_json()  # the kernel's stubs (rlm_runtime.tools)
+        sandbox_cfg = dataclasses.replace(base, env=env)
         outcome: LoopOutcome
         try:
             async with Sandbox(sandbox_cfg, context=context, task_id=task_id) as sandbox:
@@ -293,6 +313,7 @@ class Engine:
                         events=events,
                         context_info=info,
                         sub_context_window=self.sub_spec.context_window,
+                        tools_prompt=tree.tools.prompt_section(),
                     )
                     outcome = await run_root_loop(settings, sandbox)
         except RLMError as exc:
@@ -331,6 +352,7 @@ class Engine:
             usage_root=usage_dict(result.usage_root),
             usage_sub=usage_dict(result.usage_sub),
             wall_s=result.wall_s,
+            tool_calls=tree.tool_budget.used,
             error=result.error,
         )
         if result.error:
@@ -363,15 +385,33 @@ class TaskBridge:
         self._tree = tree
         self._events = events
 
-    async def llm_query(self, prompt: str, model: str | None) -> str:
-        """Call the sub model once; counts as one sub-call."""
+    async def llm_query(self, prompt: str, model: str | None, tools: tuple[str, ...] = ()) -> str:
+        """Call the sub model once; counts as one sub-call.
+
+        With ``tools`` the sub-model may call those host tools first (function calling);
+        its tool calls are trajectory events nested under this sub-call.
+        """
         spec = self._engine.spec_for(model)
+        registry = self._tools_for_sub_call(tools)
         self._tree.budget.reserve_sub_call()
         event_id = self._tree.trajectory.reserve_id()
         parent = self._events.current_cell
         started = time.monotonic()
         status, response, usage, error = "error", None, None, None
+        extra: dict[str, Any] = {"tools": list(tools)} if tools else {}
         try:
+            if registry is not None:
+                looped = await run_tool_loop(
+                    self._tree.client,
+                    spec,
+                    prompt,
+                    registry,
+                    lambda name, args, kwargs: self._tool(name, args, kwargs, event_id),
+                    ledger=self._tree.budget.ledger,
+                )
+                extra |= {"tool_rounds": looped.steps, "tool_calls": looped.tool_calls}
+                status, response, usage = "ok", looped.text, usage_dict(looped.usage)
+                return looped.text
             completion = await self._tree.client.complete(
                 spec,
                 [{"role": "user", "content": prompt}],
@@ -397,6 +437,60 @@ class TaskBridge:
                 prompt_chars=len(prompt),
                 response=response,
                 usage=usage,
+                status=status,
+                duration_s=round(time.monotonic() - started, 3),
+                error=error,
+                **extra,
+            )
+
+    # --- host tools (engine.bridge.ToolHandler) ----------------------------------------------
+
+    async def llm_query_tools(self, prompt: str, model: str | None, tools: tuple[str, ...]) -> str:
+        """``llm_query(prompt, tools=[...])`` from the sandbox."""
+        return await self.llm_query(prompt, model, tools)
+
+    async def call_tool(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """A tool call from sandbox code; its event's parent is the running cell."""
+        return await self._tool(name, args, kwargs, self._events.current_cell)
+
+    def _tools_for_sub_call(self, names: tuple[str, ...]) -> ToolRegistry | None:
+        if not names:
+            return None
+        try:
+            return self._tree.tools.restrict(names)
+        except ConfigError as exc:
+            raise BridgeRequestError(422, "invalid_request", f"llm_query tools: {exc}") from None
+
+    async def _tool(
+        self, name: str, args: list[Any], kwargs: dict[str, Any], parent: int | None
+    ) -> Any:
+        """Run one tool call: count it against the budget and write a ``tool_call`` event."""
+        self._tree.tools.spec(name)  # an unknown name is an error, not a counted call
+        self._tree.tool_budget.reserve()
+        event_id = self._tree.trajectory.reserve_id()
+        started = time.monotonic()
+        status, size, error = "error", None, None
+        try:
+            result = await self._tree.tools.call(name, args, kwargs)
+            status, size = "ok", len(json.dumps(result, ensure_ascii=False))
+            return result
+        except anyio.get_cancelled_exc_class():
+            status = "cancelled"
+            raise
+        except RLMError as exc:
+            error = str(exc)
+            raise
+        finally:
+            self._events.emit(
+                "tool_call",
+                parent_id=parent,
+                event_id=event_id,
+                name=name,
+                arguments=truncate_middle(
+                    json.dumps({"args": args, "kwargs": kwargs}, ensure_ascii=False, default=str),
+                    TRAJECTORY_PROMPT_CHARS,
+                ),
+                result_chars=size,
                 status=status,
                 duration_s=round(time.monotonic() - started, 3),
                 error=error,

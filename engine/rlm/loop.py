@@ -98,6 +98,7 @@ class LoopSettings:
     events: RunEvents
     context_info: Any = None
     sub_context_window: int | None = None
+    tools_prompt: str = ""
 
 
 @dataclass
@@ -148,6 +149,7 @@ async def _iterate(s: LoopSettings, sandbox: SandboxLike, state: _State) -> None
         depth=s.events.depth,
         sub_calls_left=_sub_calls_left(s.budget),
         sub_window_chars=prompts.sub_window_chars(s.sub_context_window),
+        tools=s.tools_prompt,
     )
     state.messages = [
         {"role": "system", "content": prompts.system_prompt(s.profile, inputs)},

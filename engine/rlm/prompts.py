@@ -35,6 +35,8 @@ class PromptInputs:
     depth: int
     sub_calls_left: int | None = None
     sub_window_chars: int = 100_000
+    #: the host tools section (engine.tools.ToolRegistry.prompt_section), "" without tools.
+    tools: str = ""
 
 
 def sub_window_chars(context_window: int | None) -> int:
@@ -224,13 +226,16 @@ def system_prompt(profile: str, inputs: PromptInputs) -> str:
         # The small profile numbers its rules; the extra function is a note, not a rule.
         rlm_line = "   " + rlm_line.removeprefix("- ")
     window = inputs.sub_window_chars
-    return template.format(
+    text = template.format(
         window=window,
         chunk=f"{max(window // 2, 1000):_}",
         rlm_query=rlm_line,
         context=describe_context(inputs.context),
         budget=describe_budget(inputs),
     )
+    if inputs.tools:
+        text += f"\n{inputs.tools}\n`llm_query(prompt, tools=[names])` lets a sub-LLM call them.\n"
+    return text
 
 
 def first_user_message(profile: str, query: str) -> str:

@@ -37,16 +37,22 @@ class BudgetExhausted(RuntimeError):
     """A task budget is used up: make no more sub-calls and finish with what you have."""
 
 
-def llm_query(prompt: str, model: str | None = None) -> str:
+def llm_query(prompt: str, model: str | None = None, tools: list[str] | None = None) -> str:
     """Ask a sub-LLM one question and return its answer.
 
     ``prompt`` is the full text the sub-model sees (it does not see ``context`` unless you
     put the relevant part in the prompt). ``model`` picks another configured model; None is
-    the default sub-model. Raises ``BudgetExhausted`` when a task budget is used up.
+    the default sub-model. ``tools`` names host tools the sub-model may call before it
+    answers. Raises ``BudgetExhausted`` when a task budget is used up.
     """
     _check_str("llm_query", "prompt", prompt)
     _check_model("llm_query", model)
-    reply = _call("/v1/llm_query", {"prompt": prompt, "model": model})
+    payload: dict[str, Any] = {"prompt": prompt, "model": model}
+    if tools:
+        if isinstance(tools, str) or not all(isinstance(t, str) for t in tools):
+            raise TypeError("llm_query: tools must be a list of tool names, e.g. tools=['lookup']")
+        payload["tools"] = list(tools)
+    reply = _call("/v1/llm_query", payload)
     return _reply_text("llm_query", reply)
 
 
@@ -252,7 +258,11 @@ def _decode(route: str, status: int, data: bytes) -> dict[str, Any]:
     if status == 429:
         raise BudgetExhausted(message)
     name = route.rsplit("/", 1)[-1]
-    raise BridgeCallError(f"{name} failed (HTTP {status} {kind or 'error'}): {message}")
+    exc = BridgeCallError(f"{name} failed (HTTP {status} {kind or 'error'}): {message}")
+    # Kept for callers that re-raise in their own terms (host tools: rlm_runtime.tools).
+    exc.kind, exc.detail = kind, message
+    exc.exception = error.get("exception") if isinstance(error, dict) else None
+    raise exc
 
 
 def _reply_text(name: str, reply: dict[str, Any]) -> str:

@@ -154,11 +154,12 @@ def _make_helpers(shell: Any) -> dict[str, Any]:
     helpers: dict[str, Any] = {"FINAL": FINAL, "FINAL_VAR": FINAL_VAR, "SHOW_VARS": SHOW_VARS}
     helpers.update(kernel_helpers.make_helpers(lambda: _state.context))
     try:
-        from rlm_runtime import bridge_client
+        from rlm_runtime import bridge_client, tools
     except ImportError:  # pragma: no cover - the image always ships it
         return helpers
     for name in ("llm_query", "llm_batch", "rlm_query"):
         helpers[name] = getattr(bridge_client, name)
+    helpers.update(tools.make_tools())  # host tools, each under its own name
     return helpers
 
 

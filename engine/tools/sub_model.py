@@ -1,0 +1,96 @@
+"""Sub-model calls that may use tools: ``llm_query(prompt, tools=[...])``.
+
+The sub-model gets the tools as function schemas (litellm function calling); each call it
+asks for runs on the host and its result (JSON) or error goes back as a ``tool`` message,
+until it answers in text or the step limit is reached.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import BudgetExceededError, ModelError, ToolError
+from engine.models import ModelClient, ModelSpec, UsageLedger
+from engine.models.usage import Usage
+from engine.tools.registry import ToolRegistry
+
+ToolCaller = Callable[[str, list[Any], dict[str, Any]], Awaitable[Any]]
+DEFAULT_MAX_STEPS = 8
+
+
+@dataclass(frozen=True)
+class ToolLoopResult:
+    """The sub-model's answer, its summed usage and how many tool rounds it took."""
+
+    text: str
+    usage: Usage
+    steps: int
+    tool_calls: int
+
+
+async def run_tool_loop(
+    client: ModelClient,
+    spec: ModelSpec,
+    prompt: str,
+    registry: ToolRegistry,
+    call_tool: ToolCaller,
+    *,
+    ledger: UsageLedger | None,
+    max_steps: int = DEFAULT_MAX_STEPS,
+) -> ToolLoopResult:
+    """Ask ``spec`` ``prompt`` with ``registry``'s tools; ``call_tool`` runs each call.
+
+    A failing tool (or a used-up tool budget) is reported to the model as the tool's result,
+    so it can recover or answer without it; the loop itself fails only when the model is
+    still calling tools after ``max_steps`` rounds.
+    """
+    schemas = [s.function_schema() for s in registry.specs]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+    usage = Usage()
+    calls = 0
+    for step in range(1, max_steps + 1):
+        completion = await client.complete(spec, messages, role="sub", ledger=ledger, tools=schemas)
+        usage = usage + completion.usage
+        if not completion.tool_calls:
+            return ToolLoopResult(completion.text, usage, step, calls)
+        messages.append(
+            {
+                "role": "assistant",
+                "content": completion.text or None,
+                "tool_calls": [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments},
+                    }
+                    for c in completion.tool_calls
+                ],
+            }
+        )
+        for call in completion.tool_calls:
+            calls += 1
+            content = await _one(call.name, call.arguments, registry, call_tool)
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+    raise ModelError(
+        f"the sub-model {spec.model} was still calling tools after {max_steps} rounds; "
+        "ask it a narrower question or give it fewer tools"
+    )
+
+
+async def _one(name: str, arguments: str, registry: ToolRegistry, call_tool: ToolCaller) -> str:
+    if name not in registry.names:
+        return f"ERROR: there is no tool {name!r}; use one of: {', '.join(registry.names)}"
+    try:
+        kwargs = json.loads(arguments or "{}")
+    except ValueError as exc:
+        return f"ERROR: the arguments are not valid JSON ({exc}); send a JSON object"
+    if not isinstance(kwargs, dict):
+        return "ERROR: the arguments must be a JSON object of parameter names to values"
+    try:
+        result = await call_tool(name, [], kwargs)
+    except (ToolError, BudgetExceededError) as exc:
+        return f"ERROR: {exc}"
+    return json.dumps(result, ensure_ascii=False)

@@ -1,0 +1,248 @@
+"""Host Python tools end to end: real sandboxes, the real bridge, replayed models.
+
+The tools are the functions of this module (``tests.test_tools_python:lookup``), loaded by
+the engine with importlib like a user's ``--tool MODULE:FUNCTION``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from engine import Engine, EngineConfig, Limits, RunResult
+from engine.errors import ConfigError
+from engine.models import Cassette, ModelSpec, ReplayServer
+from engine.rlm.trajectory import read_trajectory
+from engine.tools import FunctionTool, ToolRegistry, ToolsConfig
+from tests.conftest import engine_containers
+
+pytestmark = pytest.mark.anyio
+
+USERS = {"alice": {"id": 7, "team": "infra"}, "bob": {"id": 9, "team": "web"}}
+
+
+def lookup(key: str, default: str | None = None) -> dict[str, Any]:
+    """Find a user record by name.
+
+    Raises KeyError for an unknown name unless a default is given.
+    """
+    if key in USERS:
+        return USERS[key]
+    if default is not None:
+        return {"name": default}
+    raise KeyError(f"no user named {key}")
+
+
+async def slow(seconds: float) -> str:
+    """Sleep on the host, then say so."""
+    await anyio.sleep(seconds)
+    return "done"
+
+
+def odd() -> object:
+    """Return something JSON cannot carry."""
+    return {1, 2}
+
+
+def _functions(*names: str) -> tuple[FunctionTool, ...]:
+    return tuple(FunctionTool(f"tests.test_tools_python:{n}") for n in names)
+
+
+def root(content: str) -> dict[str, Any]:
+    return {"match": {"model": "root"}, "response": {"content": content}}
+
+
+def code(source: str) -> str:
+    return f"Next.\n```repl\n{source}\n```\n"
+
+
+class Run:
+    """One engine run with tools against a scripted replay server."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.trajectory = tmp_path / "trajectory.jsonl"
+        self.server: ReplayServer | None = None
+        self.events: list[dict[str, Any]] = []
+
+    async def __call__(
+        self,
+        entries: list[dict[str, Any]],
+        tools: ToolsConfig,
+        query: str = "Use the tools.",
+        **limits: Any,
+    ) -> RunResult:
+        async with ReplayServer(Cassette(entries)) as server:
+            self.server = server
+            config = EngineConfig(
+                model=ModelSpec("openai/root", api_base=server.base_url, api_key="x"),
+                sub_model=ModelSpec("openai/sub", api_base=server.base_url, api_key="x"),
+                limits=Limits(**limits),
+                trajectory_path=self.trajectory,
+                tools=tools,
+            )
+            async with Engine(config) as engine:
+                result = await engine.run(query)
+        self.events = read_trajectory(self.trajectory)
+        return result
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == kind]
+
+    def cells(self) -> list[dict[str, Any]]:
+        return self.of_type("cell")
+
+    def requests(self, model: str) -> list[dict[str, Any]]:
+        assert self.server is not None
+        return [r for r in self.server.requests if r["model"] == model]
+
+
+@pytest.fixture
+async def run(tmp_path: Path) -> AsyncIterator[Run]:
+    runner = Run(tmp_path)
+    yield runner
+    tasks = {e["task_id"] for e in runner.of_type("run_start")}
+    assert tasks, "the run wrote no run_start event"
+    assert [n for n in engine_containers() if any(t in n for t in tasks)] == []
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_ready")
+async def test_python_tool_by_name_with_its_signature(run: Run) -> None:
+    script = (
+        "import inspect\n"
+        "print(inspect.signature(lookup))\n"
+        "print(lookup.__doc__.splitlines()[0])\n"
+        "user = lookup('alice')\n"
+        "other = lookup(key='zed', default='guest')\n"
+        "print(user['team'], other)\n"
+        "FINAL(user['id'])"
+    )
+    result = await run([root(code(script))], ToolsConfig(functions=_functions("lookup")))
+    assert (result.answer, result.ready) == ("7", True)
+    output = run.cells()[0]["output"]
+    assert "(key, default=None)\n" in output
+    assert "lookup(key: str, default: str | None = None) -> dict[str, Any]\n" in output
+    assert "infra {'name': 'guest'}" in output
+    system = run.requests("root")[0]["messages"][0]["content"]
+    assert "`lookup(key: str, default: str | None = None) -> dict[str, Any]`" in system
+    assert "Find a user record by name." in system
+    calls = run.of_type("tool_call")
+    assert [c["name"] for c in calls] == ["lookup", "lookup"]
+    assert all(c["status"] == "ok" and c["parent_id"] == run.cells()[0]["id"] for c in calls)
+    assert json.loads(calls[1]["arguments"]) == {
+        "args": [],
+        "kwargs": {"key": "zed", "default": "guest"},
+    }
+    assert calls[0]["result_chars"] == len(json.dumps(USERS["alice"]))
+    assert run.of_type("run_end")[0]["tool_calls"] == 2
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_ready")
+async def test_tool_errors_come_back_as_exceptions(run: Run) -> None:
+    script = (
+        "try:\n    lookup('nobody')\nexcept KeyError as exc:\n    print('KeyError:', exc)\n"
+        "try:\n    lookup()\nexcept TypeError as exc:\n    print('TypeError:', exc)\n"
+        "try:\n    odd()\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
+        "try:\n    lookup({1, 2})\nexcept TypeError as exc:\n    print('local:', exc)\n"
+        "lookup('nobody')"
+    )
+    config = ToolsConfig(functions=_functions("lookup", "odd"))
+    result = await run([root(code(script)), root("FINAL(done)")], config)
+    assert result.ready
+    cell = run.cells()[0]
+    output = cell["output"]
+    assert "KeyError: \"lookup: KeyError: 'no user named nobody'\"" in output
+    assert "TypeError: lookup(key, default=None): missing a required argument: 'key'" in output
+    assert "TypeError odd returned a set that is not JSON-able" in output
+    assert "local: lookup: argument 1 is a set, which cannot be sent to the host" in output
+    # Uncaught, the tool's exception ends the cell like any other.
+    assert cell["error"].startswith("KeyError:") and "no user named nobody" in cell["error"]
+    statuses = [(c["name"], c["status"]) for c in run.of_type("tool_call")]
+    assert statuses == [("lookup", "error"), ("odd", "error"), ("lookup", "error")]
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_ready")
+async def test_tool_timeout_and_budget(run: Run) -> None:
+    script = (
+        "try:\n    slow(30)\nexcept TimeoutError as exc:\n    print('timeout:', exc)\n"
+        "print(slow(0))\n"
+        "try:\n    slow(0)\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    config = ToolsConfig(functions=_functions("slow"), timeout_s=0.5)
+    result = await run([root(code(script)), root("FINAL(ok)")], config, max_tool_calls=2)
+    assert result.ready
+    output = run.cells()[0]["output"]
+    assert "timeout: slow: " not in output  # the message is the engine's, named once
+    assert "timeout: slow did not finish within 0.5 s" in output
+    assert "done" in output
+    assert "BudgetExhausted tool-call budget of 2 calls used up" in output
+    calls = run.of_type("tool_call")
+    assert [c["status"] for c in calls] == ["error", "ok"]  # the refused call never ran
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_ready")
+async def test_sub_model_calls_a_tool(run: Run) -> None:
+    script = "r = llm_query('Which team is alice on?', tools=['lookup'])\nFINAL(r)"
+    call = {"id": "call_1", "name": "lookup", "arguments": json.dumps({"key": "alice"})}
+    entries = [
+        root(code(script)),
+        {"match": {"model": "sub"}, "response": {"content": "", "tool_calls": [call]}},
+        {"match": {"model": "sub"}, "response": {"content": "alice is on infra"}},
+    ]
+    result = await run(entries, ToolsConfig(functions=_functions("lookup")))
+    assert (result.answer, result.ready) == ("alice is on infra", True)
+    first, second = run.requests("sub")
+    assert first["tools"][0]["function"]["name"] == "lookup"
+    assert first["tools"][0]["function"]["parameters"]["required"] == ["key"]
+    tool_message = second["messages"][-1]
+    assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_1"
+    assert json.loads(tool_message["content"]) == USERS["alice"]
+    (sub_call,) = run.of_type("sub_call")
+    (tool_call,) = run.of_type("tool_call")
+    assert tool_call["parent_id"] == sub_call["id"]
+    assert (sub_call["tools"], sub_call["tool_rounds"], sub_call["tool_calls"]) == (
+        ["lookup"],
+        2,
+        1,
+    )
+
+
+@pytest.mark.parametrize("name", ["print", "context", "llm_query", "FINAL", "answer"])
+async def test_names_that_clash_with_the_kernel_are_refused(name: str) -> None:
+    config = ToolsConfig(functions=(FunctionTool("tests.test_tools_python:lookup", name),))
+    with pytest.raises(ConfigError, match=f"the name '{name}' clashes"):
+        async with ToolRegistry(config):
+            pass
+
+
+async def test_bad_references_are_clear_errors() -> None:
+    cases = {
+        "nomodule_xyz:f": "cannot import module 'nomodule_xyz'",
+        "tests.test_tools_python:missing": "has no attribute 'missing'",
+        "tests.test_tools_python": "must be written MODULE:FUNCTION",
+        "tests.test_tools_python:USERS": "is a dict, not callable",
+    }
+    for ref, message in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            async with ToolRegistry(ToolsConfig(functions=(FunctionTool(ref),))):
+                pass
+    twice = ToolsConfig(functions=_functions("lookup", "lookup"))
+    with pytest.raises(ConfigError, match="two tools are called 'lookup'"):
+        async with ToolRegistry(twice):
+            pass
+
+
+async def test_a_job_can_restrict_tools_but_not_add() -> None:
+    async with ToolRegistry(ToolsConfig(functions=_functions("lookup", "slow"))) as registry:
+        assert registry.restrict(["slow"]).names == ("slow",)
+        assert registry.restrict(None).names == ("lookup", "slow")
+        with pytest.raises(ConfigError, match="unknown tool 'odd'"):
+            registry.restrict(["odd"])
