@@ -4,13 +4,18 @@ Every event is a dict with ``id``, ``parent_id``, ``type``, ``task_id``, ``depth
 (seconds since the top-level run started), plus type-specific fields:
 
 - ``run_start``: query, model, sub_model, profile, context (ContextInfo fields), limits
-- ``turn``: iteration, messages (new since the previous turn), reply, finish_reason, usage, duration_s
+- ``turn``: iteration, messages (new since the previous turn), reply, finish_reason, usage,
+  duration_s
 - ``cell``: iteration, index, code, output (as the model saw it), duration_s, timed_out,
   error, answer_ready
 - ``nudge``: iteration, reason, message
 - ``sub_call``: kind (llm_query | rlm_query), model, prompt, response, usage, status,
-  duration_s, error; a child run's ``run_start`` has the ``sub_call``'s id as ``parent_id``
-- ``run_end``: answer, ready, stop_reason, iterations, sub_calls, usage, wall_s, error
+  duration_s, error; a child run's ``run_start`` has the ``sub_call``'s id as ``parent_id``;
+  with host tools also tools, tool_rounds, tool_calls
+- ``tool_call``: name, arguments (JSON of args/kwargs), result_chars, status, duration_s,
+  error; its parent is the cell, or the ``sub_call`` of a sub-model that called it
+- ``run_end``: answer, ready, stop_reason, iterations, sub_calls, tool_calls, usage, wall_s,
+  error
 
 Events of a run have its ``run_start`` id as parent, except sub-calls, whose parent is the
 ``cell`` that made them (a cell's id is reserved before it runs, its event written after).
