@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -44,6 +45,44 @@ def client() -> docker.DockerClient:
                 ) from exc
             _client = candidate
         return _client
+
+
+@dataclass(frozen=True)
+class Listed:
+    """An engine container as the daemon's list call reports it."""
+
+    id: str
+    name: str
+    labels: dict[str, str]
+    created: float  # seconds since the epoch
+
+
+def list_labelled(label: str = LABEL) -> list[Listed]:
+    """Containers (running or not) carrying ``label``, from one list call.
+
+    The SDK's ``containers.list`` inspects every container after listing it, so a container
+    that another process removes in between makes the whole listing fail with 404; the raw
+    list call has everything the reaper needs and no such race.
+    """
+    rows = client().api.containers(all=True, filters={"label": label})
+    return [
+        Listed(
+            id=str(row["Id"]),
+            name=str((row.get("Names") or ["/" + str(row["Id"])[:12]])[0]).lstrip("/"),
+            labels=dict(row.get("Labels") or {}),
+            created=float(row.get("Created") or 0),
+        )
+        for row in rows
+    ]
+
+
+def remove(container_id: str) -> bool:
+    """Force-remove a container and its anonymous volumes; ``False`` if it was already gone."""
+    try:
+        client().api.remove_container(container_id, force=True, v=True)
+    except docker.errors.NotFound:
+        return False
+    return True
 
 
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -33,10 +33,9 @@ def reap_orphans(*, all_owners: bool = False) -> int:
     With ``all_owners`` every engine container on the daemon is removed (``rlm sandbox
     reap --all``). Returns how many containers were removed.
     """
-    client = docker_api.client()
     host = socket.gethostname()
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": docker_api.LABEL}):
+    for container in docker_api.list_labelled():
         labels = container.labels
         owner_host = labels.get(docker_api.LABEL_OWNER_HOST)
         try:
@@ -47,9 +46,8 @@ def reap_orphans(*, all_owners: bool = False) -> int:
         if not (all_owners or orphaned):
             continue
         try:
-            container.remove(force=True, v=True)
-        except docker.errors.NotFound:
-            continue
+            if not docker_api.remove(container.id):
+                continue
         except docker.errors.APIError as exc:
             log.warning("reaper.remove_failed", container=container.name, error=str(exc))
             continue

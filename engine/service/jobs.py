@@ -406,30 +406,23 @@ def _process_start_time() -> float:
 
 
 def _reap_same_pid_older() -> int:
-    from datetime import datetime
-
     import docker.errors
 
     from engine.sandbox import docker_api
     from engine.sandbox.rundir import remove_run_dir
 
-    client = docker_api.client()
     mine, host, start = str(os.getpid()), socket.gethostname(), _process_start_time()
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": docker_api.LABEL}):
+    for container in docker_api.list_labelled():
         labels = container.labels
         if labels.get(docker_api.LABEL_OWNER_HOST) != host:
             continue
         if labels.get(docker_api.LABEL_OWNER_PID) != mine:
             continue
-        created_text = container.attrs.get("Created", "")
-        try:
-            created = datetime.fromisoformat(created_text[:26].rstrip("Z") + "+00:00").timestamp()
-        except ValueError:
-            continue
-        if created < start - 1:
+        if container.created < start - 1:
             try:
-                container.remove(force=True, v=True)
+                if not docker_api.remove(container.id):
+                    continue
             except docker.errors.APIError:
                 continue
             removed += 1
