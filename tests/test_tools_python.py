@@ -246,3 +246,30 @@ async def test_a_job_can_restrict_tools_but_not_add() -> None:
         assert registry.restrict(None).names == ("lookup", "slow")
         with pytest.raises(ConfigError, match="unknown tool 'odd'"):
             registry.restrict(["odd"])
+
+
+def test_tool_settings_from_flags_toml_and_environment(tmp_path: Path) -> None:
+    from engine.config import load_config
+
+    toml = tmp_path / "rlm.toml"
+    toml.write_text(
+        "[limits]\nmax_tool_calls = 5\ntool_timeout = 9\n\n"
+        '[[tools]]\nfunction = "tests.test_tools_python:lookup"\nname = "find"\n\n'
+        '[[mcp]]\ncommand = ["uvx", "mcp-server-time"]\n\n[[mcp]]\nurl = "http://h/mcp"\n'
+    )
+    config = load_config({}, env={}, config_file=toml)
+    assert config.limits.max_tool_calls == 5 and config.tools.timeout_s == 9
+    assert config.tools.functions == (FunctionTool("tests.test_tools_python:lookup", "find"),)
+    assert [s.label for s in config.tools.mcp] == ["uvx mcp-server-time", "http://h/mcp"]
+    flags = {"tools": ["tests.test_tools_python:slow"], "mcp": ["srv --x"], "max_tool_calls": 1}
+    config = load_config(flags, env={"RLM_TOOL_FUNCTIONS": "a:b,c:d"}, config_file=toml)
+    assert config.tools.functions == _functions("slow")
+    assert config.tools.mcp[0].command == ("srv", "--x")
+    assert config.limits.max_tool_calls == 1
+    from_env = load_config({}, env={"RLM_TOOL_FUNCTIONS": "a:b, c:d", "RLM_MCP_SERVERS": "x y;z"})
+    assert [f.function for f in from_env.tools.functions] == ["a:b", "c:d"]
+    assert [s.command for s in from_env.tools.mcp] == [("x", "y"), ("z",)]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[tools]]\nfunc = "a:b"\n')
+    with pytest.raises(ConfigError, match="needs function ="):
+        load_config({}, env={}, config_file=bad)

@@ -25,6 +25,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.view",
     "engine.cli.sandbox",
     "engine.cli.replay",
+    "engine.cli.mcp",
     "engine.cli.export",
 )
 

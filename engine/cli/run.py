@@ -48,6 +48,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--context", "-c", type=Path, default=None, help="context file or directory (optional)"
     )
+    add_engine_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+    parser.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress on stderr (live on a terminal, else a line per step)",
+    )
+    parser.set_defaults(func=handle)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """The engine settings of ``rlm run`` (model, limits, tools, files); ``rlm mcp`` shares them."""
     parser.add_argument("--model", help="root model, a litellm string (e.g. openai/gpt-4o-mini)")
     parser.add_argument("--sub-model", dest="sub_model", help="sub-call model (default: --model)")
     parser.add_argument("--api-base", dest="api_base", help="OpenAI-compatible server URL")
@@ -73,14 +86,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     files.add_argument("--record", type=Path, help="record every model call to this cassette")
     files.add_argument("--replay", type=Path, help="answer model calls from this cassette")
     files.add_argument("--config", type=Path, help="TOML config file")
-    parser.add_argument("--json", action="store_true", help="print the full result as JSON")
-    parser.add_argument(
-        "--no-progress",
-        dest="progress",
-        action="store_false",
-        help="no progress on stderr (live on a terminal, else a line per step)",
-    )
-    parser.set_defaults(func=handle)
 
 
 def add_tool_arguments(parser: argparse.ArgumentParser, limits: Any) -> None:

@@ -1,0 +1,71 @@
+"""``rlm mcp``: the RLM as an MCP server, so coding agents can hand it what they cannot read.
+
+One tool, ``rlm_run(query, context_path=None, context=None, model=None)``, runs one job with
+the settings of ``rlm run`` (the same flags, environment and TOML) and returns the answer
+plus a short summary; each turn, sub-call and tool call goes out as an MCP progress
+notification. Served over stdio (the default, what Claude Code and most clients launch) or
+streamable HTTP (``--http``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import anyio
+
+from engine.config import SETTING_NAMES, EngineConfig, load_config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``mcp`` sub-command."""
+    from engine.cli.run import add_engine_arguments
+
+    parser = subparsers.add_parser(
+        "mcp",
+        help="serve the RLM as an MCP tool (rlm_run) over stdio or streamable HTTP",
+        description=(
+            "Serve MCP with one tool, rlm_run(query, context_path=None, context=None, "
+            "model=None), that runs one job with these settings (the same as rlm run). "
+            "Stdio by default: add it to Claude Code with `claude mcp add rlm -- rlm mcp "
+            "--model openai/gpt-4o-mini`."
+        ),
+    )
+    add_engine_arguments(parser)
+    http = parser.add_argument_group("streamable HTTP")
+    http.add_argument("--http", action="store_true", help="serve streamable HTTP, not stdio")
+    http.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    http.add_argument("--port", type=int, default=8765, help="default 8765")
+    http.add_argument("--path", default="/mcp", help="endpoint path (default /mcp)")
+    parser.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Serve until stdin closes (stdio) or the process is interrupted (HTTP)."""
+    flags = {name: getattr(args, name) for name in SETTING_NAMES if hasattr(args, name)}
+
+    def configure(model: str | None) -> EngineConfig:
+        chosen = flags if model is None else {**flags, "model": model}
+        return load_config(chosen, config_file=args.config)
+
+    # A bad setting or tool fails now, not at the first call.
+    anyio.run(_check_tools, configure(None))
+    from engine.cli.mcp_app import build_server
+
+    server = build_server(configure)
+    if args.http:
+        import uvicorn
+
+        app = server.streamable_http_app(streamable_http_path=args.path, host=args.host)
+        config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+        anyio.run(uvicorn.Server(config).serve)
+    else:
+        anyio.run(server.run_stdio_async)
+    return 0
+
+
+async def _check_tools(config: EngineConfig) -> None:
+    from engine.tools import ToolRegistry
+
+    if config.tools:
+        async with ToolRegistry(config.tools):
+            pass

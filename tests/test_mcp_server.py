@@ -1,0 +1,83 @@
+"""``rlm mcp`` as a real MCP server process, driven by the official ``mcp`` client over stdio:
+``rlm_run`` answers a query about a file through a real sandbox and a replayed model, with
+progress notifications on the way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from mcp import Client, StdioServerParameters
+
+from engine.models import Cassette, ReplayServer
+
+pytestmark = pytest.mark.anyio
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _server(replay_url: str, tmp_path: Path, *extra: str) -> StdioServerParameters:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "RLM_TRAJECTORY_DIR": str(tmp_path / "trajectories"),
+    }
+    argv = ["-m", "engine.cli.main", "mcp", "--model", "openai/root"]
+    argv += ["--api-base", replay_url, "--max-iterations", "3", *extra]
+    return StdioServerParameters(command=sys.executable, args=argv, env=env, cwd=str(tmp_path))
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_ready")
+async def test_rlm_mcp_answers_a_query_about_a_file(tmp_path: Path) -> None:
+    log = tmp_path / "service.log"
+    log.write_text(
+        "".join(f"12:00:{i:02d} {'ERROR' if i % 7 == 0 else 'INFO'} x\n" for i in range(60))
+    )
+    script = "n = sum('ERROR' in line for line in context.splitlines())\nFINAL(f'{n} errors')"
+    entries = [{"match": {"model": "root"}, "response": {"content": f"```repl\n{script}\n```\n"}}]
+    progress: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, total, message))
+
+    async with (
+        ReplayServer(Cassette(entries)) as replay,
+        Client(_server(replay.base_url, tmp_path)) as client,
+    ):
+        listing = await client.list_tools()
+        (tool,) = listing.tools
+        assert tool.name == "rlm_run"
+        assert set(tool.input_schema["properties"]) == {"query", "context_path", "context", "model"}
+        assert tool.input_schema["required"] == ["query"]
+        result = await client.call_tool(
+            "rlm_run",
+            {"query": "How many ERROR lines?", "context_path": str(log)},
+            progress_callback=on_progress,
+        )
+        missing = await client.call_tool(
+            "rlm_run", {"query": "x", "context_path": str(tmp_path / "absent.log")}
+        )
+    assert not result.is_error
+    text = result.content[0].text
+    answer, summary = text.split("\n\n---\n")
+    assert answer == "9 errors"
+    assert summary.startswith("turns: 1, sub-calls: 0, tokens: ")
+    assert "answer: final" in summary
+    trajectory = Path(summary.rsplit("trajectory: ", 1)[1])
+    assert trajectory.parent == tmp_path / "trajectories" and trajectory.is_file()
+    messages = [m for _, _, m in progress]
+    assert messages[0] == "sandbox ready" and messages[-1] == "done (answer)"
+    assert (1, 3, "turn 1/3") in progress
+    assert missing.is_error
+    assert "does not exist on the rlm server's machine" in missing.content[0].text
+
+
+def test_rlm_mcp_refuses_bad_settings_at_start(tmp_path: Path) -> None:
+    from engine.cli.main import main
+
+    assert main(["mcp", "--tool", "not-a-reference"]) == 1
