@@ -19,8 +19,8 @@ DATA_MIRROR ?= $(wildcard ../shared/data)
 DATA_PULL    = $(RLM) data pull $(if $(DATA_MIRROR),--from $(DATA_MIRROR))
 
 .PHONY: setup system-deps venv image model run test test-fast lint bench bench-sandbox \
-        bench-bridge bench-models bench-local bench-service attacks eval-sniah eval-oolong \
-        eval-pairs eval-codeqa eval-all data engine-image up down compose-smoke clean
+        bench-bridge bench-models bench-local bench-anymodel bench-service attacks eval-sniah \
+        eval-oolong eval-pairs eval-codeqa eval-all data engine-image up down compose-smoke clean
 
 ## setup: install the project (in .venv) and everything the sandbox needs (Docker, debootstrap)
 setup: system-deps venv
@@ -87,6 +87,10 @@ bench-eval: venv
 
 bench-local: venv image model
 	$(PY) benchmarks/bench_local.py $(BENCH_LOCAL_ARGS)
+
+## bench-anymodel: S-NIAH/OOLONG/Pairs, RLM vs base, embedded and served (alias, engine defaults)
+bench-anymodel: venv image model
+	$(PY) benchmarks/bench_anymodel.py $(BENCH_ANYMODEL_ARGS)
 
 eval-sniah: venv image
 	$(DATA_PULL) sniah

@@ -62,33 +62,35 @@ async def _chars_per_token(spec: ModelSpec, sample: str) -> float:
     return len(sample) / max(tokens, 1)
 
 
-async def run_base(client: ModelClient, spec: ModelSpec, length: int, seed: int) -> Outcome:
-    hay = make_haystack(length, seed)
-    window = spec.context_window or 32_768
-    ratio = await _chars_per_token(spec, hay.text[:4000])
+async def ask_base(
+    client: ModelClient, spec: ModelSpec, text: str, question: str, *, window: int, max_tokens: int
+) -> tuple[str, str, float]:
+    """One direct call with ``text`` cut to what fits ``window``: (answer, detail, seconds)."""
+    ratio = await _chars_per_token(spec, text[:4000])
     # Leave room for the question, the chat template and the answer.
-    budget_chars = int((window - 300) * ratio * 0.97)
-    text = hay.text[:budget_chars]
-    prompt = f"{text}\n\nQuestion: {hay.question} Reply with the code only."
+    budget_chars = int((window - 300 - max_tokens) * ratio * 0.97)
+    cut = text[:budget_chars]
     started = time.monotonic()
     try:
         reply = await client.complete(
-            dataclasses.replace(spec, temperature=0.0, max_tokens=40),
-            [{"role": "user", "content": prompt}],
+            dataclasses.replace(spec, temperature=0.0, max_tokens=max_tokens),
+            [{"role": "user", "content": f"{cut}\n\n{question}"}],
             role="base",
         )
-        answer, detail = reply.text, f"cut to {len(text):,} chars"
+        answer, detail = reply.text, f"cut to {len(cut):,} chars"
     except Exception as exc:  # a benchmark reports failures, it does not stop on them
         answer, detail = "", f"error: {exc}"
-    return Outcome(
-        length,
-        "base",
-        seed,
-        is_correct(answer, hay.secret),
-        time.monotonic() - started,
-        1,
-        detail,
+    return answer, detail, time.monotonic() - started
+
+
+async def run_base(client: ModelClient, spec: ModelSpec, length: int, seed: int) -> Outcome:
+    hay = make_haystack(length, seed)
+    question = f"Question: {hay.question} Reply with the code only."
+    window = spec.context_window or 32_768
+    answer, detail, wall = await ask_base(
+        client, spec, hay.text, question, window=window, max_tokens=40
     )
+    return Outcome(length, "base", seed, is_correct(answer, hay.secret), wall, 1, detail)
 
 
 async def run_rlm(engine: Engine, length: int, seed: int) -> Outcome:

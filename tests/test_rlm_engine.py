@@ -56,7 +56,7 @@ class Run:
         entries: list[dict[str, Any]],
         query: str,
         context: Any = None,
-        profile: str = "auto",
+        profile: str = "frontier",
         **limits: Any,
     ) -> RunResult:
         async with ReplayServer(Cassette(entries)) as server:
@@ -254,7 +254,8 @@ async def test_repeated_cell_is_not_run_again_and_the_model_is_told(run: Run) ->
     probe = "counter = globals().get('counter', 0) + 1\nprint('run', counter)"
     entries = [
         root(code(probe)),
-        root(code(probe)),
+        # The same cell in a different reply (an identical reply is a repeated_reply).
+        root(code(probe, before="Once more.")),
         root(code("answer['content'] = str(counter)\nanswer['ready'] = True")),
     ]
     result = await run(entries, "q", "ctx")

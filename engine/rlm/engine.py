@@ -97,9 +97,11 @@ class Engine:
         self._names: dict[str, ModelSpec] = {}
         #: the host tools of every run (MCP servers are connected while the engine is open).
         self.tools = ToolRegistry(self.config.tools)
+        # Settled when the engine starts (``auto`` may ask the model's server).
         self.profile = resolve_profile(
             self.config.prompt_profile, local_model=self.config.model is None
         )
+        self.profile_reason = "set explicitly"
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -143,6 +145,7 @@ class Engine:
 
                 local = await stack.enter_async_context(LocalModelServer())
                 root = local.spec
+        root = await self._choose_profile(root)
         sub = cfg.sub_model or root
         self._sub_base = sub
         self._names = {}
@@ -155,6 +158,26 @@ class Engine:
         if cfg.record is not None:
             self._recorder = CassetteRecorder(cfg.record)
         self._client = self._new_client()
+
+    async def _choose_profile(self, root: ModelSpec) -> ModelSpec:
+        """Settle ``auto`` from what the root model can do; fill in its context window.
+
+        The embedded model is known to need the small profile. Any other model is judged by
+        :func:`engine.models.capability.choose_profile` (its server's metadata, its size,
+        litellm's model map); a replayed run has no server to ask, so names decide.
+        """
+        from engine.models.capability import ProfileChoice, choose_profile
+
+        requested = self.config.prompt_profile
+        if requested == "auto" and self.config.model is None:
+            choice = ProfileChoice("small", "the embedded local model")
+        else:
+            choice = await choose_profile(root, requested, probe=self._replay_url is None)
+        self.profile, self.profile_reason = choice.profile, choice.reason
+        log.info("prompt profile", model=root.model, profile=choice.profile, reason=choice.reason)
+        if root.context_window is None and choice.context_window:
+            return dataclasses.replace(root, context_window=choice.context_window)
+        return root
 
     def _effective(self, spec: ModelSpec) -> ModelSpec:
         return replay_spec(spec, self._replay_url) if self._replay_url else spec
@@ -275,6 +298,7 @@ class Engine:
             model=spec.model,
             sub_model=self.sub_spec.model,
             profile=self.profile,
+            profile_reason=self.profile_reason,
             limits=dataclasses.asdict(cfg.limits),
             context_arg=_describe_context_arg(context),
         )

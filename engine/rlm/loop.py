@@ -9,6 +9,7 @@ best answer so far with ``ready=False``.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from engine.log import get_logger
 from engine.models import ModelClient, ModelSpec
 from engine.rlm import prompts
 from engine.rlm.budget import Budget
+from engine.rlm.nudges import Nudge, Watcher
 from engine.rlm.parser import (
     STOP_SEQUENCES,
     FinalDirective,
@@ -110,6 +112,7 @@ class _State:
     done: LoopOutcome | None = None
     messages: list[dict[str, str]] = field(default_factory=list)
     cells_run: set[str] = field(default_factory=set)
+    watcher: Watcher = field(default_factory=lambda: Watcher(""))
 
     def best_answer(self) -> str:
         return self.answer_content or self.last_prose
@@ -151,6 +154,7 @@ async def _iterate(s: LoopSettings, sandbox: SandboxLike, state: _State) -> None
         sub_window_chars=prompts.sub_window_chars(s.sub_context_window),
         tools=s.tools_prompt,
     )
+    state.watcher = Watcher.for_context(s.query, s.context_info)
     state.messages = [
         {"role": "system", "content": prompts.system_prompt(s.profile, inputs)},
         {"role": "user", "content": prompts.first_user_message(s.profile, s.query)},
@@ -162,8 +166,10 @@ async def _iterate(s: LoopSettings, sandbox: SandboxLike, state: _State) -> None
             state.stop(reason)
             return
         state.iterations = turn
+        # After a repeated reply under greedy decoding, the same prompt would repeat it again.
+        varied = state.watcher.sampling(s.spec.temperature)
         completion = await s.client.complete(
-            s.spec,
+            dataclasses.replace(s.spec, **varied) if varied else s.spec,
             fit_to_window(state.messages, s.spec.context_window),
             stop=list(STOP_SEQUENCES),
             role=s.role,
@@ -181,6 +187,14 @@ async def _iterate(s: LoopSettings, sandbox: SandboxLike, state: _State) -> None
             usage=usage_dict(completion.usage),
             duration_s=round(completion.duration_s, 3),
         )
+        repeated = state.watcher.repeated_reply(reply)
+        if repeated is not None:
+            # Feeding the model its own repetition back makes the next reply the same again:
+            # the reply stays out of the conversation and the prompt changes instead.
+            _nudge(s, turn_id, turn, repeated)
+            sent = len(state.messages)
+            state.messages.append({"role": "user", "content": repeated.message})
+            continue
         # An empty assistant message is rejected by some servers; keep the turn visible.
         state.messages.append({"role": "assistant", "content": reply or "(empty reply)"})
         sent = len(state.messages)
@@ -203,7 +217,13 @@ async def _run_cells(
     reply: str,
 ) -> None:
     outputs: list[str] = []
+    advice: Nudge | None = None
     for index, code in enumerate(blocks, start=1):
+        refused = state.watcher.before_cell(code)
+        if refused is not None:
+            _nudge(s, turn_id, turn, refused)
+            outputs.append(refused.message)
+            continue
         if code.strip() in state.cells_run:
             # Weak models loop by resending a cell; running it again only repeats the output.
             note = prompts.repeated_code_note(s.profile)
@@ -213,24 +233,30 @@ async def _run_cells(
             outputs.append(note)
             continue
         state.cells_run.add(code.strip())
-        output, ready = await _run_cell(s, sandbox, state, turn, turn_id, index, code)
-        outputs.append(output)
+        output, ready, error = await _run_cell(s, sandbox, state, turn, turn_id, index, code)
         state.explored = True
         if ready:
-            state.finish(state.answer_content, "answer")
-            return
+            doubt = state.watcher.unsupported_answer(state.answer_content, code)
+            if doubt is None:
+                state.finish(state.answer_content, "answer")
+                return
+            # Sent back once: the kernel's answer stays, but is no longer final.
+            await sandbox.execute('answer["ready"] = False', timeout=s.limits.cell_timeout_s)
+            _nudge(s, turn_id, turn, doubt)
+            output = f"{output}\n{doubt.message}" if output else doubt.message
+        outputs.append(output)
+        found = state.watcher.after_cell(code, output, error)
+        if advice is None and found is not None:
+            advice = found
+            _nudge(s, turn_id, turn, found)
     notes: list[str] = []
-    info = s.context_info
-    # Only a text context's slices count characters (a list's count items).
-    context_chars = info.length_chars if info is not None and info.kind == "text" else None
     next_step = None
-    for code in blocks:
-        next_step = prompts.partial_view_next_step(s.profile, code, context_chars)
-        if next_step is not None:
-            s.events.emit(
-                "nudge", parent_id=turn_id, iteration=turn, reason="partial_view", message=next_step
-            )
-            break
+    if advice is not None:
+        # The small profile replaces its usual ending with the advice; others add it.
+        if s.profile == "small":
+            next_step = advice.message
+        else:
+            notes.append(advice.message)
     final = find_final(reply)
     if final is not None:
         note = await _resolve_final(s, sandbox, state, final, turn_id)
@@ -265,8 +291,8 @@ async def _run_cell(
     index: int,
     code: str,
     kind: str = "code",
-) -> tuple[str, bool]:
-    """Execute one cell; return (output as the model sees it, answer ready)."""
+) -> tuple[str, bool, str | None]:
+    """Execute one cell; return (output as the model sees it, answer ready, error or None)."""
     cell_id = s.events.trajectory.reserve_id()
     s.events.current_cell = cell_id
     try:
@@ -284,6 +310,7 @@ async def _run_cell(
         text = "\n".join([text, *extras]) if text else "\n".join(extras)
     output = truncate_middle(text, s.limits.output_max_chars)
     error = result.error
+    error_text = f"{error.ename}: {error.evalue}" if error is not None else None
     s.events.emit(
         "cell",
         parent_id=turn_id,
@@ -295,10 +322,10 @@ async def _run_cell(
         output=output,
         duration_s=round(result.duration_s, 3),
         timed_out=result.timed_out,
-        error=f"{error.ename}: {error.evalue}" if error is not None else None,
+        error=error_text,
         answer_ready=ready,
     )
-    return output, ready
+    return output, ready, error_text
 
 
 async def _no_code(
@@ -350,7 +377,9 @@ async def _resolve_final(
             return ""
         code = f"FINAL({final.argument})" if _is_expression(final.argument) else None
     if code is not None:
-        _, ready = await _run_cell(s, sandbox, state, state.iterations, turn_id, 0, code, "final")
+        _, ready, _ = await _run_cell(
+            s, sandbox, state, state.iterations, turn_id, 0, code, "final"
+        )
         if ready:
             state.finish(state.answer_content, "final")
             return ""
@@ -359,6 +388,12 @@ async def _resolve_final(
     # Not something the kernel could evaluate: the text itself is the answer.
     state.finish(final.argument, "final")
     return ""
+
+
+def _nudge(s: LoopSettings, turn_id: int, turn: int, nudge: Nudge) -> None:
+    s.events.emit(
+        "nudge", parent_id=turn_id, iteration=turn, reason=nudge.reason, message=nudge.message
+    )
 
 
 def _is_expression(text: str) -> bool:

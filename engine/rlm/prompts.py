@@ -116,6 +116,11 @@ The kernel provides:
 - `llm_batch(prompts, model=None) -> list[str]`: many `llm_query` calls run in parallel, \
 answers in order; far faster than a loop. A failed item is a string starting with "[ERROR]".
 {rlm_query}
+- `search(pattern, context=None, *, regex=False, window=200, max_hits=20)`: numbered \
+snippets around each match (case-insensitive; positions, lines, file names for a dict of \
+files); never raises, and says what to try when nothing matches. Print the result.
+- `llm_map(items, instruction, *, batch_size=10) -> list[str]`: one sub-LLM answer per item \
+(several items per call, unreadable answers retried); a dict gives a dict.
 - `answer`: a dict. When you are certain, set `answer["content"]` (a string) and then \
 `answer["ready"] = True`; the run ends after that cell. `FINAL(value)` does both at once.
 - `SHOW_VARS()` lists your variables. Variables persist between cells.
@@ -156,11 +161,13 @@ RULES (follow all of them):
 2. Never write `context = ...`. Never change `context`. Read it only.
 3. Use print() to see results. Print short things: lengths, counts, matches, small slices \
 like context[:500]. Never print the whole context.
-4. To find a fact, search `context` for a word from the question with re.finditer and print \
-the text around each match. If nothing matches, search for another word.
+4. To find a fact, search `context` for a word from the question: `print(search("word"))` \
+prints each match with the text around it, numbered, and never fails. If nothing matches, \
+search for another word from the question.
 5. To ask another language model about a piece of text: `llm_query("question\\n" + piece)` \
 returns a string. A piece must be at most {window:,} characters. For many pieces use \
-`llm_batch(list_of_prompts)`, which returns a list of strings.
+`llm_batch(list_of_prompts)`, which returns a list of strings, or \
+`llm_map(list_of_pieces, "question")`, which returns one answer per piece.
 {rlm_query}
 6. Never make up an answer. The answer must be copied from what your code printed.
 7. When you know the answer, you MUST put it into the kernel like this:
@@ -190,15 +197,13 @@ The morning was cold. The crew loaded the boxes onto the deck ...
 Your reply 2:
 I search for the word "captain" and print the text around each match.
 ```repl
-import re
-for m in re.finditer(r"captain", context, re.IGNORECASE):
-    print(context[max(0, m.start() - 100):m.end() + 100])
-    print("---")
+print(search("captain"))
 ```
 
 Message back:
+search('captain'): 1 hit
+[1] char 20,114, line 301:
 ... the harbour was quiet that night. The captain of the ship is Maria Lopez, and she ...
----
 
 Your reply 3:
 The output shows the answer: the captain is Maria Lopez. I set the answer.

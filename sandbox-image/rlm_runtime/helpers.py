@@ -303,4 +303,22 @@ def make_helpers(get_context: Callable[[], Any]) -> dict[str, Callable[..., Any]
 
     llm_map_.__doc__ = llm_map.__doc__
     llm_map_.__name__ = "llm_map"
-    return {"search": search_, "llm_map": llm_map_}
+    return {"search": search_, "llm_map": llm_map_, **_package_names()}
+
+
+def _package_names() -> dict[str, Callable[..., Any]]:
+    """The names the official ``rlms`` package's REPL uses, which its trained models call."""
+    try:
+        from rlm_runtime import bridge_client
+    except ImportError:  # pragma: no cover - the image always ships it
+        return {}
+
+    def llm_query_batched(prompts: list[str], model: str | None = None) -> list[str]:
+        """Same as ``llm_batch``: many ``llm_query`` calls in parallel, answers in order."""
+        return bridge_client.llm_batch(prompts, model=model)
+
+    def rlm_query_batched(prompts: list[str], model: str | None = None) -> list[str]:
+        """``rlm_query`` for each prompt, one after another (``model`` is ignored)."""
+        return [bridge_client.rlm_query(prompt) for prompt in prompts]
+
+    return {"llm_query_batched": llm_query_batched, "rlm_query_batched": rlm_query_batched}

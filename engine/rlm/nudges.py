@@ -1,0 +1,315 @@
+"""The self-correcting part of the root loop: spot the ways weak models lose runs, and steer.
+
+Measured with a 1.5B model (issue 14): it copies the context preview into a string literal and
+re-runs it, repeats the same reply under greedy decoding until the turn limit, gives up after a
+search that raised or found nothing, reads one 200-character slice and guesses, and answers
+right after listing file names without opening any file. :class:`Watcher` keeps what a run
+has seen and returns a :class:`Nudge` (a reason and the message the model gets) at each of
+these points; the loop writes every nudge as a ``nudge`` trajectory event. Nothing here is
+specific to a profile or to a context type (text, list, dict of files).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+# A string literal at least this long that shares a run of this many characters with the
+# context preview is the preview copied into code, not a search term.
+LITERAL_MIN_CHARS = 120
+LITERAL_SHARED_RUN = 60
+# Sampling used after a repeated reply when decoding was greedy: varied, but reproducible.
+VARIED_TEMPERATURE = 0.7
+VARIED_SEED_BASE = 1_000
+
+_SEARCH_CALL = re.compile(r"\b(search|re\.(search|findall|finditer|match)|\.find|\.index)\s*\(")
+_EMPTY_OUTPUT = re.compile(r"^\s*(\[\]|\(\)|\{\}|None|-1|0|''|\"\"|set\(\))?\s*$")
+_NO_MATCH = re.compile(r"no match|not found|nothing found", re.IGNORECASE)
+_SLICE = re.compile(r"\bcontext\s*\[\s*(-?\d*)\s*:\s*(-?\d*)\s*\]")
+_STOPWORD_TEXT = (
+    "the a an of for in on at to is are was were be what which who whom whose when where why "
+    "how does do did mentioned provided text context answer only with and or from that this "
+    "these those it its by as about please give find tell me number file folder function "
+    "defines define special"
+)
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+_NAMES_ONLY = frozenset({"len", "list", "sorted", "set", "type", "tuple", "print", "enumerate"})
+_KEY_METHODS = frozenset({"keys"})
+_CONTENT_HELPERS = frozenset(
+    {"search", "llm_query", "llm_batch", "llm_map", "rlm_query", "llm_query_batched"}
+)
+
+
+@dataclass(frozen=True)
+class Nudge:
+    """One intervention: why (``reason``, for the trajectory) and what the model is told."""
+
+    reason: str
+    message: str
+
+
+def key_terms(query: str, limit: int = 3) -> list[str]:
+    """Words of ``query`` worth searching for: distinctive ones first (digits, hyphens, caps)."""
+    words = re.findall(r"[A-Za-z0-9_][\w.-]*[\w]|\w", query)
+    seen: list[str] = []
+    for word in words:
+        if word.lower() in _STOPWORDS or len(word) < 3 or word in seen:
+            continue
+        seen.append(word)
+
+    def rank(word: str) -> tuple[int, int]:
+        special = any(c.isdigit() or c in "-_." for c in word) or word[:1].isupper()
+        return (0 if special else 1, -len(word))
+
+    return sorted(seen, key=rank)[:limit]
+
+
+def literal_texts(code: str) -> list[str]:
+    """String constants in ``code``, and the source of list/dict/tuple/set displays."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return []
+    texts: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            texts.append(node.value)
+        elif isinstance(node, ast.List | ast.Dict | ast.Tuple | ast.Set):
+            texts.append(ast.get_source_segment(code, node) or "")
+    return texts
+
+
+def copies_preview(code: str, preview: str) -> bool:
+    """Whether ``code`` holds a long literal (a string, or a list/dict written out) copied
+    from the context ``preview``."""
+    if len(preview) < LITERAL_SHARED_RUN:
+        return False
+    step = LITERAL_SHARED_RUN // 2
+    for literal in literal_texts(code):
+        if len(literal) < LITERAL_MIN_CHARS:
+            continue
+        for start in range(0, max(1, len(literal) - LITERAL_SHARED_RUN + 1), step):
+            if literal[start : start + LITERAL_SHARED_RUN] in preview:
+                return True
+    return False
+
+
+def reads_content(code: str, kind: str) -> bool:
+    """Whether ``code`` looks at the content of ``context`` (not just its size or names).
+
+    Listing a dict's keys, ``len(context)`` or ``type(context)`` read no content; a slice, a
+    subscript, a method such as ``.find``/``.split``/``.values``, passing ``context`` to another
+    function, or a helper that reads it (``search``, ``llm_*``) do.
+    """
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return "context" in code
+    parents: dict[int, ast.AST] = {}
+    for node in ast.walk(tree):
+        for child in ast.iter_child_nodes(node):
+            parents[id(child)] = node
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else None
+            if name in _CONTENT_HELPERS:
+                return True
+        if not (isinstance(node, ast.Name) and node.id == "context"):
+            continue
+        parent = parents.get(id(node))
+        if isinstance(parent, ast.Subscript):
+            return True
+        if isinstance(parent, ast.Attribute):
+            if parent.attr not in _KEY_METHODS:
+                return True
+            continue
+        if isinstance(parent, ast.Call) and node in parent.args:
+            func = parent.func
+            if isinstance(func, ast.Name) and func.id in _NAMES_ONLY:
+                # print(context) shows content; list/sorted of a dict only its names.
+                if func.id == "print" or (kind != "directory" and func.id in {"list", "tuple"}):
+                    return True
+                continue
+            return True
+        if isinstance(parent, ast.comprehension | ast.For) and kind != "directory":
+            return True
+        if isinstance(parent, ast.Compare) and kind == "text":
+            return True
+    return False
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.split())
+
+
+@dataclass
+class Watcher:
+    """What one run has seen; the loop asks it before and after each cell and on each reply."""
+
+    query: str
+    kind: str = "text"  # the context's kind: text, json, jsonl, directory, none
+    preview: str = ""
+    length: int = 0  # characters (text) or items (list, dict)
+    replies: list[str] = field(default_factory=list)
+    seen_output: list[str] = field(default_factory=list)
+    read_content: bool = False
+    sub_calls: bool = False
+    repeats: int = 0
+    challenged: bool = False
+    whole_seen: bool = False  # the preview showed the entire context
+
+    @classmethod
+    def for_context(cls, query: str, info: Any) -> Watcher:
+        """A watcher for a run over the context described by ``info`` (a ContextInfo or None)."""
+        if info is None or getattr(info, "kind", "none") == "none":
+            return cls(query, "none")
+        items = getattr(info, "items", None)
+        length = items if items is not None and info.kind != "text" else info.length_chars
+        watcher = cls(query, info.kind, info.preview or "", length or 0)
+        # A context the preview showed in full has been read, and the preview is output seen.
+        watcher.seen_output.append(watcher.preview)
+        watcher.whole_seen = watcher.read_content = info.length_chars <= len(watcher.preview)
+        return watcher
+
+    # --- replies -----------------------------------------------------------------------------
+
+    def repeated_reply(self, reply: str) -> Nudge | None:
+        """A reply identical to an earlier one: the model is looping."""
+        text = _normal(reply)
+        repeated = bool(text) and text in self.replies
+        self.replies.append(text)
+        if not repeated:
+            return None
+        self.repeats += 1
+        return Nudge("repeated_reply", self._repeat_message())
+
+    def _repeat_message(self) -> str:
+        terms = key_terms(self.query)
+        example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
+        return (
+            "Your last reply was the same as an earlier one, so it was not run again and it "
+            "would only give the same result. Take a different step now. For example, search "
+            f"the whole context for a word from the question:\n```repl\n{example}\n```\n"
+            "If you already have the answer, set answer['content'] and answer['ready'] = True."
+        )
+
+    def sampling(self, temperature: float | None) -> dict[str, Any]:
+        """Sampling overrides for the next call: varied (fixed seed) after a repeat when greedy."""
+        if self.repeats and not temperature:
+            return {"temperature": VARIED_TEMPERATURE, "seed": VARIED_SEED_BASE + self.repeats}
+        return {}
+
+    # --- before a cell -------------------------------------------------------------------------
+
+    def before_cell(self, code: str) -> Nudge | None:
+        """A cell that must not run: it re-creates ``context`` from a literal copy."""
+        if self.kind == "none" or not copies_preview(code, self.preview):
+            return None
+        terms = key_terms(self.query)
+        example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
+        return Nudge(
+            "context_literal",
+            "[rlm: NOT RUN. This cell writes part of the context into the code as a string. "
+            "The context is already loaded: the variable `context` holds all of it "
+            f"({self.length:,} {'characters' if self.kind == 'text' else 'items'}), and the "
+            "preview you saw is only its beginning. Use `context` directly, e.g.\n"
+            f"```repl\n{example}\n```]",
+        )
+
+    # --- after a cell --------------------------------------------------------------------------
+
+    def after_cell(self, code: str, output: str, error: str | None) -> Nudge | None:
+        """Record what the cell read; a failed search or a small slice gets advice."""
+        if reads_content(code, self.kind):
+            self.read_content = True
+        if any(h in code for h in ("llm_query", "llm_batch", "llm_map", "rlm_query")):
+            self.sub_calls = True
+        self.seen_output.append(output)
+        if self.kind == "none":
+            return None
+        searched = bool(_SEARCH_CALL.search(code))
+        failed = error is not None or _EMPTY_OUTPUT.match(output) or _NO_MATCH.search(output[:300])
+        if searched and failed:
+            return Nudge("failed_search", self._search_advice(error))
+        return self._small_slice(code)
+
+    def _search_advice(self, error: str | None) -> str:
+        terms = key_terms(self.query)
+        what = f"failed ({error})" if error else "found nothing"
+        lines = [f"print(search({t!r}))" for t in terms] or ["print(search('WORD'))"]
+        return (
+            f"That search {what}. Use the `search` helper: it ignores case, never raises, "
+            "shows each match with the text around it, and when a phrase is not found word "
+            "for word it finds the words close together. Search for one distinctive word or "
+            f"name from the question at a time:\n```repl\n" + "\n".join(lines) + "\n```"
+        )
+
+    def _small_slice(self, code: str) -> Nudge | None:
+        if self.kind not in {"text", "json", "jsonl"} or not self.length or self.whole_seen:
+            return None
+        if _SEARCH_CALL.search(code) or any(h in code for h in _CONTENT_HELPERS):
+            return None
+        spans = []
+        for a, b in _SLICE.findall(code):
+            bounds = slice(int(a) if a else None, int(b) if b else None).indices(self.length)
+            spans.append(max(0, bounds[1] - bounds[0]))
+        if not spans or sum(spans) >= self.length * 0.9:
+            return None
+        seen = sum(spans)
+        unit = "characters" if self.kind == "text" else "items"
+        terms = key_terms(self.query)
+        example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
+        return Nudge(
+            "partial_view",
+            f"That was only {seen:,} of the {self.length:,} {unit} of `context`, so the answer "
+            "is probably in the part you have not seen. Do NOT answer yet: search the "
+            f"whole context instead:\n```repl\n{example}\n```",
+        )
+
+    # --- the answer ----------------------------------------------------------------------------
+
+    def unsupported_answer(self, answer: str, code: str) -> Nudge | None:
+        """An answer typed into the code before any content that supports it was read: check it.
+
+        The failures this catches type the value themselves (a guessed number, a file name
+        from a listing). An answer computed by code, one shown in an output after the code
+        read content, or one built from sub-call answers is left alone; so is any answer
+        when the preview showed the whole context. Asked at most once per run.
+        """
+        value = answer.strip()
+        if self.challenged or self.kind == "none" or self.whole_seen or not value:
+            return None
+        if value not in typed_values(code):
+            return None
+        shown = any(_normal(value) in _normal(out) for out in self.seen_output)
+        if (self.read_content or reads_content(code, self.kind)) and (shown or self.sub_calls):
+            return None
+        self.challenged = True
+        # A file name is checked by reading files; a value by finding it in the text.
+        terms = key_terms(self.query) if self.kind == "directory" else []
+        probe = terms[0] if terms else value[:60]
+        return Nudge(
+            "unsupported_answer",
+            f"You set the answer {value[:80]!r}, but no output so far shows it in the content "
+            "of `context` (file names or the preview are not the content). Check it in the "
+            f"context first, e.g.\n```repl\nprint(search({probe!r}))\n```\nthen set the answer "
+            "again (answer['ready'] = True) if it is right.",
+        )
+
+
+def typed_values(code: str) -> set[str]:
+    """The string and number constants written in ``code``, stripped."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return set()
+    return {
+        str(node.value).strip()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str | int | float)
+        and not isinstance(node.value, bool)
+    }

@@ -1,0 +1,191 @@
+"""The loop's interventions (engine/rlm/nudges.py) on the failures measured in issue 14.
+
+Pure logic: each case is a cell or reply a weak model actually wrote (or one of the same
+kind), over text, list and dict-of-files contexts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from engine.rlm.nudges import Watcher, copies_preview, key_terms, reads_content, typed_values
+
+ESSAY = (
+    "Want to start a startup? Get funded by Y Combinator. In the summer of 2005 a group of "
+    "founders came to Cambridge to work on their ideas, and most of what they learned was "
+    "that the hard part is not the idea but the execution. "
+) * 40
+QUERY = (
+    "What is the special magic number for quiet-lake mentioned in the provided text? "
+    "Answer with the number only."
+)
+
+
+@dataclass
+class Info:
+    kind: str
+    type_name: str
+    length_chars: int
+    items: int | None
+    preview: str
+
+
+def text_watcher(text: str = ESSAY) -> Watcher:
+    return Watcher.for_context(QUERY, Info("text", "str", len(text), None, text[:400]))
+
+
+def files_watcher() -> Watcher:
+    files = {"engine/cli/run.py": "x" * 5000, "engine/rlm/parser.py": "def find_final(): ..."}
+    info = Info("directory", "dict", 5021, 2, "files: " + ", ".join(files))
+    return Watcher.for_context("Which file defines the function that finds FINAL(...)?", info)
+
+
+def list_watcher() -> Watcher:
+    preview = (
+        '[{"id": 1, "text": "Service was slow and the soup was cold"}, {"id": 2, "text": "ok"}]'
+    )
+    info = Info("jsonl", "list", 90_000, 900, preview)
+    return Watcher.for_context("How many reviews are negative?", info)
+
+
+def test_loop_refuses_a_cell_that_recreates_context_from_the_preview() -> None:
+    watcher = text_watcher()
+    copied = f'context = """{ESSAY[:300]}"""\nprint(len(context))'
+    nudge = watcher.before_cell(copied)
+    assert nudge is not None and nudge.reason == "context_literal"
+    assert "already loaded" in nudge.message and f"{len(ESSAY):,} characters" in nudge.message
+    assert "search('quiet-lake')" in nudge.message
+    # Searching for a phrase, or a short literal, is not a copy.
+    assert watcher.before_cell("print(search('start a startup'))") is None
+    assert watcher.before_cell(f"x = {ESSAY[:100]!r}") is None
+
+
+def test_loop_refuses_a_copied_preview_of_a_list_context() -> None:
+    watcher = list_watcher()
+    cell = (
+        'context = [{"id": 1, "text": "Service was slow and the soup was cold"}, '
+        '{"id": 2, "text": "ok"}, {"id": 3, "text": "more rows typed by the model here"}]'
+    )
+    nudge = watcher.before_cell(cell)
+    assert nudge is not None and "900 items" in nudge.message
+
+
+def test_loop_repeated_reply_is_detected_and_sampling_varied_with_a_fixed_seed() -> None:
+    watcher = text_watcher()
+    reply = "Let me look.\n```repl\nprint(context[:200])\n```"
+    assert watcher.repeated_reply(reply) is None
+    assert watcher.sampling(0.0) == {}
+    nudge = watcher.repeated_reply(reply.replace("\n", "\n  "))  # whitespace does not matter
+    assert nudge is not None and nudge.reason == "repeated_reply"
+    assert "print(search('quiet-lake'))" in nudge.message
+    assert watcher.sampling(None) == {"temperature": 0.7, "seed": 1001}
+    assert watcher.sampling(0.0) == {"temperature": 0.7, "seed": 1001}
+    # A user who chose a temperature keeps it.
+    assert watcher.sampling(0.4) == {}
+    assert watcher.repeated_reply(reply) is not None
+    assert watcher.sampling(None)["seed"] == 1002
+
+
+def test_loop_failed_search_suggests_the_search_helper() -> None:
+    watcher = text_watcher()
+    raised = watcher.after_cell(
+        "import re\nm = re.search(r'lake quiet number (\\d+)', context)\nprint(m.group(1))",
+        "AttributeError: 'NoneType' object has no attribute 'group'",
+        "AttributeError: 'NoneType' object has no attribute 'group'",
+    )
+    assert raised is not None and raised.reason == "failed_search"
+    assert "failed (AttributeError" in raised.message
+    assert "print(search('quiet-lake'))" in raised.message
+    empty = watcher.after_cell("print(re.findall(r'quiet lake', context))", "[]", None)
+    assert empty is not None and "found nothing" in empty.message
+    helper = watcher.after_cell(
+        "print(search('quiet lake'))", "search('quiet lake'): no match.", None
+    )
+    assert helper is not None and helper.reason == "failed_search"
+    found = watcher.after_cell("print(search('quiet-lake'))", "[1] char 5: ...is: 4719203", None)
+    assert found is None
+
+
+def test_loop_small_slice_steers_to_a_search_for_text_and_lists() -> None:
+    watcher = text_watcher()
+    nudge = watcher.after_cell("print(context[:200])", ESSAY[:200], None)
+    assert nudge is not None and nudge.reason == "partial_view"
+    assert f"only 200 of the {len(ESSAY):,} characters" in nudge.message
+    assert watcher.after_cell(f"print(context[:{len(ESSAY)}])", "...", None) is None
+    rows = list_watcher()
+    nudge = rows.after_cell("print(context[:5])", "[...]", None)
+    assert nudge is not None and "only 5 of the 900 items" in nudge.message
+
+
+def test_loop_answer_typed_after_listing_file_names_goes_back_once() -> None:
+    watcher = files_watcher()
+    listing = "['engine/cli/run.py', 'engine/rlm/parser.py']"
+    assert watcher.after_cell("print(list(context))", listing, None) is None
+    code = "answer['content'] = 'engine/cli/run.py'\nanswer['ready'] = True"
+    nudge = watcher.unsupported_answer("engine/cli/run.py", code)
+    assert nudge is not None and nudge.reason == "unsupported_answer"
+    assert "search('FINAL')" in nudge.message
+    # Once only: the model may insist.
+    assert watcher.unsupported_answer("engine/cli/run.py", code) is None
+
+
+def test_loop_answer_after_reading_files_is_accepted() -> None:
+    watcher = files_watcher()
+    watcher.after_cell("print(search('def find_final'))", "[1] file 'engine/rlm/parser.py'", None)
+    code = "answer['content'] = 'engine/rlm/parser.py'\nanswer['ready'] = True"
+    assert watcher.unsupported_answer("engine/rlm/parser.py", code) is None
+
+
+def test_loop_guessed_number_after_a_preview_slice_goes_back() -> None:
+    watcher = text_watcher()
+    watcher.after_cell("print(context[:300])", ESSAY[:300], None)
+    nudge = watcher.unsupported_answer(
+        "1234567", "answer['content'] = '1234567'\nanswer['ready'] = True"
+    )
+    assert nudge is not None and "print(search('1234567'))" in nudge.message
+
+
+def test_loop_answer_found_by_search_or_computed_is_accepted() -> None:
+    found = text_watcher()
+    found.after_cell("print(search('quiet-lake'))", "... quiet-lake is: 4719203. ...", None)
+    assert found.unsupported_answer("4719203", "answer['content'] = '4719203'") is None
+    computed = text_watcher()
+    code = "n = context.count('startup')\nanswer['content'] = str(n)\nanswer['ready'] = True"
+    assert computed.unsupported_answer("40", code) is None
+    tiny = Watcher.for_context("What colour?", Info("text", "str", 8, None, "blue sky"))
+    assert tiny.unsupported_answer("blue", "answer['content'] = 'blue'") is None
+
+
+def test_loop_sub_call_answers_count_as_reading() -> None:
+    rows = list_watcher()
+    rows.after_cell("labels = llm_map(context, 'positive or negative?')", "", None)
+    assert rows.unsupported_answer("312", "answer['content'] = '312'") is None
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "expected"),
+    [
+        ("print(len(context))", "text", False),
+        ("print(context[:100])", "text", True),
+        ("print(list(context))", "directory", False),
+        ("print(sorted(context.keys()))", "directory", False),
+        ("print(context['a.py'])", "directory", True),
+        ("for name, text in context.items(): print(name, len(text))", "directory", True),
+        ("for row in context: print(row)", "jsonl", True),
+        ("print(search('x'))", "text", True),
+        ("print(type(context))", "text", False),
+        ("print('key' in context)", "text", True),
+        ("print(context", "text", True),  # does not parse: assume it reads
+    ],
+)
+def test_loop_reads_content(code: str, kind: str, expected: bool) -> None:
+    assert reads_content(code, kind) is expected
+
+
+def test_loop_helpers_of_the_watcher() -> None:
+    assert key_terms(QUERY) == ["quiet-lake", "magic"]
+    assert typed_values("answer['content'] = '42'\nx = 7") == {"content", "42", "7"}
+    assert copies_preview(f"t = {ESSAY[50:250]!r}", ESSAY[:400])
+    assert not copies_preview("t = 'short'", ESSAY[:400])

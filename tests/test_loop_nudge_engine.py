@@ -1,0 +1,120 @@
+"""The loop's interventions end to end: real sandbox, real bridge, the root model replayed.
+
+Each script is what a weak model did in issue 14; the checks are what the loop sends back to
+the model (the replay server keeps every request) and the ``nudge`` events it writes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import Engine, EngineConfig, Limits, RunResult
+from engine.models import Cassette, ModelSpec, ReplayServer
+from engine.rlm.trajectory import read_trajectory
+
+pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
+
+ESSAY = "The founders met every week and talked about what users wanted. " * 60
+NEEDLE = "One of the special magic numbers for quiet-lake is: 4719203. "
+HAYSTACK = ESSAY + NEEDLE + ESSAY
+QUERY = "What is the special magic number for quiet-lake mentioned in the provided text?"
+
+
+def root(reply: str) -> dict[str, Any]:
+    return {"match": {"model": "root"}, "response": {"content": reply}}
+
+
+def cell(source: str, before: str = "Next.") -> dict[str, Any]:
+    return root(f"{before}\n```repl\n{source}\n```")
+
+
+async def run(
+    tmp_path: Path, entries: list[dict[str, Any]], context: Any, query: str = QUERY
+) -> tuple[RunResult, list[dict[str, Any]], list[dict[str, Any]]]:
+    trajectory = tmp_path / "t.jsonl"
+    async with ReplayServer(Cassette(entries)) as server:
+        config = EngineConfig(
+            model=ModelSpec("openai/root", api_base=server.base_url, api_key="x"),
+            limits=Limits(max_iterations=len(entries)),
+            trajectory_path=trajectory,
+            prompt_profile="small",
+        )
+        async with Engine(config) as engine:
+            result = await engine.run(query, context)
+        requests = [r for r in server.requests if r["model"] == "root"]
+    return result, read_trajectory(trajectory), requests
+
+
+def reasons(events: list[dict[str, Any]]) -> list[str]:
+    return [e["reason"] for e in events if e["type"] == "nudge"]
+
+
+async def test_loop_repeated_reply_is_not_fed_back_and_sampling_changes(tmp_path: Path) -> None:
+    peek = cell("print(context[:200])", "Let me look.")
+    entries = [
+        peek,
+        peek,  # greedy decoding: the same reply again
+        cell("print(search('quiet-lake'))"),
+        cell("answer['content'] = '4719203'\nanswer['ready'] = True"),
+    ]
+    result, events, requests = await run(tmp_path, entries, HAYSTACK)
+    assert (result.answer, result.ready) == ("4719203", True)
+    assert reasons(events) == ["partial_view", "repeated_reply"]
+    third = requests[2]
+    replies = [m["content"] for m in third["messages"] if m["role"] == "assistant"]
+    assert len(replies) == 1, "the repeated reply must not be in the conversation"
+    assert "same as an earlier one" in third["messages"][-1]["content"]
+    # Varied sampling with a fixed seed from the call after the repeat on.
+    assert "seed" not in requests[1]
+    assert (third["temperature"], third["seed"]) == (0.7, 1001)
+
+
+async def test_loop_context_literal_is_refused(tmp_path: Path) -> None:
+    entries = [
+        cell(f'context = """{HAYSTACK[:300]}"""\nprint(len(context))', "I load the text."),
+        cell("print(search('quiet-lake'))"),
+        cell("answer['content'] = '4719203'\nanswer['ready'] = True"),
+    ]
+    result, events, requests = await run(tmp_path, entries, HAYSTACK)
+    assert result.answer == "4719203" and result.ready
+    assert reasons(events) == ["context_literal"]
+    ran = [e["code"] for e in events if e["type"] == "cell"]
+    assert not any("context = " in code for code in ran), "the copying cell must not run"
+    assert "already loaded" in requests[1]["messages"][-1]["content"]
+
+
+async def test_loop_failed_search_gets_the_helper_suggested(tmp_path: Path) -> None:
+    entries = [
+        cell("import re\nprint(re.search(r'lake quiet is: (\\d+)', context).group(1))"),
+        cell("print(search('quiet-lake'))"),
+        cell("answer['content'] = '4719203'\nanswer['ready'] = True"),
+    ]
+    result, events, requests = await run(tmp_path, entries, HAYSTACK)
+    assert result.answer == "4719203"
+    assert reasons(events) == ["failed_search"]
+    told = requests[1]["messages"][-1]["content"]
+    assert "That search failed (AttributeError" in told
+    assert "print(search('quiet-lake'))" in told
+
+
+async def test_loop_answer_after_listing_files_goes_back_once(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "engine" / "rlm").mkdir(parents=True)
+    (repo / "engine" / "cli.py").write_text("def main():\n    run()\n" * 40)
+    (repo / "engine" / "rlm" / "parser.py").write_text(
+        "import re\n\n\ndef find_final(reply):\n    return re.search('FINAL', reply)\n" * 10
+    )
+    query = "Which file defines the function that finds FINAL(...) in a reply?"
+    entries = [
+        cell("print(list(context))"),
+        cell("answer['content'] = 'engine/cli.py'\nanswer['ready'] = True"),
+        cell("print(search('def find_final'))"),
+        cell("answer['content'] = 'engine/rlm/parser.py'\nanswer['ready'] = True"),
+    ]
+    result, events, requests = await run(tmp_path, entries, repo, query)
+    assert (result.answer, result.ready, result.iterations) == ("engine/rlm/parser.py", True, 4)
+    assert reasons(events) == ["unsupported_answer"]
+    assert "print(search('FINAL'))" in requests[2]["messages"][-1]["content"]
