@@ -201,9 +201,7 @@ async def bench(args: argparse.Namespace) -> None:
                 calls = str(args.calls)
 
                 async def through(handler: object, client_args: list[str]) -> object:
-                    async with BridgeServer(
-                        run / "bridge.sock", token, handler, children_dir=run / "children"
-                    ):
+                    async with BridgeServer(run / "bridge.sock", token, handler):
                         return await anyio.to_thread.run_sync(run_client, client_args, env)
 
                 bridge_only = await through(Immediate(), ["bridge", calls])

@@ -91,9 +91,7 @@ def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _server(run_dir: Path, handler: Orchestrator, **kwargs: int) -> BridgeServer:
-    return BridgeServer(
-        run_dir / "bridge.sock", TOKEN, handler, children_dir=run_dir / "children", **kwargs
-    )
+    return BridgeServer(run_dir / "bridge.sock", TOKEN, handler, **kwargs)
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -218,25 +216,31 @@ async def test_rlm_query_hands_context_over_and_cleans_up(
     run_dir: Path, context: object, expected: str
 ) -> None:
     handler = Orchestrator()
-    async with _server(run_dir, handler):
+    async with _server(run_dir, handler) as server:
         assert await _call(bc.rlm_query, "q", context) == expected
+        assert server.contexts.used_bytes == 0
     (path,) = handler.rlm_paths
     assert (path is None) == (context is None)
     if path is not None:
         assert not path.exists()
-    assert list((run_dir / "children").iterdir()) == []
+    assert list(run_dir.iterdir()) == []  # nothing written next to the socket
 
 
 @pytest.mark.anyio
 async def test_rlm_query_rejects_non_json_context(run_dir: Path) -> None:
     handler = Orchestrator()
-    async with _server(run_dir, handler):
+    async with _server(run_dir, handler) as server:
         with pytest.raises(TypeError, match=r"JSON-serialisable.*set is not"):
             await _call(bc.rlm_query, "q", {1, 2, 3})
+        # Found mid-stream, after a megabyte was sent: the bridge drops the partial upload.
+        late = {"rows": ["x" * 1000] * 2000, "when": object()}
         with pytest.raises(TypeError, match="JSON-serialisable"):
-            await _call(bc.rlm_query, "q", {"when": object()})
+            await _call(bc.rlm_query, "q", late)
+        with anyio.fail_after(5):
+            while server.contexts.used_bytes:
+                await anyio.sleep(0.01)
+        assert await _call(bc.llm_query, "still works") == "sub: STILL WORKS"
     assert handler.rlm_paths == []
-    assert list((run_dir / "children").iterdir()) == []
 
 
 @pytest.mark.anyio
@@ -247,7 +251,6 @@ async def test_no_bridge_gives_a_clear_message(
         await _call(bc.llm_query, "hi")  # no server on the socket path
     with pytest.raises(bc.BridgeCallError, match="bridge is not available in this sandbox"):
         await _call(bc.rlm_query, "hi", "ctx")
-    assert list((run_dir / "children").iterdir()) == []
     monkeypatch.delenv("RLM_BRIDGE_SOCKET")
     with pytest.raises(bc.BridgeCallError, match=r"bridge is not available.*not set"):
         await _call(bc.llm_batch, ["a"])
@@ -320,3 +323,15 @@ async def test_server_shutdown_with_call_in_flight(run_dir: Path) -> None:
     assert isinstance(error, bc.BridgeCallError)
     assert "the task may be ending" in str(error)
     assert not os.path.exists(run_dir / "bridge.sock")
+
+
+@pytest.mark.anyio
+async def test_child_context_past_the_cap_is_refused_clearly(run_dir: Path) -> None:
+    handler = Orchestrator()
+    async with _server(run_dir, handler, max_child_context_bytes=1 << 20) as server:
+        with pytest.raises(bc.BridgeCallError, match=r"HTTP 413 .*RLM_SANDBOX_DISK"):
+            await _call(bc.rlm_query, "q", "x" * (3 << 20))
+        assert server.contexts.used_bytes == 0
+        assert server.contexts.peak_bytes <= 1 << 20
+        assert await _call(bc.rlm_query, "q", "small") == "child(q) got .txt: small"
+    assert len(handler.rlm_paths) == 1

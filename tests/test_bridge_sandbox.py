@@ -1,8 +1,9 @@
 """The bridge end to end: the real client inside a real sandbox kernel (Docker, no network).
 
-Checks what only the real set-up can show: the sandbox user (uid 1000) can reach the socket,
-write child contexts into ``children/``, gets ``BudgetExhausted`` as a Python exception, and a
-cell timeout (a KeyboardInterrupt inside the client) cancels the sub-call on the host.
+Checks what only the real set-up can show: the sandbox user (uid 1000) can reach the socket
+on its read-only run directory, stream child contexts through it, gets ``BudgetExhausted``
+as a Python exception, and a cell timeout (a KeyboardInterrupt inside the client) cancels
+the sub-call on the host.
 """
 
 from __future__ import annotations
@@ -51,14 +52,12 @@ async def test_client_in_a_real_sandbox() -> None:
     handler = Orchestrator()
     async with Sandbox(config, context="the context") as sandbox:
         run_dir = sandbox.run_dir
-        async with BridgeServer(
-            run_dir / "bridge.sock", token, handler, children_dir=run_dir / "children"
-        ):
+        async with BridgeServer(run_dir / "bridge.sock", token, handler):
             calls = await sandbox.execute(
                 "print(llm_query('abc'))\n"
                 "print(llm_batch(['one', 'two', 'budget'], model='m2'))\n"
                 "print(rlm_query('sum the rows', context={'rows': [1, 2, 3]}))\n"
-                "import os; print(sorted(os.listdir('/rlm/run/children')))",
+                "import os; print(sorted(os.listdir('/rlm/run')))",
                 timeout=60,
             )
             assert calls.error is None, calls.output_text()
@@ -66,7 +65,7 @@ async def test_client_in_a_real_sandbox() -> None:
                 "sub says cba",
                 "['m2 says eno', 'm2 says owt', '[ERROR] sub-call budget of 2 calls used up']",
                 "child done: sum the rows",
-                "[]",
+                "['bridge.sock', 'context.txt', 'ipc', 'kernel.json']",
             ]
             assert handler.children == [("sum the rows", '{"rows": [1, 2, 3]}')]
 

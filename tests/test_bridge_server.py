@@ -6,12 +6,14 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import pytest
 
 from engine.bridge import BridgeHandler, BridgeServer
+from engine.bridge.server import BridgeLimits
 from engine.errors import BridgeError, BudgetExceededError, ConfigError, ModelError
 
 TOKEN = "test-token-123"
@@ -37,7 +39,7 @@ class Orchestrator:
             raise ValueError("handler bug")
         if prompt == "slow":
             await anyio.sleep(0.2)
-        if prompt == "hang":
+        if prompt.strip() == "hang":
             self.started.set()
             try:
                 await anyio.sleep_forever()
@@ -68,10 +70,8 @@ def _client(sock: Path) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://bridge", timeout=10)
 
 
-def _server(run_dir: Path, handler: BridgeHandler, **kwargs: int) -> BridgeServer:
-    return BridgeServer(
-        run_dir / "bridge.sock", TOKEN, handler, children_dir=run_dir / "children", **kwargs
-    )
+def _server(run_dir: Path, handler: BridgeHandler, **kwargs: Any) -> BridgeServer:
+    return BridgeServer(run_dir / "bridge.sock", TOKEN, handler, **kwargs)
 
 
 def test_orchestrator_fits_the_handler_protocol() -> None:
@@ -225,7 +225,7 @@ async def _read_until_closed(stream: anyio.abc.ByteStream) -> bytes:
         ("/v1/llm_batch", {"prompts": "one"}, "'prompts'"),
         ("/v1/llm_batch", {"prompts": ["a", None]}, "'prompts[1]'"),
         ("/v1/llm_batch", {"prompts": ["a"] * 11}, "'prompts'"),
-        ("/v1/rlm_query", {"prompt": "x", "context_file": 7}, "'context_file'"),
+        ("/v1/rlm_query", {"prompt": "x", "context_id": 7}, "'context_id'"),
         ("/v1/llm_query", ["not", "an", "object"], "JSON object"),
     ],
 )
@@ -289,117 +289,181 @@ async def test_batch_isolates_failures(run_dir: Path) -> None:
     assert answers[4] == "answer to 'b' by default"
 
 
+async def _upload(
+    client: httpx.AsyncClient, data: Any, content_type: str = "text/plain; charset=utf-8"
+) -> httpx.Response:
+    headers = {**AUTH, "Content-Type": content_type}
+    return await client.post("/v1/contexts", content=data, headers=headers)
+
+
 @pytest.mark.anyio
-@pytest.mark.parametrize(
-    "context_file",
-    [
-        "../secret.txt",
-        "/etc/passwd",
-        "children/../secret.txt",
-        "children/../../secret.txt",
-        "children/",
-        "children/.hidden",
-        "children/sub/file.txt",
-        "secret.txt",
-    ],
-)
-async def test_context_file_outside_children_is_422(run_dir: Path, context_file: str) -> None:
-    (run_dir / "secret.txt").write_text("host secret")
+async def test_rlm_query_gets_an_uploaded_context_as_a_private_file_once(run_dir: Path) -> None:
     handler = Orchestrator()
     async with _server(run_dir, handler) as server, _client(server.socket_path) as client:
-        (run_dir / "children" / "sub").mkdir()
-        (run_dir / "children" / "sub" / "file.txt").write_text("nested")
-        body = {"prompt": "x", "context_file": context_file}
+        uploaded = await _upload(client, b'{"k": [1, 2]}', "application/json")
+        assert uploaded.status_code == 200, uploaded.text
+        context_id = uploaded.json()["context_id"]
+        assert uploaded.json()["bytes"] == 13
+        assert server.contexts.used_bytes == 13
+        body = {"prompt": "sum it", "context_id": context_id}
         response = await client.post("/v1/rlm_query", json=body, headers=AUTH)
-    assert response.status_code == 422
-    assert "'context_file'" in response.json()["error"]["message"]
-    assert handler.rlm_calls == []
-
-
-@pytest.mark.anyio
-async def test_symlinks_and_special_files_in_children_are_rejected(
-    run_dir: Path, tmp_path: Path
-) -> None:
-    outside = tmp_path / "host-secret.txt"
-    outside.write_text("host secret")
-    handler = Orchestrator()
-    async with _server(run_dir, handler) as server, _client(server.socket_path) as client:
-        children = run_dir / "children"
-        (children / "escape.txt").symlink_to(outside)
-        (children / "inner.txt").write_text("fine")
-        (children / "link.txt").symlink_to(children / "inner.txt")
-        os.mkfifo(children / "pipe.txt")
-        (children / "dir.txt").mkdir()
-        results = {}
-        for name in ("escape.txt", "link.txt", "pipe.txt", "dir.txt", "missing.txt"):
-            body = {"prompt": "x", "context_file": f"children/{name}"}
-            results[name] = await client.post("/v1/rlm_query", json=body, headers=AUTH)
-    assert {name: r.status_code for name, r in results.items()} == dict.fromkeys(results, 422)
-    assert "symlink" in results["escape.txt"].json()["error"]["message"]
-    assert "not a regular file" in results["pipe.txt"].json()["error"]["message"]
-    assert "does not exist" in results["missing.txt"].json()["error"]["message"]
-    assert handler.rlm_calls == []
-    assert outside.read_text() == "host secret"  # a link's target is never touched
-
-
-@pytest.mark.anyio
-async def test_children_dir_replaced_by_symlink_is_rejected(run_dir: Path, tmp_path: Path) -> None:
-    """The sandbox may swap children/ for a link to a host directory after the server started."""
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    (elsewhere / "ctx.txt").write_text("host file")
-    handler = Orchestrator()
-    async with _server(run_dir, handler) as server, _client(server.socket_path) as client:
-        (run_dir / "children").rmdir()
-        (run_dir / "children").symlink_to(elsewhere)
-        body = {"prompt": "x", "context_file": "children/ctx.txt"}
-        response = await client.post("/v1/rlm_query", json=body, headers=AUTH)
-    assert response.status_code == 422
-    assert "not a plain directory" in response.json()["error"]["message"]
-    assert (elsewhere / "ctx.txt").exists()
-    assert handler.rlm_calls == []
-
-
-@pytest.mark.anyio
-async def test_rlm_query_hands_over_a_private_copy_and_deletes_both(run_dir: Path) -> None:
-    handler = Orchestrator()
-    async with _server(run_dir, handler) as server, _client(server.socket_path) as client:
-        child = run_dir / "children" / "abc123.json"
-        child.write_text('{"k": [1, 2]}')
-        body = {"prompt": "sum it", "context_file": "children/abc123.json"}
-        response = await client.post("/v1/rlm_query", json=body, headers=AUTH)
+        again = await client.post("/v1/rlm_query", json=body, headers=AUTH)
         plain = await client.post("/v1/rlm_query", json={"prompt": "no ctx"}, headers=AUTH)
+        assert server.contexts.used_bytes == 0
     assert response.json() == {"response": "child answer to 'sum it'"}
+    assert again.status_code == 422 and "already used" in again.json()["error"]["message"]
     assert plain.json() == {"response": "child answer to 'no ctx'"}
     (prompt, path, text), (_, no_path, _) = handler.rlm_calls
     assert (prompt, text, no_path) == ("sum it", '{"k": [1, 2]}', None)
     assert path is not None and path.suffix == ".json"
-    assert not path.is_relative_to(run_dir)  # the sandbox cannot change the handed-over file
+    assert not path.is_relative_to(run_dir)  # the sandbox never sees the handed-over file
     assert not path.exists()
-    assert not child.exists()
 
 
 @pytest.mark.anyio
-async def test_child_context_over_the_limit_is_422_even_when_sparse(run_dir: Path) -> None:
+@pytest.mark.parametrize(
+    "context_id", ["../secret.txt", "/etc/passwd", "children/abc.json", "0" * 24, 7, ""]
+)
+async def test_bad_or_unknown_context_id_is_422(run_dir: Path, context_id: object) -> None:
+    handler = Orchestrator()
+    async with _server(run_dir, handler) as server, _client(server.socket_path) as client:
+        body = {"prompt": "x", "context_id": context_id}
+        response = await client.post("/v1/rlm_query", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert "context_id" in response.json()["error"]["message"]
+    assert handler.rlm_calls == []
+
+
+@pytest.mark.anyio
+async def test_child_contexts_past_the_cap_are_413_and_leave_nothing(run_dir: Path) -> None:
+    """The cap covers every context held at once, however it is sent."""
+
+    async def chunks(total: int):  # chunked: no Content-Length to judge up front
+        for _ in range(total // 65536):
+            yield b"x" * 65536
+
     handler = Orchestrator()
     server = _server(run_dir, handler, max_child_context_bytes=1 << 20)
     async with server, _client(server.socket_path) as client:
-        children = run_dir / "children"
-        (children / "fits.txt").write_bytes(b"x" * (1 << 20))
-        (children / "big.txt").write_bytes(b"x" * ((1 << 20) + 1))
-        with (children / "sparse.txt").open("wb") as handle:
-            handle.truncate(1 << 40)
-        results = {}
-        for name in ("fits.txt", "big.txt", "sparse.txt"):
-            body = {"prompt": name, "context_file": f"children/{name}"}
-            results[name] = await client.post("/v1/rlm_query", json=body, headers=AUTH)
-    assert results["fits.txt"].status_code == 200
-    for name in ("big.txt", "sparse.txt"):
-        assert results[name].status_code == 422
-        message = results[name].json()["error"]["message"]
-        assert "larger than the 1.0 MiB a child context may have" in message
-        assert "RLM_SANDBOX_DISK" in message
-    assert [call[0] for call in handler.rlm_calls] == ["fits.txt"]
+        fits = await _upload(client, b"x" * (1 << 20))
+        full = await _upload(client, b"y")
+        assert fits.status_code == 200 and full.status_code == 413
+        body = {"prompt": "fits", "context_id": fits.json()["context_id"]}
+        assert (await client.post("/v1/rlm_query", json=body, headers=AUTH)).status_code == 200
+        declared = await _upload(client, b"z" * ((1 << 20) + 1))
+        streamed = await _upload(client, chunks(4 << 20))
+        files = list(Path(server.contexts._root or "/nonexistent").iterdir())
+        used = server.contexts.used_bytes
+    for refused in (full, declared, streamed):
+        assert refused.status_code == 413
+        message = refused.json()["error"]["message"]
+        assert "1.0 MiB on the host at once" in message and "RLM_SANDBOX_DISK" in message
+    assert server.contexts.peak_bytes <= 1 << 20
+    assert files == [] and used == 0
+    assert [call[0] for call in handler.rlm_calls] == ["fits"]
+
+
+@pytest.mark.anyio
+async def test_context_upload_needs_a_known_type_and_few_pending(run_dir: Path) -> None:
+    async with _server(run_dir, Orchestrator()) as server, _client(server.socket_path) as client:
+        wrong = await _upload(client, b"x", "application/octet-stream")
+        pending = [await _upload(client, b"x") for _ in range(server.contexts.max_pending)]
+        one_more = await _upload(client, b"x")
+    assert wrong.status_code == 415 and "text/plain" in wrong.json()["error"]["message"]
+    assert all(r.status_code == 200 for r in pending)
+    assert one_more.status_code == 429
+    assert one_more.json()["error"]["type"] == "too_many_contexts"
+
+
+# --- limits on what a client can make the bridge hold ------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_connections_past_the_cap_get_503(run_dir: Path) -> None:
+    limits = BridgeLimits(max_connections=3)
+    async with _server(run_dir, Orchestrator(), limits=limits) as server:
+        held = [await anyio.connect_unix(server.socket_path) for _ in range(3)]
+        extra = await anyio.connect_unix(server.socket_path)
+        with anyio.fail_after(5):
+            raw = await _read_until_closed(extra)
+        assert raw.startswith(b"HTTP/1.1 503 ")
+        assert b"too_many_connections" in raw
+        for stream in held:
+            await stream.aclose()
+        assert server.connections_refused == 1
+        # Closed connections free their slots.
+        async with _client(server.socket_path) as client:
+            with anyio.fail_after(5):
+                while True:
+                    response = await client.post(
+                        "/v1/llm_query", json={"prompt": "hi"}, headers=AUTH
+                    )
+                    if response.status_code == 200:
+                        break
+                    await anyio.sleep(0.01)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stage", ["head", "body"])
+async def test_slow_clients_get_408_and_are_closed(run_dir: Path, stage: str) -> None:
+    limits = BridgeLimits(header_timeout_s=0.5, body_timeout_s=0.5, min_body_rate=1 << 20)
+    handler = Orchestrator()
+    async with _server(run_dir, handler, limits=limits) as server:
+        stream = await anyio.connect_unix(server.socket_path)
+        request = _raw_request(b'{"prompt": "' + b"p" * 100 + b'"}')
+        split = request.index(b"\r\n\r\n") + (4 if stage == "body" else -10)
+        await stream.send(request[:split])
+
+        async def dribble() -> None:  # one byte at a time, slower than the floor
+            for byte in request[split:]:
+                await anyio.sleep(0.2)
+                await stream.send(bytes([byte]))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(dribble)
+                raw = await _read_until_closed(stream)
+                tg.cancel_scope.cancel()
+    assert raw.startswith(b"HTTP/1.1 408 ")
+    assert b"did not arrive in time" in raw
+    assert handler.llm_calls == []
+
+
+@pytest.mark.anyio
+async def test_idle_keep_alive_connection_is_closed(run_dir: Path) -> None:
+    limits = BridgeLimits(idle_timeout_s=0.3)
+    async with _server(run_dir, Orchestrator(), limits=limits) as server:
+        stream = await anyio.connect_unix(server.socket_path)
+        with anyio.fail_after(5):
+            assert await _read_until_closed(stream) == b""
+
+
+@pytest.mark.anyio
+async def test_bodies_in_memory_share_one_budget(run_dir: Path) -> None:
+    """Two bodies that together pass the budget are served one after the other."""
+    limits = BridgeLimits(max_buffered_bytes=64 << 10)
+    handler = Orchestrator()
+    async with _server(run_dir, handler, limits=limits) as server:
+        assert server._max_body == 64 << 10  # no single body can exceed the budget
+        prompt = "hang" + " " * (40 << 10)
+        first = await anyio.connect_unix(server.socket_path)
+        await first.send(_raw_request(json.dumps({"prompt": prompt}).encode()))
+        with anyio.fail_after(5):
+            await handler.started.wait()
+        assert server._buffered.free < 40 << 10
+        async with _client(server.socket_path) as client, anyio.create_task_group() as tg:
+            results: list[httpx.Response] = []
+
+            async def second() -> None:
+                body = {"prompt": "x" * (40 << 10)}
+                results.append(await client.post("/v1/llm_query", json=body, headers=AUTH))
+
+            tg.start_soon(second)
+            await anyio.sleep(0.3)
+            assert results == [] and len(handler.llm_calls) == 1  # waiting for room
+            await first.aclose()  # cancels the first call and frees its bytes
+        assert results[0].status_code == 200
+        assert server._buffered.free == server._buffered.total
 
 
 @pytest.mark.anyio
@@ -460,7 +524,7 @@ async def test_stale_socket_is_replaced_but_other_files_are_not(run_dir: Path) -
 @pytest.mark.anyio
 async def test_socket_path_too_long_is_a_clear_error(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 120)
-    server = BridgeServer(deep / "bridge.sock", TOKEN, Orchestrator(), children_dir=tmp_path / "c")
+    server = BridgeServer(deep / "bridge.sock", TOKEN, Orchestrator())
     with pytest.raises(BridgeError, match="too long for a Unix socket"):
         async with server:
             pass
@@ -468,4 +532,4 @@ async def test_socket_path_too_long_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_empty_token_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="token"):
-        BridgeServer(tmp_path / "s", "", Orchestrator(), children_dir=tmp_path / "c")
+        BridgeServer(tmp_path / "s", "", Orchestrator())

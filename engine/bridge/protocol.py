@@ -18,12 +18,17 @@ LLM_QUERY = "/v1/llm_query"
 LLM_BATCH = "/v1/llm_batch"
 RLM_QUERY = "/v1/rlm_query"
 TOOL = "/v1/tool"
-ROUTES: frozenset[str] = frozenset({LLM_QUERY, LLM_BATCH, RLM_QUERY, TOOL})
+CONTEXTS = "/v1/contexts"
+#: Routes whose body is a JSON object, read into memory (bounded) and validated by ``validate``.
+JSON_ROUTES: frozenset[str] = frozenset({LLM_QUERY, LLM_BATCH, RLM_QUERY, TOOL})
+#: Routes whose body is streamed to disk as it arrives (a child context of any size).
+STREAM_ROUTES: frozenset[str] = frozenset({CONTEXTS})
+ROUTES: frozenset[str] = JSON_ROUTES | STREAM_ROUTES
 
-# A child context is one plain file directly in children/ (the client writes uuid names);
-# dot-files are excluded because the client uses them for its not-yet-renamed temp files.
-_CHILD_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
-CHILDREN_PREFIX = "children/"
+#: ``Content-Type`` of a child context upload -> the file suffix the child's loader reads.
+CONTEXT_TYPES: dict[str, str] = {"text/plain": ".txt", "application/json": ".json"}
+
+_CONTEXT_ID = re.compile(r"[0-9a-f]{24}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +51,10 @@ class LlmBatchRequest:
 
 @dataclass(frozen=True, slots=True)
 class RlmQueryRequest:
-    """``POST /v1/rlm_query``; ``context_name`` is the file name inside ``children/``."""
+    """``POST /v1/rlm_query``; ``context_id`` names a context uploaded to ``/v1/contexts``."""
 
     prompt: str
-    context_name: str | None
+    context_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +94,8 @@ def validate(path: str, payload: dict[str, Any], *, max_batch: int) -> BridgeReq
         _only(payload, {"prompts", "model"})
         return LlmBatchRequest(_prompts(payload, max_batch), _model(payload))
     if path == RLM_QUERY:
-        _only(payload, {"prompt", "context_file"})
-        return RlmQueryRequest(_prompt(payload, "prompt"), _context_name(payload))
+        _only(payload, {"prompt", "context_id"})
+        return RlmQueryRequest(_prompt(payload, "prompt"), _context_id(payload))
     if path == TOOL:
         return _tool_request(payload)
     raise BridgeRequestError(404, "not_found", f"no such bridge endpoint: {path}")
@@ -144,19 +149,29 @@ def _prompts(payload: dict[str, Any], max_batch: int) -> list[str]:
     return value
 
 
-def _context_name(payload: dict[str, Any]) -> str | None:
-    value = payload.get("context_file")
+def _context_id(payload: dict[str, Any]) -> str | None:
+    value = payload.get("context_id")
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise invalid(f"field 'context_file' must be a string or null, not {_json_type(value)}")
-    name = value.removeprefix(CHILDREN_PREFIX)
-    if name == value or not _CHILD_NAME.fullmatch(name):
+    if not isinstance(value, str) or not _CONTEXT_ID.fullmatch(value):
         raise invalid(
-            f"field 'context_file' must name a file directly inside children/ "
-            f"(like 'children/<uuid>.json'), not {value!r}"
+            "field 'context_id' must be null or the id that POST /v1/contexts returned, "
+            f"not {value!r}"
         )
-    return name
+    return value
+
+
+def context_suffix(content_type: bytes) -> str:
+    """The file suffix for a child-context upload, from its ``Content-Type`` header."""
+    kind = content_type.split(b";", 1)[0].strip().lower().decode("ascii", "replace")
+    try:
+        return CONTEXT_TYPES[kind]
+    except KeyError:
+        raise BridgeRequestError(
+            415,
+            "unsupported_media_type",
+            f"a child context must be sent as {' or '.join(CONTEXT_TYPES)}, not {kind!r}",
+        ) from None
 
 
 def _tool_names(payload: dict[str, Any]) -> tuple[str, ...]:

@@ -7,6 +7,14 @@ in order (keep-alive). While a handler runs, the connection is watched, so a cli
 away (for example a kernel interrupted by a cell timeout) cancels its sub-call instead of
 letting it run, and pay, to the end.
 
+The sandbox is not trusted, so everything it can make the server hold is bounded: at most
+``max_connections`` connections (more are answered 503 and closed), a request head must arrive
+within ``header_timeout_s`` once it starts and a body at ``min_body_rate`` after a grace of
+``body_timeout_s`` (else 408), an idle keep-alive connection is closed after ``idle_timeout_s``,
+and the JSON bodies held in memory by all connections together stay under
+``max_buffered_bytes``. Child contexts (``POST /v1/contexts``) never sit in memory: they stream
+to a private file, capped by :class:`~engine.bridge.contexts.ChildContextStore`.
+
 Socket I/O uses non-blocking sockets with ``anyio.wait_readable``/``wait_writable`` rather than
 anyio's UNIX socket streams: on asyncio those park a read on a future that an fd reader
 resolves, and cancelling the read in the loop iteration where data arrives makes the loop
@@ -15,12 +23,14 @@ report ``InvalidStateError``, which the disconnect watcher and shutdown do routi
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import os
 import socket
 import stat
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
@@ -31,15 +41,17 @@ import anyio.abc
 import anyio.lowlevel
 import h11
 
-from engine.bridge.children import ChildContexts
+from engine.bridge.contexts import ChildContextStore
 from engine.bridge.handler import BridgeHandler, ToolHandler
 from engine.bridge.protocol import (
     LLM_BATCH,
     ROUTES,
+    STREAM_ROUTES,
     LlmBatchRequest,
     LlmQueryRequest,
     RlmQueryRequest,
     ToolRequest,
+    context_suffix,
     error_body,
     parse_json,
     validate,
@@ -66,15 +78,63 @@ _MAX_SOCKET_PATH = 107
 Outcome = tuple[int, dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class BridgeLimits:
+    """What one sandbox's code can make the bridge hold; every field bounds one resource."""
+
+    #: connections open at once; more are answered 503 and closed.
+    max_connections: int = 16
+    #: seconds a keep-alive connection may sit idle between requests.
+    idle_timeout_s: float = 300.0
+    #: seconds from a request's first byte to the end of its head.
+    header_timeout_s: float = 10.0
+    #: seconds a body may take, plus one second per ``min_body_rate`` bytes received.
+    body_timeout_s: float = 30.0
+    min_body_rate: int = 1 << 20
+    #: bytes of JSON bodies held in memory by all connections together.
+    max_buffered_bytes: int = 16 << 20
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1 or self.max_buffered_bytes < 1 or self.min_body_rate < 1:
+            raise ConfigError("bridge limits must be positive")
+        if min(self.idle_timeout_s, self.header_timeout_s, self.body_timeout_s) <= 0:
+            raise ConfigError("bridge timeouts must be positive")
+
+
+class _TimedOut(Exception):
+    """A client too slow to send its request; answered 408 and closed."""
+
+
+class _ByteBudget:
+    """Bytes shared by all connections; :meth:`acquire` waits until enough are free."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self._changed = anyio.Event()
+
+    async def acquire(self, size: int) -> None:
+        while size > self.free:
+            changed = self._changed
+            await changed.wait()
+        self.free -= size
+
+    def release(self, size: int) -> None:
+        if size:
+            self.free += size
+            self._changed.set()
+            self._changed = anyio.Event()
+
+
 class BridgeServer:
     """Serves ``llm_query``, ``llm_batch`` and ``rlm_query`` to one sandbox.
 
     An async context manager: entering binds ``socket_path`` (mode 0o666 so the sandbox user
     can connect) and starts serving; leaving cancels in-flight handlers, closes every
     connection and unlinks the socket file. ``token`` is the per-task bearer token the sandbox
-    must send. ``children_dir`` is the run directory's ``children/`` where the sandbox writes
-    contexts for ``rlm_query`` children; a child context larger than
-    ``max_child_context_bytes`` is refused with a 422.
+    must send. Child contexts uploaded to ``/v1/contexts`` may hold at most
+    ``max_child_context_bytes`` on the host at once; ``limits`` bound connections, time and
+    memory (see :class:`BridgeLimits`).
     """
 
     def __init__(
@@ -83,10 +143,10 @@ class BridgeServer:
         token: str,
         handler: BridgeHandler,
         *,
-        children_dir: Path,
         max_body_bytes: int = 16 << 20,
         max_batch: int = 1024,
-        max_child_context_bytes: int | None = None,
+        max_child_context_bytes: int = 2 << 30,
+        limits: BridgeLimits | None = None,
     ) -> None:
         if not token:
             raise ConfigError("the bridge needs a non-empty token; generate one per task")
@@ -95,21 +155,27 @@ class BridgeServer:
         self.socket_path = Path(socket_path)
         self._expected_auth = b"Bearer " + token.encode()
         self._handler = handler
-        self._children = ChildContexts(Path(children_dir), max_bytes=max_child_context_bytes)
-        self._max_body = max_body_bytes
+        self.limits = limits or BridgeLimits()
+        #: the child contexts' private files (their caps and peak use are public for tests).
+        self.contexts = ChildContextStore(max_bytes=max_child_context_bytes)
+        self._max_body = min(max_body_bytes, self.limits.max_buffered_bytes)
         self._max_batch = max_batch
+        self._buffered = _ByteBudget(self.limits.max_buffered_bytes)
         self._stack: AsyncExitStack | None = None
         self._socket_inode: int | None = None
         #: number of connections accepted so far (keep-alive clients reuse one).
         self.connections_accepted = 0
+        #: connections refused because ``max_connections`` were open.
+        self.connections_refused = 0
+        self._open_connections = 0
 
     async def __aenter__(self) -> BridgeServer:
         if self._stack is not None:
             raise BridgeError("this bridge server is already running")
         stack = AsyncExitStack()
         try:
-            self._children.open()
-            stack.callback(self._children.close)
+            self.contexts.open()
+            stack.callback(self.contexts.close)
             listener = self._bind()
             stack.callback(listener.close)
             stack.callback(self._unlink_socket)
@@ -186,7 +252,12 @@ class BridgeServer:
                 await anyio.sleep(0.1)
                 continue
             client.setblocking(False)
+            if self._open_connections >= self.limits.max_connections:
+                self.connections_refused += 1
+                _refuse(client, self.limits.max_connections)
+                continue
             self.connections_accepted += 1
+            self._open_connections += 1
             task_group.start_soon(self._connection, _Wire(client))
 
     # --- HTTP --------------------------------------------------------------------------------
@@ -202,32 +273,103 @@ class BridgeServer:
         except Exception:
             # One broken connection must never take the server (and its task) down.
             log.exception("bridge connection failed")
+        finally:
+            self._open_connections -= 1
 
     async def _exchange(self, conn: h11.Connection, wire: _Wire) -> bool:
         """Serve one request; True if the connection can carry another one."""
+        reserved = 0
         try:
-            event = await _next_event(conn, wire)
-            if isinstance(event, h11.ConnectionClosed):
+            try:
+                event = await self._read_head(conn, wire)
+                if event is None or isinstance(event, h11.ConnectionClosed):
+                    return False
+                if not isinstance(event, h11.Request):  # unreachable with a correct h11 state
+                    return False
+                path = self._check_head(event)
+                if path in STREAM_ROUTES:
+                    outcome = await self._receive_context(conn, wire, event)
+                    await _send(conn, wire, *outcome)
+                    return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+                reserved = await self._reserve_body(event)
+                body, reserved = await self._read_body(conn, wire, reserved)
+            except _TimedOut as exc:
+                log.info("bridge client too slow; closing", reason=str(exc))
+                payload = error_body("request_timeout", str(exc))
+                if conn.our_state is h11.SEND_RESPONSE:
+                    await _send(conn, wire, 408, payload, close=True)
+                else:  # no request head yet: h11 has nothing to answer, so write it raw
+                    await _send_raw(wire, 408, payload)
                 return False
-            if not isinstance(event, h11.Request):  # unreachable with a correct h11 state
+            except BridgeRequestError as exc:
+                # The body may be unread: answer and close rather than parse what follows.
+                await _send(conn, wire, exc.status, error_body(exc.kind, str(exc)), close=True)
                 return False
-            path = self._check_head(event)
-            body = await self._read_body(conn, wire)
-        except BridgeRequestError as exc:
-            # The body may be unread: answer and close rather than parse what follows.
-            await _send(conn, wire, exc.status, error_body(exc.kind, str(exc)), close=True)
-            return False
-        except h11.RemoteProtocolError as exc:
-            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                message = f"malformed HTTP request: {exc}"
-                status = exc.error_status_hint
-                await _send(conn, wire, status, error_body("bad_request", message), close=True)
-            return False
-        outcome = await self._dispatch_watched(conn, wire, path, body)
-        if outcome is None:
-            return False  # the client disconnected; its call was cancelled
-        await _send(conn, wire, *outcome)
-        return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+            except h11.RemoteProtocolError as exc:
+                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    message = f"malformed HTTP request: {exc}"
+                    status = exc.error_status_hint
+                    await _send(conn, wire, status, error_body("bad_request", message), close=True)
+                return False
+            outcome = await self._dispatch_watched(conn, wire, path, body)
+            del body
+            if outcome is None:
+                return False  # the client disconnected; its call was cancelled
+            await _send(conn, wire, *outcome)
+            return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+        finally:
+            self._buffered.release(reserved)
+
+    async def _read_head(self, conn: h11.Connection, wire: _Wire) -> Any:
+        """The next request head; ``None`` when an idle keep-alive connection timed out."""
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event  # pipelined behind the previous request
+        with anyio.move_on_after(self.limits.idle_timeout_s):
+            data = await wire.recv()
+            conn.receive_data(data)
+            deadline = anyio.current_time() + self.limits.header_timeout_s
+            return await self._next_event_by(conn, wire, deadline, "request head")
+        return None  # idle too long: close quietly, the client reconnects when it needs to
+
+    async def _next_event_by(
+        self, conn: h11.Connection, wire: _Wire, deadline: float, what: str
+    ) -> Any:
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                conn.receive_data(await wire.recv())  # b"" (EOF) makes h11 report the close
+                continue
+            limits = self.limits
+            raise _TimedOut(
+                f"the {what} did not arrive in time (the bridge allows "
+                f"{limits.header_timeout_s:g} s for a head and {limits.body_timeout_s:g} s plus "
+                f"1 s per {limits.min_body_rate >> 10} KiB for a body); send requests in one go"
+            )
+
+    def _body_deadline(self, started: float, received: int) -> float:
+        return started + self.limits.body_timeout_s + received / self.limits.min_body_rate
+
+    async def _reserve_body(self, request: h11.Request) -> int:
+        """Reserve the declared body size in the memory budget (waits for room, bounded)."""
+        length = _content_length(request)
+        if not length:
+            return 0
+        with anyio.move_on_after(self.limits.body_timeout_s):
+            await self._buffered.acquire(length)
+            return length
+        raise self._busy()
+
+    def _busy(self) -> BridgeRequestError:
+        return BridgeRequestError(
+            503,
+            "busy",
+            f"this sandbox's requests in flight already hold the bridge's "
+            f"{self.limits.max_buffered_bytes >> 20} MiB of request memory; wait for them "
+            "or send smaller requests",
+        )
 
     def _check_head(self, request: h11.Request) -> str:
         path = request.target.split(b"?", 1)[0].decode("ascii", "replace")
@@ -255,26 +397,67 @@ class BridgeServer:
                 "unauthorized",
                 "missing or wrong bridge token; send 'Authorization: Bearer $RLM_BRIDGE_TOKEN'",
             )
-        if length is not None and length > self._max_body:
+        if path not in STREAM_ROUTES and length is not None and length > self._max_body:
             raise self._too_large(length)
         return path
 
-    async def _read_body(self, conn: h11.Connection, wire: _Wire) -> bytes:
+    async def _read_body(
+        self, conn: h11.Connection, wire: _Wire, reserved: int
+    ) -> tuple[bytearray, int]:
+        """Read a JSON body; returns it and the bytes now reserved in the memory budget."""
         if conn.they_are_waiting_for_100_continue:  # e.g. curl with a body over 1 MB
             await wire.send_all(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
-        chunks: list[bytes] = []
-        size = 0
+        body = bytearray()
+        started = anyio.current_time()
         while True:
-            event = await _next_event(conn, wire)
+            deadline = self._body_deadline(started, len(body))
+            event = await self._next_event_by(conn, wire, deadline, "request body")
             if isinstance(event, h11.Data):
-                size += len(event.data)
+                size = len(body) + len(event.data)
                 if size > self._max_body:  # chunked bodies have no Content-Length to check
                     raise self._too_large(size)
-                chunks.append(event.data)
+                if size > reserved:  # chunked: reserve as the bytes arrive
+                    with anyio.move_on_after(deadline - anyio.current_time()):
+                        await self._buffered.acquire(size - reserved)
+                        reserved = size
+                    if size > reserved:
+                        raise self._busy()
+                body += event.data
             elif isinstance(event, h11.EndOfMessage):
-                return b"".join(chunks)
+                return body, reserved
             else:
                 raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} in body")
+
+    async def _receive_context(
+        self, conn: h11.Connection, wire: _Wire, request: h11.Request
+    ) -> Outcome:
+        """Stream an uploaded child context into the store's private file."""
+        suffix = context_suffix(_header(request, b"content-type"))
+        length = _content_length(request)
+        if length is not None:
+            self.contexts.check_room(length)  # refuse before reading a byte
+        upload = self.contexts.receiver(suffix)
+        try:
+            if conn.they_are_waiting_for_100_continue:
+                await wire.send_all(
+                    conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                )
+            started = anyio.current_time()
+            while True:
+                deadline = self._body_deadline(started, upload.size)
+                event = await self._next_event_by(conn, wire, deadline, "child context")
+                if isinstance(event, h11.Data):
+                    await upload.write(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                else:
+                    raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} in body")
+            context_id = await upload.finish()
+        except BaseException:
+            await upload.abort()
+            raise
+        log.debug("bridge child context received", bytes=upload.size)
+        return 200, {"context_id": context_id, "bytes": upload.size}
 
     def _too_large(self, size: int) -> BridgeRequestError:
         return BridgeRequestError(
@@ -287,7 +470,7 @@ class BridgeServer:
     # --- calls -------------------------------------------------------------------------------
 
     async def _dispatch_watched(
-        self, conn: h11.Connection, wire: _Wire, path: str, body: bytes
+        self, conn: h11.Connection, wire: _Wire, path: str, body: bytearray
     ) -> Outcome | None:
         """Run the call, cancelling it if the client disconnects meanwhile."""
         outcome: Outcome | None = None
@@ -306,7 +489,7 @@ class BridgeServer:
             task_group.cancel_scope.cancel()
         return outcome
 
-    async def _dispatch(self, path: str, body: bytes) -> Outcome:
+    async def _dispatch(self, path: str, body: bytearray) -> Outcome:
         """Validate and run one call; every failure becomes an error response."""
         try:
             if len(body) > _THREAD_JSON_BYTES:
@@ -367,25 +550,52 @@ class BridgeServer:
         return results
 
     async def _rlm(self, request: RlmQueryRequest) -> str:
-        name = request.context_name
-        copy: Path | None = None
+        if request.context_id is None:
+            return _checked_text(await self._handler.rlm_query(request.prompt, None))
+        path = self.contexts.take(request.context_id)
         try:
-            if name is not None:
-                copy = await self._children.take(name)
-            return _checked_text(await self._handler.rlm_query(request.prompt, copy))
+            return _checked_text(await self._handler.rlm_query(request.prompt, path))
         finally:
-            if name is not None:
-                # Also on cancellation: the child context must not outlive the call.
-                with anyio.CancelScope(shield=True):
-                    await self._children.discard(name, copy)
+            # Also on cancellation: the child context must not outlive the call.
+            with anyio.CancelScope(shield=True):
+                await self.contexts.release(path)
 
 
-async def _next_event(conn: h11.Connection, wire: _Wire) -> Any:
-    while True:
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        conn.receive_data(await wire.recv())  # b"" (EOF) makes h11 report the close
+def _header(request: h11.Request, name: bytes) -> bytes:
+    for key, value in request.headers:
+        if key == name:
+            return bytes(value)
+    return b""
+
+
+def _content_length(request: h11.Request) -> int | None:
+    value = _header(request, b"content-length")
+    return int(value) if value else None  # h11 has checked it is a valid number
+
+
+def _refuse(client: socket.socket, limit: int) -> None:
+    """Answer a connection past the cap with a 503, without waiting, and close it."""
+    payload = error_body(
+        "too_many_connections",
+        f"this sandbox already has {limit} connections open to the bridge; close some "
+        "(or call from fewer threads at once)",
+    )
+    with client, contextlib.suppress(OSError):
+        client.send(_raw_response(503, payload))
+
+
+def _raw_response(status: int, payload: dict[str, Any]) -> bytes:
+    body = json.dumps(payload).encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _send_raw(wire: _Wire, status: int, payload: dict[str, Any]) -> None:
+    with anyio.move_on_after(1):  # a client that does not read gets nothing
+        await wire.send_all(_raw_response(status, payload))
 
 
 class _Wire:

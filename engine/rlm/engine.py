@@ -8,8 +8,10 @@ when the task ends.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
+import os
 import secrets
 import time
 from contextlib import AsyncExitStack
@@ -42,7 +44,7 @@ from engine.models import (
 )
 from engine.rlm.budget import Budget
 from engine.rlm.loop import LoopOutcome, LoopSettings, RunEvents, run_root_loop
-from engine.rlm.prompts import resolve_profile
+from engine.rlm.prompts import resolve_profile, sub_window_chars
 from engine.rlm.result import RunResult, usage_dict
 from engine.rlm.trajectory import EventCallback, Trajectory
 from engine.rlm.truncate import truncate_middle
@@ -323,7 +325,6 @@ class Engine:
                     sandbox.run_dir / "bridge.sock",
                     token,
                     handler,
-                    children_dir=sandbox.run_dir / "children",
                     max_child_context_bytes=sandbox.disk_limit_bytes,
                 ):
                     settings = LoopSettings(
@@ -418,6 +419,16 @@ class TaskBridge:
         spec = self._engine.spec_for(model)
         registry = self._tools_for_sub_call(tools)
         self._tree.budget.reserve_sub_call()
+        return await self._sub_call(spec, prompt, tools, registry)
+
+    async def _sub_call(
+        self,
+        spec: ModelSpec,
+        prompt: str,
+        tools: tuple[str, ...] = (),
+        registry: ToolRegistry | None = None,
+    ) -> str:
+        """One sub-model call whose sub-call the caller has reserved already."""
         event_id = self._tree.trajectory.reserve_id()
         parent = self._events.current_cell
         started = time.monotonic()
@@ -525,10 +536,14 @@ class TaskBridge:
         depth = self._events.depth
         limits = self._tree.budget.limits
         if depth + 1 > limits.max_depth:
+            spec = self._engine.sub_spec
+            # The budget first: a call refused there reads nothing of the context.
+            self._tree.budget.reserve_sub_call()
             if context_path is not None:
-                text = await anyio.Path(context_path).read_text(encoding="utf-8", errors="replace")
+                room = max(sub_window_chars(spec.context_window) - len(prompt), 0)
+                text = await anyio.to_thread.run_sync(read_head, context_path, room)
                 prompt = f"{prompt}\n\nContext:\n{text}"
-            return await self.llm_query(prompt, None)
+            return await self._sub_call(spec, prompt)
         budget = self._tree.budget
         budget.reserve_sub_call()
         event_id = self._tree.trajectory.reserve_id()
@@ -572,6 +587,26 @@ class TaskBridge:
             f"the child RLM stopped ({result.stop_reason}) without an answer{detail}; "
             "split the task differently or use llm_query"
         )
+
+
+def read_head(path: Path, max_chars: int) -> str:
+    """At most ``max_chars`` characters from the start of a UTF-8 file, never more in memory.
+
+    Reads ``max_chars`` bytes (a character is at least one byte); a cut file ends with a note
+    saying how much was left out, so the model knows its view is partial.
+    """
+    with path.open("rb") as handle:
+        data = handle.read(max_chars)
+        total = os.fstat(handle.fileno()).st_size
+    # Not final when cut: a character split at the cut is left out, not replaced.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text = decoder.decode(data, final=len(data) >= total)
+    if len(data) < total:
+        text += (
+            f"\n[rlm: context cut to its first {len(data):,} of {total:,} bytes to fit the "
+            "sub-model's window; pass smaller parts to rlm_query to see the rest]"
+        )
+    return text
 
 
 async def _warm_up_litellm() -> None:

@@ -12,6 +12,9 @@ from engine.errors import ConfigError
 DEFAULT_IMAGE = "rlm-sandbox:latest"
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
+#: The uid the sandbox runs as when the orchestrator itself runs as ``SANDBOX_UID``: the
+#: sandbox must never own what the host created, or it could chmod a locked directory back.
+ALTERNATE_UID = 1001
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -37,6 +40,13 @@ def format_size(num_bytes: int) -> str:
     return f"{num_bytes} B"
 
 
+def sandbox_ids() -> tuple[int, int]:
+    """The uid and gid the sandbox's processes run as (never the orchestrator's own uid)."""
+    if os.geteuid() == SANDBOX_UID:
+        return ALTERNATE_UID, SANDBOX_GID
+    return SANDBOX_UID, SANDBOX_GID
+
+
 def default_run_root() -> Path:
     """Where per-task run directories live (``$RLM_RUN_DIR`` or ``~/.cache/rlm/run``)."""
     configured = os.environ.get("RLM_RUN_DIR")
@@ -51,17 +61,26 @@ class SandboxConfig:
 
     ``memory_bytes`` is raised automatically when the context needs more room (a large text
     context needs about 2.5 times its size while it loads).
+
+    The only writable file systems inside the sandbox are tmpfs mounts (``/tmp``, the home
+    directory, ``/dev/shm``) whose sizes and inode counts the kernel caps; the run directory on
+    the host is mounted read-only. ``runtime`` None means gVisor (``runsc``) when Docker has it
+    registered, else Docker's default; name a runtime (e.g. ``runc``) to choose one.
     """
 
-    image: str = DEFAULT_IMAGE
+    image: str = field(default_factory=lambda: os.environ.get("RLM_SANDBOX_IMAGE") or DEFAULT_IMAGE)
     runtime: str | None = None
     memory_bytes: int = 2 << 30
     cpus: float = 1.0
     pids_limit: int = 256
     tmp_bytes: int = 256 << 20
     home_bytes: int = 64 << 20
-    #: what the sandbox may write to its run directory on the host (child contexts of
-    #: ``rlm_query`` go there); raised to twice the context's size for large contexts.
+    shm_bytes: int = 64 << 20
+    #: files and directories each tmpfs may hold (a flood of empty files costs kernel memory).
+    tmpfs_inodes: int = 16_384
+    #: the bytes of child contexts (``rlm_query``) the sandbox may hand the host at once; they
+    #: stream through the bridge into a private host file. Raised to twice the context's size
+    #: for large contexts.
     disk_bytes: int = 2 << 30
     output_limit_chars: int = 200_000
     default_timeout_s: float = 120.0
@@ -78,6 +97,10 @@ class SandboxConfig:
             raise ConfigError("sandbox cpus must be positive, e.g. 1 or 0.5")
         if self.pids_limit < 32:
             raise ConfigError("sandbox pids limit must be at least 32 (the kernel needs threads)")
+        if min(self.tmp_bytes, self.home_bytes, self.shm_bytes) < 1 << 20:
+            raise ConfigError("sandbox tmpfs sizes must be at least 1m each")
+        if self.tmpfs_inodes < 64:
+            raise ConfigError("sandbox tmpfs inode limit must be at least 64")
         if self.disk_bytes < 1 << 20:
             raise ConfigError("sandbox disk limit must be at least 1m, e.g. 2g")
         if self.output_limit_chars < 1000:

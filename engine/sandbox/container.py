@@ -15,8 +15,8 @@ from docker.models.containers import Container
 
 from engine.errors import ImageError, SandboxError
 from engine.sandbox import docker_api
-from engine.sandbox.config import SANDBOX_GID, SANDBOX_UID, SandboxConfig, format_size
-from engine.sandbox.rundir import CONTAINER_RUN_DIR, StagedContext
+from engine.sandbox.config import SandboxConfig, format_size, sandbox_ids
+from engine.sandbox.rundir import CONTAINER_RUN_DIR, IPC_DIR, StagedContext
 
 # Hardware hints that some processors need for OpenBLAS to run correctly; not secrets.
 _PASSTHROUGH_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -52,12 +52,24 @@ def container_kwargs(
     run_dir: Path,
     context: StagedContext,
     memory_bytes: int,
+    runtime: str | None,
+    instance: str,
 ) -> dict[str, Any]:
-    """Arguments for ``containers.create``: every hardening setting in one place."""
-    volumes = {str(run_dir): {"bind": CONTAINER_RUN_DIR, "mode": "rw"}}
+    """Arguments for ``containers.create``: every hardening setting in one place.
+
+    Nothing the sandbox can write lands on the host's disk: the run directory is mounted
+    read-only (only ``ipc/`` is writable, until :func:`rundir.lock_run_dir`), and every writable
+    mount is a tmpfs whose size and inode count the kernel caps (its pages also count against
+    the container's memory limit).
+    """
+    uid, gid = sandbox_ids()
+    volumes = {
+        str(run_dir): {"bind": CONTAINER_RUN_DIR, "mode": "ro"},
+        str(run_dir / IPC_DIR): {"bind": f"{CONTAINER_RUN_DIR}/{IPC_DIR}", "mode": "rw"},
+    }
     if context.mount and context.host_path is not None and context.container_path:
         volumes[str(context.host_path)] = {"bind": context.container_path, "mode": "ro"}
-    tmpfs_opts = f"rw,nosuid,nodev,noexec,uid={SANDBOX_UID},gid={SANDBOX_GID}"
+    tmpfs_opts = f"rw,nosuid,nodev,noexec,uid={uid},gid={gid},nr_inodes={config.tmpfs_inodes}"
     return {
         "image": config.image,
         "command": ["python", "-m", "rlm_runtime.launch", f"{CONTAINER_RUN_DIR}/kernel.json"],
@@ -65,18 +77,21 @@ def container_kwargs(
         "hostname": "sandbox",
         "labels": {
             docker_api.LABEL: "1",
+            docker_api.LABEL_INSTANCE: instance,
             docker_api.LABEL_TASK: task_id,
             docker_api.LABEL_OWNER_PID: str(os.getpid()),
             docker_api.LABEL_OWNER_HOST: socket.gethostname(),
             docker_api.LABEL_RUN_DIR: str(run_dir),
         },
-        "user": f"{SANDBOX_UID}:{SANDBOX_GID}",
+        "user": f"{uid}:{gid}",
         "environment": sandbox_environment(config),
         "network_mode": "none",
         "read_only": True,
         "tmpfs": {
             "/tmp": f"{tmpfs_opts},mode=1777,size={config.tmp_bytes}",
             "/home/sandbox": f"{tmpfs_opts},mode=0700,size={config.home_bytes}",
+            # Replaces Docker's own /dev/shm, whose inode count is not capped.
+            "/dev/shm": f"{tmpfs_opts},mode=1777,size={config.shm_bytes}",
         },
         "volumes": volumes,
         "cap_drop": ["ALL"],
@@ -88,7 +103,7 @@ def container_kwargs(
         "nano_cpus": int(config.cpus * 1e9),
         "ulimits": [docker.types.Ulimit(name="nofile", soft=4096, hard=4096)],
         "init": True,  # tini reaps zombies and forwards SIGINT to the kernel
-        "runtime": config.runtime,
+        "runtime": runtime,
         "detach": True,
         "stdin_open": False,
         "tty": False,

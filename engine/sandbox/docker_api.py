@@ -21,6 +21,7 @@ LABEL_TASK = "rlm-engine.task"
 LABEL_OWNER_PID = "rlm-engine.owner-pid"
 LABEL_OWNER_HOST = "rlm-engine.owner-host"
 LABEL_RUN_DIR = "rlm-engine.run-dir"
+LABEL_INSTANCE = "rlm-engine.instance"
 
 _client: docker.DockerClient | None = None
 _lock = threading.Lock()
@@ -57,8 +58,8 @@ class Listed:
     created: float  # seconds since the epoch
 
 
-def list_labelled(label: str = LABEL) -> list[Listed]:
-    """Containers (running or not) carrying ``label``, from one list call.
+def list_labelled(label: str | list[str] = LABEL) -> list[Listed]:
+    """Containers (running or not) carrying ``label`` (every one of a list), from one list call.
 
     The SDK's ``containers.list`` inspects every container after listing it, so a container
     that another process removes in between makes the whole listing fail with 404; the raw

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -12,7 +11,8 @@ import docker.errors
 
 from engine.errors import RLMError
 from engine.sandbox import docker_api
-from engine.sandbox.config import SANDBOX_UID, SandboxConfig, format_size
+from engine.sandbox import runtime as runtimes
+from engine.sandbox.config import SandboxConfig, format_size
 
 _PROBE = r"""
 import json, os, socket
@@ -20,7 +20,8 @@ checks = {"uid": os.getuid()}
 with open("/proc/self/status") as f:
     status = dict(line.split(":", 1) for line in f if ":" in line)
 checks["cap_eff"] = status["CapEff"].strip()
-checks["no_new_privs"] = status.get("NoNewPrivs", "").strip()
+import ctypes  # prctl(PR_GET_NO_NEW_PRIVS): gVisor's status file has no NoNewPrivs line
+checks["no_new_privs"] = str(ctypes.CDLL(None).prctl(39, 0, 0, 0, 0))
 checks["interfaces"] = sorted(os.listdir("/sys/class/net"))
 try:
     open("/rlm-doctor-probe", "w")
@@ -59,19 +60,26 @@ def run_checks(runtime: str | None = None) -> Iterator[Check]:
         yield Check("docker", False, str(exc), docker_api.DOCKER_HINT)
         return
     config = SandboxConfig.from_env(**({"runtime": runtime} if runtime else {}))
-    if config.runtime:
-        runtimes = client.info().get("Runtimes", {})
-        if config.runtime not in runtimes:
-            yield Check(
-                "runtime",
-                False,
-                f"Docker has no runtime {config.runtime!r} (has: {', '.join(runtimes)})",
-                "register it in /etc/docker/daemon.json and restart dockerd; for gVisor: "
-                '{"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": '
-                '["--network=none", "--host-uds=all"]}}}',
-            )
-            return
-        yield Check("runtime", True, f"{config.runtime} is registered")
+    registered = client.info().get("Runtimes", {}) or {}
+    if config.runtime and config.runtime not in registered:
+        yield Check(
+            "runtime",
+            False,
+            f"Docker has no runtime {config.runtime!r} (has: {', '.join(registered)})",
+            runtimes.GVISOR_HINT,
+        )
+        return
+    choice = runtimes.choose(config.runtime)
+    if choice.name == runtimes.GVISOR or config.runtime:
+        yield Check("runtime", True, f"{choice.label} in force ({choice.reason})")
+    else:
+        yield Check(
+            "runtime",
+            True,
+            f"{choice.label} in force: {choice.reason}; install gVisor for a second wall "
+            "between sandboxes and the host kernel",
+            runtimes.GVISOR_HINT,
+        )
     try:
         image = client.images.get(config.image)
         size = format_size(image.attrs.get("Size", 0))
@@ -113,13 +121,12 @@ def run_checks(runtime: str | None = None) -> Iterator[Check]:
 def _run_dir_check(writable: bool, config: SandboxConfig) -> Check:
     cap = format_size(config.disk_bytes)
     if not writable:
-        return Check("run dir", True, f"locked after start-up except children/; capped at {cap}")
-    if os.geteuid() == SANDBOX_UID:
-        # The sandbox runs as the same uid, so it owns the directory and can unlock it.
         return Check(
             "run dir",
             True,
-            f"writable by the sandbox (you have its uid {SANDBOX_UID}); capped at {cap}",
+            f"read-only for the sandbox; child contexts stream through the bridge (at most {cap} "
+            f"on the host at once); /tmp, home and /dev/shm are capped tmpfs "
+            f"({config.tmpfs_inodes:,} files each)",
         )
     return Check(
         "run dir",

@@ -20,41 +20,60 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from engine.errors import KernelStartError
 from engine.sandbox.output import HeadTailBuffer
 from engine.sandbox.results import CellError
-from engine.sandbox.rundir import CONTAINER_RUN_DIR
+from engine.sandbox.rundir import CONTAINER_RUN_DIR, IPC_DIR
 
-# Ports become socket names: <run dir>/kernel-1 ... kernel-5.
+# Ports become socket names: <run dir>/ipc/kernel-1 ... kernel-5.
 _PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
-# No single ZMQ message from the kernel may exceed this: a peer that tries is disconnected,
-# so a hostile cell cannot push a gigabyte into the orchestrator in one message.
-MAX_MESSAGE_BYTES = 32 << 20
+#: Messages each of our sockets queues before ZMQ stops reading from the kernel (which then
+#: drops what it publishes): with MAXMSGSIZE this bounds what a flood can make us hold.
+RECEIVE_HWM = 8
+#: Messages drained between cells before the sandbox counts as flooding its output channel.
+DRAIN_LIMIT = 1000
+#: Messages one cell may send before it counts as a flood (a cell's real output arrives in a
+#: few hundred: ipykernel batches prints, and the kernel caps what a cell prints).
+CELL_MESSAGE_LIMIT = 100_000
 _POLL_S = 0.25
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
-_zmq_context: zmq.asyncio.Context | None = None
+_zmq_contexts: dict[int, zmq.asyncio.Context] = {}
 
 
-def _context() -> zmq.asyncio.Context:
-    global _zmq_context
-    if _zmq_context is None:
-        _zmq_context = zmq.asyncio.Context()
-        _zmq_context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        _zmq_context.setsockopt(zmq.LINGER, 0)
-    return _zmq_context
+def max_message_bytes(output_limit: int) -> int:
+    """The largest ZMQ frame accepted from a kernel whose cells print ``output_limit`` chars.
+
+    A frame of ``output_limit`` characters is at most 6 bytes per character as JSON (control
+    characters become ``\\u00XX``); the kernel clips results, errors and the answer to fit. A
+    larger frame makes ZMQ drop the connection instead of buffering it, so a hostile cell
+    cannot push a gigabyte into the orchestrator in one message.
+    """
+    return max(1 << 20, 8 * output_limit)
+
+
+def _context(output_limit: int) -> zmq.asyncio.Context:
+    size = max_message_bytes(output_limit)
+    context = _zmq_contexts.get(size)
+    if context is None:
+        context = zmq.asyncio.Context()
+        context.setsockopt(zmq.MAXMSGSIZE, size)
+        context.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
+        context.setsockopt(zmq.LINGER, 0)
+        _zmq_contexts[size] = context
+    return context
 
 
 def write_connection_file(run_dir: Path) -> dict[str, Any]:
     """Write the kernel's connection file (as the container sees it); return the host's view."""
     key = secrets.token_hex(32)
     common = {"transport": "ipc", "key": key, "signature_scheme": "hmac-sha256", **_PORTS}
-    container_view = {**common, "ip": f"{CONTAINER_RUN_DIR}/kernel"}
+    container_view = {**common, "ip": f"{CONTAINER_RUN_DIR}/{IPC_DIR}/kernel"}
     path = run_dir / "kernel.json"
     path.write_text(json.dumps(container_view), encoding="utf-8")
     path.chmod(0o644)
-    return {**common, "ip": str(run_dir / "kernel")}
+    return {**common, "ip": str(run_dir / IPC_DIR / "kernel")}
 
 
 def socket_files(run_dir: Path) -> list[Path]:
-    return [run_dir / f"kernel-{port}" for port in _PORTS.values()]
+    return [run_dir / IPC_DIR / f"kernel-{port}" for port in _PORTS.values()]
 
 
 @dataclass
@@ -69,11 +88,15 @@ class RawOutcome:
     interrupted: bool
 
 
+class KernelFlooded(Exception):
+    """The kernel sent far more messages than any cell's output needs; the reason says how."""
+
+
 class KernelSession:
     """A connected client of one kernel. Not safe for concurrent ``execute`` calls."""
 
-    def __init__(self, connection: dict[str, Any]) -> None:
-        self._client = AsyncKernelClient(context=_context())
+    def __init__(self, connection: dict[str, Any], output_limit: int) -> None:
+        self._client = AsyncKernelClient(context=_context(output_limit))
         self._client.load_connection_info(connection)
         self._client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
 
@@ -101,7 +124,9 @@ class KernelSession:
 
         ``check_alive`` raises when the kernel has died; it is called whenever the kernel is
         quiet for a moment, so a dead kernel is reported within a fraction of a second.
+        Raises :class:`KernelFlooded` when the kernel floods its output channel.
         """
+        await self._drain_iopub()
         msg_id = self._client.execute(
             code,
             silent=silent,
@@ -116,6 +141,8 @@ class KernelSession:
         interrupted = False
         deadline = time.monotonic() + timeout
         iopub = self._client.iopub_channel
+        reply: dict[str, Any] | None = None
+        received = 0
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -128,8 +155,17 @@ class KernelSession:
             try:
                 msg = await iopub.get_msg(timeout=min(_POLL_S, remaining))
             except Empty:
+                if reply is not None:
+                    break  # the idle status was lost (dropped by a full queue): done anyway
                 await check_alive()
+                reply = await self._reply_if_ready(msg_id)
                 continue
+            received += 1
+            if received > CELL_MESSAGE_LIMIT:
+                raise KernelFlooded(
+                    f"the sandbox sent more than {CELL_MESSAGE_LIMIT:,} output messages in one "
+                    "cell, so it was stopped; print less often (collect results in a variable)"
+                )
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind = msg["msg_type"]
@@ -153,7 +189,8 @@ class KernelSession:
                 )
             elif kind == "status" and content.get("execution_state") == "idle":
                 break
-        reply = await self._reply(msg_id, check_alive)
+        if reply is None:
+            reply = await self._reply(msg_id, check_alive)
         return RawOutcome(
             stdout=stdout,
             stderr=stderr,
@@ -167,15 +204,46 @@ class KernelSession:
         self, msg_id: str, check_alive: Callable[[], Awaitable[None]]
     ) -> dict[str, Any]:
         # The reply follows the idle status almost at once; the loop only guards a kernel
-        # that dies between the two.
-        while True:
+        # that dies between the two, or a reply too large to pass (dropped by ZMQ).
+        for _ in range(int(10 / _POLL_S)):
             try:
                 msg = await self._client.shell_channel.get_msg(timeout=_POLL_S)
             except Empty:
                 await check_alive()
                 continue
             if msg.get("parent_header", {}).get("msg_id") == msg_id:
-                return msg["content"]
+                content: dict[str, Any] = msg["content"]
+                return content
+        return {}  # lost: the caller reports an unfinished answer state
+
+    async def _reply_if_ready(self, msg_id: str) -> dict[str, Any] | None:
+        """The execute reply if it has arrived (for a cell whose idle status was dropped)."""
+        while True:
+            try:
+                msg = await self._client.shell_channel.get_msg(timeout=0)
+            except Empty:
+                return None
+            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                content: dict[str, Any] = msg["content"]
+                return content
+
+    async def _drain_iopub(self) -> None:
+        """Drop what the kernel published since the last cell, without decoding it.
+
+        Threads left running by an earlier cell may print; their output belongs to no cell.
+        A kernel still publishing after ``DRAIN_LIMIT`` messages is flooding the channel.
+        """
+        socket = self._client.iopub_channel.socket
+        assert socket is not None
+        for _ in range(DRAIN_LIMIT):
+            try:
+                await socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+        raise KernelFlooded(
+            f"the sandbox published more than {DRAIN_LIMIT:,} output messages between cells, "
+            "so it was stopped; do not print from background threads"
+        )
 
     def close(self) -> None:
         self._client.stop_channels()

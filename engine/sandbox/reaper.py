@@ -10,6 +10,7 @@ import docker.errors
 
 from engine.log import get_logger
 from engine.sandbox import docker_api
+from engine.sandbox.instance import instance_id
 from engine.sandbox.rundir import remove_run_dir
 
 log = get_logger(__name__)
@@ -28,14 +29,19 @@ def _pid_alive(pid: int) -> bool:
 
 
 def reap_orphans(*, all_owners: bool = False) -> int:
-    """Remove engine containers whose owning process on this host is gone.
+    """Remove this instance's engine containers whose owning process on this host is gone.
 
-    With ``all_owners`` every engine container on the daemon is removed (``rlm sandbox
-    reap --all``). Returns how many containers were removed.
+    Only containers labelled with this engine's instance id (see
+    :mod:`engine.sandbox.instance`) are considered, so another stack on the same Docker daemon
+    is never touched. With ``all_owners`` every engine container on the daemon is removed
+    (``rlm sandbox reap --all``). Returns how many containers were removed.
     """
     host = socket.gethostname()
+    labels_wanted: list[str] = [docker_api.LABEL]
+    if not all_owners:
+        labels_wanted.append(f"{docker_api.LABEL_INSTANCE}={instance_id()}")
     removed = 0
-    for container in docker_api.list_labelled():
+    for container in docker_api.list_labelled(labels_wanted):
         labels = container.labels
         owner_host = labels.get(docker_api.LABEL_OWNER_HOST)
         try:

@@ -16,7 +16,9 @@ from engine.sandbox.config import SANDBOX_GID
 
 CONTAINER_RUN_DIR = "/rlm/run"
 CONTAINER_CONTEXT_DIR = "/rlm/context"
-# sun_path holds 108 bytes; the kernel's sockets are <run dir>/kernel-N.
+#: The one run-directory folder the sandbox may write, and only while its kernel starts.
+IPC_DIR = "ipc"
+# sun_path holds 108 bytes; the kernel's sockets are <run dir>/ipc/kernel-N.
 _MAX_SOCKET_PATH = 100
 
 
@@ -31,28 +33,33 @@ class StagedContext:
 
 
 def create_run_dir(run_root: Path, task_id: str) -> Path:
-    """Create the private run directory that is bind-mounted into the sandbox."""
+    """Create the private run directory that is bind-mounted (read-only) into the sandbox.
+
+    Only its ``ipc/`` folder is mounted writable, for the kernel to create its ZMQ sockets in;
+    :func:`lock_run_dir` takes that away once they exist.
+    """
     run_root.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(PermissionError):  # a shared root the user does not own
         run_root.chmod(0o700)
     run_dir = run_root / task_id
-    if len(str(run_dir / "kernel-1")) > _MAX_SOCKET_PATH:
+    if len(str(run_dir / IPC_DIR / "kernel-1")) > _MAX_SOCKET_PATH:
         raise ConfigError(
             f"the run directory {run_dir} is too long for Unix socket paths; "
             "set RLM_RUN_DIR to a shorter directory such as /tmp/rlm-run"
         )
     run_dir.mkdir()
-    (run_dir / "children").mkdir()
-    for path in (run_dir, run_dir / "children"):
-        _give_to_sandbox(path)
+    run_dir.chmod(0o755)  # the sandbox reads kernel.json and connects to bridge.sock
+    ipc = run_dir / IPC_DIR
+    ipc.mkdir()
+    _give_to_sandbox(ipc)
     return run_dir
 
 
 def _give_to_sandbox(path: Path) -> None:
-    # The kernel runs as uid 1000 and must create its socket files here. As root the host
-    # keeps ownership and lets the sandbox's group in, so the sandbox cannot chmod it back
-    # after `lock_run_dir`. Otherwise only the parent (mode 0700) keeps other host users out,
-    # so a world-writable fallback is safe.
+    # The kernel must create its socket files here. As root the host keeps ownership and lets
+    # the sandbox's group in, so the sandbox cannot chmod it back after `lock_run_dir`;
+    # otherwise the sandbox runs as a uid other than ours (see `sandbox_ids`), so it does not
+    # own the folder either, and only the parent (mode 0700) keeps other host users out.
     if os.geteuid() == 0:
         os.chown(path, 0, SANDBOX_GID)
         path.chmod(0o770)
@@ -61,14 +68,13 @@ def _give_to_sandbox(path: Path) -> None:
 
 
 def lock_run_dir(run_dir: Path) -> None:
-    """Take away the sandbox's write access to the run directory itself once the kernel is up.
+    """Take away the sandbox's last write access to the host once the kernel is up.
 
-    The kernel's sockets exist by then, and the sandbox keeps ``children/`` for child
-    contexts: everything else it might write there would land on the host's disk. (A host
-    user with the sandbox's uid 1000 owns the directory and cannot lock the sandbox out; the
-    disk guard still caps what it writes.)
+    The kernel's sockets exist by then (connecting to a socket needs no write access to its
+    folder). The rest of the run directory is mounted read-only, so from here on the sandbox
+    can write only to its size- and inode-capped tmpfs mounts.
     """
-    run_dir.chmod(0o750 if os.geteuid() == 0 else 0o755)
+    (run_dir / IPC_DIR).chmod(0o550 if os.geteuid() == 0 else 0o555)
 
 
 def remove_run_dir(run_dir: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,9 @@ from engine.errors import (
 )
 from engine.log import get_logger
 from engine.sandbox import container as containers
-from engine.sandbox import docker_api, kernel, reaper, rundir
+from engine.sandbox import docker_api, kernel, reaper, rundir, runtime
 from engine.sandbox.config import SandboxConfig, format_size
-from engine.sandbox.disk_guard import RunDirGuard
+from engine.sandbox.instance import instance_id
 from engine.sandbox.results import CellError, ContextInfo, ExecResult
 
 log = get_logger(__name__)
@@ -60,10 +59,12 @@ class Sandbox:
         self._lock = anyio.Lock()
         self._dead_reason: str | None = None
         self._closed = False
-        self._disk_guard: RunDirGuard | None = None
         self.memory_bytes = self.config.memory_bytes
-        #: what the sandbox may write to its run directory (see ``SandboxConfig.disk_bytes``).
+        #: the bytes of child contexts the sandbox may hand over at once through the bridge
+        #: (see ``SandboxConfig.disk_bytes``).
         self.disk_limit_bytes = self.config.disk_bytes
+        #: the OCI runtime in force (``None``: Docker's default), known once started.
+        self.runtime: str | None = None
         self.context_info: ContextInfo | None = None
         self.startup_seconds: float | None = None
 
@@ -98,21 +99,23 @@ class Sandbox:
         staged = await anyio.to_thread.run_sync(rundir.stage_context, self._context, self._run_dir)
         self._context = None  # staged on disk; do not keep a large value alive
         self.memory_bytes = self._memory_for(staged.size_bytes)
-        # A child may get the whole context back through rlm_query, written to children/.
+        # A child may get the whole context back through rlm_query.
         self.disk_limit_bytes = max(self.config.disk_bytes, 2 * staged.size_bytes)
         connection = kernel.write_connection_file(self._run_dir)
-        self._disk_guard = RunDirGuard(self._run_dir, self.disk_limit_bytes, self._disk_exceeded)
-        await anyio.to_thread.run_sync(self._disk_guard.start)
+        choice = await docker_api.call(runtime.choose, self.config.runtime)
+        self.runtime = choice.name
         kwargs = containers.container_kwargs(
             self.config,
             task_id=self.task_id,
             run_dir=self._run_dir,
             context=staged,
             memory_bytes=self.memory_bytes,
+            runtime=choice.name,
+            instance=instance_id(),
         )
         self._container = await docker_api.call(containers.create, kwargs)
         await kernel.wait_for_sockets(self._run_dir, self.config.start_timeout_s, self._check_alive)
-        self._kernel = kernel.KernelSession(connection)
+        self._kernel = kernel.KernelSession(connection, self.config.output_limit_chars)
         with anyio.fail_after(self.config.start_timeout_s + 5):
             await self._kernel.wait_ready(self.config.start_timeout_s)
         self.context_info = await self._setup_runtime(staged.container_path)
@@ -125,6 +128,7 @@ class Sandbox:
             context=self.context_info.kind,
             context_chars=self.context_info.length_chars,
             memory=format_size(self.memory_bytes),
+            runtime=choice.label,
         )
 
     def _memory_for(self, context_bytes: int) -> int:
@@ -220,9 +224,12 @@ class Sandbox:
                     f"the cell kept running {self.config.interrupt_grace_s:g} s after it was "
                     "interrupted, so the sandbox was stopped; its variables are lost"
                 )
-                self._dead_reason = reason
-                await self._kill()
-                raise KernelDiedError(reason) from None
+            except kernel.KernelFlooded as exc:
+                reason = str(exc)
+            self._dead_reason = reason
+            log.warning("sandbox.stopped", task_id=self.task_id, reason=reason)
+            await self._kill()
+            raise KernelDiedError(reason)
 
     async def _check_alive(self) -> None:
         if self._dead_reason:
@@ -234,19 +241,6 @@ class Sandbox:
             self._dead_reason = reason
             log.warning("sandbox.died", task_id=self.task_id, reason=reason)
             raise KernelDiedError(reason)
-
-    def _disk_exceeded(self, reason: str) -> None:
-        # Runs in the guard's thread: stop the writer first, then give the disk back at once
-        # rather than when the task ends (the root model may think for minutes).
-        self._dead_reason = reason
-        container = self._container
-        if container is not None:
-            try:
-                containers.remove(container)
-            except Exception as exc:  # close() tries again; the reaper is the last resort
-                log.warning("sandbox.remove_failed", task_id=self.task_id, error=str(exc))
-        if self._run_dir is not None:
-            shutil.rmtree(self._run_dir / "children", ignore_errors=True)
 
     async def _interrupt(self) -> None:
         if self._container is None:
@@ -267,9 +261,6 @@ class Sandbox:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
-            if self._disk_guard is not None:
-                await anyio.to_thread.run_sync(self._disk_guard.stop)
-                self._disk_guard = None
             if self._kernel is not None:
                 self._kernel.close()
                 self._kernel = None

@@ -5,9 +5,12 @@ HTTP/1.1 to the orchestrator's bridge server on a Unix socket in the run directo
 task's bearer token; the orchestrator makes the real model calls. Standard library only.
 
 Environment: ``RLM_BRIDGE_SOCKET`` (socket path), ``RLM_BRIDGE_TOKEN`` (bearer token),
-``RLM_RUN_DIR`` (where ``children/`` lives), ``RLM_BRIDGE_TIMEOUT`` (seconds to wait for one
-answer, default 3600: sub-calls and child RLMs can take minutes). They are read at every
-call, so the module can be imported before they are set.
+``RLM_BRIDGE_TIMEOUT`` (seconds to wait for one answer, default 3600: sub-calls and child
+RLMs can take minutes). They are read at every call, so the module can be imported before
+they are set.
+
+A child context for ``rlm_query`` is streamed (chunked, never held whole a second time) to
+``POST /v1/contexts``: the sandbox has no host-writable storage of its own.
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ import os
 import select
 import socket
 import threading
-import uuid
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 __all__ = ["BridgeCallError", "BudgetExhausted", "llm_batch", "llm_query", "rlm_query"]
 
 DEFAULT_TIMEOUT_S = 3600.0
 _UNAVAILABLE = "the bridge is not available in this sandbox"
+_CHUNK_CHARS = 1 << 20
 
 
 class BridgeCallError(RuntimeError):
@@ -93,51 +96,52 @@ def rlm_query(prompt: str, context: Any = None) -> str:
     list, numbers, ...). Use it for sub-tasks too large or too complex for one ``llm_query``.
     """
     _check_str("rlm_query", "prompt", prompt)
-    child: Path | None = None
-    if context is not None:
-        child = _write_child_context(context)
-    try:
-        context_file = None if child is None else f"children/{child.name}"
-        reply = _call("/v1/rlm_query", {"prompt": prompt, "context_file": context_file})
-        return _reply_text("rlm_query", reply)
-    finally:
-        if child is not None:
-            # The bridge deletes it after the call; this covers calls that never arrived.
-            child.unlink(missing_ok=True)
+    context_id = None if context is None else _upload_context(context)
+    reply = _call("/v1/rlm_query", {"prompt": prompt, "context_id": context_id})
+    return _reply_text("rlm_query", reply)
 
 
 # --- child contexts ----------------------------------------------------------------------------
 
 
-def _write_child_context(context: Any) -> Path:
+def _upload_context(context: Any) -> str:
+    """Stream ``context`` to the bridge; returns the id ``/v1/rlm_query`` takes."""
     if isinstance(context, str):
-        data, suffix = context.encode("utf-8", "replace"), ".txt"
+        pieces: Iterable[str] = (
+            context[start : start + _CHUNK_CHARS] for start in range(0, len(context), _CHUNK_CHARS)
+        )
+        content_type = "text/plain; charset=utf-8"
     else:
-        try:
-            text = json.dumps(context, ensure_ascii=False)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                "rlm_query: context must be a str or a JSON-serialisable value (dict, list, str, "
-                f"int, float, bool, None); {type(context).__name__} is not: {exc}. "
-                "Convert it first, e.g. to a list of dicts or a string."
-            ) from None
-        data, suffix = text.encode("utf-8", "replace"), ".json"
-    run_dir = os.environ.get("RLM_RUN_DIR")
-    if not run_dir:
-        raise BridgeCallError(f"{_UNAVAILABLE}: RLM_RUN_DIR is not set")
-    children = Path(run_dir) / "children"
-    children.mkdir(exist_ok=True)
-    final = children / f"{uuid.uuid4().hex}{suffix}"
-    # Written under a dot-name and renamed, so the bridge never sees a half-written file.
-    tmp = children / f".{final.name}.tmp"
+        pieces = json.JSONEncoder(ensure_ascii=False).iterencode(context)
+        content_type = "application/json"
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return final
+        reply = _call("/v1/contexts", None, stream=_encoded(pieces), content_type=content_type)
+    except (TypeError, ValueError) as exc:
+        # Raised by the encoder mid-stream: the connection was dropped, so the bridge
+        # discarded what it had received.
+        raise TypeError(
+            "rlm_query: context must be a str or a JSON-serialisable value (dict, list, str, "
+            f"int, float, bool, None); {type(context).__name__} is not: {exc}. "
+            "Convert it first, e.g. to a list of dicts or a string."
+        ) from None
+    context_id = reply.get("context_id")
+    if not isinstance(context_id, str):
+        raise BridgeCallError("rlm_query: the bridge sent a malformed reply (no context_id)")
+    return context_id
+
+
+def _encoded(pieces: Iterable[str]) -> Iterator[bytes]:
+    """UTF-8 chunks of about a megabyte (lone surrogates become U+FFFD, as before)."""
+    batch: list[str] = []
+    size = 0
+    for piece in pieces:
+        batch.append(piece)
+        size += len(piece)
+        if size >= _CHUNK_CHARS:
+            yield "".join(batch).encode("utf-8", "replace")
+            batch, size = [], 0
+    if batch:
+        yield "".join(batch).encode("utf-8", "replace")
 
 
 # --- HTTP over the Unix socket -----------------------------------------------------------------
@@ -202,23 +206,33 @@ def _peer_closed(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
-def _call(route: str, payload: dict[str, Any]) -> dict[str, Any]:
+def _call(
+    route: str,
+    payload: dict[str, Any] | None,
+    *,
+    stream: Iterator[bytes] | None = None,
+    content_type: str = "application/json",
+) -> dict[str, Any]:
+    """POST ``payload`` as JSON (or the chunks of ``stream``, chunked) and decode the reply."""
     path, token, timeout = _settings()
-    try:
-        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates: let JSON escape them
-        body = json.dumps(payload).encode("ascii")
-    headers = {
-        "Authorization": f"Bearer {token}",
-        "Content-Type": "application/json",
-        "Content-Length": str(len(body)),
-    }
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type}
+    body: bytes | Iterator[bytes]
+    if stream is not None:
+        body = stream  # http.client sends it with Transfer-Encoding: chunked
+    else:
+        try:
+            body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: let JSON escape them
+            body = json.dumps(payload).encode("ascii")
+        headers["Content-Length"] = str(len(body))
     conn = _connection(path, timeout)
     try:
         # If the server refuses early (e.g. body too large) sending breaks off, but its
         # answer is still there to read.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            conn.request("POST", route, body=body, headers=headers)
+            conn.request(
+                "POST", route, body=body, headers=headers, encode_chunked=stream is not None
+            )
         response = conn.getresponse()
         data = response.read()
     except (FileNotFoundError, ConnectionRefusedError) as exc:

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from rlm_runtime import context_loader
+from rlm_runtime import context_loader, message_cap
 from rlm_runtime import helpers as kernel_helpers
 from rlm_runtime.output_cap import StreamCap
 
@@ -24,6 +24,7 @@ class _State:
         self.caps: list[StreamCap] = []
         self.context_restored = False
         self.output_dropped = 0
+        self.output_limit = 1_000_000
         self.hidden: set[str] = set()
 
 
@@ -49,6 +50,7 @@ def setup(context_path: str | None, output_limit: int = 1_000_000) -> _JSON:
 
     shell = get_ipython()
     _state.shell = shell
+    _state.output_limit = output_limit
     _state.context, _state.context_info = context_loader.load(context_path)
     _state.helpers = _make_helpers(shell)
     namespace = shell.user_ns
@@ -57,6 +59,7 @@ def setup(context_path: str | None, output_limit: int = 1_000_000) -> _JSON:
     namespace.update(_state.helpers)
     _state.hidden = set(namespace) - {"context", "answer", *_state.helpers}
     _state.caps = [StreamCap(sys.stdout, output_limit), StreamCap(sys.stderr, output_limit)]
+    message_cap.install(shell, output_limit)
     shell.events.register("pre_run_cell", _pre_run_cell)
     shell.events.register("post_run_cell", _post_run_cell)
     return _JSON(_state.context_info)
@@ -71,6 +74,9 @@ def state() -> _JSON:
         ready = answer.get("ready", False) is True
     if not isinstance(content, str):
         content = str(content)
+    # The reply carrying this must fit the orchestrator's frame limit (8x the output limit),
+    # even when every character is escaped twice (about 7 bytes each).
+    content = message_cap.clip(content, _state.output_limit)
     return _JSON(
         {
             "answer_content": content,
@@ -88,7 +94,8 @@ def _pre_run_cell(_info: Any) -> None:
         cap.reset()
 
 
-def _post_run_cell(_result: Any) -> None:
+def _post_run_cell(result: Any) -> None:
+    message_cap.clip_error(result, _state.output_limit)
     namespace = _state.shell.user_ns
     notes: list[str] = []
     if namespace.get("context", _MISSING) is not _state.context:
