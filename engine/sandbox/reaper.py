@@ -28,6 +28,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def own_containers_filter() -> list[str]:
+    """The label filter for this instance's engine containers (never another stack's)."""
+    return [docker_api.LABEL, f"{docker_api.LABEL_INSTANCE}={instance_id()}"]
+
+
 def reap_orphans(*, all_owners: bool = False) -> int:
     """Remove this instance's engine containers whose owning process on this host is gone.
 
@@ -37,9 +42,7 @@ def reap_orphans(*, all_owners: bool = False) -> int:
     (``rlm sandbox reap --all``). Returns how many containers were removed.
     """
     host = socket.gethostname()
-    labels_wanted: list[str] = [docker_api.LABEL]
-    if not all_owners:
-        labels_wanted.append(f"{docker_api.LABEL_INSTANCE}={instance_id()}")
+    labels_wanted = [docker_api.LABEL] if all_owners else own_containers_filter()
     removed = 0
     for container in docker_api.list_labelled(labels_wanted):
         labels = container.labels

@@ -409,11 +409,13 @@ def _reap_same_pid_older() -> int:
     import docker.errors
 
     from engine.sandbox import docker_api
+    from engine.sandbox.reaper import own_containers_filter
     from engine.sandbox.rundir import remove_run_dir
 
     mine, host, start = str(os.getpid()), socket.gethostname(), _process_start_time()
     removed = 0
-    for container in docker_api.list_labelled():
+    # Only this instance's: another stack's engine may have the same host name and PID.
+    for container in docker_api.list_labelled(own_containers_filter()):
         labels = container.labels
         if labels.get(docker_api.LABEL_OWNER_HOST) != host:
             continue
