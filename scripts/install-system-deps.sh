@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what sandboxes need on a Debian or Ubuntu host: the Docker engine, docker-compose
-# and debootstrap (to bootstrap the base image without a registry); then make sure dockerd runs.
+# debootstrap (to bootstrap the base image without a registry) and PostgreSQL; then make sure
+# dockerd runs.
 set -euo pipefail
 
 SUDO=""
@@ -12,6 +13,8 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v runsc >/dev/null 2>&1 || need+=(runsc)  # gVisor: the stronger, optional runtime
 command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the trajectory viewer's browser test
+# PostgreSQL: the shared job store of service replicas; the tests start private clusters.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq

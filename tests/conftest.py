@@ -50,3 +50,24 @@ def no_sandbox_left_behind() -> Iterator[None]:
         )
     ]
     assert leftovers == [], f"sandbox containers left behind by the suite: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[object]:
+    """A private PostgreSQL cluster for the whole session (started on first use)."""
+    from tests.pg_support import PgCluster
+
+    cluster = PgCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: object) -> str:
+    """The URL of a fresh, empty database on the private cluster."""
+    from tests.pg_support import PgCluster
+
+    assert isinstance(pg_cluster, PgCluster)
+    return pg_cluster.database()

@@ -1,9 +1,10 @@
-"""The SQLite job store on a real database file: WAL mode, states, recovery, events."""
+"""The job store on both backends (a real SQLite file and a real private PostgreSQL):
+states, recovery, events, blobs; SQLite's WAL mode and data-dir errors."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,16 +17,31 @@ from engine.service.store import (
     RUNNING,
     SUCCEEDED,
     JobStore,
+    open_store,
 )
+from engine.service.store_sqlite import SqliteJobStore
+
+Opener = Callable[[], JobStore]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens the same database again on each call (as a new process would)."""
+    if request.param == "sqlite":
+        target: str | Path = tmp_path / "jobs.sqlite3"
+    else:
+        target = request.getfixturevalue("pg_url")
+    return lambda: open_store(target)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[JobStore]:
-    with JobStore(tmp_path / "jobs.sqlite3") as opened:
+def store(opener: Opener) -> Iterator[JobStore]:
+    with opener() as opened:
         yield opened
 
 
-def test_database_is_in_wal_mode_and_readable_while_written(store: JobStore) -> None:
+def test_database_is_in_wal_mode_and_readable_while_written(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
     store.add_job("a", owner="o", kind="job", request={"query": "q"})
     other = sqlite3.connect(store.path)
     try:
@@ -38,6 +54,7 @@ def test_database_is_in_wal_mode_and_readable_while_written(store: JobStore) -> 
         assert rows == [("a", QUEUED)]
     finally:
         other.close()
+        store.close()
 
 
 def test_state_transitions(store: JobStore) -> None:
@@ -65,17 +82,16 @@ def test_state_transitions(store: JobStore) -> None:
     }
 
 
-def test_recover_fails_or_requeues_interrupted_jobs(tmp_path: Path) -> None:
-    path = tmp_path / "jobs.sqlite3"
-    with JobStore(path) as store:
+def test_recover_fails_or_requeues_interrupted_jobs(opener: Opener) -> None:
+    with opener() as store:
         store.add_job("plain", owner="o", kind="job", request={"query": "q"})
         store.add_job("retry", owner="o", kind="job", request={"query": "q"}, max_retries=1)
         store.add_job("waiting", owner="o", kind="job", request={"query": "q"})
         for job_id in ("plain", "retry"):
             store.mark_running(job_id)
             store.add_event(job_id, {"type": "run_start"})
-    # A new process opens the same file, as after a crash.
-    with JobStore(path) as store:
+    # A new process opens the same database, as after a crash.
+    with opener() as store:
         recovery = store.recover()
         assert (recovery.failed, recovery.requeued) == (["plain"], ["retry"])
         plain, retry = store.get_job("plain"), store.get_job("retry")
@@ -106,4 +122,29 @@ def test_unwritable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     from engine.errors import ServiceError
 
     with pytest.raises(ServiceError, match="--data-dir"):
-        JobStore(blocker / "jobs.sqlite3")
+        SqliteJobStore(blocker / "jobs.sqlite3")
+
+
+def test_blobs_round_trip_in_parts(store: JobStore, tmp_path: Path) -> None:
+    from engine.service.store import BLOB_PART_BYTES
+
+    source = tmp_path / "upload.bin"
+    data = bytes(range(256)) * (BLOB_PART_BYTES // 256) + b"tail"  # two parts
+    source.write_bytes(data)
+    store.put_blob("file-1", source)
+    target = tmp_path / "elsewhere" / "copy.bin"
+    assert store.get_blob("file-1", target)
+    assert target.read_bytes() == data and target.stat().st_mode & 0o777 == 0o600
+    assert not store.get_blob("missing", tmp_path / "none")
+    store.delete_blob("file-1")
+    assert not store.get_blob("file-1", target)
+
+
+def test_jobs_keep_submission_order_and_filters(store: JobStore) -> None:
+    for index, owner in enumerate(["x", "y", "x"]):
+        store.add_job(f"j{index}", owner=owner, kind="job", request={"query": str(index)})
+    assert [j.id for j in store.jobs()] == ["j0", "j1", "j2"]
+    assert [j.id for j in store.jobs(owner="x")] == ["j0", "j2"]
+    store.mark_running("j1")
+    assert [j.id for j in store.jobs(status=QUEUED)] == ["j0", "j2"]
+    assert store.get_job("j1") is not None and store.get_job("nope") is None

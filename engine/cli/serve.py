@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Serve RLM jobs over HTTP. Clients authenticate with 'Authorization: Bearer <key>' "
             "using a key from $RLM_API_KEYS (comma-separated). Jobs are stored in SQLite under "
-            "--data-dir and survive restarts. OpenAPI document: GET /openapi.json."
+            "--data-dir, or in PostgreSQL with --database-url (then any number of replicas "
+            "share the queue), and survive restarts. OpenAPI document: GET /openapi.json."
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -80,6 +81,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-upload", default="1g", help="largest upload (default 1g)")
     parser.add_argument(
+        "--database-url",
+        default=os.environ.get("RLM_DATABASE_URL") or None,
+        help="keep jobs in PostgreSQL (postgresql://user:password@host:port/db, default "
+        "$RLM_DATABASE_URL) so several replicas share them; default: SQLite in --data-dir",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        dest="lease_s",
+        type=float,
+        default=30.0,
+        help="with --database-url: a replica that stops renewing its job leases for this long "
+        "is presumed dead and its jobs run elsewhere (default 30)",
+    )
+    parser.add_argument(
         "--no-auth",
         action="store_true",
         help="accept requests without an API key (trusted networks only)",
@@ -92,7 +107,7 @@ def handle(args: argparse.Namespace) -> int:
     """Run the service until SIGINT/SIGTERM."""
     import uvicorn
 
-    from engine.service import ApiKeys, JobService, JobStore, ServiceSettings, create_app
+    from engine.service import ApiKeys, JobService, ServiceSettings, create_app, open_store
 
     flags = {name: getattr(args, name) for name in SETTING_NAMES if hasattr(args, name)}
     config = load_config(flags, config_file=args.config)
@@ -101,6 +116,14 @@ def handle(args: argparse.Namespace) -> int:
     for name in ("max_sandboxes", "max_jobs_per_key"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    url = args.database_url
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"--database-url must be a postgresql:// URL, not {url.split('://')[0]!r}; leave "
+            "it out to use SQLite in --data-dir"
+        )
+    if args.lease_s < 3:
+        raise ConfigError("--lease-seconds must be at least 3")
     try:
         max_upload = parse_size(args.max_upload)
     except ValueError as exc:
@@ -110,13 +133,16 @@ def handle(args: argparse.Namespace) -> int:
         max_sandboxes=args.max_sandboxes,
         max_jobs_per_key=args.max_jobs_per_key,
         max_upload_bytes=max_upload,
+        database_url=url,
+        lease_s=args.lease_s,
     )
     keys = ApiKeys.from_env(enabled=not args.no_auth)
-    with JobStore(settings.db_path) as store:
+    with open_store(settings.store_target) as store:
         service = JobService(store, config, settings)
         app = create_app(service, keys)
         print(
-            f"rlm: serving on http://{args.host}:{args.port} (data dir {settings.data_dir})",
+            f"rlm: serving on http://{args.host}:{args.port} (data dir {settings.data_dir}"
+            + (", jobs in PostgreSQL, shared with other replicas)" if url else ")"),
             file=sys.stderr,
             flush=True,
         )

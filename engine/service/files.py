@@ -4,7 +4,8 @@ A file lives at ``<data dir>/files/<file id>/<file name>`` (the name is kept bec
 extension decides how the sandbox loads it: ``.json`` parsed, ``.jsonl`` a list, else text).
 Files and their folders are private to the service user (0600/0700): the sandbox then copies
 the file into the task's run directory instead of bind-mounting it, so the data dir does not
-have to be visible to the Docker daemon at the same path.
+have to be visible to the Docker daemon at the same path. On a shared (PostgreSQL) store the
+content is copied into the database as well, for the other replicas.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import anyio
 
+from engine.service.replicas import share_file
 from engine.service.requests import ApiError
 from engine.service.store import FileRecord, JobStore
 
@@ -71,6 +73,8 @@ async def save_upload(
             400, "invalid_request_error", "the upload is empty; send the file as the request body"
         )
     record = FileRecord(file_id, owner, target.name, size, target, time.time())
+    # Replicas on a shared store run jobs with this file too: copy it into the database.
+    await anyio.to_thread.run_sync(share_file, store, file_id, target)
     store.add_file(record)
     return record
 

@@ -5,6 +5,10 @@ server or the embedded local model, via one base :class:`~engine.rlm.Engine`), a
 with one task per submitted job, and the admission limiter: at most ``max_sandboxes`` jobs run
 at once, the rest wait in submission order (queued jobs survive a restart because the store
 holds them). Per-key limits cap how many queued+running jobs one API key may have.
+
+On a shared (PostgreSQL) store the service is one replica of many: a
+:class:`~engine.service.replicas.Replica` claims queued jobs from the shared queue instead of
+this process scheduling the jobs it accepted (see ``replicas``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from engine.errors import RLMError
 from engine.log import get_logger
 from engine.models import ModelSpec
 from engine.service.metrics import Metrics
+from engine.service.replicas import Replica, local_file, share_file
 from engine.service.requests import LIMIT_FIELDS, ApiError, JobRequest
 from engine.service.store import (
     CANCELLED,
@@ -40,6 +45,7 @@ from engine.service.store import (
     JobRecord,
     JobStore,
 )
+from engine.service.store_pg import PgJobStore
 
 log = get_logger(__name__)
 
@@ -53,10 +59,18 @@ class ServiceSettings:
     max_jobs_per_key: int = 16
     max_upload_bytes: int = 1 << 30
     max_inline_context_bytes: int = 64 << 20
+    # A postgresql:// URL: the jobs live there, shared with other replicas (else SQLite).
+    database_url: str | None = None
+    lease_s: float = 30.0
 
     @property
     def db_path(self) -> Path:
         return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def store_target(self) -> str | Path:
+        """What :func:`~engine.service.store.open_store` opens."""
+        return self.database_url or self.db_path
 
     @property
     def files_dir(self) -> Path:
@@ -96,6 +110,7 @@ class JobService:
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._user_cancelled: set[str] = set()
         self._changed: dict[str, anyio.Event] = {}
+        self.replica: Replica | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -105,7 +120,14 @@ class JobService:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            recovery = self.store.recover()
+            if isinstance(self.store, PgJobStore):
+                from engine.service.replicas import Replica
+
+                self.replica = Replica(self, self.store, self.settings.lease_s)
+                # Never recover() here: the running jobs may belong to live replicas.
+                recovery = self.replica.recover()
+            else:
+                recovery = self.store.recover()
             if recovery.failed or recovery.requeued:
                 log.warning(
                     "service.recovered",
@@ -120,10 +142,16 @@ class JobService:
             # The base engine owns what every job shares: the replay server or local model.
             engine = await stack.enter_async_context(Engine(self.base_config))
             self._root, self._sub, self._profile = engine.root_spec, engine.sub_spec, engine.profile
+            if self.replica is not None:
+                # Runs after the task group ended: the jobs it cancelled go to others now.
+                stack.callback(self.replica.release)
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._tg.cancel_scope.cancel)
-            for job in self.store.jobs(status=QUEUED):
-                self._tg.start_soon(self._run_job, job.id)
+            if self.replica is not None:
+                self._tg.start_soon(self.replica.run)
+            else:
+                for job in self.store.jobs(status=QUEUED):
+                    self._tg.start_soon(self._run_job, job.id)
         except BaseException:
             await stack.aclose()
             raise
@@ -177,11 +205,16 @@ class JobService:
         job_id = new_job_id()
         stored = request.to_dict()
         if request.context is not None:
-            stored["context_path"] = str(self._write_inline_context(job_id, request.context))
+            path = self._write_inline_context(job_id, request.context)
+            share_file(self.store, _context_key(job_id), path)
+            stored["context_path"] = str(path)
         job = self.store.add_job(
             job_id, owner=owner, kind=kind, request=stored, max_retries=request.max_retries
         )
-        self._tg.start_soon(self._run_job, job_id)
+        if self.replica is not None:
+            self.replica.poke()  # the first replica with a free slot claims it
+        else:
+            self._tg.start_soon(self._run_job, job_id)
         return job
 
     def _write_inline_context(self, job_id: str, context: Any) -> Path:
@@ -220,10 +253,24 @@ class JobService:
             return True
         job = self.store.get_job(job_id)
         if job is not None and job.status == RUNNING:
+            if isinstance(self.store, PgJobStore):
+                # Running on some replica (maybe this one, about to start it): the one
+                # holding its lease cancels it when notified or at its next lease renewal.
+                self.store.request_cancel(job_id)
             # Between mark_running and the scope being registered: cancel as it starts.
             self._user_cancelled.add(job_id)
             return True
         return False
+
+    def running_ids(self) -> list[str]:
+        """The jobs this process is running now."""
+        return list(self._scopes)
+
+    def abandon(self, job_id: str) -> None:
+        """Stop running ``job_id`` here without recording an outcome (its lease was lost)."""
+        scope = self._scopes.get(job_id)
+        if scope is not None:
+            scope.cancel()
 
     # --- waiting for changes -----------------------------------------------------------------
 
@@ -237,6 +284,10 @@ class JobService:
     def forget(self, job_id: str) -> None:
         """Drop the change event of a job that ended (its waiters all return)."""
         self._changed.pop(job_id, None)
+
+    def notify(self, job_id: str) -> None:
+        """Wake whoever waits for a change of ``job_id`` (also for changes on other replicas)."""
+        self._notify(job_id)
 
     def _notify(self, job_id: str) -> None:
         event = self._changed.pop(job_id, None)
@@ -262,33 +313,39 @@ class JobService:
             job = self.store.get_job(job_id)
             if job is None or job.status != QUEUED or not self.store.mark_running(job_id):
                 return
-            self._notify(job_id)
-            started = time.time()
-            self.metrics.set_gauge("sandbox_slots_in_use", self.limiter.borrowed_tokens)
-            status, result, error = FAILED, None, None
-            with anyio.CancelScope() as scope:
-                self._scopes[job_id] = scope
-                if job_id in self._user_cancelled:
-                    scope.cancel()
-                try:
-                    status, result, error = await self._execute(job)
-                except RLMError as exc:
-                    status, error = FAILED, str(exc)
-                except Exception as exc:  # a bug must fail the job, not the service
-                    log.exception("job.crashed", job_id=job_id)
-                    status, error = FAILED, f"internal error: {exc!r}"
-            self._scopes.pop(job_id, None)
-            if scope.cancelled_caught or scope.cancel_called:
-                if job_id not in self._user_cancelled:
-                    return  # shutdown: leave it "running" for the restart logic
-                status, error = CANCELLED, "cancelled by the user"
-                self._user_cancelled.discard(job_id)
-            self.store.finish(job_id, status, result=result, error=error)
-            ended = time.time()
-            self.metrics.inc("jobs_total", status=status)
-            self.metrics.observe_job(ended - started, started - job.created_at, status)
-            self.metrics.set_gauge("sandbox_slots_in_use", self.limiter.borrowed_tokens - 1)
-            self._notify(job_id)
+            await self.run_started(job)
+
+    async def run_started(self, job: JobRecord) -> None:
+        """Run a job this process has just moved to "running" and record its outcome
+        (holding a slot of ``limiter``)."""
+        job_id = job.id
+        self._notify(job_id)
+        started = time.time()
+        self.metrics.set_gauge("sandbox_slots_in_use", self.limiter.borrowed_tokens)
+        status, result, error = FAILED, None, None
+        with anyio.CancelScope() as scope:
+            self._scopes[job_id] = scope
+            if job_id in self._user_cancelled:
+                scope.cancel()
+            try:
+                status, result, error = await self._execute(job)
+            except RLMError as exc:
+                status, error = FAILED, str(exc)
+            except Exception as exc:  # a bug must fail the job, not the service
+                log.exception("job.crashed", job_id=job_id)
+                status, error = FAILED, f"internal error: {exc!r}"
+        self._scopes.pop(job_id, None)
+        if scope.cancelled_caught or scope.cancel_called:
+            if job_id not in self._user_cancelled:
+                return  # shutdown: leave it "running" for the restart logic
+            status, error = CANCELLED, "cancelled by the user"
+            self._user_cancelled.discard(job_id)
+        self.store.finish(job_id, status, result=result, error=error)
+        ended = time.time()
+        self.metrics.inc("jobs_total", status=status)
+        self.metrics.observe_job(ended - started, started - job.created_at, status)
+        self.metrics.set_gauge("sandbox_slots_in_use", self.limiter.borrowed_tokens - 1)
+        self._notify(job_id)
 
     async def _execute(self, job: JobRecord) -> tuple[str, dict[str, Any] | None, str | None]:
         from engine.rlm import Engine
@@ -339,14 +396,21 @@ class JobService:
 
     def _context_for(self, job_id: str, request: dict[str, Any]) -> Any:
         if request.get("context_path"):
-            return Path(request["context_path"])
+            # Submitted to this replica, or copied from the shared store to our data dir.
+            path = Path(request["context_path"])
+            if not path.exists():
+                path = self.settings.jobs_dir / job_id / path.name
+            return local_file(self.store, _context_key(job_id), path)
         file_ids = request.get("file_ids") or []
         paths = []
         for file_id in file_ids:
             record = self.store.get_file(file_id)
             if record is None:
                 raise RLMError(f"the uploaded file {file_id} is gone; upload it again")
-            paths.append(record.path)
+            path = record.path
+            if not path.exists():
+                path = self.settings.files_dir / record.id / record.filename
+            paths.append(local_file(self.store, record.id, path))
         if not paths:
             return None
         if len(paths) == 1:
@@ -361,6 +425,11 @@ class JobService:
                 target = folder / f"{path.parent.name}-{path.name}"
             os.link(path, target)
         return folder
+
+
+def _context_key(job_id: str) -> str:
+    """The shared-store key of a job's inline context."""
+    return f"context/{job_id}"
 
 
 def validate_limits(limits: dict[str, Any], base: Limits) -> None:

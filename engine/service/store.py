@@ -1,19 +1,21 @@
-"""The durable job store: jobs, their events (the trajectory) and uploaded files in SQLite.
+"""The durable job store: jobs, their events (the trajectory) and uploaded files.
 
-One database file under the data dir, in WAL mode so that readers (status polls, SSE
-streams) never block the writer. Every call is short (one statement or one small
-transaction), so the store is used synchronously from the event loop; a lock serialises the
-one shared connection. Nothing here knows about HTTP or the engine.
+:class:`JobStore` is the one interface, with the SQL both backends share (written in the
+common subset of SQLite and PostgreSQL, ``?`` placeholders). Two implementations provide the
+connection and the schema: :class:`~engine.service.store_sqlite.SqliteJobStore` (the embedded
+default, one file under the data dir) and :class:`~engine.service.store_pg.PgJobStore`
+(PostgreSQL, shared by service replicas). :func:`open_store` picks one from a URL. Every call
+is short (one statement or one small transaction), so the store is used synchronously from
+the event loop. Nothing here knows about HTTP or the engine.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
+import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,39 +33,18 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
 JOB_STATES: tuple[str, ...] = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
 RESTART_REASON = "service restarted"
+BLOB_PART_BYTES = 4 << 20
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    status TEXT NOT NULL,
-    request TEXT NOT NULL,
-    result TEXT,
-    error TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    max_retries INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at);
-CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, status);
-CREATE TABLE IF NOT EXISTS events (
-    job_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    event TEXT NOT NULL,
-    PRIMARY KEY (job_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS files (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    filename TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    path TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-"""
+
+def open_store(target: str | Path) -> JobStore:
+    """The store at ``target``: a ``postgresql://`` URL, else a SQLite database file."""
+    if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
+        from engine.service.store_pg import PgJobStore
+
+        return PgJobStore(target)
+    from engine.service.store_sqlite import SqliteJobStore
+
+    return SqliteJobStore(Path(target))
 
 
 @dataclass(frozen=True)
@@ -108,25 +89,34 @@ class Recovery:
     requeued: list[str]
 
 
-class JobStore:
-    """SQLite-backed jobs, events and files. Use as a context manager (closes the database)."""
+class Cursor(ABC):
+    """What a statement returns, in both backends (a DB-API cursor)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a power cut may lose the last commits, a crash loses nothing.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise ServiceError(
-                f"cannot open the job database {path}: {exc}; check that --data-dir is a "
-                "writable directory"
-            ) from exc
+    rowcount: int
+
+    @abstractmethod
+    def fetchone(self) -> Any: ...
+
+    @abstractmethod
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(ABC):
+    """A connection inside one transaction; SQL uses ``?`` placeholders in both backends."""
+
+    @abstractmethod
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> Cursor: ...
+
+
+class JobStore(ABC):
+    """Jobs, events and files; use as a context manager (closes the database).
+
+    Subclasses provide the connection (:meth:`_tx`, :meth:`_query`, :meth:`close`) and the
+    schema; the SQL below is shared. ``shared`` is True when several service processes use the
+    same database (then uploads and inline contexts are kept in it too, see ``blobs``).
+    """
+
+    shared: bool = False
 
     def __enter__(self) -> JobStore:
         return self
@@ -134,24 +124,17 @@ class JobStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @abstractmethod
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        """Close the database."""
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    @abstractmethod
+    def _tx(self) -> AbstractContextManager[Connection]:
+        """One write transaction (committed on exit, rolled back on an exception)."""
 
+    @abstractmethod
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        """Rows of one read-only statement."""
 
     # --- jobs -----------------------------------------------------------------------------
 
@@ -321,6 +304,40 @@ class JobStore:
             return None
         fid, owner, filename, size, path, created = rows[0]
         return FileRecord(fid, owner, filename, int(size), Path(path), float(created))
+
+    # --- blobs: uploads and inline contexts every replica can read ------------------------
+
+    def put_blob(self, key: str, source: Path) -> None:
+        """Store the file ``source`` under ``key`` (in parts, so no part is large)."""
+        with self._tx() as db, source.open("rb") as handle:
+            db.execute("DELETE FROM blobs WHERE key = ?", (key,))
+            part = 0
+            while chunk := handle.read(BLOB_PART_BYTES):
+                db.execute(
+                    "INSERT INTO blobs (key, part, data) VALUES (?, ?, ?)", (key, part, chunk)
+                )
+                part += 1
+
+    def get_blob(self, key: str, target: Path) -> bool:
+        """Write the blob ``key`` to ``target`` (private, 0600); False if there is none."""
+        (parts,) = self._query("SELECT COUNT(*) FROM blobs WHERE key = ?", (key,))[0]
+        if not parts:
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        partial = target.with_name(target.name + ".part")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            for part in range(int(parts)):
+                rows = self._query("SELECT data FROM blobs WHERE key = ? AND part = ?", (key, part))
+                if not rows:
+                    raise ServiceError(f"stored file {key} is incomplete (part {part} missing)")
+                handle.write(bytes(rows[0][0]))
+        partial.replace(target)
+        return True
+
+    def delete_blob(self, key: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM blobs WHERE key = ?", (key,))
 
 
 _JOB_COLUMNS = (

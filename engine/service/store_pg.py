@@ -1,0 +1,217 @@
+"""The shared job store: PostgreSQL, used by any number of service replicas.
+
+The schema is versioned (``migrations/``, applied with yoyo-migrations under its lock when a
+store opens). On top of the shared SQL of :class:`JobStore`, replicas use the queue
+operations here: :meth:`PgJobStore.claim` takes the oldest queued job with
+``FOR UPDATE SKIP LOCKED`` (so a job runs on one replica only) and gives the claimer a lease
+it renews (:meth:`renew`); :meth:`reclaim` re-queues or fails the jobs whose lease expired
+(their replica died). Lease times use the database's clock, so replicas' clocks may differ.
+Triggers NOTIFY ``rlm_job``/``rlm_queue``/``rlm_cancel`` on every change (see the migration).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ServiceError
+from engine.log import get_logger
+from engine.service.store import (
+    _JOB_COLUMNS,
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    Connection,
+    Cursor,
+    JobRecord,
+    JobStore,
+    Recovery,
+    _job,
+)
+
+log = get_logger(__name__)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+LOST_REASON = "replica lost"
+_NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
+
+
+def _dialect(sql: str) -> str:
+    """The shared SQL's ``?`` placeholders as psycopg's ``%s`` (a literal % doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _PgConnection(Connection):
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, args: tuple[Any, ...] = ()) -> Cursor:
+        cursor: Cursor = self._conn.execute(_dialect(sql), args)
+        return cursor
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What :meth:`PgJobStore.renew` found: the jobs this replica still holds, and which of
+    them a client asked (on any replica) to cancel."""
+
+    held: set[str]
+    cancel: set[str]
+
+
+class PgJobStore(JobStore):
+    """The job store in PostgreSQL (``postgresql://user:password@host:port/db``)."""
+
+    shared = True
+
+    def __init__(self, url: str, *, pool_size: int = 8, timeout_s: float = 30.0) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self.url = url
+        self._migrate(url)
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True},
+            timeout=timeout_s,
+            open=False,
+            name="rlm-store",
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout_s)
+        except Exception as exc:
+            self._pool.close()
+            raise ServiceError(f"cannot connect to the job database: {exc}") from exc
+
+    @staticmethod
+    def _migrate(url: str) -> None:
+        from yoyo import get_backend, read_migrations
+
+        _, rest = url.split("://", 1)
+        try:
+            backend = get_backend(f"postgresql+psycopg://{rest}")
+        except Exception as exc:
+            raise ServiceError(
+                f"cannot connect to the job database ({_redact(url)}): {exc}; check "
+                "--database-url (postgresql://user:password@host:port/database) and that "
+                "PostgreSQL is running"
+            ) from exc
+        try:
+            with backend.lock():
+                pending = backend.to_apply(read_migrations(str(MIGRATIONS)))
+                if pending:
+                    log.info("store.migrating", migrations=[m.id for m in pending])
+                    backend.apply_migrations(pending)
+        finally:
+            backend.connection.close()
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self._pool.connection() as conn, conn.transaction():
+            yield _PgConnection(conn)
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._pool.connection() as conn:
+            rows: list[tuple[Any, ...]] = conn.execute(_dialect(sql), args).fetchall()
+            return rows
+
+    # --- the shared queue -----------------------------------------------------------------
+
+    def claim(self, replica: str, lease_s: float) -> JobRecord | None:
+        """Take the oldest queued job for ``replica`` with a lease of ``lease_s`` seconds;
+        None when nothing is queued (or every queued row is being claimed right now)."""
+        with self._tx() as db:
+            row = db.execute(
+                f"UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1, "
+                f"lease_owner = ?, lease_until = {_NOW} + ? "
+                "WHERE id = (SELECT id FROM jobs WHERE status = ? ORDER BY created_at, rowid "
+                "LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                f"RETURNING {_JOB_COLUMNS}",
+                (RUNNING, time.time(), replica, lease_s, QUEUED),
+            ).fetchone()
+        return _job(row) if row is not None else None
+
+    def renew(self, replica: str, lease_s: float) -> Renewal:
+        """Extend the leases of every job ``replica`` runs."""
+        with self._tx() as db:
+            rows = db.execute(
+                f"UPDATE jobs SET lease_until = {_NOW} + ? "
+                "WHERE lease_owner = ? AND status = ? RETURNING id, cancel_requested",
+                (lease_s, replica, RUNNING),
+            ).fetchall()
+        return Renewal({r[0] for r in rows}, {r[0] for r in rows if r[1]})
+
+    def release(self, replica: str) -> None:
+        """Expire ``replica``'s leases now (it stops): others reclaim its jobs at once."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET lease_until = 0 WHERE lease_owner = ? AND status = ?",
+                (replica, RUNNING),
+            )
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Ask the replica running ``job_id`` to cancel it; False if it is not running."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET cancel_requested = TRUE WHERE id = ? AND status = ?",
+                (job_id, RUNNING),
+            )
+            return cursor.rowcount == 1
+
+    def reclaim(self) -> Recovery:
+        """Running jobs whose lease expired: queued again when retries allow (their partial
+        events dropped), cancelled when a cancel was asked, else failed "replica lost"."""
+        failed: list[str] = []
+        requeued: list[str] = []
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT id, attempts, max_retries, cancel_requested FROM jobs "
+                f"WHERE status = ? AND COALESCE(lease_until, 0) < {_NOW} "
+                "ORDER BY created_at, rowid FOR UPDATE SKIP LOCKED",
+                (RUNNING,),
+            ).fetchall()
+            for job_id, attempts, max_retries, cancel in rows:
+                if cancel or attempts > max_retries:
+                    status, error = (
+                        (CANCELLED, "cancelled by the user")
+                        if cancel
+                        else (
+                            FAILED,
+                            LOST_REASON,
+                        )
+                    )
+                    db.execute(
+                        "UPDATE jobs SET status = ?, error = ?, finished_at = ?, "
+                        "lease_owner = NULL, lease_until = NULL WHERE id = ?",
+                        (status, error, time.time(), job_id),
+                    )
+                    failed.append(job_id)
+                else:
+                    db.execute(
+                        "UPDATE jobs SET status = ?, started_at = NULL, lease_owner = NULL, "
+                        "lease_until = NULL WHERE id = ?",
+                        (QUEUED, job_id),
+                    )
+                    db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+                    requeued.append(job_id)
+        return Recovery(failed, requeued)
+
+
+def _redact(url: str) -> str:
+    """``url`` without its password (for messages and logs)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,134 @@
+"""The PostgreSQL store's queue operations on a real private cluster: claims with SKIP
+LOCKED from many connections at once, leases, reclaiming a dead replica's jobs, cancel
+requests, notifications and versioned migrations."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from engine.errors import ServiceError
+from engine.service.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
+from engine.service.store_pg import LOST_REASON, PgJobStore
+
+
+@pytest.fixture
+def store(pg_url: str) -> Iterator[PgJobStore]:
+    with PgJobStore(pg_url) as opened:
+        yield opened
+
+
+def expire(url: str, job_id: str) -> None:
+    """Make a job's lease run out now (as if its replica stopped renewing long ago)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE jobs SET lease_until = 0 WHERE id = %s", (job_id,))
+
+
+def test_concurrent_claims_take_every_job_exactly_once(pg_url: str) -> None:
+    with PgJobStore(pg_url) as store:
+        for index in range(40):
+            store.add_job(f"j{index:02d}", owner="o", kind="job", request={"query": "q"})
+    claims: dict[str, list[str]] = {}
+    barrier = threading.Barrier(4)
+
+    def replica(name: str) -> None:
+        with PgJobStore(pg_url, pool_size=2) as mine:
+            barrier.wait()
+            taken = claims.setdefault(name, [])
+            while (job := mine.claim(name, 30)) is not None:
+                assert job.status == RUNNING and job.attempts == 1
+                taken.append(job.id)
+
+    threads = [threading.Thread(target=replica, args=(f"r{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [job_id for taken in claims.values() for job_id in taken]
+    assert sorted(every) == [f"j{index:02d}" for index in range(40)]
+    with PgJobStore(pg_url) as store:
+        owners = {job.id: job for job in store.jobs(status=RUNNING)}
+        assert len(owners) == 40
+
+
+def test_claims_take_the_oldest_first_and_leases_renew(store: PgJobStore) -> None:
+    store.add_job("first", owner="o", kind="job", request={"query": "q"})
+    store.add_job("second", owner="o", kind="job", request={"query": "q"})
+    first = store.claim("a", 30)
+    assert first is not None and first.id == "first"
+    second = store.claim("b", 30)
+    assert second is not None and second.id == "second"
+    assert store.claim("a", 30) is None
+    assert store.renew("a", 30).held == {"first"}
+    assert store.renew("b", 30).held == {"second"}
+    assert store.finish("first", SUCCEEDED, result={"answer": "x"})
+    assert store.renew("a", 30).held == set()  # a finished job is no longer leased
+
+
+def test_reclaim_requeues_fails_or_cancels_jobs_of_a_dead_replica(
+    store: PgJobStore, pg_url: str
+) -> None:
+    store.add_job("retry", owner="o", kind="job", request={"query": "q"}, max_retries=1)
+    store.add_job("once", owner="o", kind="job", request={"query": "q"})
+    store.add_job("cancel", owner="o", kind="job", request={"query": "q"}, max_retries=3)
+    store.add_job("alive", owner="o", kind="job", request={"query": "q"})
+    for _ in range(3):
+        assert store.claim("dead", 30) is not None
+    assert store.claim("live", 30) is not None
+    store.add_event("retry", {"type": "run_start"})
+    assert store.request_cancel("cancel") and not store.request_cancel("nope")
+    assert store.renew("dead", 30).cancel == {"cancel"}
+    assert store.reclaim().failed == []  # leases still valid: nothing happens
+    for job_id in ("retry", "once", "cancel"):
+        expire(pg_url, job_id)
+    recovery = store.reclaim()
+    assert (sorted(recovery.failed), recovery.requeued) == (["cancel", "once"], ["retry"])
+    jobs = {job.id: job for job in store.jobs()}
+    assert (jobs["once"].status, jobs["once"].error) == (FAILED, LOST_REASON)
+    assert jobs["cancel"].status == CANCELLED
+    assert (jobs["retry"].status, jobs["retry"].attempts) == (QUEUED, 1)
+    assert store.events("retry") == []
+    assert jobs["alive"].status == RUNNING
+    # The re-queued job runs on the surviving replica; its second loss is final.
+    again = store.claim("live", 30)
+    assert again is not None and (again.id, again.attempts) == ("retry", 2)
+    store.release("live")  # a replica that stops gives its jobs up at once
+    assert sorted(store.reclaim().failed) == ["alive", "retry"]
+
+
+def test_changes_are_notified_to_listeners(store: PgJobStore, pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as listener:
+        for channel in ("rlm_job", "rlm_queue", "rlm_cancel"):
+            listener.execute(f"LISTEN {channel}")
+        store.add_job("n", owner="o", kind="job", request={"query": "q"})
+        assert store.claim("r", 30) is not None
+        store.renew("r", 30)  # lease renewals are not changes anyone waits for
+        store.add_event("n", {"type": "turn"})
+        store.request_cancel("n")
+        seen = [(n.channel, n.payload) for n in listener.notifies(timeout=2, stop_after=6)]
+    assert seen == [
+        ("rlm_job", "n"),
+        ("rlm_queue", "n"),
+        ("rlm_job", "n"),
+        ("rlm_job", "n"),
+        ("rlm_job", "n"),
+        ("rlm_cancel", "n"),
+    ]
+
+
+def test_migrations_are_versioned_and_applied_once(pg_url: str) -> None:
+    with PgJobStore(pg_url), PgJobStore(pg_url) as again:
+        again.add_job("x", owner="o", kind="job", request={"query": "q"})
+    with psycopg.connect(pg_url) as conn:
+        applied = [row[0] for row in conn.execute("SELECT migration_id FROM _yoyo_migration")]
+    assert applied == ["0001_initial"]
+
+
+def test_unreachable_database_is_a_clear_error(pg_cluster: object) -> None:
+    from tests.service_support import free_port
+
+    with pytest.raises(ServiceError, match="--database-url"):
+        PgJobStore(f"postgresql://rlm@127.0.0.1:{free_port()}/postgres", timeout_s=2)
