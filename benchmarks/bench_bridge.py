@@ -18,6 +18,12 @@ uvicorn) runs in a third process. Scenarios:
    calls made by the orchestrator directly (``--concurrency`` at once, ``--delay-ms`` each);
    (c) through the bridge to the forwarding handler. Overhead = (c) - (b); the ideal is
    ``ceil(n / c) * delay``.
+5. Side by side, the bridge's h11 server against uvicorn + starlette over a Unix socket, same
+   dispatch code: requests/s, p50/p99 and server CPU per request for small and 1 MiB bodies
+   with 1 and 8 concurrent clients (``bridge_servers.py``; also uvicorn with httptools+uvloop
+   when those are importable).
+
+Every number is also written to ``--json`` (default ``out/bench/bridge.json``).
 """
 
 from __future__ import annotations
@@ -152,7 +158,7 @@ def run_client(args: list[str], env: dict[str, str]) -> object:
 # --- orchestrator side -------------------------------------------------------------------------
 
 
-async def bench(args: argparse.Namespace) -> None:
+async def bench(args: argparse.Namespace) -> dict[str, object]:
     import anyio
     import httpx
 
@@ -238,6 +244,36 @@ async def bench(args: argparse.Namespace) -> None:
     print(f"   4b. orchestrator -> provider direct {_ms(batch_direct):9.1f}")
     print(f"   4c. bridge -> httpx -> provider     {_ms(batch_bridge):9.1f}")
     print(f"   bridge overhead = {_ms(batch_bridge) - _ms(batch_direct):.1f} ms for the batch")
+    return {
+        "llm_query_ms": {
+            name: _summary(times)
+            for name, times in (
+                ("bridge_immediate", bridge_only),
+                ("direct_http", direct),
+                ("orchestrator_httpx", direct_httpx),
+                ("bridge_forward", via_bridge),
+            )
+        },
+        "hop_overhead_p50_ms": round(hop, 3),
+        "llm_batch": {
+            "size": args.batch,
+            "concurrency": args.concurrency,
+            "delay_ms": args.delay_ms,
+            "ideal_ms": ideal,
+            "bridge_immediate_ms": round(_ms(batch_only), 1),
+            "direct_ms": round(_ms(batch_direct), 1),
+            "bridge_forward_ms": round(_ms(batch_bridge), 1),
+        },
+    }
+
+
+def _summary(times: object) -> dict[str, float]:
+    assert isinstance(times, list)
+    return {
+        "p50": round(_pct(times, 50), 3),
+        "p99": round(_pct(times, 99), 3),
+        "mean": round(statistics.fmean(times) * 1000, 3),
+    }
 
 
 async def _direct_sequential(handler: object, calls: int) -> list[float]:
@@ -322,12 +358,34 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200, help="prompts in the llm_batch")
     parser.add_argument("--concurrency", type=int, default=32, help="provider calls at once")
     parser.add_argument("--delay-ms", type=float, default=20.0, help="provider latency (batch)")
+    parser.add_argument("--small", type=int, default=3000, help="5: small requests per scenario")
+    parser.add_argument("--large", type=int, default=200, help="5: 1 MiB requests per scenario")
+    parser.add_argument("--clients", default="1,8", help="5: concurrent client processes")
+    parser.add_argument(
+        "--servers-only", action="store_true", help="only the side-by-side comparison (5)"
+    )
+    parser.add_argument(
+        "--json", type=Path, default=Path("out/bench/bridge.json"), help="where to write numbers"
+    )
     args = parser.parse_args()
     os.environ.setdefault("RLM_LOG_LEVEL", "warning")
     sys.path.insert(0, str(ROOT))
     import anyio
 
-    anyio.run(bench, args)
+    from benchmarks import bridge_servers
+
+    report: dict[str, object] = {} if args.servers_only else anyio.run(bench, args)
+    print(
+        f"bridge server vs uvicorn + starlette, Unix socket, immediate handler "
+        f"({args.small} small / {args.large} x 1 MiB requests per row)"
+    )
+    rows = bridge_servers.compare(args.small, args.large, [int(n) for n in args.clients.split(",")])
+    bridge_servers.print_table(rows)
+    report["servers"] = rows
+    report["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

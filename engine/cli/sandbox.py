@@ -104,13 +104,13 @@ def _sandbox_reap(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from engine.sandbox.doctor import run_checks
+    from engine.cli.doctor import all_checks
 
     ok = True
-    for check in run_checks(runtime=args.runtime):
-        mark = "ok  " if check.ok else "FAIL"
+    for check in all_checks(runtime=args.runtime):
+        mark = "ok  " if check.ok else "warn" if check.optional else "FAIL"
         print(f"[{mark}] {check.name}: {check.detail}")
         if not check.ok and check.fix:
             print(f"       fix: {check.fix}")
-        ok = ok and check.ok
+        ok = ok and (check.ok or check.optional)
     return 0 if ok else 1

@@ -44,10 +44,17 @@ print(json.dumps(checks))
 
 @dataclass(frozen=True)
 class Check:
+    """One line of ``rlm doctor``: what was checked, the result, and how to fix a failure.
+
+    A failed ``optional`` check is a warning: it names something only some uses need (the
+    embedded local model, when models are hosted) and does not fail ``rlm doctor``.
+    """
+
     name: str
     ok: bool
     detail: str
     fix: str = ""
+    optional: bool = False
 
 
 def run_checks(runtime: str | None = None) -> Iterator[Check]:
@@ -57,7 +64,9 @@ def run_checks(runtime: str | None = None) -> Iterator[Check]:
         version = client.version()
         yield Check("docker", True, f"daemon {version.get('Version')} reachable")
     except RLMError as exc:
-        yield Check("docker", False, str(exc), docker_api.DOCKER_HINT)
+        # The message ends with the hint; show it once, as the fix.
+        detail = str(exc).replace(docker_api.DOCKER_HINT, "").strip()
+        yield Check("docker", False, detail, docker_api.DOCKER_HINT)
         return
     config = SandboxConfig.from_env(**({"runtime": runtime} if runtime else {}))
     registered = client.info().get("Runtimes", {}) or {}
@@ -85,7 +94,13 @@ def run_checks(runtime: str | None = None) -> Iterator[Check]:
         size = format_size(image.attrs.get("Size", 0))
         yield Check("image", True, f"{config.image} present ({size})")
     except docker.errors.ImageNotFound:
-        yield Check("image", False, f"{config.image} is not built", "run `make image`")
+        yield Check(
+            "image",
+            False,
+            f"{config.image} is not built",
+            "run `rlm image build` (`make image` in a checkout); it needs Docker and, the "
+            "first time, debootstrap (or RLM_SANDBOX_BASE_IMAGE) and PyPI for the wheels",
+        )
         return
     try:
         probe, seconds = anyio.run(_probe, config)

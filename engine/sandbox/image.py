@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import importlib.util
 import os
 import platform
 import shutil
@@ -338,6 +339,13 @@ def ensure_wheelhouse(
     stamp = target / ".complete"
     if stamp.exists():
         return target
+    if importlib.util.find_spec("pip") is None:
+        # A venv made with --without-pip (or by uv) has none; the wheels come from pip download.
+        raise ImageError(
+            f"the sandbox's wheels are downloaded with pip, and this Python ({sys.executable}) "
+            "has no pip: install it (`python -m ensurepip`) or build the image once from an "
+            "environment that has pip"
+        )
     target.mkdir(parents=True, exist_ok=True)
     machine = platform.machine()
     platforms = [
