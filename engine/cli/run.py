@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from engine.config import SETTING_NAMES, EngineConfig, load_config
+from engine.contexts import ContextSpec, read_stdin
 from engine.errors import ContextError
 
 EXIT_OK = 0
@@ -46,7 +48,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--query", "-q", required=True, help="the question to answer")
     parser.add_argument(
-        "--context", "-c", type=Path, default=None, help="context file or directory (optional)"
+        "--context",
+        "-c",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help=(
+            "context file or folder, or - for standard input; repeat it for several (context "
+            "is then a dict by path, like a folder's). PDF, DOCX and HTML become text on the "
+            "host; folders honour .gitignore and skip binary files and outside symlinks"
+        ),
+    )
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="in folders, keep only files matching GLOB (gitignore syntax; repeatable)",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="in folders, leave out files and folders matching GLOB (repeatable)",
+    )
+    parser.add_argument(
+        "--no-gitignore",
+        dest="gitignore",
+        action="store_false",
+        help="do not apply .gitignore files in context folders",
     )
     add_engine_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -114,17 +145,14 @@ def handle(args: argparse.Namespace) -> int:
     """Run the query; return the exit status."""
     flags = {name: getattr(args, name) for name in SETTING_NAMES if hasattr(args, name)}
     config = load_config(flags, config_file=args.config)
-    context: Path | None = None
-    if args.context is not None:
-        context = args.context.expanduser()
-        if not context.exists():
-            raise ContextError(f"context {context} does not exist; check --context")
     from engine.cli.status import RunStatus
     from engine.display import stderr_console
 
     status = RunStatus(stderr_console()) if args.progress else None
     try:
-        result = anyio.run(_run, config, args.query, context, status)
+        with tempfile.TemporaryDirectory(prefix="rlm-stdin-") as scratch:
+            context = _context_from_args(args, Path(scratch))
+            result = anyio.run(_run, config, args.query, context, status)
     finally:
         if status is not None:
             status.close()
@@ -151,7 +179,23 @@ def handle(args: argparse.Namespace) -> int:
     return EXIT_LIMIT
 
 
-async def _run(config: EngineConfig, query: str, context: Path | None, progress: Any) -> Any:
+def _context_from_args(args: argparse.Namespace, scratch: Path) -> ContextSpec | None:
+    """The --context/--include/--exclude flags as a ContextSpec (stdin copied to scratch)."""
+    given: list[str] = args.context or []
+    if not given:
+        if args.include or args.exclude:
+            raise ContextError("--include/--exclude filter a context folder; add --context")
+        return None
+    if given.count("-") > 1:
+        raise ContextError("--context - (standard input) can be given only once")
+    stdin = read_stdin(sys.stdin.buffer, scratch) if "-" in given else None
+    paths = [Path(item) for item in given if item != "-"]
+    return ContextSpec.from_paths(
+        paths, include=args.include, exclude=args.exclude, gitignore=args.gitignore, stdin=stdin
+    )
+
+
+async def _run(config: EngineConfig, query: str, context: ContextSpec | None, progress: Any) -> Any:
     from engine.rlm import Engine
 
     async with Engine(config) as engine:

@@ -23,12 +23,12 @@ import anyio
 
 from engine.bridge import BridgeServer
 from engine.config import EngineConfig, default_trajectory_dir
+from engine.contexts import ContextSpec, PreparedContext, prepare_context
 from engine.errors import (
     BridgeRequestError,
     BudgetExceededError,
     ChildRunError,
     ConfigError,
-    ContextError,
     RLMError,
 )
 from engine.log import get_logger
@@ -232,22 +232,54 @@ class Engine:
         task_id: str | None = None,
         tools: list[str] | None = None,
     ) -> RunResult:
-        """Answer ``query`` about ``context`` (a ``Path`` to a file or directory, a ``str``,
-        any JSON-able value, or None).
+        """Answer ``query`` about ``context``.
+
+        ``context`` is a ``Path`` to a file or folder, a list of paths, or an
+        :class:`engine.contexts.ContextSpec` (all prepared on the host first: ``.gitignore``
+        honoured, binary files and outside symlinks skipped, PDF/DOCX/HTML converted to text,
+        see :mod:`engine.contexts`), a ``str``, any JSON-able value, or None.
 
         ``tools`` restricts the run to these of the engine's tools (None: all of them).
 
         Failures during the run (Docker down, model unreachable, kernel died) are returned as
-        ``RunResult(stop_reason="error", error=...)``; only invalid arguments raise. Events go
-        to the trajectory file and, as dicts, to ``on_event``.
+        ``RunResult(stop_reason="error", error=...)``; only invalid arguments raise (a context
+        that cannot be used raises :class:`ContextError` naming the file). Events go to the
+        trajectory file and, as dicts, to ``on_event``.
         """
         root = self.root_spec
         if not query or not query.strip():
             raise ConfigError("the query is empty; pass the question to answer")
-        if isinstance(context, Path) and not context.exists():
-            raise ContextError(f"context path {context} does not exist; check the path")
         registry = self.tools.restrict(tools)
         task_id = task_id or new_task_id()
+        spec = _context_spec(context)
+        prepared: PreparedContext | None = None
+        if spec is not None:
+            prepared = await anyio.to_thread.run_sync(
+                prepare_context, spec, self._scratch_root(), f"ctx-{task_id}"
+            )
+        try:
+            return await self._run_top(query, context, prepared, on_event, task_id, root, registry)
+        finally:
+            if prepared is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(prepared.cleanup)
+
+    def _scratch_root(self) -> Path:
+        # Prepared contexts are bind-mounted like run directories, so they live beside them.
+        from engine.sandbox import SandboxConfig
+
+        return (self.config.sandbox or SandboxConfig.from_env()).run_root
+
+    async def _run_top(
+        self,
+        query: str,
+        context: Any,
+        prepared: PreparedContext | None,
+        on_event: EventCallback | None,
+        task_id: str,
+        root: ModelSpec,
+        registry: ToolRegistry,
+    ) -> RunResult:
         path = self.config.trajectory_path or (
             (self.config.trajectory_dir or default_trajectory_dir()) / f"{task_id}.jsonl"
         )
@@ -272,6 +304,7 @@ class Engine:
                     spec=root,
                     role="root",
                     task_id=task_id,
+                    prepared=prepared,
                 )
 
     async def _run_task(
@@ -285,8 +318,13 @@ class Engine:
         spec: ModelSpec,
         role: str,
         task_id: str,
+        prepared: PreparedContext | None = None,
     ) -> RunResult:
-        """Run one task of the tree in its own sandbox with its own bridge."""
+        """Run one task of the tree in its own sandbox with its own bridge.
+
+        ``prepared`` is the top-level context as prepared on the host (``context`` is then
+        what the caller passed, for the trajectory); children get their context as is.
+        """
         from engine.sandbox import Sandbox, SandboxConfig
 
         cfg = self.config
@@ -302,7 +340,7 @@ class Engine:
             profile=self.profile,
             profile_reason=self.profile_reason,
             limits=dataclasses.asdict(cfg.limits),
-            context_arg=_describe_context_arg(context),
+            context_arg=_describe_context_arg(context, prepared),
         )
         started = time.monotonic()
         token = secrets.token_urlsafe(32)
@@ -313,8 +351,12 @@ class Engine:
         sandbox_cfg = dataclasses.replace(base, env=env)
         outcome: LoopOutcome
         try:
-            async with Sandbox(sandbox_cfg, context=context, task_id=task_id) as sandbox:
+            staged = prepared.path if prepared is not None else context
+            async with Sandbox(sandbox_cfg, context=staged, task_id=task_id) as sandbox:
                 info = sandbox.context_info
+                notes = prepared.describe() if prepared is not None else None
+                if info is not None and notes:
+                    info = dataclasses.replace(info, notes=notes)
                 events.emit(
                     "sandbox_ready",
                     startup_s=round(time.monotonic() - started, 3),
@@ -615,8 +657,28 @@ async def _warm_up_litellm() -> None:
     await anyio.to_thread.run_sync(load_litellm, abandon_on_cancel=True)
 
 
-def _describe_context_arg(context: Any) -> dict[str, Any]:
+def _context_spec(context: Any) -> ContextSpec | None:
+    """The host-side preparation a context needs (None: a value staged as it is)."""
+    if isinstance(context, ContextSpec):
+        return context
+    if isinstance(context, Path):
+        return ContextSpec.from_paths([context])
+    if isinstance(context, list | tuple) and context and all(isinstance(p, Path) for p in context):
+        return ContextSpec.from_paths(list(context))
+    return None
+
+
+def _describe_context_arg(context: Any, prepared: PreparedContext | None) -> dict[str, Any]:
     """How the context was passed (never its content) for the run_start event."""
+    if prepared is not None:
+        spec = _context_spec(context)
+        sources = [str(s.path) for s in spec.sources] if spec is not None else []
+        arg: dict[str, Any] = (
+            {"kind": "path", "path": sources[0]}
+            if len(sources) == 1
+            else {"kind": "paths", "paths": sources}
+        )
+        return {**arg, "manifest": prepared.manifest.to_dict()}
     if context is None:
         return {"kind": "none"}
     if isinstance(context, Path):

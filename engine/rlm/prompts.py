@@ -24,6 +24,7 @@ class ContextInfoLike(Protocol):
     length_chars: int
     items: int | None
     preview: str
+    notes: str
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,10 @@ def describe_context(info: ContextInfoLike | None) -> str:
     items = f", {info.items:,} items" if info.items is not None else ""
     preview = info.preview[:PREVIEW_CHARS]
     cut = " (preview cut)" if len(info.preview) > PREVIEW_CHARS else ""
+    notes = f"\n{info.notes}" if info.notes else ""
     return (
         f"`context` is a Python `{info.type_name}` ({info.kind}) of {info.length_chars:,} "
-        f"characters{items}.\nPreview{cut}:\n<preview>\n{preview}\n</preview>"
+        f"characters{items}.{notes}\nPreview{cut}:\n<preview>\n{preview}\n</preview>"
     )
 
 

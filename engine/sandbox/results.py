@@ -25,6 +25,8 @@ class ContextInfo:
     items: int | None
     preview: str
     load_seconds: float
+    # What the host's preparation included and skipped (engine.contexts.Manifest.describe).
+    notes: str = ""
 
 
 @dataclass(frozen=True)

@@ -85,8 +85,9 @@ def stage_context(context: Any, run_dir: Path) -> StagedContext:
     """Make the context visible to the sandbox without reading it into memory.
 
     A ``Path`` is bind-mounted read-only (copied into the run dir with ``sendfile`` only when
-    the sandbox user could not read it); a ``str`` becomes a text file and any other value a
-    JSON file in the run dir.
+    the sandbox user could not read it; a folder's copy leaves out symlinks and special
+    files); a ``str`` becomes a text file and any other value a JSON file in the run dir.
+    Callers that take a user's folder prepare it with :mod:`engine.contexts` first.
     """
     if context is None:
         return StagedContext(None, None, 0, mount=False)
@@ -123,13 +124,14 @@ def _stage_path(path: Path, run_dir: Path) -> StagedContext:
             readable = readable and _world_readable(Path(folder))
             for file in files:
                 full = Path(folder, file)
-                if full.is_file():
+                if not full.is_symlink() and full.is_file():
                     size += full.stat().st_size
                     readable = readable and _world_readable(full)
         if readable:
             return StagedContext(path.resolve(), container_path, size, mount=True)
         target = run_dir / name
-        shutil.copytree(path, target, symlinks=False)
+        # Symlinks are never followed on the host: one could point at any host file.
+        shutil.copytree(path, target, ignore=_not_plain)
         _open_up(target)
         return StagedContext(target, f"{CONTAINER_RUN_DIR}/{name}", size, mount=False)
     if not path.is_file():
@@ -146,6 +148,16 @@ def _stage_path(path: Path, run_dir: Path) -> StagedContext:
     shutil.copyfile(path, target)  # sendfile: the bytes do not pass through Python
     target.chmod(0o644)
     return StagedContext(target, f"{CONTAINER_RUN_DIR}/{name}", size, mount=False)
+
+
+def _not_plain(folder: str, names: list[str]) -> set[str]:
+    """The entries of ``folder`` a copy leaves out: symlinks, pipes, sockets, devices."""
+    skipped = set()
+    for name in names:
+        mode = os.lstat(os.path.join(folder, name)).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            skipped.add(name)
+    return skipped
 
 
 def _world_readable(path: Path) -> bool:

@@ -1,15 +1,26 @@
-"""Uploaded contexts: streamed to disk chunk by chunk under a size limit.
+"""Uploaded contexts: streamed to disk chunk by chunk under a size limit, then made text.
 
 A file lives at ``<data dir>/files/<file id>/<file name>`` (the name is kept because its
 extension decides how the sandbox loads it: ``.json`` parsed, ``.jsonl`` a list, else text).
-Files and their folders are private to the service user (0600/0700): the sandbox then copies
-the file into the task's run directory instead of bind-mounting it, so the data dir does not
-have to be visible to the Docker daemon at the same path. On a shared (PostgreSQL) store the
-content is copied into the database as well, for the other replicas.
+Right after the upload, on the host:
+
+- a PDF, DOCX or HTML file is converted to text (``<file name>.txt``, the original is
+  deleted); one that cannot be read is refused with 422 naming it;
+- a zip or tar archive (``.zip``, ``.tar``, ``.tar.gz``/``.tgz``, ``.tar.bz2``, ``.tar.xz``)
+  is unpacked into the folder ``<name without the extension>/`` (regular files only, at most
+  the upload limit in total) and becomes a folder context: ``context`` is a dict by path,
+  with ``.gitignore`` honoured and binary files skipped when a job runs.
+
+Files and their folders are private to the service user (0600/0700): the job's preparation
+copies them beside the run directories instead of bind-mounting them, so the data dir does
+not have to be visible to the Docker daemon at the same path. On a shared (PostgreSQL) store
+the content is copied into the database as well, for the other replicas: the text of a
+converted document, an archive as uploaded (each replica unpacks it when a job needs it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import secrets
@@ -20,9 +31,16 @@ from pathlib import Path
 
 import anyio
 
-from engine.service.replicas import share_file
+from engine.contexts import ContextSpec, Source, document_kind, extract_text
+from engine.contexts.archive import archive_stem, unpack_archive
+from engine.contexts.binary import SNIFF_BYTES, looks_binary
+from engine.errors import ContextError
+from engine.log import get_logger
+from engine.service.replicas import local_file, share_file
 from engine.service.requests import ApiError
 from engine.service.store import FileRecord, JobStore
+
+log = get_logger(__name__)
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -72,11 +90,86 @@ async def save_upload(
         raise ApiError(
             400, "invalid_request_error", "the upload is empty; send the file as the request body"
         )
-    record = FileRecord(file_id, owner, target.name, size, target, time.time())
-    # Replicas on a shared store run jobs with this file too: copy it into the database.
-    await anyio.to_thread.run_sync(share_file, store, file_id, target)
+    try:
+        path = await anyio.to_thread.run_sync(_to_text, target, max_bytes)
+        # Replicas on a shared store run jobs with this file too: copy it into the database
+        # (an archive as uploaded, so the database holds it compressed).
+        await anyio.to_thread.run_sync(
+            share_file, store, file_id, target if path.is_dir() else path
+        )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if path.is_dir():
+        target.unlink()
+    record = FileRecord(file_id, owner, target.name, size, path, time.time())
     store.add_file(record)
     return record
+
+
+def _to_text(upload: Path, max_bytes: int) -> Path:
+    """Convert a document to text or unpack an archive; return what the context is."""
+    try:
+        stem = archive_stem(upload.name)
+        if stem is not None:
+            folder = upload.parent / (stem or "archive")
+            unpacked = unpack_archive(upload, folder, max_bytes=max_bytes)
+            log.info("upload.unpacked", files=unpacked.files, skipped=unpacked.skipped)
+            return folder
+        kind = document_kind(upload.name)
+        if kind is None:
+            with open(upload, "rb") as handle:
+                if looks_binary(handle.read(SNIFF_BYTES)):
+                    raise ContextError(
+                        f"{upload.name} is a binary file, not text, PDF, DOCX, HTML or an "
+                        "archive; convert it to text before uploading"
+                    )
+            return upload
+        text = extract_text(upload, kind, upload.name).text
+    except ContextError as exc:
+        raise ApiError(422, "unreadable_context", str(exc), "file") from exc
+    converted = upload.with_name(upload.name + ".txt")
+    fd = os.open(converted, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    upload.unlink()
+    return converted
+
+
+def local_record(
+    store: JobStore, record: FileRecord, files_dir: Path, max_bytes: int
+) -> FileRecord:
+    """``record`` with the path of its context on this replica: fetched from the shared
+    store (and an archive unpacked) when it was uploaded to another one."""
+    if record.path.exists():
+        return record
+    folder = files_dir / record.id
+    local = folder / record.path.name
+    if not local.exists():
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if archive_stem(record.filename) is None:
+            local_file(store, record.id, local)
+        else:
+            archive = local_file(store, record.id, folder / record.filename)
+            unpack_archive(archive, local, max_bytes=max_bytes)
+            archive.unlink()
+    return dataclasses.replace(record, path=local)
+
+
+def context_spec(records: list[FileRecord]) -> ContextSpec:
+    """The context of a job naming ``records``: one file or folder, or several keyed by
+    file name (``context`` is then a dict by path; same names get the file id in front)."""
+    if len(records) == 1:
+        return ContextSpec((Source(records[0].path, records[0].filename),))
+    sources: list[Source] = []
+    seen: set[str] = set()
+    for record in records:
+        key = archive_stem(record.filename) or record.filename
+        if key in seen:
+            key = f"{record.id}-{key}"
+        seen.add(key)
+        sources.append(Source(record.path, key))
+    return ContextSpec(tuple(sources))
 
 
 def _too_large(max_bytes: int) -> ApiError:
@@ -97,4 +190,13 @@ def file_json(record: FileRecord) -> dict[str, object]:
         "filename": record.filename,
         "created_at": int(record.created_at),
         "purpose": "context",
+        "context_format": _format(record),
     }
+
+
+def _format(record: FileRecord) -> str:
+    """How the upload became a context: text as sent, text converted from a document, or a
+    folder unpacked from an archive."""
+    if archive_stem(record.filename) is not None:
+        return "archive"
+    return document_kind(record.filename) or "text"

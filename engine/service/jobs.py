@@ -33,6 +33,7 @@ from engine.config import EngineConfig, Limits
 from engine.errors import RLMError
 from engine.log import get_logger
 from engine.models import ModelSpec
+from engine.service.files import context_spec, local_record
 from engine.service.metrics import Metrics
 from engine.service.replicas import Replica, local_file, share_file
 from engine.service.requests import LIMIT_FIELDS, ApiError, JobRequest
@@ -402,29 +403,19 @@ class JobService:
                 path = self.settings.jobs_dir / job_id / path.name
             return local_file(self.store, _context_key(job_id), path)
         file_ids = request.get("file_ids") or []
-        paths = []
+        records = []
         for file_id in file_ids:
             record = self.store.get_file(file_id)
             if record is None:
                 raise RLMError(f"the uploaded file {file_id} is gone; upload it again")
-            path = record.path
-            if not path.exists():
-                path = self.settings.files_dir / record.id / record.filename
-            paths.append(local_file(self.store, record.id, path))
-        if not paths:
+            records.append(
+                local_record(
+                    self.store, record, self.settings.files_dir, self.settings.max_upload_bytes
+                )
+            )
+        if not records:
             return None
-        if len(paths) == 1:
-            return paths[0]
-        # Several files: a directory of hard links (context = {file name: text}).
-        folder = self.settings.jobs_dir / job_id / "files"
-        shutil.rmtree(folder, ignore_errors=True)  # left by an interrupted earlier attempt
-        folder.mkdir(parents=True, mode=0o700)
-        for path in paths:
-            target = folder / path.name
-            if target.exists():
-                target = folder / f"{path.parent.name}-{path.name}"
-            os.link(path, target)
-        return folder
+        return context_spec(records)
 
 
 def _context_key(job_id: str) -> str:

@@ -42,7 +42,10 @@ _JOB_REQUEST = {
         "file_ids": {
             "type": "array",
             "items": {"type": "string"},
-            "description": "several uploaded files: context = {file name: text}",
+            "description": (
+                "several uploaded files: context = {file name: text} (an archive's files "
+                "under its name without the extension)"
+            ),
         },
         "model": {"type": "string", "description": "root model (default: the service's)"},
         "sub_model": {"type": "string", "description": "sub-call model (default: root model)"},
@@ -155,8 +158,10 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     **_op(
                         "Upload a context file as the raw body (?filename=NAME keeps its "
-                        "extension: .json parsed, .jsonl a list, else text)",
-                        errors=(400, 413, 415),
+                        "extension: .json parsed, .jsonl a list, .pdf/.docx/.html converted "
+                        "to text on the host, .zip/.tar[.gz|.bz2|.xz] unpacked into a folder "
+                        "context, else text; 422 names a file that cannot be read)",
+                        errors=(400, 413, 415, 422),
                         ok_status="201",
                     ),
                     "parameters": [
