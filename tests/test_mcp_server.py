@@ -6,9 +6,11 @@ progress notifications on the way.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
@@ -81,3 +83,35 @@ def test_rlm_mcp_refuses_bad_settings_at_start(tmp_path: Path) -> None:
     from engine.cli.main import main
 
     assert main(["mcp", "--tool", "not-a-reference"]) == 1
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_ready")
+async def test_rlm_mcp_over_streamable_http_with_inline_context(tmp_path: Path) -> None:
+    script = "FINAL(context.split()[-1])"
+    entries = [{"match": {"model": "root"}, "response": {"content": f"```repl\n{script}\n```\n"}}]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with ReplayServer(Cassette(entries)) as replay:
+        params = _server(replay.base_url, tmp_path, "--http", "--port", str(port))
+        process = await anyio.open_process(
+            [params.command, *params.args], env=params.env, cwd=params.cwd
+        )
+        try:
+            with anyio.fail_after(60):
+                while True:
+                    try:
+                        await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+                        break
+                    except OSError:
+                        await anyio.sleep(0.1)
+            async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+                result = await client.call_tool(
+                    "rlm_run", {"query": "Last word?", "context": "alpha beta gamma"}
+                )
+        finally:
+            process.terminate()
+            await process.wait()
+    assert not result.is_error, result
+    assert result.content[0].text.startswith("gamma\n\n---\nturns: 1, ")

@@ -56,7 +56,9 @@ def handle(args: argparse.Namespace) -> int:
         import uvicorn
 
         app = server.streamable_http_app(streamable_http_path=args.path, host=args.host)
-        config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+        config = uvicorn.Config(
+            app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5
+        )
         anyio.run(uvicorn.Server(config).serve)
     else:
         anyio.run(server.run_stdio_async)

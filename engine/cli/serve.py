@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from engine.cli.run import add_tool_arguments
 from engine.config import SETTING_NAMES, load_config, parse_size
 from engine.errors import ConfigError
 
@@ -45,6 +46,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--max-cost", dest="max_cost", type=float, help="USD")
     limits.add_argument("--max-sub-calls", dest="max_sub_calls", type=int)
     limits.add_argument("--cell-timeout", dest="cell_timeout", type=float, help="seconds")
+    add_tool_arguments(parser, limits)  # the operator's tools; a job may only restrict them
     parser.add_argument("--replay", type=Path, help="answer every model call from this cassette")
     parser.add_argument("--config", type=Path, help="TOML config file")
 

@@ -87,7 +87,9 @@ class Engine:
     own handler, bound to the task's budget and trajectory.
     """
 
-    def __init__(self, config: EngineConfig | None = None) -> None:
+    def __init__(
+        self, config: EngineConfig | None = None, tools: ToolRegistry | None = None
+    ) -> None:
         self.config = config or EngineConfig()
         self._stack: AsyncExitStack | None = None
         self._root: ModelSpec | None = None
@@ -97,8 +99,10 @@ class Engine:
         self._client: ModelClient | None = None
         self._sub_base: ModelSpec | None = None
         self._names: dict[str, ModelSpec] = {}
-        #: the host tools of every run (MCP servers are connected while the engine is open).
-        self.tools = ToolRegistry(self.config.tools)
+        #: the host tools of every run (MCP servers are connected while the engine is open);
+        #: an open registry passed in is borrowed (its owner closes it), e.g. by service jobs.
+        self._own_tools = tools is None
+        self.tools = tools if tools is not None else ToolRegistry(self.config.tools)
         # Settled when the engine starts (``auto`` may ask the model's server).
         self.profile = resolve_profile(
             self.config.prompt_profile, local_model=self.config.model is None
@@ -155,7 +159,7 @@ class Engine:
             self._names[spec.model] = spec
             self._names[wire_model(spec.model)] = spec
         self._root, self._sub = self._effective(root), self._effective(sub)
-        if cfg.tools:
+        if cfg.tools and self._own_tools:
             await stack.enter_async_context(self.tools)
         if cfg.record is not None:
             self._recorder = CassetteRecorder(cfg.record)

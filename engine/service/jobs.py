@@ -47,6 +47,7 @@ from engine.service.store import (
     JobStore,
 )
 from engine.service.store_pg import PgJobStore
+from engine.tools import ToolRegistry, ToolsConfig
 
 log = get_logger(__name__)
 
@@ -104,6 +105,8 @@ class JobService:
         self.limiter = anyio.CapacityLimiter(settings.max_sandboxes)
         self.ready = False
         self._root: ModelSpec | None = None
+        #: the operator's host tools (from the config only), lent to every job.
+        self.tools = ToolRegistry(ToolsConfig())
         self._sub: ModelSpec | None = None
         self._profile = base_config.prompt_profile
         self._stack: AsyncExitStack | None = None
@@ -146,6 +149,8 @@ class JobService:
             if self.replica is not None:
                 # Runs after the task group ended: the jobs it cancelled go to others now.
                 stack.callback(self.replica.release)
+            # Its tools (MCP servers included) are opened once and lent to every job.
+            self.tools = engine.tools
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._tg.cancel_scope.cancel)
             if self.replica is not None:
@@ -360,8 +365,14 @@ class JobService:
             self.metrics.on_event(event)
             self._notify(job.id)
 
-        async with Engine(config) as engine:
-            result = await engine.run(request["query"], context, on_event=on_event, task_id=job.id)
+        async with Engine(config, tools=self.tools) as engine:
+            result = await engine.run(
+                request["query"],
+                context,
+                on_event=on_event,
+                task_id=job.id,
+                tools=request.get("tools"),
+            )
         data = result.to_dict()
         if result.stop_reason == "error":
             return FAILED, data, result.error or "the run failed"
@@ -421,6 +432,17 @@ class JobService:
 def _context_key(job_id: str) -> str:
     """The shared-store key of a job's inline context."""
     return f"context/{job_id}"
+def validate_tools(names: tuple[str, ...] | None, available: tuple[str, ...]) -> None:
+    """Raise ApiError 422 when a job names a tool the service does not offer."""
+    unknown = [n for n in names or () if n not in available]
+    if unknown:
+        offered = ", ".join(available) or "none"
+        raise ApiError(
+            422,
+            "invalid_request_error",
+            f"unknown tool {unknown[0]!r}; a job can only restrict the service's tools ({offered})",
+            "tools",
+        )
 
 
 def validate_limits(limits: dict[str, Any], base: Limits) -> None:

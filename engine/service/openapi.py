@@ -50,6 +50,11 @@ _JOB_REQUEST = {
         "model": {"type": "string", "description": "root model (default: the service's)"},
         "sub_model": {"type": "string", "description": "sub-call model (default: root model)"},
         "limits": {"$ref": "#/components/schemas/Limits"},
+        "tools": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "only these of the service's tools (default: all); never adds any",
+        },
         "max_retries": {
             "type": "integer",
             "minimum": 0,

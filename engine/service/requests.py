@@ -18,6 +18,7 @@ LIMIT_FIELDS: dict[str, tuple[str, type]] = {
     "max_tokens": ("max_tokens", int),
     "max_cost": ("max_cost_usd", float),
     "max_sub_calls": ("max_sub_calls", int),
+    "max_tool_calls": ("max_tool_calls", int),
     "cell_timeout": ("cell_timeout_s", float),
 }
 
@@ -55,6 +56,8 @@ class JobRequest:
     sub_model: str | None = None
     limits: dict[str, float | int] = field(default_factory=dict)
     max_retries: int = 0
+    #: the service's tools this job may use (None: all of them); a job can never add tools.
+    tools: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON stored with the job (inline context excluded: it is stored as a file)."""
@@ -65,6 +68,7 @@ class JobRequest:
             "sub_model": self.sub_model,
             "limits": dict(self.limits),
             "max_retries": self.max_retries,
+            "tools": None if self.tools is None else list(self.tools),
         }
 
 
@@ -96,7 +100,7 @@ def parse_limits(raw: Any, param: str = "limits") -> dict[str, float | int]:
         if isinstance(value, bool) or not ok_type:
             what = "an integer" if kind is int else "a number"
             raise invalid(f'"{param}.{key}" must be {what} (got {value!r})', f"{param}.{key}")
-        minimum = 0 if key == "max_sub_calls" else 1e-9
+        minimum = 0 if key in ("max_sub_calls", "max_tool_calls") else 1e-9
         if value < minimum:
             raise invalid(f'"{param}.{key}" must be positive (got {value!r})', f"{param}.{key}")
         out[key] = kind(value)
@@ -108,7 +112,7 @@ def parse_job_request(body: Any) -> JobRequest:
     if not isinstance(body, dict):
         raise invalid('the request body must be a JSON object with at least "query"')
     known = {"query", "context", "file_id", "file_ids", "model", "sub_model", "limits"}
-    known |= {"max_retries"}
+    known |= {"max_retries", "tools"}
     unknown = sorted(set(body) - known)
     if unknown:
         raise invalid(
@@ -139,7 +143,19 @@ def parse_job_request(body: Any) -> JobRequest:
         sub_model=_optional_str(body, "sub_model"),
         limits=parse_limits(body.get("limits")),
         max_retries=retries,
+        tools=_tool_names(body),
     )
+
+
+def _tool_names(body: dict[str, Any]) -> tuple[str, ...] | None:
+    names = body.get("tools")
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise invalid(
+            '"tools" must be a list of tool names (the service\'s tools to allow)', "tools"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 def _file_ids(body: dict[str, Any]) -> tuple[str, ...]:

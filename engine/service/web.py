@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from engine.service.auth import ApiKeys
-from engine.service.jobs import JobService, validate_limits
+from engine.service.jobs import JobService, validate_limits, validate_tools
 from engine.service.requests import ApiError, JobRequest
 from engine.service.store import JobRecord
 
@@ -80,6 +80,7 @@ class Api:
     def submit(self, owner: str, job: JobRequest, kind: str) -> JobRecord:
         """Validate the job's budgets against the service's and queue it."""
         validate_limits(job.limits, self.service.base_config.limits)
+        validate_tools(job.tools, self.service.tools.names)
         return self.service.submit(owner, job, kind=kind)
 
     async def read_json(self, request: Request) -> Any:
