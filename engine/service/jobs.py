@@ -432,6 +432,8 @@ class JobService:
 def _context_key(job_id: str) -> str:
     """The shared-store key of a job's inline context."""
     return f"context/{job_id}"
+
+
 def validate_tools(names: tuple[str, ...] | None, available: tuple[str, ...]) -> None:
     """Raise ApiError 422 when a job names a tool the service does not offer."""
     unknown = [n for n in names or () if n not in available]
