@@ -227,7 +227,7 @@ async def run_mode(
                 bench, length, mode, method, index,
                 float(benchmark.score(item, run["answer"])),
                 round(run["wall_s"], 1), run["turns"],
-                engine.profile if method == "rlm" else "-", run["detail"],
+                engine.profile.name if method == "rlm" else "-", run["detail"],
             )  # fmt: skip
             sink.write(json.dumps(dataclasses.asdict(outcome)) + "\n")
             sink.flush()

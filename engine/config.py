@@ -51,7 +51,6 @@ from engine.tools.settings import parse_functions, parse_mcp
 if TYPE_CHECKING:
     from engine.sandbox import SandboxConfig
 
-PROMPT_PROFILES: tuple[str, ...] = ("auto", "frontier", "small")
 DEFAULT_CONFIG_FILE = Path("rlm.toml")
 
 
@@ -106,10 +105,12 @@ class EngineConfig:
     ``model=None`` selects the embedded local model (started or reused on demand);
     ``sub_model=None`` uses the root model for sub-calls too; ``sandbox=None`` uses
     ``SandboxConfig.from_env()`` (defaults plus ``RLM_SANDBOX_*`` variables).
-    ``trajectory_path`` pins the JSONL trajectory file (one run per file: a second run
-    overwrites it); otherwise each run writes ``<trajectory_dir>/<task-id>.jsonl``.
-    ``record`` writes every model call to a cassette; ``replay`` answers every model call from
-    one (no provider is contacted). ``tools`` are the host tools sandbox code may call.
+    ``prompt_profile`` names a profile of :mod:`engine.rlm.prompts` (checked by the Engine,
+    which owns the registry). ``trajectory_path`` pins the JSONL trajectory file (one run per
+    file: a second run overwrites it); otherwise each run writes
+    ``<trajectory_dir>/<task-id>.jsonl``. ``record`` writes every model call to a cassette;
+    ``replay`` answers every model call from one (no provider is contacted). ``tools`` are
+    the host tools sandbox code may call.
     """
 
     model: ModelSpec | None = None
@@ -125,11 +126,8 @@ class EngineConfig:
     tools: ToolsConfig = field(default_factory=ToolsConfig)
 
     def __post_init__(self) -> None:
-        if self.prompt_profile not in PROMPT_PROFILES:
-            raise ConfigError(
-                f"unknown prompt_profile {self.prompt_profile!r}; "
-                f"use one of {', '.join(PROMPT_PROFILES)}"
-            )
+        if not self.prompt_profile:
+            raise ConfigError("prompt_profile is empty; use auto or a profile name")
         if self.record is not None and self.replay is not None:
             raise ConfigError("record and replay cannot be used together; pick one")
         if self.max_in_flight < 1:

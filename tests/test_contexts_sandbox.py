@@ -118,5 +118,5 @@ async def test_private_folder_copy_never_follows_symlinks(tmp_path: Path) -> Non
     async with Sandbox(config, context=folder) as sandbox:
         result = await sandbox.execute(REPORT.split("\n", 1)[1].rsplit("```", 1)[0])
         assert result.error is None, result.output_text()
-        state = json.loads(result.state["answer_content"])
+        state = json.loads(result.state.answer_content)
     assert state == {"context": {"ok.txt": "ok\n"}, "found": []}

@@ -1,4 +1,5 @@
-"""The loop's interventions end to end: real sandbox, real bridge, the root model replayed.
+"""The loop's interventions end to end: the fake sandbox (the kernel's contract and helpers,
+no Docker), the root model replayed.
 
 Each script is what a weak model did in issue 14; the checks are what the loop sends back to
 the model (the replay server keeps every request) and the ``nudge`` events it writes.
@@ -14,8 +15,9 @@ import pytest
 from engine import Engine, EngineConfig, Limits, RunResult
 from engine.models import Cassette, ModelSpec, ReplayServer
 from engine.rlm.trajectory import read_trajectory
+from engine.sandbox.fake import FakeBackend
 
-pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
+pytestmark = pytest.mark.anyio
 
 ESSAY = "The founders met every week and talked about what users wanted. " * 60
 NEEDLE = "One of the special magic numbers for quiet-lake is: 4719203. "
@@ -42,7 +44,7 @@ async def run(
             trajectory_path=trajectory,
             prompt_profile="small",
         )
-        async with Engine(config) as engine:
+        async with Engine(config, backend=FakeBackend()) as engine:
             result = await engine.run(query, context)
         requests = [r for r in server.requests if r["model"] == "root"]
     return result, read_trajectory(trajectory), requests

@@ -93,8 +93,6 @@ def test_bad_values_say_where(tmp_path: Path) -> None:
         load_config({"max_iterations": 0}, env={})
     with pytest.raises(ConfigError, match="does not exist"):
         load_config({}, env={}, config_file=tmp_path / "missing.toml")
-    with pytest.raises(ConfigError, match="prompt_profile"):
-        load_config({"prompt_profile": "huge"}, env={})
 
 
 def test_record_and_replay_exclusive(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ async def test_local_model_counts_error_lines(tmp_path: Path) -> None:
         trajectory_path=tmp_path / "t.jsonl",
     )
     async with Engine(config) as engine:
-        assert engine.profile == "small"
+        assert engine.profile.name == "small"
         result = await engine.run("How many lines in the log are ERROR lines?", log)
     events = read_trajectory(tmp_path / "t.jsonl")
     assert result.error is None, result.error

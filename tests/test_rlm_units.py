@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from engine import Engine, EngineConfig
 from engine.config import Limits
-from engine.errors import BudgetExceededError
+from engine.errors import BudgetExceededError, ConfigError
 from engine.models import Usage, UsageLedger
 from engine.rlm import prompts
 from engine.rlm.budget import Budget
@@ -111,7 +112,7 @@ def test_system_prompts_describe_context_budget_and_contract() -> None:
     limits = Limits(max_iterations=7, max_sub_calls=30, max_cost_usd=2.5)
     inputs = prompts.PromptInputs(_info(), limits, depth=1, sub_calls_left=30)
     for profile in ("frontier", "small"):
-        text = prompts.system_prompt(profile, inputs)
+        text = prompts.get_profile(profile).system_prompt(inputs)
         assert "123,456 characters" in text
         assert "line one" in text
         assert "7 replies" in text
@@ -122,7 +123,7 @@ def test_system_prompts_describe_context_budget_and_contract() -> None:
         assert "llm_batch" in text
         for placeholder in ("{context}", "{budget}", "{rlm_query}", "{{"):
             assert placeholder not in text
-    small = prompts.system_prompt("small", inputs)
+    small = prompts.SMALL.system_prompt(inputs)
     assert "Never write `context = ...`" in small
     assert "WORKED EXAMPLE" in small
 
@@ -130,24 +131,50 @@ def test_system_prompts_describe_context_budget_and_contract() -> None:
 def test_rlm_query_line_depends_on_depth() -> None:
     shallow = prompts.PromptInputs(_info(), Limits(max_depth=1), depth=1)
     deep = prompts.PromptInputs(_info(), Limits(max_depth=2), depth=1)
-    assert "same as `llm_query`" in prompts.system_prompt("frontier", shallow)
-    assert "child RLM" in prompts.system_prompt("frontier", deep)
+    assert "same as `llm_query`" in prompts.FRONTIER.system_prompt(shallow)
+    assert "child RLM" in prompts.FRONTIER.system_prompt(deep)
 
 
 def test_no_context_prompt() -> None:
     info = ContextInfo("none", "NoneType", 0, None, "", 0.0)
-    text = prompts.system_prompt("frontier", prompts.PromptInputs(info, Limits(), depth=1))
+    text = prompts.FRONTIER.system_prompt(prompts.PromptInputs(info, Limits(), depth=1))
     assert "no context" in text
 
 
 def test_resolve_profile() -> None:
-    assert prompts.resolve_profile("auto", local_model=True) == "small"
-    assert prompts.resolve_profile("auto", local_model=False) == "frontier"
-    assert prompts.resolve_profile("small", local_model=False) == "small"
+    assert prompts.resolve_profile("auto", local_model=True) is prompts.SMALL
+    assert prompts.resolve_profile("auto", local_model=False) is prompts.FRONTIER
+    assert prompts.resolve_profile("small", local_model=False) is prompts.SMALL
+    assert prompts.profile_names() == ("auto", "frontier", "small")
+
+
+def test_unknown_profile_is_an_error_naming_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown prompt profile 'huge'.*auto, frontier, small"):
+        prompts.resolve_profile("huge", local_model=False)
+    with pytest.raises(ConfigError, match="prompt profile"):
+        Engine(EngineConfig(prompt_profile="huge"))
+
+
+def test_a_registered_profile_changes_only_what_it_overrides() -> None:
+    class Terse(prompts.Profile):
+        name = "terse-test"
+
+        def no_code_nudge(self) -> str:
+            return "Code, please."
+
+    terse = prompts.register_profile(Terse())
+    try:
+        assert prompts.get_profile("terse-test") is terse
+        assert terse.no_code_nudge() == "Code, please."
+        assert terse.repeated_code_note() == prompts.FRONTIER.repeated_code_note()
+        with pytest.raises(ConfigError, match="cannot be called 'auto'"):
+            prompts.register_profile(type("Auto", (prompts.Profile,), {"name": "auto"})())
+    finally:
+        prompts._PROFILES.pop("terse-test")
 
 
 def test_outputs_message_numbers_cells_and_counts_turns() -> None:
-    text = prompts.outputs_message("frontier", ["a", ""], query="q", turn=3, max_turns=10)
+    text = prompts.FRONTIER.outputs_message(["a", ""], query="q", turn=3, max_turns=10)
     assert "Output of cell 1:\n```\na\n```" in text
     assert "(no output; use print() to see values)" in text
     assert "[7 turns left]" in text
@@ -177,25 +204,3 @@ def test_fit_to_window_elides_oldest_outputs_only() -> None:
     assert fitted[5]["content"] == "P" * 5000
     assert fitted[7]["content"] == "Q" * 5000
     assert messages[3]["content"] == "O" * 5000
-
-
-@pytest.mark.parametrize(
-    ("code", "expected"),
-    [
-        ("print(context[:1000])", "only 1,000 of the 50,000 characters"),
-        ("print(context[0:500])\nprint(context[-500:])", "only 1,000 of the 50,000"),
-        ("print(context[:])", None),
-        ("print(context[1000:3000])\nprint(context[:2000])", "only 4,000 of the 50,000"),
-        ("print(context[:60000])", None),  # saw it all
-        ("import re\nprint(context[:1000])\nprint(re.findall('x', context))", None),
-        ("print(len(context))", None),
-    ],
-)
-def test_partial_view_next_step(code: str, expected: str | None) -> None:
-    note = prompts.partial_view_next_step("small", code, 50_000)
-    if expected is None:
-        assert note is None
-    else:
-        assert note is not None and expected in note
-    assert prompts.partial_view_next_step("frontier", code, 50_000) is None
-    assert prompts.partial_view_next_step("small", code, None) is None

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ContextError, SandboxClosedError
-from engine.sandbox import Sandbox, SandboxConfig
+from engine.sandbox import KernelState, Sandbox, SandboxConfig
 from tests.conftest import engine_containers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
@@ -129,23 +129,19 @@ async def test_environment_is_an_allow_list(monkeypatch: pytest.MonkeyPatch) -> 
 async def test_context_reassignment_is_restored_and_answer_kept() -> None:
     async with Sandbox(SandboxConfig(), context="the original") as sandbox:
         result = await sandbox.execute("context = 'clobbered'")
-        assert result.state["context_restored"] is True
+        assert result.state.context_restored is True
         assert "restored" in result.stdout
         assert (await sandbox.execute("context")).result == "'the original'"
         deleted = await sandbox.execute("del context")
-        assert deleted.state["context_restored"] is True
+        assert deleted.state.context_restored is True
         assert (await sandbox.execute("context")).result == "'the original'"
         prose = await sandbox.execute("answer = 'forty-two'")
-        assert prose.state["answer_content"] == "forty-two"
-        assert prose.state["answer_ready"] is False
+        assert prose.state.answer_content == "forty-two"
+        assert prose.state.answer_ready is False
         done = await sandbox.execute("answer['ready'] = True")
-        assert done.state == {
-            "answer_content": "forty-two",
-            "answer_ready": True,
-            "context_restored": False,
-        }
+        assert done.state == KernelState(answer_content="forty-two", answer_ready=True)
         final = await sandbox.execute("result = {'n': 7}\nFINAL_VAR('result')")
-        assert final.state["answer_content"] == "{'n': 7}" and final.state["answer_ready"]
+        assert final.state.answer_content == "{'n': 7}" and final.state.answer_ready
         show = await sandbox.execute("SHOW_VARS()")
         assert show.result is not None and "'result': 'dict'" in show.result
         assert "context" not in show.result

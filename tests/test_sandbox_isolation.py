@@ -30,7 +30,7 @@ async def probe(sandbox: Sandbox, code: str) -> dict[str, object]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-async def test_no_network_only_loopback(shared: Sandbox) -> None:
+async def test_no_network_only_the_lo_interface(shared: Sandbox) -> None:
     found = await probe(
         shared,
         """
@@ -164,7 +164,7 @@ print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "cap": status["CapEff"
     assert found["nnp"] == "1"
 
 
-async def test_infinite_loop_times_out_and_state_survives(shared: Sandbox) -> None:
+async def test_endless_cell_times_out_and_state_survives(shared: Sandbox) -> None:
     await shared.execute("kept = 'before the loop'")
     looped = await shared.execute("while True:\n    pass", timeout=1.0)
     assert looped.timed_out and looped.error is not None

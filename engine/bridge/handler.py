@@ -5,6 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import anyio
+
+from engine.errors import RLMError
+from engine.log import get_logger
+
+log = get_logger(__name__)
+
 
 @runtime_checkable
 class BridgeHandler(Protocol):
@@ -46,3 +53,33 @@ class ToolHandler(Protocol):
     async def llm_query_tools(self, prompt: str, model: str | None, tools: tuple[str, ...]) -> str:
         """Answer ``prompt`` with a sub-model that may call the named tools."""
         ...
+
+
+async def answer_batch(handler: BridgeHandler, prompts: list[str], model: str | None) -> list[str]:
+    """Answer ``prompts`` concurrently with :meth:`BridgeHandler.llm_query`, in order.
+
+    A failed item becomes ``"[ERROR] <message>"`` instead of failing the batch, so one bad
+    prompt does not throw away the others' answers (and their cost).
+    """
+    results = [""] * len(prompts)
+
+    async def one(index: int, prompt: str) -> None:
+        try:
+            results[index] = checked_text(await handler.llm_query(prompt, model))
+        except RLMError as exc:
+            results[index] = f"[ERROR] {exc}"
+        except Exception as exc:
+            log.exception("bridge handler failed", item=index)
+            results[index] = f"[ERROR] {type(exc).__name__}: {exc}"
+
+    async with anyio.create_task_group() as task_group:
+        for index, prompt in enumerate(prompts):
+            task_group.start_soon(one, index, prompt)
+    return results
+
+
+def checked_text(value: object) -> str:
+    """``value`` if it is a str (a handler's answer); TypeError otherwise."""
+    if not isinstance(value, str):
+        raise TypeError(f"the bridge handler returned {type(value).__name__}, not str")
+    return value

@@ -42,9 +42,8 @@ import anyio.lowlevel
 import h11
 
 from engine.bridge.contexts import ChildContextStore
-from engine.bridge.handler import BridgeHandler, ToolHandler
+from engine.bridge.handler import BridgeHandler, ToolHandler, answer_batch, checked_text
 from engine.bridge.protocol import (
-    LLM_BATCH,
     ROUTES,
     STREAM_ROUTES,
     LlmBatchRequest,
@@ -503,9 +502,11 @@ class BridgeServer:
                 return await self._tools(request)
             if isinstance(request, LlmQueryRequest):
                 text = await self._handler.llm_query(request.prompt, request.model)
-                return 200, {"response": _checked_text(text)}
+                return 200, {"response": checked_text(text)}
             if isinstance(request, LlmBatchRequest):
-                return 200, {"responses": await self._batch(request)}
+                return 200, {
+                    "responses": await answer_batch(self._handler, request.prompts, request.model)
+                }
             return 200, {"response": await self._rlm(request)}
         except BridgeRequestError as exc:
             return exc.status, error_body(exc.kind, str(exc))
@@ -528,33 +529,16 @@ class BridgeServer:
                 result = await handler.call_tool(request.name, request.args, request.kwargs)
                 return 200, {"result": result}
             text = await handler.llm_query_tools(request.prompt, request.model, request.tools)
-            return 200, {"response": _checked_text(text)}
+            return 200, {"response": checked_text(text)}
         except ToolError as exc:
             return 502, error_body("tool_error", str(exc), exception=exc.exception)
 
-    async def _batch(self, request: LlmBatchRequest) -> list[str]:
-        results = [""] * len(request.prompts)
-
-        async def one(index: int, prompt: str) -> None:
-            try:
-                results[index] = _checked_text(await self._handler.llm_query(prompt, request.model))
-            except RLMError as exc:
-                results[index] = f"[ERROR] {exc}"
-            except Exception as exc:
-                log.exception("bridge handler failed", path=LLM_BATCH, item=index)
-                results[index] = f"[ERROR] {type(exc).__name__}: {exc}"
-
-        async with anyio.create_task_group() as task_group:
-            for index, prompt in enumerate(request.prompts):
-                task_group.start_soon(one, index, prompt)
-        return results
-
     async def _rlm(self, request: RlmQueryRequest) -> str:
         if request.context_id is None:
-            return _checked_text(await self._handler.rlm_query(request.prompt, None))
+            return checked_text(await self._handler.rlm_query(request.prompt, None))
         path = self.contexts.take(request.context_id)
         try:
-            return _checked_text(await self._handler.rlm_query(request.prompt, path))
+            return checked_text(await self._handler.rlm_query(request.prompt, path))
         finally:
             # Also on cancellation: the child context must not outlive the call.
             with anyio.CancelScope(shield=True):
@@ -653,9 +637,3 @@ async def _send(
     data = conn.send(h11.Response(status_code=status, headers=headers, reason=reason))
     data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
     await wire.send_all(data)
-
-
-def _checked_text(value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"the bridge handler returned {type(value).__name__}, expected str")
-    return value

@@ -98,7 +98,6 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile",
         dest="prompt_profile",
-        choices=["auto", "frontier", "small"],
         help="prompt profile (default auto: small for the local model, else frontier)",
     )
     limits = parser.add_argument_group("limits (shared by the whole recursion tree)")

@@ -36,7 +36,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sub-model", dest="sub_model", help="sub-call model (default: --model)")
     parser.add_argument("--api-base", dest="api_base", help="OpenAI-compatible server URL")
     parser.add_argument(
-        "--profile", dest="prompt_profile", choices=["auto", "frontier", "small"], default=None
+        "--profile", dest="prompt_profile", default=None, help="prompt profile (default auto)"
     )
     limits = parser.add_argument_group("default limits of a job (a job may set its own)")
     limits.add_argument("--max-iterations", dest="max_iterations", type=int)

@@ -17,11 +17,10 @@ import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from engine.bridge import BridgeServer
 from engine.config import EngineConfig, default_trajectory_dir
 from engine.contexts import ContextSpec, PreparedContext, prepare_context
 from engine.errors import (
@@ -44,12 +43,15 @@ from engine.models import (
 )
 from engine.rlm.budget import Budget
 from engine.rlm.loop import LoopOutcome, LoopSettings, RunEvents, run_root_loop
-from engine.rlm.prompts import resolve_profile, sub_window_chars
+from engine.rlm.prompts import get_profile, resolve_profile, sub_window_chars
 from engine.rlm.result import RunResult, usage_dict
 from engine.rlm.trajectory import EventCallback, Trajectory
 from engine.rlm.truncate import truncate_middle
 from engine.tools import ToolBudget, ToolRegistry
 from engine.tools.sub_model import run_tool_loop
+
+if TYPE_CHECKING:
+    from engine.sandbox.protocol import SandboxBackend
 
 log = get_logger(__name__)
 
@@ -88,9 +90,14 @@ class Engine:
     """
 
     def __init__(
-        self, config: EngineConfig | None = None, tools: ToolRegistry | None = None
+        self,
+        config: EngineConfig | None = None,
+        tools: ToolRegistry | None = None,
+        *,
+        backend: SandboxBackend | None = None,
     ) -> None:
         self.config = config or EngineConfig()
+        self._backend = backend
         self._stack: AsyncExitStack | None = None
         self._root: ModelSpec | None = None
         self._sub: ModelSpec | None = None
@@ -134,6 +141,10 @@ class Engine:
 
     async def _open(self, stack: AsyncExitStack) -> None:
         cfg = self.config
+        if self._backend is None:
+            from engine.rlm.backend import DockerBackend
+
+            self._backend = DockerBackend(cfg.sandbox)
         if cfg.replay is not None:
             if not cfg.replay.is_file():
                 raise ConfigError(f"replay cassette {cfg.replay} does not exist; check --replay")
@@ -179,7 +190,7 @@ class Engine:
             choice = ProfileChoice("small", "the embedded local model")
         else:
             choice = await choose_profile(root, requested, probe=self._replay_url is None)
-        self.profile, self.profile_reason = choice.profile, choice.reason
+        self.profile, self.profile_reason = get_profile(choice.profile), choice.reason
         log.info("prompt profile", model=root.model, profile=choice.profile, reason=choice.reason)
         if root.context_window is None and choice.context_window:
             return dataclasses.replace(root, context_window=choice.context_window)
@@ -329,9 +340,10 @@ class Engine:
         ``prepared`` is the top-level context as prepared on the host (``context`` is then
         what the caller passed, for the trajectory); children get their context as is.
         """
-        from engine.sandbox import Sandbox, SandboxConfig
-
         cfg = self.config
+        backend = self._backend
+        if backend is None:
+            raise RLMError("the engine is not started; use `async with Engine(config)`")
         events = RunEvents(tree.trajectory, task_id, depth)
         events.run_id = tree.trajectory.emit(
             "run_start",
@@ -341,22 +353,21 @@ class Engine:
             query=query,
             model=spec.model,
             sub_model=self.sub_spec.model,
-            profile=self.profile,
+            profile=self.profile.name,
             profile_reason=self.profile_reason,
             limits=dataclasses.asdict(cfg.limits),
             context_arg=_describe_context_arg(context, prepared),
         )
         started = time.monotonic()
-        token = secrets.token_urlsafe(32)
-        base = cfg.sandbox or SandboxConfig.from_env()
-        env = {**base.env, "RLM_BRIDGE_TOKEN": token, "RLM_DEPTH": str(depth)}
-        if len(tree.tools):
-            env["RLM_TOOLS"] = tree.tools.kernel_json()  # the kernel's stubs (rlm_runtime.tools)
-        sandbox_cfg = dataclasses.replace(base, env=env)
+        handler = TaskBridge(self, tree, events)
+        # The kernel's stubs of the host tools (rlm_runtime.tools).
+        env = {"RLM_TOOLS": tree.tools.kernel_json()} if len(tree.tools) else {}
         outcome: LoopOutcome
         try:
             staged = prepared.path if prepared is not None else context
-            async with Sandbox(sandbox_cfg, context=staged, task_id=task_id) as sandbox:
+            async with backend.open(
+                context=staged, task_id=task_id, depth=depth, handler=handler, env=env
+            ) as sandbox:
                 info = sandbox.context_info
                 notes = prepared.describe() if prepared is not None else None
                 if info is not None and notes:
@@ -366,27 +377,20 @@ class Engine:
                     startup_s=round(time.monotonic() - started, 3),
                     context=dataclasses.asdict(info) if info is not None else None,
                 )
-                handler = TaskBridge(self, tree, events)
-                async with BridgeServer(
-                    sandbox.run_dir / "bridge.sock",
-                    token,
-                    handler,
-                    max_child_context_bytes=sandbox.disk_limit_bytes,
-                ):
-                    settings = LoopSettings(
-                        query=query,
-                        client=tree.client,
-                        spec=spec,
-                        role=role,
-                        profile=self.profile,
-                        limits=cfg.limits,
-                        budget=tree.budget,
-                        events=events,
-                        context_info=info,
-                        sub_context_window=self.sub_spec.context_window,
-                        tools_prompt=tree.tools.prompt_section(),
-                    )
-                    outcome = await run_root_loop(settings, sandbox)
+                settings = LoopSettings(
+                    query=query,
+                    client=tree.client,
+                    spec=spec,
+                    role=role,
+                    profile=self.profile,
+                    limits=cfg.limits,
+                    budget=tree.budget,
+                    events=events,
+                    context_info=info,
+                    sub_context_window=self.sub_spec.context_window,
+                    tools_prompt=tree.tools.prompt_section(),
+                )
+                outcome = await run_root_loop(settings, sandbox)
         except RLMError as exc:
             outcome = LoopOutcome("", False, "error", 0, str(exc))
         except anyio.get_cancelled_exc_class():

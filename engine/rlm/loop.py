@@ -13,7 +13,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -36,6 +36,10 @@ from engine.rlm.result import usage_dict
 from engine.rlm.trajectory import Trajectory
 from engine.rlm.truncate import truncate_middle
 
+if TYPE_CHECKING:
+    from engine.sandbox.protocol import CodeSandbox
+    from engine.sandbox.results import ContextInfo
+
 log = get_logger(__name__)
 
 # Words that make a code-less reply look like an attempt to answer (weak models do this).
@@ -46,12 +50,6 @@ _ANSWERISH = re.compile(
 # Older turns' outputs are elided when the conversation would not fit the model's window.
 _CHARS_PER_TOKEN = 3.5
 _WINDOW_SHARE = 0.8
-
-
-class SandboxLike(Protocol):
-    """What the loop needs from :class:`engine.sandbox.Sandbox`."""
-
-    async def execute(self, code: str, timeout: float | None = None) -> Any: ...
 
 
 @dataclass
@@ -94,11 +92,11 @@ class LoopSettings:
     client: ModelClient
     spec: ModelSpec
     role: str
-    profile: str
+    profile: prompts.Profile
     limits: Limits
     budget: Budget
     events: RunEvents
-    context_info: Any = None
+    context_info: ContextInfo | None = None
     sub_context_window: int | None = None
     tools_prompt: str = ""
 
@@ -124,7 +122,7 @@ class _State:
         self.done = LoopOutcome(self.best_answer(), False, reason, self.iterations, error)
 
 
-async def run_root_loop(settings: LoopSettings, sandbox: SandboxLike) -> LoopOutcome:
+async def run_root_loop(settings: LoopSettings, sandbox: CodeSandbox) -> LoopOutcome:
     """Drive the root model until it answers or a limit is hit; never raises RLMError."""
     state = _State()
     remaining = settings.budget.remaining_wall_s()
@@ -145,7 +143,7 @@ async def run_root_loop(settings: LoopSettings, sandbox: SandboxLike) -> LoopOut
     return state.done
 
 
-async def _iterate(s: LoopSettings, sandbox: SandboxLike, state: _State) -> None:
+async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None:
     inputs = prompts.PromptInputs(
         context=s.context_info,
         limits=s.limits,
@@ -156,8 +154,8 @@ async def _iterate(s: LoopSettings, sandbox: SandboxLike, state: _State) -> None
     )
     state.watcher = Watcher.for_context(s.query, s.context_info)
     state.messages = [
-        {"role": "system", "content": prompts.system_prompt(s.profile, inputs)},
-        {"role": "user", "content": prompts.first_user_message(s.profile, s.query)},
+        {"role": "system", "content": s.profile.system_prompt(inputs)},
+        {"role": "user", "content": s.profile.first_user_message(s.query)},
     ]
     sent = 0  # messages before this index were recorded with an earlier turn event
     for turn in range(1, s.limits.max_iterations + 1):
@@ -209,7 +207,7 @@ async def _iterate(s: LoopSettings, sandbox: SandboxLike, state: _State) -> None
 
 async def _run_cells(
     s: LoopSettings,
-    sandbox: SandboxLike,
+    sandbox: CodeSandbox,
     state: _State,
     turn: int,
     turn_id: int,
@@ -226,7 +224,7 @@ async def _run_cells(
             continue
         if code.strip() in state.cells_run:
             # Weak models loop by resending a cell; running it again only repeats the output.
-            note = prompts.repeated_code_note(s.profile)
+            note = s.profile.repeated_code_note()
             s.events.emit(
                 "nudge", parent_id=turn_id, iteration=turn, reason="repeated_code", message=note
             )
@@ -252,8 +250,8 @@ async def _run_cells(
     notes: list[str] = []
     next_step = None
     if advice is not None:
-        # The small profile replaces its usual ending with the advice; others add it.
-        if s.profile == "small":
+        # Some profiles (small) replace their usual ending with the advice; others add it.
+        if s.profile.advice_replaces_ending:
             next_step = advice.message
         else:
             notes.append(advice.message)
@@ -269,8 +267,7 @@ async def _run_cells(
     state.messages.append(
         {
             "role": "user",
-            "content": prompts.outputs_message(
-                s.profile,
+            "content": s.profile.outputs_message(
                 outputs,
                 query=s.query,
                 turn=turn,
@@ -284,7 +281,7 @@ async def _run_cells(
 
 async def _run_cell(
     s: LoopSettings,
-    sandbox: SandboxLike,
+    sandbox: CodeSandbox,
     state: _State,
     turn: int,
     turn_id: int,
@@ -299,13 +296,11 @@ async def _run_cell(
         result = await sandbox.execute(code, timeout=s.limits.cell_timeout_s)
     finally:
         s.events.current_cell = None
-    cell_state = result.state or {}
-    content = cell_state.get("answer_content")
-    if isinstance(content, str) and content:
-        state.answer_content = content
-    ready = bool(cell_state.get("answer_ready"))
+    if result.state.answer_content:
+        state.answer_content = result.state.answer_content
+    ready = result.state.answer_ready
     text = result.output_text()
-    extras = prompts.describe_cell_extras(result, s.limits.cell_timeout_s)
+    extras = s.profile.cell_extras(result, s.limits.cell_timeout_s)
     if extras:
         text = "\n".join([text, *extras]) if text else "\n".join(extras)
     output = truncate_middle(text, s.limits.output_max_chars)
@@ -330,7 +325,7 @@ async def _run_cell(
 
 async def _no_code(
     s: LoopSettings,
-    sandbox: SandboxLike,
+    sandbox: CodeSandbox,
     state: _State,
     turn: int,
     turn_id: int,
@@ -349,16 +344,16 @@ async def _no_code(
     if notes:
         reason, message = "final_var_missing", "\n".join(notes)
     elif state.explored and prose and looks_like_answer(prose):
-        reason, message = "prose_answer", prompts.prose_answer_nudge(s.profile)
+        reason, message = "prose_answer", s.profile.prose_answer_nudge()
     else:
-        reason, message = "no_code", prompts.no_code_nudge(s.profile)
+        reason, message = "no_code", s.profile.no_code_nudge()
     s.events.emit("nudge", parent_id=turn_id, iteration=turn, reason=reason, message=message)
     state.messages.append({"role": "user", "content": message})
 
 
 async def _resolve_final(
     s: LoopSettings,
-    sandbox: SandboxLike,
+    sandbox: CodeSandbox,
     state: _State,
     final: FinalDirective,
     turn_id: int,
@@ -384,7 +379,7 @@ async def _resolve_final(
             state.finish(state.answer_content, "final")
             return ""
     if final.kind == "final_var":
-        return prompts.final_var_missing_note(final.argument)
+        return s.profile.final_var_missing_note(final.argument)
     # Not something the kernel could evaluate: the text itself is the answer.
     state.finish(final.argument, "final")
     return ""

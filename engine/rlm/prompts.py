@@ -1,37 +1,33 @@
-"""System prompts and turn messages of the root model, with per-model profiles.
+"""The root model's prompts: the system prompt and every message the loop sends, per profile.
 
-Two profiles: ``frontier`` (concise; strong models follow a contract from a short description)
-and ``small`` (very explicit, for models like Qwen2.5-Coder-1.5B, which tend to reassign
-``context``, answer in prose instead of setting ``answer`` and need a worked example to copy).
+A :class:`Profile` owns all the text the root model sees. Two are built in: ``frontier``
+(concise; strong models follow a contract from a short description) and ``small`` (very
+explicit, for models like Qwen2.5-Coder-1.5B, which tend to reassign ``context``, answer in
+prose instead of setting ``answer`` and need a worked example to copy). To add one, subclass
+:class:`Profile` (override only what differs) and :func:`register_profile` an instance.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, ClassVar
 
 from engine.config import Limits
+from engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from engine.sandbox.results import ContextInfo, ExecResult
 
 PREVIEW_CHARS = 400
-
-
-class ContextInfoLike(Protocol):
-    """What the prompt needs from :class:`engine.sandbox.ContextInfo`."""
-
-    kind: str
-    type_name: str
-    length_chars: int
-    items: int | None
-    preview: str
-    notes: str
+#: The profile name that picks ``small`` for the embedded local model and ``frontier`` otherwise.
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
 class PromptInputs:
     """Facts the system prompt states: the context, the budgets and the recursion depth."""
 
-    context: ContextInfoLike | None
+    context: ContextInfo | None
     limits: Limits
     depth: int
     sub_calls_left: int | None = None
@@ -51,14 +47,7 @@ def sub_window_chars(context_window: int | None) -> int:
     return max(int(context_window * 3 * 0.75) // 1000 * 1000, 1000)
 
 
-def resolve_profile(profile: str, *, local_model: bool) -> str:
-    """Map ``auto`` to ``small`` for the embedded local model and ``frontier`` otherwise."""
-    if profile == "auto":
-        return "small" if local_model else "frontier"
-    return profile
-
-
-def describe_context(info: ContextInfoLike | None) -> str:
+def describe_context(info: ContextInfo | None) -> str:
     """One paragraph describing the context variable (never its content beyond a preview)."""
     if info is None or info.kind == "none":
         return "There is no context for this task: `context` is None. Answer from the query."
@@ -90,19 +79,6 @@ def describe_budget(inputs: PromptInputs) -> str:
         "(the middle of longer output is cut), so print summaries, not whole chunks."
     )
     return "\n".join(lines)
-
-
-def _rlm_query_line(inputs: PromptInputs) -> str:
-    if inputs.depth + 1 <= inputs.limits.max_depth:
-        return (
-            "- `rlm_query(prompt, context=None) -> str`: start a child RLM that has its own "
-            "kernel with `context` set to the value you pass; use it for sub-tasks that are "
-            "themselves too long for one sub-LLM call."
-        )
-    return (
-        "- `rlm_query(prompt, context=None) -> str`: at this depth it is the same as "
-        "`llm_query` (put the text into the prompt yourself)."
-    )
 
 
 _FRONTIER = """\
@@ -225,178 +201,222 @@ Limits:
 """
 
 
-def system_prompt(profile: str, inputs: PromptInputs) -> str:
-    """Build the system prompt of ``profile`` (``frontier`` or ``small``)."""
-    template = _SMALL if profile == "small" else _FRONTIER
-    rlm_line = _rlm_query_line(inputs)
-    if profile == "small":
+_PROSE_EXAMPLE = '```repl\nanswer["content"] = "<your answer>"\nanswer["ready"] = True\n```'
+
+
+class Profile:
+    """The ``frontier`` profile, and the base of every other: all text the root model sees."""
+
+    name: ClassVar[str] = "frontier"
+    template: ClassVar[str] = _FRONTIER
+    #: Whether the loop's advice after a cell (engine.rlm.nudges) replaces the usual ending of
+    #: the outputs message (weak models follow one instruction better than two) or is a note.
+    advice_replaces_ending: ClassVar[bool] = False
+
+    def system_prompt(self, inputs: PromptInputs) -> str:
+        """The system prompt: the kernel's contract, the context, the budget and the tools."""
+        window = inputs.sub_window_chars
+        text = self.template.format(
+            window=window,
+            chunk=f"{max(window // 2, 1000):_}",
+            rlm_query=self.rlm_query_line(inputs),
+            context=describe_context(inputs.context),
+            budget=describe_budget(inputs),
+        )
+        if inputs.tools:
+            text += (
+                f"\n{inputs.tools}\n`llm_query(prompt, tools=[names])` lets a sub-LLM call them.\n"
+            )
+        return text
+
+    def rlm_query_line(self, inputs: PromptInputs) -> str:
+        """The system prompt's line on ``rlm_query`` (a child RLM, or at the depth limit not)."""
+        if inputs.depth + 1 <= inputs.limits.max_depth:
+            return (
+                "- `rlm_query(prompt, context=None) -> str`: start a child RLM that has its own "
+                "kernel with `context` set to the value you pass; use it for sub-tasks that are "
+                "themselves too long for one sub-LLM call."
+            )
+        return (
+            "- `rlm_query(prompt, context=None) -> str`: at this depth it is the same as "
+            "`llm_query` (put the text into the prompt yourself)."
+        )
+
+    def first_user_message(self, query: str) -> str:
+        """The opening user message carrying the query."""
+        return (
+            f"Query: {query}\n\n"
+            "You have not seen the context yet; start by inspecting it. Reply with a ```repl block."
+        )
+
+    def outputs_message(
+        self,
+        outputs: list[str],
+        *,
+        query: str,
+        turn: int,
+        max_turns: int,
+        notes: list[str] | None = None,
+        next_step: str | None = None,
+    ) -> str:
+        """The user message carrying the outputs of the cells of one reply.
+
+        ``next_step`` replaces the usual ending when the loop knows better, e.g. after a cell
+        that saw only a slice of the context (see :attr:`advice_replaces_ending`).
+        """
+        parts = self.output_parts(outputs, notes)
+        return self.outputs_ending(parts, query=query, left=max_turns - turn, next_step=next_step)
+
+    def outputs_ending(
+        self, parts: list[str], *, query: str, left: int, next_step: str | None
+    ) -> str:
+        """Join the outputs' ``parts`` and end the message (``left``: turns left)."""
+        parts.append(f"[{left} turns left] Continue, or set the answer when certain.")
+        return "\n\n".join(parts)
+
+    def output_parts(self, outputs: list[str], notes: list[str] | None) -> list[str]:
+        """Each cell's output as a fenced block (numbered when several), then ``notes``."""
+        parts: list[str] = []
+        for index, output in enumerate(outputs, start=1):
+            label = f"Output of cell {index}" if len(outputs) > 1 else "Output"
+            body = output if output.strip() else "(no output; use print() to see values)"
+            parts.append(f"{label}:\n```\n{body}\n```")
+        parts.extend(notes or [])
+        return parts
+
+    def no_code_nudge(self) -> str:
+        """Reply to a turn with no code before any cell has run."""
+        return (
+            "Your reply contained no ```repl block, so nothing ran and the context is still "
+            "unexamined. Continue with code."
+        )
+
+    def prose_answer_nudge(self) -> str:
+        """Reply to a turn that answers in prose instead of setting ``answer``."""
+        return (
+            "That reply had no code, so the run is not finished. If that is your final answer, "
+            "set it in the kernel:\n" + _PROSE_EXAMPLE + "\nOtherwise continue with code."
+        )
+
+    def repeated_code_note(self) -> str:
+        """Stands in for the output of a cell identical to one that already ran (not re-run)."""
+        return (
+            "[rlm: not run: this cell is identical to one that already ran, and its output is "
+            "shown earlier. Change the code, or set the answer if you have it.]"
+        )
+
+    def final_var_missing_note(self, name: str) -> str:
+        """Reply when ``FINAL_VAR(name)`` names a variable the kernel does not have."""
+        return (
+            f"FINAL_VAR({name}) failed: the kernel has no variable `{name}`. Create it first, or "
+            'set answer["content"] and answer["ready"] = True in a ```repl block.'
+        )
+
+    def cell_extras(self, result: ExecResult, timeout_s: float) -> list[str]:
+        """Advice to append to a cell's output as the model should see it (after a timeout).
+
+        The sandbox already reports the timeout itself; this says what to do about it.
+        """
+        if result.timed_out:
+            return [
+                f"[rlm] cells are stopped after {timeout_s:g} s. Do less work per cell, and use "
+                "llm_batch instead of a loop of llm_query calls."
+            ]
+        return []
+
+
+class SmallProfile(Profile):
+    """Very explicit wording, a worked example, and a next step spelled out after every cell."""
+
+    name: ClassVar[str] = "small"
+    template: ClassVar[str] = _SMALL
+    advice_replaces_ending: ClassVar[bool] = True
+
+    def rlm_query_line(self, inputs: PromptInputs) -> str:
         # The small profile numbers its rules; the extra function is a note, not a rule.
-        rlm_line = "   " + rlm_line.removeprefix("- ")
-    window = inputs.sub_window_chars
-    text = template.format(
-        window=window,
-        chunk=f"{max(window // 2, 1000):_}",
-        rlm_query=rlm_line,
-        context=describe_context(inputs.context),
-        budget=describe_budget(inputs),
-    )
-    if inputs.tools:
-        text += f"\n{inputs.tools}\n`llm_query(prompt, tools=[names])` lets a sub-LLM call them.\n"
-    return text
+        return "   " + super().rlm_query_line(inputs).removeprefix("- ")
 
-
-def first_user_message(profile: str, query: str) -> str:
-    """The opening user message carrying the query."""
-    if profile == "small":
+    def first_user_message(self, query: str) -> str:
         return (
             f"Question: {query}\n\n"
             "You have not looked at `context` yet. Reply 1: look at it with a ```repl block."
         )
-    return (
-        f"Query: {query}\n\n"
-        "You have not seen the context yet; start by inspecting it. Reply with a ```repl block."
-    )
 
-
-def outputs_message(
-    profile: str,
-    outputs: list[str],
-    *,
-    query: str,
-    turn: int,
-    max_turns: int,
-    notes: list[str] | None = None,
-    next_step: str | None = None,
-) -> str:
-    """The user message carrying the outputs of the cells of one reply.
-
-    ``next_step`` (small profile) replaces the usual "answer or find it" ending when the loop
-    knows better, e.g. after a cell that saw only a slice of the context.
-    """
-    parts: list[str] = []
-    for index, output in enumerate(outputs, start=1):
-        label = f"Output of cell {index}" if len(outputs) > 1 else "Output"
-        body = output if output.strip() else "(no output; use print() to see values)"
-        parts.append(f"{label}:\n```\n{body}\n```")
-    parts.extend(notes or [])
-    left = max_turns - turn
-    if profile == "small" and next_step is not None:
-        return (
-            "Your code ran. Here is what it printed:\n\n" + "\n\n".join(parts) + "\n\n"
-            f'The question is: "{query}"\n{next_step} {left} replies left.'
-        )
-    if profile == "small":
+    def outputs_ending(
+        self, parts: list[str], *, query: str, left: int, next_step: str | None
+    ) -> str:
+        shown = "\n\n".join(parts)
+        opening = f"Your code ran. Here is what it printed:\n\n{shown}\n\n"
+        opening += f'The question is: "{query}"\n'
+        if next_step is not None:
+            return f"{opening}{next_step} {left} replies left."
         # Small models tend to resend their last code verbatim, and, asked a yes/no question
         # about the output, may store their verdict as the answer. Spell out both next steps
         # and say what goes into the answer: the value itself.
         return (
-            "Your code ran. Here is what it printed:\n\n" + "\n\n".join(parts) + "\n\n"
-            f'The question is: "{query}"\n'
-            "If the output above contains the answer, reply with one ```repl block that stores "
+            opening
+            + "If the output above contains the answer, reply with one ```repl block that stores "
             "the answer itself (a value from the output, e.g. a number, a name or a code), "
             'not a sentence about the output:\n```repl\nanswer["content"] = "<the answer>"\n'
             'answer["ready"] = True\n```\n'
             "If it does not contain the answer yet, reply with one ```repl block with DIFFERENT "
             f"code that finds it (never the same code again). {left} replies left."
         )
-    else:
-        parts.append(f"[{left} turns left] Continue, or set the answer when certain.")
-    return "\n\n".join(parts)
 
-
-def no_code_nudge(profile: str) -> str:
-    """Reply to a turn with no code before any cell has run."""
-    if profile == "small":
+    def no_code_nudge(self) -> str:
         return (
             "Your reply had no ```repl code block, so nothing ran. You cannot see `context` "
             "without code. Reply with one ```repl block, for example:\n"
             "```repl\nprint(len(context))\nprint(context[:500])\n```"
         )
-    return (
-        "Your reply contained no ```repl block, so nothing ran and the context is still "
-        "unexamined. Continue with code."
-    )
 
-
-def prose_answer_nudge(profile: str) -> str:
-    """Reply to a turn that answers in prose instead of setting ``answer``."""
-    example = '```repl\nanswer["content"] = "<your answer>"\nanswer["ready"] = True\n```'
-    if profile == "small":
+    def prose_answer_nudge(self) -> str:
         return (
             "You wrote the answer as text. That does NOT finish the task. If you are sure, "
-            "reply with this code block (put your answer in the string):\n" + example
+            "reply with this code block (put your answer in the string):\n" + _PROSE_EXAMPLE
         )
-    return (
-        "That reply had no code, so the run is not finished. If that is your final answer, "
-        "set it in the kernel:\n" + example + "\nOtherwise continue with code."
-    )
 
-
-def final_var_missing_note(name: str) -> str:
-    """Reply when ``FINAL_VAR(name)`` names a variable the kernel does not have."""
-    return (
-        f"FINAL_VAR({name}) failed: the kernel has no variable `{name}`. Create it first, or "
-        'set answer["content"] and answer["ready"] = True in a ```repl block.'
-    )
-
-
-def describe_cell_extras(result: Any, timeout_s: float) -> list[str]:
-    """Advice to append to a cell's output as the model should see it (after a timeout).
-
-    The sandbox already reports the timeout itself; this says what to do about it.
-    """
-    if getattr(result, "timed_out", False):
-        return [
-            f"[rlm] cells are stopped after {timeout_s:g} s. Do less work per cell, and use "
-            "llm_batch instead of a loop of llm_query calls."
-        ]
-    return []
-
-
-_SLICE = re.compile(r"\bcontext\s*\[\s*(-?\d*)\s*:\s*(-?\d*)\s*\]")
-_SEARCHES = re.compile(r"\bre\.|\.find\(|\.index\(|\.count\(|\bin\s+context\b|llm_|rlm_query|split")
-
-
-def partial_view_next_step(profile: str, code: str, context_chars: int | None) -> str | None:
-    """For the small profile: the next step after a cell that only printed a slice of ``context``.
-
-    Weak models print ``context[:1000]`` and then answer from that first page (measured on
-    code questions: the first file's name came back as the answer, even with a note beside
-    the output). So this replaces the usual ending: it says how little was seen and gives the
-    search to run next. None when the cell also searched, or saw nearly all of it.
-    """
-    if profile != "small" or not context_chars or _SEARCHES.search(code):
-        return None
-    spans = [
-        slice(int(a) if a else None, int(b) if b else None).indices(context_chars)[:2]
-        for a, b in _SLICE.findall(code)
-    ]
-    if not spans:
-        return None
-    seen = sum(max(0, end - start) for start, end in spans)
-    if seen >= context_chars * 0.9:
-        return None
-    share = max(1, round(100 * seen / context_chars))
-    return (
-        f"That was only {seen:,} of the {context_chars:,} characters of `context` (about "
-        f"{share}%), so the answer is probably in the part you have not seen. Do NOT answer "
-        "yet. Reply with one ```repl block that searches the whole `context` for a word or name "
-        "from the question, like this (put your word in place of WORD):\n```repl\nimport re\n"
-        'for m in re.finditer(r"WORD", context):\n'
-        "    print(context[max(0, m.start() - 200):m.end() + 200])\n"
-        '    print("---")\n```'
-    )
-
-
-def repeated_code_note(profile: str) -> str:
-    """Stands in for the output of a cell identical to one that already ran (not re-run)."""
-    if profile == "small":
+    def repeated_code_note(self) -> str:
         return (
             "[rlm: NOT RUN. This code is the same as code you already ran; its output is above. "
             "Write DIFFERENT code, or if you know the answer set answer['content'] and "
             "answer['ready'] = True.]"
         )
-    return (
-        "[rlm: not run: this cell is identical to one that already ran, and its output is "
-        "shown earlier. Change the code, or set the answer if you have it.]"
-    )
+
+
+_PROFILES: dict[str, Profile] = {}
+
+
+def register_profile(profile: Profile) -> Profile:
+    """Make ``profile`` selectable by its name (``--profile``, ``prompt_profile``)."""
+    if profile.name == AUTO or not profile.name:
+        raise ConfigError(f"a profile cannot be called {profile.name!r}")
+    _PROFILES[profile.name] = profile
+    return profile
+
+
+def profile_names() -> tuple[str, ...]:
+    """Every name ``prompt_profile`` accepts: ``auto`` and the registered profiles."""
+    return (AUTO, *_PROFILES)
+
+
+def get_profile(name: str) -> Profile:
+    """The registered profile called ``name``; an unknown name is a :class:`ConfigError`."""
+    profile = _PROFILES.get(name)
+    if profile is None:
+        raise ConfigError(
+            f"unknown prompt profile {name!r}; use one of {', '.join(profile_names())}"
+        )
+    return profile
+
+
+def resolve_profile(name: str, *, local_model: bool) -> Profile:
+    """The profile called ``name``; ``auto`` is ``small`` for the embedded local model and
+    ``frontier`` otherwise."""
+    if name == AUTO:
+        return get_profile("small" if local_model else "frontier")
+    return get_profile(name)
+
+
+FRONTIER = register_profile(Profile())
+SMALL = register_profile(SmallProfile())

@@ -6,7 +6,7 @@ the :class:`ExecResult` that :meth:`Sandbox.execute` returns.
 
 from engine.sandbox.config import DEFAULT_IMAGE, SandboxConfig, format_size, parse_size
 from engine.sandbox.reaper import reap_orphans
-from engine.sandbox.results import CellError, ContextInfo, ExecResult
+from engine.sandbox.results import CellError, ContextInfo, ExecResult, KernelState
 from engine.sandbox.sandbox import Sandbox
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "CellError",
     "ContextInfo",
     "ExecResult",
+    "KernelState",
     "Sandbox",
     "SandboxConfig",
     "format_size",

@@ -1,9 +1,9 @@
-"""What executing code in a sandbox returns."""
+"""What executing code in a sandbox returns: the typed contract between the kernel and the loop."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,49 @@ class ContextInfo:
     # What the host's preparation included and skipped (engine.contexts.Manifest.describe).
     notes: str = ""
 
+    @classmethod
+    def none(cls) -> ContextInfo:
+        """The description of a task without context."""
+        return cls("none", "NoneType", 0, None, "None", 0.0)
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """The runtime's report after a cell (``rlm_runtime.state()`` inside the sandbox).
+
+    ``answer_content``/``answer_ready`` mirror the kernel's ``answer`` dict; ``context_restored``
+    says the cell reassigned ``context`` and the runtime put it back; ``output_dropped`` counts
+    characters the in-kernel output cap dropped.
+    """
+
+    answer_content: str = ""
+    answer_ready: bool = False
+    context_restored: bool = False
+    output_dropped: int = 0
+
+    @classmethod
+    def parse(cls, payload: object) -> KernelState:
+        """Read the runtime's JSON report; anything malformed is an empty, unfinished answer.
+
+        The sandbox is untrusted (the user can break the runtime module itself), so every
+        field is type-checked instead of trusted.
+        """
+        if isinstance(payload, str | bytes):
+            try:
+                payload = json.loads(payload)
+            except ValueError:
+                return cls()
+        if not isinstance(payload, dict):
+            return cls()
+        content = payload.get("answer_content", "")
+        dropped = payload.get("output_dropped", 0)
+        return cls(
+            answer_content=content if isinstance(content, str) else str(content),
+            answer_ready=payload.get("answer_ready") is True,
+            context_restored=payload.get("context_restored") is True,
+            output_dropped=dropped if isinstance(dropped, int) and dropped > 0 else 0,
+        )
+
 
 @dataclass(frozen=True)
 class ExecResult:
@@ -40,7 +83,7 @@ class ExecResult:
     duration_s: float = 0.0
     truncated: bool = False
     timed_out: bool = False
-    state: dict[str, Any] = field(default_factory=dict)
+    state: KernelState = field(default_factory=KernelState)
 
     @property
     def ok(self) -> bool:
@@ -55,5 +98,14 @@ class ExecResult:
             parts.append(self.result)
         if self.error is not None:
             parts.append(self.error.traceback or f"{self.error.ename}: {self.error.evalue}")
-        text = "\n".join(part.rstrip("\n") for part in parts if part)
-        return text
+        return "\n".join(part.rstrip("\n") for part in parts if part)
+
+
+def timeout_error(limit_s: float) -> CellError:
+    """The error a cell interrupted after ``limit_s`` seconds reports (any backend)."""
+    message = f"the cell ran longer than {limit_s:g} s and was interrupted"
+    return CellError(
+        ename="TimeoutError",
+        evalue=message,
+        traceback=f"TimeoutError: {message}; variables defined before the interruption are kept",
+    )

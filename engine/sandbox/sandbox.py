@@ -23,7 +23,7 @@ from engine.sandbox import container as containers
 from engine.sandbox import docker_api, kernel, reaper, rundir, runtime
 from engine.sandbox.config import SandboxConfig, format_size
 from engine.sandbox.instance import instance_id
-from engine.sandbox.results import CellError, ContextInfo, ExecResult
+from engine.sandbox.results import ContextInfo, ExecResult, KernelState, timeout_error
 
 log = get_logger(__name__)
 
@@ -174,17 +174,7 @@ class Sandbox:
         started = time.perf_counter()
         outcome = await self._run_raw(code, limit, silent=False, expressions=_STATE_EXPRESSION)
         state = _parse_state(outcome.user_expressions.get("rlm"))
-        error = outcome.error
-        if outcome.interrupted:
-            error = CellError(
-                ename="TimeoutError",
-                evalue=f"the cell ran longer than {limit:g} s and was interrupted",
-                traceback=(
-                    f"TimeoutError: the cell ran longer than {limit:g} s and was interrupted; "
-                    "variables defined before the interruption are kept"
-                ),
-            )
-        dropped_in_kernel = int(state.pop("output_dropped", 0) or 0)
+        error = timeout_error(limit) if outcome.interrupted else outcome.error
         return ExecResult(
             stdout=outcome.stdout.getvalue(),
             stderr=outcome.stderr.getvalue(),
@@ -192,7 +182,7 @@ class Sandbox:
             error=error,
             duration_s=time.perf_counter() - started,
             truncated=bool(
-                dropped_in_kernel or outcome.stdout.truncated or outcome.stderr.truncated
+                state.output_dropped or outcome.stdout.truncated or outcome.stderr.truncated
             ),
             timed_out=outcome.interrupted,
             state=state,
@@ -275,14 +265,12 @@ class Sandbox:
         log.debug("sandbox.closed", task_id=self.task_id)
 
 
-def _parse_state(value: dict[str, Any] | None) -> dict[str, Any]:
+def _parse_state(value: dict[str, Any] | None) -> KernelState:
     if not value or value.get("status") != "ok":
         # The user broke the runtime module itself; report an empty, unfinished answer.
-        return {"answer_content": "", "answer_ready": False, "context_restored": False}
-    try:
-        return json.loads(value["data"]["text/plain"])
-    except (KeyError, ValueError):
-        return {"answer_content": "", "answer_ready": False, "context_restored": False}
+        return KernelState()
+    data = value.get("data")
+    return KernelState.parse(data.get("text/plain") if isinstance(data, dict) else None)
 
 
 __all__ = ["KernelDiedError", "KernelStartError", "Sandbox"]

@@ -145,7 +145,8 @@ class JobService:
             await anyio.to_thread.run_sync(load_litellm)
             # The base engine owns what every job shares: the replay server or local model.
             engine = await stack.enter_async_context(Engine(self.base_config))
-            self._root, self._sub, self._profile = engine.root_spec, engine.sub_spec, engine.profile
+            self._root, self._sub = engine.root_spec, engine.sub_spec
+            self._profile = engine.profile.name
             if self.replica is not None:
                 # Runs after the task group ended: the jobs it cancelled go to others now.
                 stack.callback(self.replica.release)

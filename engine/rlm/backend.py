@@ -1,0 +1,46 @@
+"""The Docker sandbox backend: a hardened container per task, its bridge on a Unix socket."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from engine.bridge import BridgeHandler, BridgeServer
+from engine.sandbox import Sandbox, SandboxConfig
+
+
+class DockerBackend:
+    """Opens a :class:`~engine.sandbox.Sandbox` and serves its bridge for one task.
+
+    ``config`` None reads :meth:`SandboxConfig.from_env` once, here, not for every task.
+    """
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.config = config or SandboxConfig.from_env()
+
+    @asynccontextmanager
+    async def open(
+        self,
+        *,
+        context: Any,
+        task_id: str,
+        depth: int,
+        handler: BridgeHandler,
+        env: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[Sandbox]:
+        token = secrets.token_urlsafe(32)
+        base = self.config
+        extra = {"RLM_BRIDGE_TOKEN": token, "RLM_DEPTH": str(depth)}
+        config = dataclasses.replace(base, env={**base.env, **(env or {}), **extra})
+        async with Sandbox(config, context=context, task_id=task_id) as sandbox:
+            bridge = BridgeServer(
+                sandbox.run_dir / "bridge.sock",
+                token,
+                handler,
+                max_child_context_bytes=sandbox.disk_limit_bytes,
+            )
+            async with bridge:
+                yield sandbox
