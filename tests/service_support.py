@@ -64,10 +64,13 @@ def code(source: str) -> str:
 class Service:
     """One `rlm serve` process on a free port with a data dir; restartable."""
 
-    def __init__(self, data_dir: Path, api_base: str | None, *extra: str) -> None:
+    def __init__(
+        self, data_dir: Path, api_base: str | None, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.api_base = api_base
         self.extra = extra
+        self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -84,6 +87,7 @@ class Service:
             "RLM_API_KEY": "replay",
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "RLM_LOG_LEVEL": os.environ.get("TEST_RLM_LOG_LEVEL", "info"),
+            **self.env,
         }
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(

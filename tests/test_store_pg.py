@@ -75,11 +75,14 @@ def test_reclaim_requeues_fails_or_cancels_jobs_of_a_dead_replica(
     store.add_job("once", owner="o", kind="job", request={"query": "q"})
     store.add_job("cancel", owner="o", kind="job", request={"query": "q"}, max_retries=3)
     store.add_job("alive", owner="o", kind="job", request={"query": "q"})
+    store.add_job("never", owner="o", kind="job", request={"query": "q"})
     for _ in range(3):
         assert store.claim("dead", 30) is not None
     assert store.claim("live", 30) is not None
+    assert store.cancel_queued("never") and not store.cancel_queued("never")
     store.add_event("retry", {"type": "run_start"})
     assert store.request_cancel("cancel") and not store.request_cancel("nope")
+    assert not store.cancel_queued("cancel")  # running: only its replica may end it
     assert store.renew("dead", 30).cancel == {"cancel"}
     assert store.reclaim().failed == []  # leases still valid: nothing happens
     for job_id in ("retry", "once", "cancel"):

@@ -254,7 +254,12 @@ class JobService:
             self._user_cancelled.add(job_id)
             scope.cancel()
             return True
-        if self.store.finish(job_id, CANCELLED, error="cancelled by the user"):
+        if isinstance(self.store, PgJobStore):
+            # Only a queued job ends here: a running one is another replica's to stop.
+            ended = self.store.cancel_queued(job_id)
+        else:
+            ended = self.store.finish(job_id, CANCELLED, error="cancelled by the user")
+        if ended:
             self.metrics.inc("jobs_total", status=CANCELLED)
             self._notify(job_id)
             return True

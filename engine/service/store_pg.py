@@ -167,6 +167,16 @@ class PgJobStore(JobStore):
             )
             return cursor.rowcount == 1
 
+    def cancel_queued(self, job_id: str) -> bool:
+        """Cancel ``job_id`` if it is still queued (no replica has claimed it)."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET status = ?, error = ?, finished_at = ? "
+                "WHERE id = ? AND status = ?",
+                (CANCELLED, "cancelled by the user", time.time(), job_id, QUEUED),
+            )
+            return cursor.rowcount == 1
+
     def reclaim(self) -> Recovery:
         """Running jobs whose lease expired: queued again when retries allow (their partial
         events dropped), cancelled when a cancel was asked, else failed "replica lost"."""

@@ -1,0 +1,205 @@
+"""Two real `rlm serve` replicas on one private PostgreSQL, answered by the replay server:
+jobs spread over both, contexts submitted to one run on the other, events stream from
+either, a SIGKILLed replica's jobs finish elsewhere, and a cancel reaches the other replica."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import psycopg
+import pytest
+
+from engine.models import Cassette, ReplayServer
+from engine.sandbox import docker_api
+from engine.service.store_pg import LOST_REASON
+from tests.service_support import Service, code, engine_container_names, root, wait_final
+
+pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
+
+ECHO = code("answer['content'] = context.strip()\nanswer['ready'] = True")
+DONE = code("answer['content'] = 'done'\nanswer['ready'] = True")
+CASSETTE = [
+    # A couple of seconds per job: long enough that one replica cannot take them all.
+    root("SPREAD", ECHO, delay_s=2),
+    root("ECHO-NOW", ECHO),
+    root("QUICK", DONE),
+    # Held back until the replica running it is killed (or the job cancelled).
+    root("HANG-ONCE", DONE, delay_s=600, repeat=False),
+    root("HANG-RETRY", DONE, delay_s=600, repeat=False),
+    root("HANG-RETRY", DONE),
+    root("HANG-CANCEL", DONE, delay_s=600),
+]
+LEASE = "3"
+
+
+@asynccontextmanager
+async def replicas(
+    tmp_path: Path, pg_url: str, replay: ReplayServer, *slots: int
+) -> AsyncIterator[list[Service]]:
+    """One replica per entry of ``slots`` (its --max-sandboxes), each with its own data dir
+    and reaper instance id, all on ``pg_url``; stopped (SIGTERM) at the end."""
+    started = [
+        Service(
+            tmp_path / f"replica-{index}",
+            replay.base_url,
+            "--database-url",
+            pg_url,
+            "--lease-seconds",
+            LEASE,
+            "--max-sandboxes",
+            str(count),
+            env={"RLM_INSTANCE_ID": f"test-replica-{index}-{os.getpid()}"},
+        )
+        for index, count in enumerate(slots)
+    ]
+    try:
+        for service in started:
+            await anyio.to_thread.run_sync(service.start)
+        yield started
+    finally:
+        for service in started:
+            await anyio.to_thread.run_sync(service.stop)
+
+
+def runner_pid(pg_url: str, job_id: str) -> int:
+    """The pid of the replica that claimed the job last (replica ids are host-pid-random)."""
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute("SELECT lease_owner FROM jobs WHERE id = %s", (job_id,)).fetchone()
+    assert row is not None and row[0]
+    return int(row[0].rsplit("-", 2)[1])
+
+
+async def until(check: Callable[[], Any], timeout: float = 90) -> None:
+    with anyio.fail_after(timeout):
+        while not await check():
+            await anyio.sleep(0.2)
+
+
+async def submit(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+    response = await client.post("/v1/jobs", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def remove_containers_of(pid: int) -> None:
+    """Remove the sandboxes a SIGKILLed replica left (no reaper of another instance may)."""
+    client = docker_api.client()
+    labels = [docker_api.LABEL_TASK, f"{docker_api.LABEL_OWNER_PID}={pid}"]
+    for container in client.containers.list(all=True, filters={"label": labels}):
+        container.remove(force=True)
+
+
+async def test_jobs_spread_over_replicas_and_contexts_travel(tmp_path: Path, pg_url: str) -> None:
+    async with (
+        ReplayServer(Cassette(CASSETTE)) as replay,
+        replicas(tmp_path, pg_url, replay, 1, 1) as (one, two),
+    ):
+        async with one.client() as first, two.client() as second:
+            # Every job goes to replica one, with its context inline or uploaded there.
+            jobs = [
+                await submit(first, query=f"SPREAD {index}", context=f"ctx-{index}")
+                for index in range(4)
+            ]
+            upload = await first.post(
+                "/v1/files",
+                params={"filename": "notes.txt"},
+                content=b"uploaded-to-one",
+                headers={"content-type": "application/octet-stream"},
+            )
+            assert upload.status_code == 201, upload.text
+            by_file = await submit(second, query="ECHO-NOW", file_id=upload.json()["id"])
+            # Both replicas see every job; each is followed on the replica it was not sent to.
+            listed = (await second.get("/v1/jobs")).json()["data"]
+            assert {job["id"] for job in jobs} <= {job["id"] for job in listed}
+            async with second.stream("GET", f"/v1/jobs/{jobs[0]['id']}/events") as response:
+                lines = [line async for line in response.aiter_lines()]
+            kinds = [line.split(": ", 1)[1] for line in lines if line.startswith("event: ")]
+            assert kinds[0] == "run_start" and kinds[-2:] == ["run_end", "end"]
+            done = [await wait_final(second, job["id"]) for job in jobs]
+            assert [(job["status"], job["answer"]) for job in done] == [
+                ("succeeded", f"ctx-{index}") for index in range(4)
+            ]
+            echoed = await wait_final(first, by_file["id"])
+            assert (echoed["status"], echoed["answer"]) == ("succeeded", "uploaded-to-one")
+        pids = {runner_pid(pg_url, job["id"]) for job in jobs}
+        assert pids == {one.proc.pid, two.proc.pid}  # type: ignore[union-attr]
+
+
+async def test_sigkill_a_replica_and_every_job_still_finishes(tmp_path: Path, pg_url: str) -> None:
+    async with (
+        ReplayServer(Cassette(CASSETTE)) as replay,
+        replicas(tmp_path, pg_url, replay, 2) as (doomed,),
+    ):
+        async with doomed.client() as client:
+            once = await submit(client, query="HANG-ONCE job")
+            retry = await submit(client, query="HANG-RETRY job", max_retries=1)
+            queued = [await submit(client, query=f"QUICK {index}") for index in range(2)]
+
+            async def both_asked() -> bool:
+                asked = [json.dumps(r) for r in replay.requests]
+                return all(any(tag in a for a in asked) for tag in ("HANG-ONCE", "HANG-RETRY"))
+
+            await until(both_asked)
+            states = [(await client.get(f"/v1/jobs/{j['id']}")).json()["status"] for j in queued]
+            assert states == ["queued", "queued"]  # both slots are taken by the hanging jobs
+        pid = doomed.proc.pid  # type: ignore[union-attr]
+        doomed.kill(signal.SIGKILL)
+        (tmp_path / "after").mkdir()
+        try:
+            async with (
+                replicas(tmp_path / "after", pg_url, replay, 2) as (survivor,),
+                survivor.client() as client,
+            ):
+                finished = {
+                    job["id"]: await wait_final(client, job["id"]) for job in (once, retry, *queued)
+                }
+        finally:
+            remove_containers_of(pid)
+        assert (finished[once["id"]]["status"], finished[once["id"]]["error"]) == (
+            "failed",
+            LOST_REASON,
+        )
+        assert finished[retry["id"]]["status"] == "succeeded"
+        assert finished[retry["id"]]["attempts"] == 2
+        assert [finished[job["id"]]["status"] for job in queued] == ["succeeded"] * 2
+        assert {runner_pid(pg_url, job["id"]) for job in (retry, *queued)} == {
+            survivor.proc.pid  # type: ignore[union-attr]
+        }
+
+
+async def test_cancel_sent_to_one_replica_stops_the_job_on_the_other(
+    tmp_path: Path, pg_url: str
+) -> None:
+    async with (
+        ReplayServer(Cassette(CASSETTE)) as replay,
+        replicas(tmp_path, pg_url, replay, 1, 1) as pair,
+    ):
+        async with pair[0].client() as client:
+            job = await submit(client, query="HANG-CANCEL job")
+
+            async def sandbox_up() -> bool:
+                names = engine_container_names()
+                asked = any("HANG-CANCEL" in json.dumps(r) for r in replay.requests)
+                return asked and any(job["id"] in name for name in names)
+
+            await until(sandbox_up)
+        pid = runner_pid(pg_url, job["id"])
+        runner, other = sorted(pair, key=lambda s: s.proc.pid != pid)  # type: ignore[union-attr]
+        assert runner.proc.pid == pid  # type: ignore[union-attr]
+        async with other.client() as client:
+            response = await client.post(f"/v1/jobs/{job['id']}/cancel")
+            assert response.status_code in (200, 202), response.text
+            ended = await wait_final(client, job["id"])
+        assert (ended["status"], ended["error"]) == ("cancelled", "cancelled by the user")
+        async with runner.client() as client:
+            events = (await client.get(f"/v1/jobs/{job['id']}/trajectory")).text.splitlines()
+        assert json.loads(events[-1])["stop_reason"] == "cancelled"
+        assert not [name for name in engine_container_names() if job["id"] in name]
