@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.contexts.binary import SNIFF_BYTES, looks_binary
-from engine.contexts.extract import document_kind, extract_text
+from engine.contexts.extract import document_kind
 from engine.contexts.ignore import Globs, IgnoreRules
+from engine.contexts.isolate import Extractor
 from engine.contexts.manifest import Manifest
 from engine.errors import ContextError
 from engine.log import get_logger
@@ -138,13 +139,9 @@ def prepare_context(spec: ContextSpec, scratch_parent: Path, name: str = "ctx") 
         out = scratch / (_safe_name(folder_name) or "context")
         out.mkdir(mode=0o755)
         out.chmod(0o755)
-        builder = _TreeBuilder(out, manifest, Globs(spec.include, spec.exclude), spec.gitignore)
-        for source in spec.sources:
-            if source.path.is_dir():
-                # A lone folder's keys are relative to it, whatever its own key.
-                builder.add_dir(source.path, source.key if len(spec.sources) > 1 else "")
-            else:
-                builder.add_file(source.path, source.key or source.path.name, source.sniff)
+        globs = Globs(spec.include, spec.exclude)
+        with _TreeBuilder(out, manifest, globs, spec.gitignore) as builder:
+            _add_sources(builder, spec)
         if manifest.files == 0:
             raise ContextError(
                 f"no text file is left in the context ({manifest.describe()}); check the "
@@ -155,6 +152,15 @@ def prepare_context(spec: ContextSpec, scratch_parent: Path, name: str = "ctx") 
         raise
     log.info("context.prepared", **{k: v for k, v in manifest.to_dict().items() if v})
     return PreparedContext(out, manifest, scratch)
+
+
+def _add_sources(builder: _TreeBuilder, spec: ContextSpec) -> None:
+    for source in spec.sources:
+        if source.path.is_dir():
+            # A lone folder's keys are relative to it, whatever its own key.
+            builder.add_dir(source.path, source.key if len(spec.sources) > 1 else "")
+        else:
+            builder.add_file(source.path, source.key or source.path.name, source.sniff)
 
 
 def _check_exists(path: Path) -> None:
@@ -193,16 +199,16 @@ def _single_file(
     scratch = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=scratch_parent))
     try:
         scratch.chmod(0o755)
-        extracted = extract_text(path, kind, display)
         out = scratch / (_safe_name(Path(display).name) or "context")
         out = out.with_name(out.name + ".txt") if out.suffix in (".json", ".jsonl") else out
-        _write_text(out, extracted.text)
+        with Extractor() as extractor:
+            warnings = extractor.extract(path, kind, display, out, 0o644)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     manifest.files = manifest.extracted = 1
     manifest.bytes = out.stat().st_size
-    for warning in extracted.warnings:
+    for warning in warnings:
         manifest.warn(f"{display}: {warning}")
     return PreparedContext(out, manifest, scratch)
 
@@ -215,6 +221,14 @@ class _TreeBuilder:
         self._manifest = manifest
         self._globs = globs
         self._gitignore = gitignore
+        self._extractor: Extractor | None = None  # started at the first document
+
+    def __enter__(self) -> _TreeBuilder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._extractor is not None:
+            self._extractor.close()
 
     def add_dir(self, folder: Path, prefix: str) -> None:
         root = folder.resolve()
@@ -290,12 +304,11 @@ class _TreeBuilder:
                 return
             _make_parents(self._out, dest)
             if kind is not None:
-                extracted = extract_text(path, kind, key)
-                _write_text(dest, extracted.text)
+                self._extractor = self._extractor or Extractor()
+                for warning in self._extractor.extract(path, kind, key, dest, 0o644):
+                    m.warn(f"{key}: {warning}")
                 m.extracted += 1
                 m.bytes += dest.stat().st_size
-                for warning in extracted.warnings:
-                    m.warn(f"{key}: {warning}")
             else:
                 _link_or_copy(fd, info, path, dest)
                 m.bytes += info.st_size
@@ -346,12 +359,6 @@ def _link_or_copy(fd: int, info: os.stat_result, path: Path, dest: Path) -> None
             offset += sent
     finally:
         os.close(out)
-
-
-def _write_text(dest: Path, text: str) -> None:
-    with open(dest, "x", encoding="utf-8") as handle:
-        handle.write(text)
-    dest.chmod(0o644)
 
 
 def _make_parents(root: Path, dest: Path) -> None:

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import anyio
 
-from engine.contexts import ContextSpec, Source, document_kind, extract_text
+from engine.contexts import ContextSpec, Source, document_kind
 from engine.contexts.archive import archive_stem, unpack_archive
 from engine.contexts.binary import SNIFF_BYTES, looks_binary
+from engine.contexts.isolate import Extractor
 from engine.errors import ContextError
 from engine.log import get_logger
 from engine.service.replicas import local_file, share_file
@@ -125,13 +126,11 @@ def _to_text(upload: Path, max_bytes: int) -> Path:
                         "archive; convert it to text before uploading"
                     )
             return upload
-        text = extract_text(upload, kind, upload.name).text
+        converted = upload.with_name(upload.name + ".txt")
+        with Extractor() as extractor:  # a separate process under memory and time limits
+            extractor.extract(upload, kind, upload.name, converted, 0o600)
     except ContextError as exc:
         raise ApiError(422, "unreadable_context", str(exc), "file") from exc
-    converted = upload.with_name(upload.name + ".txt")
-    fd = os.open(converted, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
     upload.unlink()
     return converted
 

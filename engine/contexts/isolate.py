@@ -1,0 +1,145 @@
+"""Document extraction in a separate process under kernel-enforced limits.
+
+PDF, DOCX and HTML parsers read untrusted bytes (a service tenant's upload, a file in a
+folder someone else wrote). A decompression bomb or a pathological file must not grow the
+orchestrator's memory or stall it, so the parsers run in a worker process
+(``python -m engine.contexts.worker``) that caps itself with ``setrlimit`` before reading
+any input: address space (``memory_bytes``), size of the text it may write
+(``max_text_bytes``). The parent gives each file ``timeout_s`` of wall time and kills the
+worker past it. Any failure is a :class:`ContextError` naming the file; the next file gets
+a fresh worker. One worker serves a whole preparation, so a folder of many documents pays
+the start-up (importing the parsers) once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from engine.errors import ContextError
+
+EXTRACT_MEMORY_BYTES = 1 << 30
+EXTRACT_TIMEOUT_S = 120.0
+MAX_TEXT_BYTES = 1 << 30
+_REPLY_LIMIT = 1 << 20
+
+
+class Extractor:
+    """Converts documents to text files through a resource-limited worker process.
+
+    Use as a context manager (or call :meth:`close`) so the worker is stopped.
+    """
+
+    def __init__(
+        self,
+        *,
+        memory_bytes: int = EXTRACT_MEMORY_BYTES,
+        timeout_s: float = EXTRACT_TIMEOUT_S,
+        max_text_bytes: int = MAX_TEXT_BYTES,
+    ) -> None:
+        self.memory_bytes = memory_bytes
+        self.timeout_s = timeout_s
+        self.max_text_bytes = max_text_bytes
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Extractor:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def extract(self, source: Path, kind: str, display: str, dest: Path, mode: int) -> list[str]:
+        """Write the text of ``source`` (a ``kind`` document) to the new file ``dest``.
+
+        Returns the reader's warnings (e.g. pages without text). Raises
+        :class:`ContextError` naming ``display`` when the file cannot be read, or the worker
+        runs out of time or memory.
+        """
+        job = {"src": str(source), "kind": kind, "display": display, "dst": str(dest)}
+        job["mode"] = mode
+        proc = self._worker()
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(job).encode() + b"\n")
+            proc.stdin.flush()
+            reply = self._reply(proc, display, kind)
+        except BaseException:
+            self.close()
+            dest.unlink(missing_ok=True)
+            raise
+        if not reply.get("ok"):
+            dest.unlink(missing_ok=True)
+            raise ContextError(str(reply.get("error") or f"cannot read {display}"))
+        return [str(w) for w in reply.get("warnings") or []]
+
+    def close(self) -> None:
+        """Stop the worker (idempotent)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def _worker(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "engine.contexts.worker",
+                    str(self.memory_bytes),
+                    str(self.max_text_bytes),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,  # parsers log warnings about odd files there
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        return self._proc
+
+    def _reply(self, proc: subprocess.Popen[bytes], display: str, kind: str) -> dict[str, Any]:
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        deadline = time.monotonic() + self.timeout_s
+        data = b""
+        while not data.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            ready = select.select([fd], [], [], max(left, 0))[0] if left > 0 else []
+            if not ready:
+                proc.kill()
+                raise ContextError(
+                    f"cannot read {display} as {kind.upper()}: reading it took longer than "
+                    f"{self.timeout_s:g} s; convert it to text yourself or leave it out"
+                )
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                code = proc.wait()
+                raise ContextError(
+                    f"cannot read {display} as {kind.upper()}: the document reader stopped "
+                    f"(exit status {code}, memory limit {self.memory_bytes >> 20} MiB); convert "
+                    "it to text yourself or leave it out"
+                )
+            data += chunk
+            if len(data) > _REPLY_LIMIT:
+                raise ContextError(f"cannot read {display}: the document reader misbehaved")
+        reply = json.loads(data)
+        return reply if isinstance(reply, dict) else {}
