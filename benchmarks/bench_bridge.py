@@ -382,6 +382,8 @@ def main() -> None:
     rows = bridge_servers.compare(args.small, args.large, [int(n) for n in args.clients.split(",")])
     bridge_servers.print_table(rows)
     report["servers"] = rows
+    report["server_lifecycle_ms"] = bridge_servers.lifecycle_ms()
+    bridge_servers.print_lifecycle(report["server_lifecycle_ms"])
     report["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")

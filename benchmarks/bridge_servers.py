@@ -8,11 +8,14 @@ Both servers run in their own process and answer ``POST /v1/llm_query`` with the
 code (``BridgeServer._dispatch``: JSON parse, in a thread above 256 KiB, validation, handler,
 reply) and a handler that answers at once, so only the HTTP layer differs. The starlette app
 does what the bridge does around the dispatch: bearer check, body cap, and cancelling the call
-when the client disconnects. Load comes from separate client processes, each with one
-keep-alive connection through the real in-sandbox client (``bridge_client.llm_query``), started
-together after a warm-up. Reported per server, body size and client count: requests/s, p50 and
-p99 latency, and the server process's CPU time per request (the steadiest number on a busy
-machine).
+when the client disconnects; uvicorn gets the bridge's connection cap (16) and keep-alive idle
+timeout (300 s). uvicorn has no equivalent of the bridge's header and body timeouts or its
+shared budget of buffered bytes, so the starlette side does a little less work per request.
+Load comes from separate client processes, each with one keep-alive connection through the
+real in-sandbox client (``bridge_client.llm_query``), started together after a warm-up.
+Reported per server, body size and client count: requests/s, p50 and p99 latency, and the
+server process's CPU time per request (the steadiest number on a busy machine). Also the time
+to start and stop one server, since the engine runs one per task.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ import argparse
 import hmac
 import importlib.util
 import json
-import math
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,8 +59,7 @@ def serve_h11(socket_path: str, token: str) -> None:
     from engine.bridge import BridgeServer
 
     async def main() -> None:
-        run = Path(socket_path).parent
-        async with BridgeServer(Path(socket_path), token, _Immediate(), children_dir=run / "ch"):
+        async with BridgeServer(Path(socket_path), token, _Immediate()):
             print("ready", flush=True)
             await anyio.to_thread.run_sync(sys.stdin.read)
 
@@ -75,10 +77,7 @@ def starlette_app(socket_path: str, token: str) -> Any:
     from engine.bridge import BridgeServer
     from engine.bridge.protocol import ROUTES, error_body
 
-    run = Path(socket_path).parent
-    dispatcher = BridgeServer(
-        run / "unused.sock", token, _Immediate(), children_dir=run / "children"
-    )
+    dispatcher = BridgeServer(Path(socket_path).parent / "unused.sock", token, _Immediate())
     expected = b"Bearer " + token.encode()
     max_body = 16 << 20
 
@@ -98,7 +97,7 @@ def starlette_app(socket_path: str, token: str) -> Any:
                     task_group.cancel_scope.cancel()
 
             task_group.start_soon(watch)
-            outcome = await dispatcher._dispatch(request.url.path, body)
+            outcome = await dispatcher._dispatch(request.url.path, bytearray(body))
             task_group.cancel_scope.cancel()
         if outcome is None:
             return Response(status_code=499)
@@ -124,6 +123,9 @@ def serve_uvicorn(socket_path: str, token: str, http: str, loop: str) -> None:
         lifespan="off",
         log_level="warning",
         access_log=False,
+        # The bridge's BridgeLimits defaults, where uvicorn has a matching setting.
+        limit_concurrency=16,
+        timeout_keep_alive=300,
     )
     server = uvicorn.Server(config)
 
@@ -192,10 +194,9 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _pct(times: list[float], pct: int) -> float:
-    ordered = sorted(times)
-    index = min(len(ordered) - 1, max(0, math.ceil(pct / 100 * len(ordered)) - 1))
-    return ordered[index] * 1000
+def _ms_at(times: list[float], pct: int) -> float:
+    """The ``pct``-th percentile of ``times`` (seconds) in ms, interpolated."""
+    return statistics.quantiles(times, n=100, method="inclusive")[pct - 1] * 1000
 
 
 def measure(
@@ -260,8 +261,8 @@ def measure(
     return {
         "requests": len(times),
         "requests_per_s": round(len(times) / wall, 1),
-        "p50_ms": round(_pct(times, 50), 3),
-        "p99_ms": round(_pct(times, 99), 3),
+        "p50_ms": round(_ms_at(times, 50), 3),
+        "p99_ms": round(_ms_at(times, 99), 3),
         "server_cpu_us_per_request": round(cpu / len(times) * 1e6, 1),
     }
 
@@ -290,6 +291,55 @@ def compare(small: int, large: int, client_counts: list[int]) -> list[dict[str, 
     return rows
 
 
+def lifecycle_ms(cycles: int = 20) -> dict[str, dict[str, float]]:
+    """Median ms to start serving and to stop, per server: the engine runs one per task."""
+    import asyncio
+    import contextlib
+
+    import uvicorn
+
+    from engine.bridge import BridgeServer
+
+    class EmbeddedServer(uvicorn.Server):
+        # Embedded in the engine: the engine owns the process's signals, not the bridge.
+        def capture_signals(self) -> Any:
+            return contextlib.nullcontext()
+
+    async def h11_cycle(run: Path) -> tuple[float, float]:
+        began = time.perf_counter()
+        server = BridgeServer(run / "b.sock", "token", _Immediate())
+        await server.__aenter__()
+        started = time.perf_counter()
+        await server.__aexit__(None, None, None)
+        return started - began, time.perf_counter() - started
+
+    async def uvicorn_cycle(run: Path) -> tuple[float, float]:
+        began = time.perf_counter()
+        app = starlette_app(str(run / "u.sock"), "token")
+        config = uvicorn.Config(app, uds=str(run / "u.sock"), lifespan="off", log_level="warning")
+        server = EmbeddedServer(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.001)
+        started = time.perf_counter()
+        server.should_exit = True
+        await task
+        return started - began, time.perf_counter() - started
+
+    async def main(run: Path) -> dict[str, dict[str, float]]:
+        result = {}
+        for name, cycle in (("bridge (h11, anyio)", h11_cycle), ("uvicorn", uvicorn_cycle)):
+            times = [await cycle(run) for _ in range(cycles)]
+            result[name] = {
+                "start_ms": round(statistics.median(t[0] for t in times) * 1000, 2),
+                "stop_ms": round(statistics.median(t[1] for t in times) * 1000, 2),
+            }
+        return result
+
+    with tempfile.TemporaryDirectory(prefix="rlm-bench-cycle-") as tmp:
+        return asyncio.run(main(Path(tmp)))
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     """The rows as an aligned text table."""
     print(
@@ -302,6 +352,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{row['requests_per_s']:>9.1f} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} "
             f"{row['server_cpu_us_per_request']:>18.1f}"
         )
+
+
+def print_lifecycle(numbers: dict[str, dict[str, float]]) -> None:
+    """Start and stop times, one line per server."""
+    print("start / stop of one server, median ms (one per task in the engine)")
+    for name, row in numbers.items():
+        print(f"   {name:<36} start {row['start_ms']:7.2f}  stop {row['stop_ms']:7.2f}")
 
 
 def main() -> None:
@@ -322,6 +379,7 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(n) for n in args.clients.split(",")]
     print_table(compare(args.small, args.large, counts))
+    print_lifecycle(lifecycle_ms())
 
 
 if __name__ == "__main__":
