@@ -6,6 +6,7 @@ the engine with importlib like a user's ``--tool MODULE:FUNCTION``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,12 +15,13 @@ from typing import Any
 import anyio
 import pytest
 
-from engine import Engine, EngineConfig, Limits, RunResult
+from engine import EngineConfig, RunResult
 from engine.errors import ConfigError
-from engine.models import Cassette, ModelSpec, ReplayServer
-from engine.rlm.trajectory import read_trajectory
+from engine.models import ReplayServer
 from engine.tools import FunctionTool, ToolRegistry, ToolsConfig
 from tests.conftest import engine_containers
+from tests.loop_support import Run as EngineRun
+from tests.loop_support import code, root
 
 pytestmark = pytest.mark.anyio
 
@@ -53,45 +55,25 @@ def _functions(*names: str) -> tuple[FunctionTool, ...]:
     return tuple(FunctionTool(f"tests.test_tools_python:{n}") for n in names)
 
 
-def root(content: str) -> dict[str, Any]:
-    return {"match": {"model": "root"}, "response": {"content": content}}
+class Run(EngineRun):
+    """An engine run (the loop tests' harness, Docker backend) with host tools."""
 
+    tools = ToolsConfig()
 
-def code(source: str) -> str:
-    return f"Next.\n```repl\n{source}\n```\n"
+    def config(
+        self, server: ReplayServer, profile: str = "frontier", **limits: Any
+    ) -> EngineConfig:
+        return dataclasses.replace(super().config(server, profile, **limits), tools=self.tools)
 
-
-class Run:
-    """One engine run with tools against a scripted replay server."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.trajectory = tmp_path / "trajectory.jsonl"
-        self.server: ReplayServer | None = None
-        self.events: list[dict[str, Any]] = []
-
-    async def __call__(
+    async def __call__(  # type: ignore[override]
         self,
         entries: list[dict[str, Any]],
         tools: ToolsConfig,
         query: str = "Use the tools.",
         **limits: Any,
     ) -> RunResult:
-        async with ReplayServer(Cassette(entries)) as server:
-            self.server = server
-            config = EngineConfig(
-                model=ModelSpec("openai/root", api_base=server.base_url, api_key="x"),
-                sub_model=ModelSpec("openai/sub", api_base=server.base_url, api_key="x"),
-                limits=Limits(**limits),
-                trajectory_path=self.trajectory,
-                tools=tools,
-            )
-            async with Engine(config) as engine:
-                result = await engine.run(query)
-        self.events = read_trajectory(self.trajectory)
-        return result
-
-    def of_type(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["type"] == kind]
+        self.tools = tools
+        return await super().__call__(entries, query, **limits)
 
     def cells(self) -> list[dict[str, Any]]:
         return self.of_type("cell")
@@ -185,6 +167,7 @@ async def test_tool_timeout_and_budget(run: Run) -> None:
     assert "BudgetExhausted tool-call budget of 2 calls used up" in output
     calls = run.of_type("tool_call")
     assert [c["status"] for c in calls] == ["error", "ok"]  # the refused call never ran
+    assert "- at most 2 tool calls in total;" in run.requests("root")[0]["messages"][0]["content"]
 
 
 @pytest.mark.docker

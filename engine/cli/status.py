@@ -40,6 +40,9 @@ class RunState:
         if kind == "sub_call":
             self.sub_calls += 1
             return False
+        if kind == "tool_call":
+            self.action = f"tool {event.get('name')} {event.get('status')}"
+            return False
         if not top:
             if kind == "run_start":
                 self.action = "child RLM running"

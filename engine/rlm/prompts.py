@@ -67,6 +67,8 @@ def describe_budget(inputs: PromptInputs) -> str:
     lines = [f"- at most {limits.max_iterations} replies (turns) from you;"]
     if inputs.sub_calls_left is not None:
         lines.append(f"- at most {inputs.sub_calls_left} sub-calls (each llm_batch item counts);")
+    if inputs.tools and limits.max_tool_calls is not None:
+        lines.append(f"- at most {limits.max_tool_calls} tool calls in total;")
     if limits.max_wall_time_s is not None:
         lines.append(f"- {limits.max_wall_time_s:g} seconds of wall time in total;")
     if limits.max_tokens is not None:
