@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,18 @@ from engine.eval.base import parse_lengths
 from engine.eval.registry import benchmark_names, get_benchmark, resolve
 
 LOCAL_MAX_WALL_TIME_S = 300.0
+# With --service: model flags make no sense (the service's models answer); budget flags
+# become each job's limits (the service's API names are the flag names).
+SERVICE_IGNORED = (
+    "model",
+    "sub_model",
+    "api_base",
+    "context_window",
+    "max_output_tokens",
+    "temperature",
+    "replay",
+)
+SERVICE_LIMITS = ("max_iterations", "max_depth", "max_wall_time", "max_cost", "max_sub_calls")
 
 # Flags passed straight to engine.config.load_config (flag dest == setting name).
 _ENGINE_FLAGS: tuple[tuple[str, type, str], ...] = (
@@ -67,7 +80,16 @@ def register(subparsers: Any) -> None:
         "--n", type=int, default=2, help="items per benchmark and length (default 2)"
     )
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
-    parser.add_argument("--method", default="both", help="rlm, base or both (default both)")
+    parser.add_argument(
+        "--method", default=None, help="rlm, base or both (default both; rlm with --service)"
+    )
+    parser.add_argument(
+        "--service",
+        default=None,
+        metavar="URL",
+        help="run the rlm items as jobs of this rlm serve (or of replicas behind a load "
+        "balancer) instead of local sandboxes; --api-key is then the service's key",
+    )
     parser.add_argument("--concurrency", type=int, default=1, help="items evaluated at once")
     parser.add_argument("--out", type=Path, default=Path("out/eval"), help="output directory")
     parser.add_argument(
@@ -100,6 +122,26 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=eval_command)
 
 
+def service_target(args: argparse.Namespace) -> Any:
+    """The ``--service`` target (key: --api-key, else $RLM_SERVICE_API_KEY), or None.
+
+    Budget flags become the jobs' limits; the models are the service's."""
+    if not args.service:
+        return None
+    from engine.eval.runner import ServiceTarget
+
+    if not args.service.startswith(("http://", "https://")):
+        raise ConfigError(f"--service must be an http(s):// URL, not {args.service!r}")
+    ignored = [f"--{n.replace('_', '-')}" for n in SERVICE_IGNORED if getattr(args, n)]
+    if ignored:
+        raise ConfigError(
+            f"{', '.join(ignored)} cannot be used with --service: the service's models answer"
+        )
+    limits = {name: getattr(args, name) for name in SERVICE_LIMITS if getattr(args, name)}
+    key = args.api_key or os.environ.get("RLM_SERVICE_API_KEY")
+    return ServiceTarget(args.service, key, limits)
+
+
 def eval_command(args: argparse.Namespace) -> int:
     """Handler of ``rlm eval``."""
     if args.list:
@@ -122,7 +164,8 @@ def eval_command(args: argparse.Namespace) -> int:
 
     flags = {name: getattr(args, name) for name, _, _ in _ENGINE_FLAGS}
     engine_cfg = load_config(flags, config_file=args.config)
-    if engine_cfg.model is None and engine_cfg.limits.max_wall_time_s is None:
+    no_limit = engine_cfg.limits.max_wall_time_s is None
+    if args.service is None and engine_cfg.model is None and no_limit:
         # On the small local model a lost RLM can spend its 20 turns at a minute each; cap
         # every item so the default runs finish in minutes (override with --max-wall-time).
         limits = dataclasses.replace(engine_cfg.limits, max_wall_time_s=LOCAL_MAX_WALL_TIME_S)
@@ -133,13 +176,14 @@ def eval_command(args: argparse.Namespace) -> int:
         out_dir=args.out,
         n=args.n,
         seed=args.seed,
-        methods=parse_methods(args.method),
+        methods=parse_methods(args.method or ("rlm" if args.service else "both")),
         unit=args.unit,
         concurrency=args.concurrency,
         engine=engine_cfg,
         base_window=args.base_window,
         retry_errors=not args.keep_errors,
         max_consecutive_errors=args.max_consecutive_errors,
+        service=service_target(args),
     )
     printer = EvalProgress()
     try:

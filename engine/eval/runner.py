@@ -47,6 +47,15 @@ def parse_methods(text: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class ServiceTarget:
+    """An ``rlm serve`` (or a load balancer in front of replicas) that runs the rlm items."""
+
+    url: str
+    api_key: str | None = None
+    limits: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """One evaluation: benchmarks x lengths x ``n`` items x methods, written to ``out_dir``.
 
@@ -69,8 +78,14 @@ class EvalConfig:
     base_window: int | None = None
     retry_errors: bool = True
     max_consecutive_errors: int = 5
+    service: ServiceTarget | None = None
 
     def __post_init__(self) -> None:
+        if self.service is not None and "base" in self.methods:
+            raise ConfigError(
+                "--service runs the rlm method on the service; use --method rlm (the base "
+                "method calls a model directly: run it without --service)"
+            )
         if self.n < 1:
             raise ConfigError(f"--n must be at least 1 (got {self.n})")
         if self.max_consecutive_errors < 1:
@@ -167,7 +182,22 @@ async def open_methods(
     methods: dict[str, Method] = {}
     names: dict[str, tuple[str, str | None]] = {}
     base_spec: ModelSpec | None = None
-    if "rlm" in cfg.methods:
+    if "rlm" in cfg.methods and cfg.service is not None:
+        # The alternative method runner: every item a job of the service.
+        from engine.eval.service_method import ServiceMethod
+
+        target = cfg.service
+        method = await stack.enter_async_context(
+            ServiceMethod(
+                target.url,
+                target.api_key,
+                limits=target.limits,
+                trajectory_dir=cfg.out_dir / "trajectories",
+            )
+        )
+        methods["rlm"] = method
+        names["rlm"] = (await method.model_name(), None)
+    elif "rlm" in cfg.methods:
         from engine import Engine
 
         if engine_cfg.trajectory_dir is None and engine_cfg.trajectory_path is None:
