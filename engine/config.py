@@ -36,17 +36,17 @@ TOML layout (every key optional)::
 from __future__ import annotations
 
 import os
-import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConfigError
 from engine.models import ModelSpec
+from engine.settings import SETTINGS, env_values, in_section, setting
+from engine.settings import parse_size as parse_size  # re-exported: the one size parser
 from engine.tools import ToolsConfig
-from engine.tools.settings import parse_functions, parse_mcp
 
 if TYPE_CHECKING:
     from engine.sandbox import SandboxConfig
@@ -59,9 +59,13 @@ def default_trajectory_dir() -> Path:
     return Path.home() / ".cache" / "rlm" / "trajectories"
 
 
+def _default(name: str) -> Any:
+    return setting(name).default
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Budgets of a run. ``None`` means unlimited.
+    """Budgets of a run. ``None`` means unlimited (defaults and checks: :mod:`engine.settings`).
 
     Tokens, cost, sub-calls and wall time are shared by the whole recursion tree;
     ``max_iterations`` counts root-model turns of each run separately. The top-level run is at
@@ -69,33 +73,19 @@ class Limits:
     ``llm_query``, and ``max_depth=2`` lets the root start child RLMs.
     """
 
-    max_iterations: int = 20
-    max_depth: int = 1
+    max_iterations: int = _default("max_iterations")
+    max_depth: int = _default("max_depth")
     max_wall_time_s: float | None = None
     max_tokens: int | None = None
     max_cost_usd: float | None = None
     max_sub_calls: int | None = None
     max_tool_calls: int | None = None
-    cell_timeout_s: float = 120.0
-    output_max_chars: int = 8_000
+    cell_timeout_s: float = _default("cell_timeout")
+    output_max_chars: int = _default("output_max_chars")
 
     def __post_init__(self) -> None:
-        positive = {
-            "max_iterations": self.max_iterations,
-            "max_depth": self.max_depth,
-            "max_wall_time": self.max_wall_time_s,
-            "max_tokens": self.max_tokens,
-            "max_cost": self.max_cost_usd,
-            "cell_timeout": self.cell_timeout_s,
-            "output_max_chars": self.output_max_chars,
-        }
-        for name, value in positive.items():
-            if value is not None and value <= 0:
-                raise ConfigError(f"{name} must be greater than 0 (got {value})")
-        if self.max_sub_calls is not None and self.max_sub_calls < 0:
-            raise ConfigError(f"max_sub_calls must be 0 or more (got {self.max_sub_calls})")
-        if self.max_tool_calls is not None and self.max_tool_calls < 0:
-            raise ConfigError(f"max_tool_calls must be 0 or more (got {self.max_tool_calls})")
+        for item in _LIMIT_SETTINGS:
+            item.check_minimum(getattr(self, item.field or item.name))
 
 
 @dataclass(frozen=True)
@@ -136,109 +126,9 @@ class EngineConfig:
 
 # --- loading --------------------------------------------------------------------------------
 
-
-def _parse_int(text: Any) -> int:
-    if isinstance(text, bool):
-        raise ValueError("expected an integer")
-    if isinstance(text, int):
-        return text
-    return int(str(text).strip().replace("_", ""))
-
-
-def _parse_float(text: Any) -> float:
-    if isinstance(text, bool):
-        raise ValueError("expected a number")
-    return float(text)
-
-
-def _parse_str(text: Any) -> str:
-    if not isinstance(text, str):
-        raise ValueError("expected a string")
-    return text
-
-
-def _parse_path(text: Any) -> Path:
-    if isinstance(text, Path):
-        return text.expanduser()
-    return Path(_parse_str(text)).expanduser()
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: Any) -> int:
-    """Parse a byte size: an integer, or a string like ``"512m"``, ``"2g"``, ``"2GiB"``."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        return text
-    match = _SIZE.match(str(text))
-    if not match:
-        raise ValueError("expected a size such as 2g, 512m or a number of bytes")
-    factor = 1024 ** " kmgt".index(match.group(2).lower() or " ")
-    return int(float(match.group(1)) * factor)
-
-
-@dataclass(frozen=True)
-class _Setting:
-    name: str  # flag dest and TOML key
-    section: str | None  # TOML table, None = top level
-    env: str
-    parse: Callable[[Any], Any]
-
-
-_SETTINGS: tuple[_Setting, ...] = (
-    _Setting("model", None, "RLM_MODEL", _parse_str),
-    _Setting("sub_model", None, "RLM_SUB_MODEL", _parse_str),
-    _Setting("api_base", None, "RLM_API_BASE", _parse_str),
-    _Setting("sub_api_base", None, "RLM_SUB_API_BASE", _parse_str),
-    _Setting("api_key", None, "RLM_API_KEY", _parse_str),
-    _Setting("temperature", None, "RLM_TEMPERATURE", _parse_float),
-    _Setting("max_output_tokens", None, "RLM_MAX_OUTPUT_TOKENS", _parse_int),
-    _Setting("context_window", None, "RLM_CONTEXT_WINDOW", _parse_int),
-    _Setting("max_in_flight", None, "RLM_MAX_IN_FLIGHT", _parse_int),
-    _Setting("prompt_profile", None, "RLM_PROMPT_PROFILE", _parse_str),
-    _Setting("trajectory", None, "RLM_TRAJECTORY", _parse_path),
-    _Setting("trajectory_dir", None, "RLM_TRAJECTORY_DIR", _parse_path),
-    _Setting("record", None, "RLM_RECORD", _parse_path),
-    _Setting("replay", None, "RLM_REPLAY", _parse_path),
-    _Setting("max_iterations", "limits", "RLM_MAX_ITERATIONS", _parse_int),
-    _Setting("max_depth", "limits", "RLM_MAX_DEPTH", _parse_int),
-    _Setting("max_wall_time", "limits", "RLM_MAX_WALL_TIME", _parse_float),
-    _Setting("max_tokens", "limits", "RLM_MAX_TOKENS", _parse_int),
-    _Setting("max_cost", "limits", "RLM_MAX_COST", _parse_float),
-    _Setting("max_sub_calls", "limits", "RLM_MAX_SUB_CALLS", _parse_int),
-    _Setting("max_tool_calls", "limits", "RLM_MAX_TOOL_CALLS", _parse_int),
-    _Setting("tool_timeout", "limits", "RLM_TOOL_TIMEOUT", _parse_float),
-    _Setting("tools", None, "RLM_TOOL_FUNCTIONS", parse_functions),
-    _Setting("mcp", None, "RLM_MCP_SERVERS", parse_mcp),
-    _Setting("cell_timeout", "limits", "RLM_CELL_TIMEOUT", _parse_float),
-    _Setting("output_max_chars", "limits", "RLM_OUTPUT_MAX_CHARS", _parse_int),
-    _Setting("image", "sandbox", "RLM_SANDBOX_IMAGE", _parse_str),
-    _Setting("memory", "sandbox", "RLM_SANDBOX_MEMORY", parse_size),
-    _Setting("cpus", "sandbox", "RLM_SANDBOX_CPUS", _parse_float),
-    _Setting("pids_limit", "sandbox", "RLM_SANDBOX_PIDS", _parse_int),
-    _Setting("disk", "sandbox", "RLM_SANDBOX_DISK", parse_size),
-)
-
-_LIMIT_FIELDS = {
-    "max_iterations": "max_iterations",
-    "max_depth": "max_depth",
-    "max_wall_time": "max_wall_time_s",
-    "max_tokens": "max_tokens",
-    "max_cost": "max_cost_usd",
-    "max_sub_calls": "max_sub_calls",
-    "max_tool_calls": "max_tool_calls",
-    "cell_timeout": "cell_timeout_s",
-    "output_max_chars": "output_max_chars",
-}
-_SANDBOX_FIELDS = {
-    "image": "image",
-    "memory": "memory_bytes",
-    "cpus": "cpus",
-    "pids_limit": "pids_limit",
-    "disk": "disk_bytes",
-}
-
-SETTING_NAMES: tuple[str, ...] = tuple(s.name for s in _SETTINGS)
+_LIMIT_SETTINGS = tuple(s for s in in_section("limits") if s.field)
+_SANDBOX_SETTINGS = in_section("sandbox")
+SETTING_NAMES: tuple[str, ...] = tuple(s.name for s in SETTINGS)
 
 
 def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
@@ -263,8 +153,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-    by_place = {(s.section, s.name): s for s in _SETTINGS}
-    sections = {s.section for s in _SETTINGS if s.section}
+    by_place = {(s.section, s.name): s for s in SETTINGS}
+    sections = {s.section for s in SETTINGS if s.section}
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if key in sections:
@@ -276,26 +166,19 @@ def read_config_file(path: Path) -> dict[str, Any]:
                     raise ConfigError(
                         f"config file {path}: unknown key {key}.{sub_key!s}; "
                         f"known keys in [{key}]: "
-                        + ", ".join(s.name for s in _SETTINGS if s.section == key)
+                        + ", ".join(s.name for s in SETTINGS if s.section == key)
                     )
-                flat[sub_key] = _convert(setting, sub_value, f"{path}: {key}.{sub_key}")
+                flat[sub_key] = setting.convert(sub_value, f"{path}: {key}.{sub_key}")
             continue
         setting = by_place.get((None, key))
         if setting is None:
             raise ConfigError(
                 f"config file {path}: unknown key {key!s}; known top-level keys: "
-                + ", ".join(s.name for s in _SETTINGS if s.section is None)
+                + ", ".join(s.name for s in SETTINGS if s.section is None)
                 + ", and the tables [limits], [sandbox]"
             )
-        flat[key] = _convert(setting, value, f"{path}: {key}")
+        flat[key] = setting.convert(value, f"{path}: {key}")
     return flat
-
-
-def _convert(setting: _Setting, value: Any, where: str) -> Any:
-    try:
-        return setting.parse(value)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"invalid value {value!r} for {where}: {exc}") from exc
 
 
 def load_config(
@@ -306,26 +189,33 @@ def load_config(
     """Build an :class:`EngineConfig` from flags > environment > TOML file > defaults.
 
     ``flags`` maps setting names (``model``, ``max_iterations``, ``max_cost``, ...; see
-    :data:`SETTING_NAMES`) to values, ``None`` meaning "not given". ``env`` defaults to
-    ``os.environ``; ``config_file`` to ``$RLM_CONFIG`` or ``./rlm.toml``.
+    :data:`engine.settings.SETTINGS`) to values, ``None`` meaning "not given". ``env``
+    defaults to ``os.environ``; ``config_file`` to ``$RLM_CONFIG`` or ``./rlm.toml``.
+    """
+    return build_config(load_values(flags, env, config_file))
+
+
+def load_values(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> dict[str, Any]:
+    """The settings given (flags > environment > TOML file), parsed, by setting name.
+
+    Defaults are not included: what is missing was not set (``rlm serve`` makes what the
+    operator set a ceiling, see :func:`engine.settings.service_ceilings`).
     """
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     path = find_config_file(config_file, env)
     if path is not None:
         values.update(read_config_file(path))
-    for setting in _SETTINGS:
-        raw = env.get(setting.env)
-        if raw is not None and raw.strip() != "":
-            values[setting.name] = _convert(setting, raw, f"${setting.env}")
+    values.update(env_values(env))
     for name, value in (flags or {}).items():
-        if value is None:
-            continue
-        setting = next((s for s in _SETTINGS if s.name == name), None)
-        if setting is None:
-            raise ConfigError(f"unknown setting {name!r}")
-        values[name] = _convert(setting, value, f"--{name.replace('_', '-')}")
-    return build_config(values)
+        if value is not None:
+            item = setting(name)
+            values[name] = item.convert(value, item.flag_name)
+    return values
 
 
 def build_config(values: Mapping[str, Any]) -> EngineConfig:
@@ -351,15 +241,14 @@ def build_config(values: Mapping[str, Any]) -> EngineConfig:
         sub_base = values.get("sub_api_base", api_base)
         sub_model = ModelSpec(sub_name, api_base=sub_base or None, api_key=api_key, **spec_extra)
 
-    limits = Limits(
-        **{field_: values[name] for name, field_ in _LIMIT_FIELDS.items() if name in values}
-    )
+    limits = Limits(**{s.field: values[s.name] for s in _LIMIT_SETTINGS if s.name in values})
     sandbox = None
-    sandbox_values = {f: values[n] for n, f in _SANDBOX_FIELDS.items() if n in values}
+    sandbox_values = {s.field: values[s.name] for s in _SANDBOX_SETTINGS if s.name in values}
     if sandbox_values:
         from engine.sandbox import SandboxConfig
 
-        # from_env keeps the sandbox's own variables (runtime, tmp size) the table lacks.
+        # from_env adds what the environment sets and the flat values do not (load_config
+        # was given another env, or a value came from the file).
         sandbox = SandboxConfig.from_env(**sandbox_values)
 
     extra: dict[str, Any] = {}

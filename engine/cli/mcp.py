@@ -13,7 +13,8 @@ import argparse
 
 import anyio
 
-from engine.config import SETTING_NAMES, EngineConfig, load_config
+from engine.config import EngineConfig, load_config
+from engine.settings import flag_values
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Serve until stdin closes (stdio) or the process is interrupted (HTTP)."""
-    flags = {name: getattr(args, name) for name in SETTING_NAMES if hasattr(args, name)}
+    flags = flag_values(args)
 
     def configure(model: str | None) -> EngineConfig:
         chosen = flags if model is None else {**flags, "model": model}

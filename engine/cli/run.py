@@ -15,9 +15,10 @@ from typing import Any
 
 import anyio
 
-from engine.config import SETTING_NAMES, EngineConfig, load_config
+from engine.config import EngineConfig, load_config
 from engine.contexts import ContextSpec, read_stdin
 from engine.errors import ContextError
+from engine.settings import add_arguments, flag_values
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -91,58 +92,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """The engine settings of ``rlm run`` (model, limits, tools, files); ``rlm mcp`` shares them."""
-    parser.add_argument("--model", help="root model, a litellm string (e.g. openai/gpt-4o-mini)")
-    parser.add_argument("--sub-model", dest="sub_model", help="sub-call model (default: --model)")
-    parser.add_argument("--api-base", dest="api_base", help="OpenAI-compatible server URL")
-    parser.add_argument(
-        "--profile",
-        dest="prompt_profile",
-        help="prompt profile (default auto: small for the local model, else frontier)",
-    )
-    limits = parser.add_argument_group("limits (shared by the whole recursion tree)")
-    limits.add_argument("--max-iterations", dest="max_iterations", type=int, help="default 20")
-    limits.add_argument(
-        "--max-depth", dest="max_depth", type=int, help="default 1 (rlm_query = llm_query)"
-    )
-    limits.add_argument("--max-wall-time", dest="max_wall_time", type=float, help="seconds")
-    limits.add_argument("--max-tokens", dest="max_tokens", type=int, help="total tokens")
-    limits.add_argument("--max-cost", dest="max_cost", type=float, help="total cost in USD")
-    limits.add_argument("--max-sub-calls", dest="max_sub_calls", type=int)
-    limits.add_argument("--cell-timeout", dest="cell_timeout", type=float, help="default 120 s")
-    add_tool_arguments(parser, limits)
-    files = parser.add_argument_group("files")
-    files.add_argument("--trajectory", type=Path, help="JSONL trajectory path")
-    files.add_argument("--record", type=Path, help="record every model call to this cassette")
-    files.add_argument("--replay", type=Path, help="answer model calls from this cassette")
-    files.add_argument("--config", type=Path, help="TOML config file")
-
-
-def add_tool_arguments(parser: argparse.ArgumentParser, limits: Any) -> None:
-    """``--tool``, ``--mcp``, ``--max-tool-calls`` and ``--tool-timeout`` (also for rlm mcp)."""
-    tools = parser.add_argument_group("host tools (callable from the sandbox by their names)")
-    tools.add_argument(
-        "--tool",
-        dest="tools",
-        action="append",
-        metavar="MODULE:FUNCTION",
-        help="a Python function of this host as a tool (repeatable)",
-    )
-    tools.add_argument(
-        "--mcp",
-        action="append",
-        metavar="'COMMAND ARGS' | URL",
-        help="an MCP server's tools: a command (stdio) or a streamable-HTTP URL (repeatable)",
-    )
-    limits.add_argument("--max-tool-calls", dest="max_tool_calls", type=int, help="total")
-    limits.add_argument(
-        "--tool-timeout", dest="tool_timeout", type=float, help="seconds per call (default 60)"
-    )
+    """The engine settings of ``rlm run`` (model, limits, tools, files; see
+    :mod:`engine.settings`); ``rlm mcp`` shares them."""
+    add_arguments(parser, "run")
+    parser.add_argument("--config", type=Path, help="TOML config file")
 
 
 def handle(args: argparse.Namespace) -> int:
     """Run the query; return the exit status."""
-    flags = {name: getattr(args, name) for name in SETTING_NAMES if hasattr(args, name)}
+    flags = flag_values(args)
     config = load_config(flags, config_file=args.config)
     from engine.cli.status import RunStatus
     from engine.display import stderr_console

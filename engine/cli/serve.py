@@ -1,7 +1,9 @@
 """``rlm serve``: the HTTP service (jobs API, OpenAI-compatible chat, trajectory viewer).
 
-Model and budget flags are those of ``rlm run`` (they set the service's defaults; a job may
-override budgets and model names). API keys come from ``$RLM_API_KEYS`` (comma-separated).
+Model and budget flags are those of ``rlm run``. The budgets the operator sets (flags,
+environment, config file) are a job's defaults and ceilings: a job may lower them, never raise
+them (422 naming the ceiling); budgets left unset get the safe ceilings of
+:mod:`engine.settings`. API keys come from ``$RLM_API_KEYS`` (comma-separated).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.cli.run import add_tool_arguments
-from engine.config import SETTING_NAMES, load_config, parse_size
+from engine.config import build_config, load_values
 from engine.errors import ConfigError
+from engine.settings import add_arguments, flag_values, parse_size, service_ceilings
 
 DEFAULT_PORT = 8080
 
@@ -31,23 +33,8 @@ def default_data_dir() -> Path:
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    """The model, budget and replay flags shared with ``rlm run``."""
-    parser.add_argument("--model", help="root model, a litellm string (default: local model)")
-    parser.add_argument("--sub-model", dest="sub_model", help="sub-call model (default: --model)")
-    parser.add_argument("--api-base", dest="api_base", help="OpenAI-compatible server URL")
-    parser.add_argument(
-        "--profile", dest="prompt_profile", default=None, help="prompt profile (default auto)"
-    )
-    limits = parser.add_argument_group("default limits of a job (a job may set its own)")
-    limits.add_argument("--max-iterations", dest="max_iterations", type=int)
-    limits.add_argument("--max-depth", dest="max_depth", type=int)
-    limits.add_argument("--max-wall-time", dest="max_wall_time", type=float, help="seconds")
-    limits.add_argument("--max-tokens", dest="max_tokens", type=int)
-    limits.add_argument("--max-cost", dest="max_cost", type=float, help="USD")
-    limits.add_argument("--max-sub-calls", dest="max_sub_calls", type=int)
-    limits.add_argument("--cell-timeout", dest="cell_timeout", type=float, help="seconds")
-    add_tool_arguments(parser, limits)  # the operator's tools; a job may only restrict them
-    parser.add_argument("--replay", type=Path, help="answer every model call from this cassette")
+    """The model, budget, tool and replay flags (see :mod:`engine.settings`)."""
+    add_arguments(parser, "serve")
     parser.add_argument("--config", type=Path, help="TOML config file")
 
 
@@ -111,8 +98,9 @@ def handle(args: argparse.Namespace) -> int:
 
     from engine.service import ApiKeys, JobService, ServiceSettings, create_app, open_store
 
-    flags = {name: getattr(args, name) for name in SETTING_NAMES if hasattr(args, name)}
-    config = load_config(flags, config_file=args.config)
+    # What the operator set (flags, environment, file) is also the most a job may ask for.
+    values = load_values(flag_values(args), config_file=args.config)
+    config = build_config(values)
     if config.replay is not None and not config.replay.is_file():
         raise ConfigError(f"replay cassette {config.replay} does not exist; check --replay")
     for name in ("max_sandboxes", "max_jobs_per_key"):
@@ -137,6 +125,7 @@ def handle(args: argparse.Namespace) -> int:
         max_upload_bytes=max_upload,
         database_url=url,
         lease_s=args.lease_s,
+        ceilings=service_ceilings(values),
     )
     keys = ApiKeys.from_env(enabled=not args.no_auth)
     with open_store(settings.store_target) as store:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import ConfigError
+from engine.settings import env_values, in_section
+from engine.settings import parse_size as parse_size  # re-exported: the one size parser
 
 DEFAULT_IMAGE = "rlm-sandbox:latest"
 SANDBOX_UID = 1000
@@ -15,20 +17,6 @@ SANDBOX_GID = 1000
 #: The uid the sandbox runs as when the orchestrator itself runs as ``SANDBOX_UID``: the
 #: sandbox must never own what the host created, or it could chmod a locked directory back.
 ALTERNATE_UID = 1001
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str | int) -> int:
-    """Parse ``"512m"``, ``"2GiB"``, ``"1g"`` or a byte count into bytes (binary units)."""
-    if isinstance(text, int):
-        return text
-    match = _SIZE.match(str(text))
-    if not match:
-        raise ConfigError(f"cannot read the size {text!r}: write e.g. 512m, 2g or 2GiB")
-    number, unit, _ = match.groups()
-    return int(float(number) * _UNITS[unit.lower()])
 
 
 def format_size(num_bytes: int) -> str:
@@ -83,7 +71,6 @@ class SandboxConfig:
     #: for large contexts.
     disk_bytes: int = 2 << 30
     output_limit_chars: int = 200_000
-    default_timeout_s: float = 120.0
     interrupt_grace_s: float = 5.0
     start_timeout_s: float = 60.0
     auto_memory: bool = True
@@ -111,29 +98,10 @@ class SandboxConfig:
 
     @classmethod
     def from_env(cls, **overrides: object) -> SandboxConfig:
-        """Build a config from ``RLM_SANDBOX_*`` variables, then ``overrides``."""
-        values: dict[str, object] = {}
-        env = os.environ
-        if "RLM_SANDBOX_IMAGE" in env:
-            values["image"] = env["RLM_SANDBOX_IMAGE"]
-        if env.get("RLM_SANDBOX_RUNTIME"):
-            values["runtime"] = env["RLM_SANDBOX_RUNTIME"]
-        if "RLM_SANDBOX_MEMORY" in env:
-            values["memory_bytes"] = parse_size(env["RLM_SANDBOX_MEMORY"])
-        if "RLM_SANDBOX_CPUS" in env:
-            values["cpus"] = _number(env["RLM_SANDBOX_CPUS"], "RLM_SANDBOX_CPUS")
-        if "RLM_SANDBOX_PIDS" in env:
-            values["pids_limit"] = int(_number(env["RLM_SANDBOX_PIDS"], "RLM_SANDBOX_PIDS"))
-        if "RLM_SANDBOX_TMP" in env:
-            values["tmp_bytes"] = parse_size(env["RLM_SANDBOX_TMP"])
-        if "RLM_SANDBOX_DISK" in env:
-            values["disk_bytes"] = parse_size(env["RLM_SANDBOX_DISK"])
+        """Build a config from the ``RLM_SANDBOX_*`` variables (see :mod:`engine.settings`),
+        then ``overrides`` (field names)."""
+        fields = {item.name: item.field for item in in_section("sandbox") if item.field}
+        parsed = env_values(os.environ, in_section("sandbox"))
+        values: dict[str, object] = {fields[name]: value for name, value in parsed.items()}
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
-
-
-def _number(text: str, name: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {text!r}") from None

@@ -24,6 +24,7 @@ from engine.sandbox import docker_api, kernel, reaper, rundir, runtime
 from engine.sandbox.config import SandboxConfig, format_size
 from engine.sandbox.instance import instance_id
 from engine.sandbox.results import ContextInfo, ExecResult, KernelState, timeout_error
+from engine.settings import DEFAULT_CELL_TIMEOUT_S
 
 log = get_logger(__name__)
 
@@ -150,7 +151,7 @@ class Sandbox:
             f"output_limit={self.config.output_limit_chars})"
         )
         # Loading a 1 GB context takes seconds, not minutes; the cell timeout still bounds it.
-        timeout = max(self.config.default_timeout_s, self.config.start_timeout_s)
+        timeout = max(DEFAULT_CELL_TIMEOUT_S, self.config.start_timeout_s)
         outcome = await self._run_raw("", timeout, silent=True, expressions={"info": call})
         value = outcome.user_expressions.get("info", {})
         if value.get("status") != "ok":
@@ -168,7 +169,7 @@ class Sandbox:
         """
         if not isinstance(code, str):
             raise TypeError("code must be a str")
-        limit = self.config.default_timeout_s if timeout is None else timeout
+        limit = DEFAULT_CELL_TIMEOUT_S if timeout is None else timeout
         if limit <= 0:
             raise SandboxError("the cell timeout must be positive")
         started = time.perf_counter()

@@ -20,8 +20,9 @@ import secrets
 import shutil
 import socket
 import time
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,7 +37,13 @@ from engine.models import ModelSpec
 from engine.service.files import context_spec, local_record
 from engine.service.metrics import Metrics
 from engine.service.replicas import Replica, local_file, share_file
-from engine.service.requests import LIMIT_FIELDS, ApiError, JobRequest
+from engine.service.requests import (
+    ApiError,
+    JobRequest,
+    capped_limits,
+    check_ceilings,
+    limits_with,
+)
 from engine.service.store import (
     CANCELLED,
     FAILED,
@@ -47,6 +54,7 @@ from engine.service.store import (
     JobStore,
 )
 from engine.service.store_pg import PgJobStore
+from engine.settings import service_ceilings
 from engine.tools import ToolRegistry, ToolsConfig
 
 log = get_logger(__name__)
@@ -64,6 +72,9 @@ class ServiceSettings:
     # A postgresql:// URL: the jobs live there, shared with other replicas (else SQLite).
     database_url: str | None = None
     lease_s: float = 30.0
+    #: the most a job may ask for, by budget (API name); the operator's limits, else the safe
+    #: ceilings of engine.settings. A job that sets no budget gets the ceiling (or less).
+    ceilings: Mapping[str, float] = field(default_factory=lambda: service_ceilings({}))
 
     @property
     def db_path(self) -> Path:
@@ -99,7 +110,8 @@ class JobService:
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
-        self.base_config = base_config
+        limits = capped_limits(base_config.limits, settings.ceilings)
+        self.base_config = dataclasses.replace(base_config, limits=limits)
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.limiter = anyio.CapacityLimiter(settings.max_sandboxes)
@@ -396,12 +408,7 @@ class JobService:
                 sub = root
         if request.get("sub_model"):
             sub = dataclasses.replace(sub, model=request["sub_model"])
-        limits = self.base_config.limits
-        overrides = {
-            LIMIT_FIELDS[name][0]: value for name, value in (request.get("limits") or {}).items()
-        }
-        if overrides:
-            limits = dataclasses.replace(limits, **overrides)
+        limits = limits_with(self.base_config.limits, request.get("limits") or {})
         return EngineConfig(
             model=root,
             sub_model=sub,
@@ -453,11 +460,14 @@ def validate_tools(names: tuple[str, ...] | None, available: tuple[str, ...]) ->
         )
 
 
-def validate_limits(limits: dict[str, Any], base: Limits) -> None:
-    """Raise ApiError 422 when budgets are invalid together with the service defaults."""
-    overrides = {LIMIT_FIELDS[name][0]: value for name, value in limits.items()}
+def validate_limits(
+    limits: dict[str, Any], base: Limits, ceilings: Mapping[str, float] | None = None
+) -> None:
+    """Raise ApiError 422 when budgets are above the service's ceilings or invalid together
+    with the service defaults."""
+    check_ceilings(limits, ceilings or {})
     try:
-        dataclasses.replace(base, **overrides)
+        limits_with(base, limits)
     except RLMError as exc:
         raise ApiError(422, "invalid_request_error", str(exc), "limits") from exc
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from engine.service.requests import LIMIT_FIELDS
+from engine.service.requests import LIMIT_SETTINGS
 
 _ERROR = {
     "type": "object",
@@ -21,15 +22,30 @@ _ERROR = {
     },
 }
 
-_LIMITS = {
-    "type": "object",
-    "description": "Budgets shared by the whole recursion tree (omitted = service default).",
-    "properties": {
-        name: {"type": "integer" if kind is int else "number", "exclusiveMinimum": 0}
-        for name, (_field, kind) in LIMIT_FIELDS.items()
-    },
-    "additionalProperties": False,
-}
+
+def limits_schema(ceilings: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The ``limits`` object a job may send, from engine.settings; ``ceilings`` become each
+    budget's ``maximum`` (the operator's limits: a job may lower them, never raise them)."""
+    properties: dict[str, Any] = {}
+    for name, item in LIMIT_SETTINGS.items():
+        schema: dict[str, Any] = {
+            "type": "integer" if item.kind is int else "number",
+            "description": item.help,
+        }
+        schema["minimum" if item.minimum == 0 else "exclusiveMinimum"] = 0
+        if ceilings and name in ceilings:
+            schema["maximum"] = ceilings[name]
+        properties[name] = schema
+    return {
+        "type": "object",
+        "description": (
+            "Budgets shared by the whole recursion tree (omitted = the service's default). "
+            "A value above the service's ceiling (maximum) is refused with 422."
+        ),
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
 
 _JOB_REQUEST = {
     "type": "object",
@@ -133,8 +149,9 @@ _STATUS_TEXT = {
 }
 
 
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI document; static apart from the schemas derived from the code."""
+def openapi_document(ceilings: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The OpenAPI document; static apart from the schemas derived from the code and the
+    service's ceilings."""
     job_ref = {"$ref": "#/components/schemas/Job"}
     return {
         "openapi": "3.1.0",
@@ -232,7 +249,7 @@ def openapi_document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": _ERROR,
-                "Limits": _LIMITS,
+                "Limits": limits_schema(ceilings),
                 "JobRequest": _JOB_REQUEST,
                 "Job": _JOB,
             },

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import ServiceError
+from engine.config import Limits
+from engine.errors import RLMError, ServiceError
+from engine.settings import Setting, api_settings
 
 MAX_QUERY_CHARS = 100_000
 MAX_RETRIES = 5
 
-# API name of a budget -> (engine.config.Limits field, type).
-LIMIT_FIELDS: dict[str, tuple[str, type]] = {
-    "max_iterations": ("max_iterations", int),
-    "max_depth": ("max_depth", int),
-    "max_wall_time": ("max_wall_time_s", float),
-    "max_tokens": ("max_tokens", int),
-    "max_cost": ("max_cost_usd", float),
-    "max_sub_calls": ("max_sub_calls", int),
-    "max_tool_calls": ("max_tool_calls", int),
-    "cell_timeout": ("cell_timeout_s", float),
-}
+#: The budgets a job may set in ``limits``, by API name (declared in engine.settings).
+LIMIT_SETTINGS: dict[str, Setting] = {s.name: s for s in api_settings()}
 
 
 class ApiError(ServiceError):
@@ -46,7 +41,7 @@ class JobRequest:
     """A validated job: what to ask, about what, with which models and budgets.
 
     ``context`` is inline text or a JSON value; ``file_ids`` name uploaded files. ``limits``
-    holds only the budgets the client set (API names, see :data:`LIMIT_FIELDS`).
+    holds only the budgets the client set (API names, see :data:`LIMIT_SETTINGS`).
     """
 
     query: str
@@ -89,22 +84,61 @@ def parse_limits(raw: Any, param: str = "limits") -> dict[str, float | int]:
         raise invalid(f'"{param}" must be an object like {{"max_iterations": 10}}', param)
     out: dict[str, float | int] = {}
     for key, value in raw.items():
-        spec = LIMIT_FIELDS.get(key)
-        if spec is None:
-            known = ", ".join(LIMIT_FIELDS)
+        item = LIMIT_SETTINGS.get(key)
+        if item is None:
+            known = ", ".join(LIMIT_SETTINGS)
             raise invalid(f'unknown budget "{key}" in "{param}"; known: {known}', f"{param}.{key}")
         if value is None:
             continue
-        kind = spec[1]
+        kind = item.kind
         ok_type = isinstance(value, int) if kind is int else isinstance(value, int | float)
         if isinstance(value, bool) or not ok_type:
             what = "an integer" if kind is int else "a number"
             raise invalid(f'"{param}.{key}" must be {what} (got {value!r})', f"{param}.{key}")
-        minimum = 0 if key in ("max_sub_calls", "max_tool_calls") else 1e-9
-        if value < minimum:
-            raise invalid(f'"{param}.{key}" must be positive (got {value!r})', f"{param}.{key}")
+        try:
+            item.check_minimum(value)
+        except RLMError:
+            raise invalid(
+                f'"{param}.{key}" must be positive (got {value!r})', f"{param}.{key}"
+            ) from None
         out[key] = kind(value)
     return out
+
+
+def limits_with(base: Limits, limits: Mapping[str, float | int]) -> Limits:
+    """``base`` with a job's budgets (API names) applied."""
+    overrides = {LIMIT_SETTINGS[name].field or name: value for name, value in limits.items()}
+    return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def check_ceilings(
+    limits: Mapping[str, float | int], ceilings: Mapping[str, float], param: str = "limits"
+) -> None:
+    """Refuse (422) a budget above the service's ceiling for it, naming the ceiling.
+
+    The operator's limits are maxima: a job may lower them, never raise them.
+    """
+    for name, value in limits.items():
+        ceiling = ceilings.get(name)
+        if ceiling is not None and value > ceiling:
+            flag = LIMIT_SETTINGS[name].flag_name
+            raise invalid(
+                f'"{param}.{name}" is {value:g}, above this service\'s ceiling of {ceiling:g} '
+                f"(set by the operator with rlm serve {flag} or the config file); ask for "
+                f"{ceiling:g} or less",
+                f"{param}.{name}",
+            )
+
+
+def capped_limits(base: Limits, ceilings: Mapping[str, float]) -> Limits:
+    """The limits a job gets when it sets none: ``base``, each budget at most its ceiling."""
+    capped: dict[str, Any] = {}
+    for name, ceiling in ceilings.items():
+        field_name = LIMIT_SETTINGS[name].field or name
+        current = getattr(base, field_name)
+        if current is None or current > ceiling:
+            capped[field_name] = LIMIT_SETTINGS[name].kind(ceiling)
+    return dataclasses.replace(base, **capped) if capped else base
 
 
 def parse_job_request(body: Any) -> JobRequest:

@@ -79,7 +79,7 @@ class Api:
 
     def submit(self, owner: str, job: JobRequest, kind: str) -> JobRecord:
         """Validate the job's budgets against the service's and queue it."""
-        validate_limits(job.limits, self.service.base_config.limits)
+        validate_limits(job.limits, self.service.base_config.limits, self.service.settings.ceilings)
         validate_tools(job.tools, self.service.tools.names)
         return self.service.submit(owner, job, kind=kind)
 

@@ -46,7 +46,7 @@ def routes(api: Api) -> list[BaseRoute]:
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_document())
+        return JSONResponse(openapi_document(settings.ceilings))
 
     async def viewer_root(request: Request) -> Response:
         return RedirectResponse("/viewer/index.html")

@@ -1,0 +1,345 @@
+"""Every engine setting, declared once: name, type, default, variable, flag, API name, help.
+
+The rest is derived from :data:`SETTINGS`: the ``RLM_*`` environment and the TOML keys
+(:mod:`engine.config`), the flags of ``rlm run`` and ``rlm serve`` (:func:`add_arguments`),
+the ``limits`` a service job may set (:func:`api_settings`, validated by
+:mod:`engine.service.requests`, described in the OpenAPI document) and the service's
+ceilings (:func:`service_ceilings`). To add a setting, add a row here and the field it sets
+(a :class:`engine.config.Limits` field for ``section="limits"``).
+
+This module imports nothing of the engine but :mod:`engine.errors`, so every layer may use
+it, and :func:`parse_size` is the one size parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CELL_TIMEOUT_S",
+    "SETTINGS",
+    "Setting",
+    "add_arguments",
+    "api_settings",
+    "parse_size",
+    "service_ceilings",
+    "setting",
+]
+
+#: How long one cell may run, in seconds, unless a limit says otherwise (the one default).
+DEFAULT_CELL_TIMEOUT_S = 120.0
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: object) -> int:
+    """Bytes from ``"512m"``, ``"2GiB"``, ``"1g"`` or a byte count (binary units).
+
+    Raises :class:`ConfigError` (a ``ValueError`` too) naming the accepted forms.
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    match = _SIZE.match(str(text))
+    if not match:
+        raise SizeError(f"cannot read the size {text!r}: write e.g. 512m, 2g or 2GiB")
+    number, unit, _ = match.groups()
+    return int(float(number) * _UNITS[unit.lower()])
+
+
+class SizeError(ConfigError, ValueError):
+    """A size that is not a number of bytes or ``<number><k|m|g|t>``."""
+
+
+def _parse_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    if isinstance(value, int):
+        return value
+    return int(str(value).strip().replace("_", ""))
+
+
+def _parse_float(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("expected a number")
+    return float(value)
+
+
+def _parse_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _parse_path(value: object) -> Path:
+    if isinstance(value, Path):
+        return value.expanduser()
+    return Path(_parse_str(value)).expanduser()
+
+
+def _parse_tools(value: object) -> Any:
+    from engine.tools.settings import parse_functions
+
+    return parse_functions(value)
+
+
+def _parse_mcp(value: object) -> Any:
+    from engine.tools.settings import parse_mcp
+
+    return parse_mcp(value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting and every place it can be given.
+
+    ``name`` is the TOML key (inside ``section``), the flag's dest, the key of
+    :func:`engine.config.load_config`'s ``flags`` and, for ``api`` settings, the name in a
+    service job's ``limits``. ``field`` is the attribute it sets (on ``Limits`` for the
+    ``limits`` section, on ``SandboxConfig`` for ``sandbox``). ``flag`` None means no flag;
+    ``commands`` says which commands have it. ``ceiling`` marks a budget whose service value
+    is a maximum a job may lower but not raise, ``safe_ceiling`` the maximum ``rlm serve``
+    applies when the operator sets none.
+    """
+
+    name: str
+    kind: type
+    parse: Callable[[Any], Any]
+    env: str
+    help: str
+    section: str | None = None
+    field: str | None = None
+    default: Any = None
+    flag: str | None = None
+    commands: frozenset[str] = frozenset({"run", "serve"})
+    api: bool = False
+    minimum: float | None = None  # the smallest allowed value; None: no check here
+    ceiling: bool = False
+    safe_ceiling: float | None = None
+    repeat: bool = False  # the flag may be given several times (a list)
+    metavar: str | None = None
+
+    @property
+    def flag_name(self) -> str:
+        return self.flag or f"--{self.name.replace('_', '-')}"
+
+    def convert(self, value: Any, where: str) -> Any:
+        """``value`` parsed, or a :class:`ConfigError` naming ``where`` it came from."""
+        try:
+            return self.parse(value)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"invalid value {value!r} for {where}: {exc}") from exc
+
+    def check_minimum(self, value: float | None) -> None:
+        """Raise ConfigError when ``value`` is below :attr:`minimum` (None is unlimited)."""
+        if value is None or self.minimum is None:
+            return
+        if self.minimum == 0 and value < 0:
+            raise ConfigError(f"{self.name} must be 0 or more (got {value})")
+        if self.minimum > 0 and value <= 0:
+            raise ConfigError(f"{self.name} must be greater than 0 (got {value})")
+
+
+_RUN = frozenset({"run"})
+_NONE: frozenset[str] = frozenset()
+_POSITIVE = 1e-9  # greater than 0
+
+SETTINGS: tuple[Setting, ...] = (
+    # --- models ---------------------------------------------------------------------------
+    Setting("model", str, _parse_str, "RLM_MODEL", "root model, a litellm string "
+            "(e.g. openai/gpt-4o-mini; default: the embedded local model)", flag="--model"),
+    Setting("sub_model", str, _parse_str, "RLM_SUB_MODEL", "sub-call model (default: --model)",
+            flag="--sub-model"),
+    Setting("api_base", str, _parse_str, "RLM_API_BASE", "OpenAI-compatible server URL",
+            flag="--api-base"),
+    Setting("sub_api_base", str, _parse_str, "RLM_SUB_API_BASE", "server URL of the sub model",
+            commands=_NONE),
+    Setting("api_key", str, _parse_str, "RLM_API_KEY", "API key for --api-base", commands=_NONE),
+    Setting("temperature", float, _parse_float, "RLM_TEMPERATURE", "sampling temperature",
+            commands=_NONE),
+    Setting("max_output_tokens", int, _parse_int, "RLM_MAX_OUTPUT_TOKENS",
+            "most tokens of one model reply", commands=_NONE),
+    Setting("context_window", int, _parse_int, "RLM_CONTEXT_WINDOW",
+            "the root model's context window in tokens", commands=_NONE),
+    Setting("max_in_flight", int, _parse_int, "RLM_MAX_IN_FLIGHT",
+            "model calls in flight at once", default=16, commands=_NONE),
+    Setting("prompt_profile", str, _parse_str, "RLM_PROMPT_PROFILE",
+            "prompt profile: auto (default: chosen from what the model can do), frontier or "
+            "small", default="auto", flag="--profile", metavar="NAME"),
+    # --- files ----------------------------------------------------------------------------
+    Setting("trajectory", Path, _parse_path, "RLM_TRAJECTORY", "JSONL trajectory path",
+            commands=_RUN),
+    Setting("trajectory_dir", Path, _parse_path, "RLM_TRAJECTORY_DIR",
+            "directory of trajectories (one file per run)", commands=_NONE),
+    Setting("record", Path, _parse_path, "RLM_RECORD",
+            "record every model call to this cassette", commands=_RUN),
+    Setting("replay", Path, _parse_path, "RLM_REPLAY",
+            "answer every model call from this cassette"),
+    # --- limits (shared by the whole recursion tree) --------------------------------------
+    Setting("max_iterations", int, _parse_int, "RLM_MAX_ITERATIONS",
+            "root-model turns of each run", "limits", "max_iterations", 20, api=True,
+            minimum=_POSITIVE, ceiling=True, safe_ceiling=50),
+    Setting("max_depth", int, _parse_int, "RLM_MAX_DEPTH",
+            "recursion depth; 1 = rlm_query is a plain llm_query", "limits", "max_depth", 1,
+            api=True, minimum=_POSITIVE, ceiling=True, safe_ceiling=3),
+    Setting("max_wall_time", float, _parse_float, "RLM_MAX_WALL_TIME",
+            "seconds of wall time in total", "limits", "max_wall_time_s", api=True,
+            minimum=_POSITIVE, ceiling=True, safe_ceiling=3600),
+    Setting("max_tokens", int, _parse_int, "RLM_MAX_TOKENS",
+            "tokens in total (root and sub-calls)", "limits", "max_tokens", api=True,
+            minimum=_POSITIVE, ceiling=True, safe_ceiling=2_000_000),
+    Setting("max_cost", float, _parse_float, "RLM_MAX_COST", "cost in total, USD", "limits",
+            "max_cost_usd", api=True, minimum=_POSITIVE, ceiling=True, safe_ceiling=10.0),
+    Setting("max_sub_calls", int, _parse_int, "RLM_MAX_SUB_CALLS",
+            "sub-calls in total (each llm_batch item counts)", "limits", "max_sub_calls",
+            api=True, minimum=0, ceiling=True, safe_ceiling=1000),
+    Setting("max_tool_calls", int, _parse_int, "RLM_MAX_TOOL_CALLS", "host tool calls in total",
+            "limits", "max_tool_calls", api=True, minimum=0, ceiling=True),
+    Setting("tool_timeout", float, _parse_float, "RLM_TOOL_TIMEOUT",
+            "seconds per host tool call (default 60)", "limits", minimum=_POSITIVE),
+    Setting("cell_timeout", float, _parse_float, "RLM_CELL_TIMEOUT",
+            "seconds one cell may run", "limits", "cell_timeout_s", DEFAULT_CELL_TIMEOUT_S,
+            api=True, minimum=_POSITIVE, ceiling=True),
+    Setting("output_max_chars", int, _parse_int, "RLM_OUTPUT_MAX_CHARS",
+            "characters of each cell's output the root model sees", "limits",
+            "output_max_chars", 8_000, commands=_NONE, minimum=_POSITIVE),
+    # --- host tools -----------------------------------------------------------------------
+    Setting("tools", list, _parse_tools, "RLM_TOOL_FUNCTIONS",
+            "a Python function of this host as a tool (repeatable)", flag="--tool",
+            repeat=True, metavar="MODULE:FUNCTION"),
+    Setting("mcp", list, _parse_mcp, "RLM_MCP_SERVERS",
+            "an MCP server's tools: a command (stdio) or a streamable-HTTP URL (repeatable)",
+            repeat=True, metavar="'COMMAND ARGS' | URL"),
+    # --- the sandbox ----------------------------------------------------------------------
+    Setting("image", str, _parse_str, "RLM_SANDBOX_IMAGE", "sandbox image", "sandbox", "image",
+            commands=_NONE),
+    Setting("runtime", str, _parse_str, "RLM_SANDBOX_RUNTIME",
+            "Docker runtime (default: runsc when registered)", "sandbox", "runtime",
+            commands=_NONE),
+    Setting("memory", int, parse_size, "RLM_SANDBOX_MEMORY", "sandbox memory, e.g. 2g",
+            "sandbox", "memory_bytes", commands=_NONE),
+    Setting("cpus", float, _parse_float, "RLM_SANDBOX_CPUS", "sandbox CPUs", "sandbox", "cpus",
+            commands=_NONE),
+    Setting("pids_limit", int, _parse_int, "RLM_SANDBOX_PIDS", "sandbox process limit",
+            "sandbox", "pids_limit", commands=_NONE),
+    Setting("tmp", int, parse_size, "RLM_SANDBOX_TMP", "size of the sandbox's /tmp",
+            "sandbox", "tmp_bytes", commands=_NONE),
+    Setting("disk", int, parse_size, "RLM_SANDBOX_DISK",
+            "bytes of child contexts the sandbox may hand the host", "sandbox", "disk_bytes",
+            commands=_NONE),
+)  # fmt: skip
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+_GROUPS = {
+    "limits": "limits (shared by the whole recursion tree)",
+    "tools": "host tools (callable from the sandbox by their names)",
+}
+_SERVE_LIMITS = (
+    "limits of a job: its defaults and the most a job may ask for (a job may lower them, "
+    "never raise them)"
+)
+
+
+def setting(name: str) -> Setting:
+    """The setting called ``name``."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ConfigError(f"unknown setting {name!r}") from None
+
+
+def in_section(section: str) -> tuple[Setting, ...]:
+    """The settings of a TOML table (``limits``, ``sandbox``)."""
+    return tuple(s for s in SETTINGS if s.section == section)
+
+
+def api_settings() -> tuple[Setting, ...]:
+    """The budgets a service job may set in ``limits`` (API name = setting name)."""
+    return tuple(s for s in SETTINGS if s.api)
+
+
+def service_ceilings(operator: Mapping[str, Any]) -> dict[str, float]:
+    """The most a service job may ask for, by API name.
+
+    ``operator`` holds the settings the operator gave (flags, environment, TOML): each such
+    budget is a ceiling. A budget the operator left out gets its safe ceiling, if it has one.
+    """
+    ceilings: dict[str, float] = {}
+    for item in SETTINGS:
+        if not item.ceiling:
+            continue
+        value = operator.get(item.name)
+        if value is None:
+            value = item.safe_ceiling
+        if value is not None:
+            ceilings[item.name] = value
+    return ceilings
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """Add the flags of ``command`` (``run`` or ``serve``), grouped, with their help.
+
+    Every flag defaults to None (not given), so the environment and the config file apply.
+    """
+    groups: dict[str, Any] = {}
+
+    def group_of(item: Setting) -> Any:
+        key = (
+            "tools"
+            if item.name in ("tools", "mcp", "max_tool_calls", "tool_timeout")
+            else (item.section or "")
+        )
+        if key not in _GROUPS:
+            return parser
+        if key not in groups:
+            title = _SERVE_LIMITS if key == "limits" and command == "serve" else _GROUPS[key]
+            groups[key] = parser.add_argument_group(title)
+        return groups[key]
+
+    for item in SETTINGS:
+        if command not in item.commands:
+            continue
+        kwargs: dict[str, Any] = {"dest": item.name, "default": None, "help": _help(item)}
+        if item.repeat:
+            kwargs["action"] = "append"
+        elif item.kind in (int, float, Path):
+            kwargs["type"] = item.kind
+        if item.metavar:
+            kwargs["metavar"] = item.metavar
+        group_of(item).add_argument(item.flag_name, **kwargs)
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if value == int(value) else f"{value:g}"
+
+
+def _help(item: Setting) -> str:
+    extra = []
+    if item.default is not None and item.kind in (int, float):
+        extra.append(f"default {_number(item.default)}")
+    if item.safe_ceiling is not None:
+        extra.append(f"rlm serve caps it at {_number(item.safe_ceiling)} unless set")
+    extra.append(f"${item.env}")
+    return f"{item.help} ({'; '.join(extra)})"
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags in ``args`` (None = not given), for ``load_config``."""
+    return {s.name: getattr(args, s.name) for s in SETTINGS if hasattr(args, s.name)}
+
+
+def env_values(env: Mapping[str, str], names: Iterable[Setting] = SETTINGS) -> dict[str, Any]:
+    """The settings set in ``env`` (empty values are unset), parsed."""
+    values: dict[str, Any] = {}
+    for item in names:
+        raw = env.get(item.env)
+        if raw is not None and raw.strip() != "":
+            values[item.name] = item.convert(raw, f"${item.env}")
+    return values

@@ -1,0 +1,195 @@
+"""Each setting is declared once (engine.settings) and every way to give it is derived from it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from engine import config as engine_config
+from engine import settings
+from engine.cli.run import add_engine_arguments
+from engine.cli.serve import add_model_flags
+from engine.config import Limits, load_config, load_values, read_config_file
+from engine.errors import ConfigError
+from engine.sandbox import SandboxConfig
+from engine.sandbox import config as sandbox_config
+from engine.service import openapi
+from engine.service.requests import (
+    LIMIT_SETTINGS,
+    ApiError,
+    capped_limits,
+    check_ceilings,
+    limits_with,
+    parse_limits,
+)
+
+# A value each setting accepts, as text (what a flag, a variable or a TOML string gives).
+SAMPLES = {
+    int: "7",
+    float: "2.5",
+    str: "openai/some-model",
+    Path: "/tmp/some-file.jsonl",
+}
+
+
+def _sample(item: settings.Setting) -> str:
+    if item.parse is settings.parse_size:
+        return "64m"
+    if item.name == "prompt_profile":
+        return "small"
+    return SAMPLES.get(item.kind, "x")
+
+
+SCALARS = [s for s in settings.SETTINGS if s.kind in SAMPLES and not s.repeat]
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"rlm {command}")
+    (add_engine_arguments if command == "run" else add_model_flags)(parser)
+    return parser
+
+
+@pytest.mark.parametrize("item", SCALARS, ids=lambda s: s.name)
+def test_settings_every_setting_works_from_env_toml_and_its_flags(
+    item: settings.Setting, tmp_path: Path
+) -> None:
+    text = _sample(item)
+    expected = item.parse(text)
+    from_env = load_values(env={item.env: text}, config_file=None)
+    assert from_env == {item.name: expected}
+    table = f"[{item.section}]\n" if item.section else ""
+    toml = tmp_path / "rlm.toml"
+    toml.write_text(f'{table}{item.name} = "{text}"\n')
+    assert read_config_file(toml) == {item.name: expected}
+    for command in item.commands:
+        flags = settings.flag_values(_parser(command).parse_args([item.flag_name, text]))
+        assert load_values(flags, env={}, config_file=None) == {item.name: expected}
+
+
+def test_settings_flags_beat_environment_beat_file(tmp_path: Path) -> None:
+    toml = tmp_path / "rlm.toml"
+    toml.write_text("[limits]\nmax_iterations = 5\nmax_depth = 2\nmax_tokens = 100\n")
+    env = {"RLM_MAX_ITERATIONS": "6", "RLM_MAX_DEPTH": "3"}
+    cfg = load_config({"max_iterations": 7}, env=env, config_file=toml)
+    assert (cfg.limits.max_iterations, cfg.limits.max_depth, cfg.limits.max_tokens) == (7, 3, 100)
+
+
+def test_settings_limits_defaults_and_checks_come_from_the_declarations() -> None:
+    limits = Limits()
+    for item in settings.in_section("limits"):
+        if item.field:
+            assert getattr(limits, item.field) == item.default, item.name
+    assert Limits().cell_timeout_s == settings.DEFAULT_CELL_TIMEOUT_S
+    with pytest.raises(ConfigError, match="max_wall_time must be greater than 0"):
+        Limits(max_wall_time_s=0)
+    with pytest.raises(ConfigError, match="max_sub_calls must be 0 or more"):
+        Limits(max_sub_calls=-1)
+    assert Limits(max_sub_calls=0).max_sub_calls == 0
+
+
+def test_settings_bad_values_name_where_they_came_from(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\$RLM_SANDBOX_MEMORY"):
+        load_config(env={"RLM_SANDBOX_MEMORY": "lots"}, config_file=None)
+    with pytest.raises(ConfigError, match="--max-cost"):
+        load_config({"max_cost": "cheap"}, env={}, config_file=None)
+    toml = tmp_path / "rlm.toml"
+    toml.write_text('[sandbox]\ndisk = "huge"\n')
+    with pytest.raises(ConfigError, match=r"sandbox\.disk.*512m, 2g or 2GiB"):
+        read_config_file(toml)
+
+
+def test_settings_one_size_parser() -> None:
+    assert engine_config.parse_size is settings.parse_size
+    assert sandbox_config.parse_size is settings.parse_size
+    assert settings.parse_size("2GiB") == 2 << 30 and settings.parse_size("512m") == 512 << 20
+    assert settings.parse_size(4096) == 4096
+    with pytest.raises(ValueError, match=r"write e\.g\. 512m"):
+        settings.parse_size("two gigs")
+
+
+def test_settings_sandbox_variables_are_read_by_the_same_declarations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RLM_SANDBOX_MEMORY", "768m")
+    monkeypatch.setenv("RLM_SANDBOX_TMP", "32m")
+    monkeypatch.setenv("RLM_SANDBOX_CPUS", "0.5")
+    monkeypatch.setenv("RLM_SANDBOX_RUNTIME", "runc")
+    cfg = SandboxConfig.from_env(pids_limit=99)
+    assert (cfg.memory_bytes, cfg.tmp_bytes, cfg.cpus) == (768 << 20, 32 << 20, 0.5)
+    assert (cfg.runtime, cfg.pids_limit) == ("runc", 99)
+    # The same values through load_config: one parse, one set of names.
+    loaded = load_config(config_file=None)
+    assert loaded.sandbox is not None and loaded.sandbox.memory_bytes == 768 << 20
+    assert not hasattr(cfg, "default_timeout_s")  # one cell-timeout default (engine.settings)
+
+
+def test_settings_flags_of_run_and_serve_are_derived() -> None:
+    run_help = _parser("run").format_help()
+    serve_help = _parser("serve").format_help()
+    for item in settings.SETTINGS:
+        for command, text in (("run", run_help), ("serve", serve_help)):
+            assert (item.flag_name in text) == (command in item.commands), (item.name, command)
+            if command in item.commands:
+                assert f"${item.env}" in text
+    assert "a job may lower them, never raise them" in serve_help
+
+
+def test_settings_unknown_flag_name_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="unknown setting 'max_turns'"):
+        load_config({"max_turns": 3}, env={}, config_file=None)
+
+
+def test_settings_service_limits_are_the_api_settings() -> None:
+    api = [s.name for s in settings.SETTINGS if s.api]
+    assert list(LIMIT_SETTINGS) == api
+    assert parse_limits({"max_iterations": 4, "max_cost": 0.5, "max_sub_calls": 0}) == {
+        "max_iterations": 4,
+        "max_cost": 0.5,
+        "max_sub_calls": 0,
+    }
+    with pytest.raises(ApiError, match='unknown budget "turns"'):
+        parse_limits({"turns": 3})
+    with pytest.raises(ApiError, match="must be positive"):
+        parse_limits({"max_wall_time": 0})
+    limits = limits_with(Limits(), {"max_wall_time": 30, "max_tokens": 1000})
+    assert (limits.max_wall_time_s, limits.max_tokens) == (30, 1000)
+    schema = openapi.limits_schema({"max_iterations": 9})
+    assert list(schema["properties"]) == api
+    assert schema["properties"]["max_iterations"]["maximum"] == 9
+    assert schema["properties"]["max_sub_calls"]["minimum"] == 0
+    for name, prop in schema["properties"].items():
+        assert prop["description"] == settings.setting(name).help
+        assert prop["type"] == ("integer" if settings.setting(name).kind is int else "number")
+
+
+def test_settings_operator_limits_are_ceilings() -> None:
+    operator = load_values({"max_iterations": 3, "max_cost": 0.2}, env={}, config_file=None)
+    ceilings = settings.service_ceilings(operator)
+    assert ceilings["max_iterations"] == 3 and ceilings["max_cost"] == 0.2
+    # Unset budgets get the safe ceilings: wall time, tokens, sub-calls, depth.
+    safe = {s.name: s.safe_ceiling for s in settings.SETTINGS if s.safe_ceiling is not None}
+    assert set(safe) >= {
+        "max_wall_time",
+        "max_tokens",
+        "max_cost",
+        "max_sub_calls",
+        "max_depth",
+        "max_iterations",
+    }
+    for name in ("max_wall_time", "max_tokens", "max_sub_calls", "max_depth"):
+        assert ceilings[name] == safe[name]
+    check_ceilings({"max_iterations": 3, "max_cost": 0.1}, ceilings)
+    with pytest.raises(ApiError) as refused:
+        check_ceilings({"max_iterations": 50}, ceilings)
+    assert refused.value.status == 422 and refused.value.param == "limits.max_iterations"
+    assert "ceiling of 3" in str(refused.value) and "--max-iterations" in str(refused.value)
+    # What a job gets when it sets nothing: the defaults, never above a ceiling.
+    capped = capped_limits(Limits(max_iterations=3, max_cost_usd=0.2), ceilings)
+    assert (capped.max_iterations, capped.max_cost_usd) == (3, 0.2)
+    assert capped.max_wall_time_s == safe["max_wall_time"]
+    assert capped.max_tokens == safe["max_tokens"] and isinstance(capped.max_tokens, int)
+    assert dataclasses.replace(capped, max_depth=1).max_depth == 1
+    assert capped_limits(Limits(), settings.service_ceilings({})).max_iterations == 20
