@@ -145,3 +145,25 @@ async def test_context_reassignment_is_restored_and_answer_kept() -> None:
         show = await sandbox.execute("SHOW_VARS()")
         assert show.result is not None and "'result': 'dict'" in show.result
         assert "context" not in show.result
+
+
+async def test_huge_results_errors_and_answers_arrive_clipped_not_lost() -> None:
+    """Honest messages always fit the orchestrator's frame limit (8x the output cap)."""
+    config = SandboxConfig(output_limit_chars=10_000)
+    async with Sandbox(config) as sandbox:
+        value = await sandbox.execute("'v' * 5_000_000")
+        assert value.result is not None and value.result.startswith("'vvv")
+        # Clipped in the kernel, then (to the exact cap) by the orchestrator: a marker says so.
+        assert "[rlm: " in value.result and len(value.result) < 20_000
+        failed = await sandbox.execute("raise ValueError('e' * 5_000_000)")
+        assert failed.error is not None and failed.error.ename == "ValueError"
+        assert "[rlm: " in failed.error.evalue and len(failed.error.evalue) < 20_000
+        answered = await sandbox.execute(
+            "answer['content'] = '\\x00\"' * 2_000_000\nanswer['ready'] = True"
+        )
+        content = answered.state["answer_content"]
+        assert answered.state["answer_ready"] is True
+        assert content.startswith('\x00"\x00"') and "characters cut here" in content
+        shown = await sandbox.execute("from IPython.display import display\ndisplay('d' * 10**6)")
+        assert "[rlm: " in shown.stdout and len(shown.stdout) < 40_000
+        assert (await sandbox.execute("print('still here')")).stdout == "still here\n"

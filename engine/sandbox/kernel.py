@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import secrets
@@ -27,12 +28,17 @@ _PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, 
 #: Messages each of our sockets queues before ZMQ stops reading from the kernel (which then
 #: drops what it publishes): with MAXMSGSIZE this bounds what a flood can make us hold.
 RECEIVE_HWM = 8
-#: Messages drained between cells before the sandbox counts as flooding its output channel.
-DRAIN_LIMIT = 1000
 #: Messages one cell may send before it counts as a flood (a cell's real output arrives in a
 #: few hundred: ipykernel batches prints, and the kernel caps what a cell prints).
 CELL_MESSAGE_LIMIT = 100_000
+#: Output for no running cell (a background thread's prints: ipykernel flushes each stream at
+#: most five times a second) arriving faster than this many messages per window is a flood.
+FLOOD_MESSAGES = 250
+FLOOD_WINDOW_S = 5.0
+#: How long the stale output before a cell is drained at most.
+_DRAIN_S = 2.0
 _POLL_S = 0.25
+_DRAIN_WAIT_MS = 200
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 _zmq_contexts: dict[int, zmq.asyncio.Context] = {}
@@ -92,11 +98,29 @@ class KernelFlooded(Exception):
     """The kernel sent far more messages than any cell's output needs; the reason says how."""
 
 
+class _FloodMeter:
+    """Raises :class:`KernelFlooded` when foreign output keeps arriving faster than a print."""
+
+    def __init__(self) -> None:
+        self._times: collections.deque[float] = collections.deque(maxlen=FLOOD_MESSAGES)
+
+    def note(self) -> None:
+        now = time.monotonic()
+        self._times.append(now)
+        if len(self._times) == FLOOD_MESSAGES and now - self._times[0] < FLOOD_WINDOW_S:
+            raise KernelFlooded(
+                f"the sandbox published more than {FLOOD_MESSAGES} output messages in "
+                f"{FLOOD_WINDOW_S:g} s that belong to no running cell, so it was stopped; do not "
+                "print from background threads"
+            )
+
+
 class KernelSession:
     """A connected client of one kernel. Not safe for concurrent ``execute`` calls."""
 
     def __init__(self, connection: dict[str, Any], output_limit: int) -> None:
         self._client = AsyncKernelClient(context=_context(output_limit))
+        self._flood = _FloodMeter()
         self._client.load_connection_info(connection)
         self._client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
 
@@ -142,7 +166,9 @@ class KernelSession:
         deadline = time.monotonic() + timeout
         iopub = self._client.iopub_channel
         reply: dict[str, Any] | None = None
+        reply_seen_at = 0.0
         received = 0
+        last_check = time.monotonic()
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -152,13 +178,19 @@ class KernelSession:
                 await interrupt()
                 deadline = time.monotonic() + interrupt_grace
                 continue
+            now = time.monotonic()
+            if reply is not None and now - reply_seen_at > _POLL_S:
+                break  # the idle status was lost (dropped by a full queue): done anyway
+            if now - last_check > _POLL_S:
+                # Also while messages keep coming: a flood must not hide a dead kernel or
+                # the reply of a cell whose idle status was dropped.
+                last_check = now
+                await check_alive()
+                if reply is None and (reply := await self._reply_if_ready(msg_id)) is not None:
+                    reply_seen_at = now
             try:
                 msg = await iopub.get_msg(timeout=min(_POLL_S, remaining))
             except Empty:
-                if reply is not None:
-                    break  # the idle status was lost (dropped by a full queue): done anyway
-                await check_alive()
-                reply = await self._reply_if_ready(msg_id)
                 continue
             received += 1
             if received > CELL_MESSAGE_LIMIT:
@@ -167,6 +199,7 @@ class KernelSession:
                     "cell, so it was stopped; print less often (collect results in a variable)"
                 )
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                self._flood.note()
                 continue
             kind = msg["msg_type"]
             content = msg["content"]
@@ -231,19 +264,23 @@ class KernelSession:
         """Drop what the kernel published since the last cell, without decoding it.
 
         Threads left running by an earlier cell may print; their output belongs to no cell.
-        A kernel still publishing after ``DRAIN_LIMIT`` messages is flooding the channel.
+        Output that keeps coming faster than any print is a flood (see :class:`_FloodMeter`).
         """
         socket = self._client.iopub_channel.socket
         assert socket is not None
-        for _ in range(DRAIN_LIMIT):
+        deadline = time.monotonic() + _DRAIN_S
+        drained = False
+        while time.monotonic() < deadline:
+            # Our queue holds only RECEIVE_HWM messages: once something was pending, give a
+            # kernel that keeps publishing a moment to show it.
+            if drained and not await socket.poll(int(_POLL_S * 1000)):
+                return
             try:
                 await socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-        raise KernelFlooded(
-            f"the sandbox published more than {DRAIN_LIMIT:,} output messages between cells, "
-            "so it was stopped; do not print from background threads"
-        )
+            drained = True
+            self._flood.note()
 
     def close(self) -> None:
         self._client.stop_channels()

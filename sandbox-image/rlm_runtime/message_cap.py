@@ -30,7 +30,9 @@ def install(shell: Any, limit: int) -> None:
     class ClippedPlainText(base):  # type: ignore[misc, valid-type]
         def __call__(self, obj: Any) -> Any:
             text = super().__call__(obj)
-            return clip(text, limit) if isinstance(text, str) else text
+            if getattr(obj, "rlm_exact", False) or not isinstance(text, str):
+                return text  # the runtime's own JSON for the host, sized by its maker
+            return clip(text, limit)
 
     plain.__class__ = ClippedPlainText
     show = shell._showtraceback

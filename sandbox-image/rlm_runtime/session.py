@@ -32,7 +32,13 @@ _state = _State()
 
 
 class _JSON:
-    """An object whose repr is JSON, so ``user_expressions`` hand the host plain JSON."""
+    """An object whose repr is JSON, so ``user_expressions`` hand the host plain JSON.
+
+    Never clipped by ``message_cap`` (cut JSON is unreadable); whoever builds one keeps it
+    small enough.
+    """
+
+    rlm_exact = True
 
     def __init__(self, payload: dict[str, Any]) -> None:
         self._text = json.dumps(payload, ensure_ascii=False, default=str)
