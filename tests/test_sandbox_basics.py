@@ -161,8 +161,8 @@ async def test_huge_results_errors_and_answers_arrive_clipped_not_lost() -> None
         answered = await sandbox.execute(
             "answer['content'] = '\\x00\"' * 2_000_000\nanswer['ready'] = True"
         )
-        content = answered.state["answer_content"]
-        assert answered.state["answer_ready"] is True
+        content = answered.state.answer_content
+        assert answered.state.answer_ready is True
         assert content.startswith('\x00"\x00"') and "characters cut here" in content
         shown = await sandbox.execute("from IPython.display import display\ndisplay('d' * 10**6)")
         assert "[rlm: " in shown.stdout and len(shown.stdout) < 40_000
