@@ -19,7 +19,7 @@ DATA_MIRROR ?= $(wildcard ../shared/data)
 DATA_PULL    = $(RLM) data pull $(if $(DATA_MIRROR),--from $(DATA_MIRROR))
 
 .PHONY: setup system-deps venv image model run test test-fast lint bench bench-sandbox \
-        bench-bridge bench-models bench-local bench-anymodel bench-service attacks eval-sniah \
+        bench-bridge bench-models bench-local bench-anymodel bench-service bench-tools attacks eval-sniah \
         eval-oolong eval-pairs eval-codeqa eval-all data engine-image up down compose-smoke clean
 
 ## setup: install the project (in .venv) and everything the sandbox needs (Docker, debootstrap)
@@ -64,7 +64,7 @@ attacks: venv image
 	$(PY) -m pytest tests/attacks -q; status=$$?; $(PY) -m tests.attacks.table; exit $$status
 
 ## bench: every benchmark; each prints numbers and asserts nothing
-bench: bench-sandbox bench-bridge bench-models bench-rlm bench-service
+bench: bench-sandbox bench-bridge bench-models bench-rlm bench-service bench-tools
 
 bench-sandbox: venv image
 	$(PY) benchmarks/bench_sandbox.py
@@ -80,6 +80,9 @@ bench-rlm: venv image
 
 bench-service: venv image
 	$(PY) benchmarks/bench_service.py
+
+bench-tools: venv image
+	$(PY) benchmarks/bench_tools.py
 
 bench-eval: venv
 	$(DATA_PULL) sniah oolong

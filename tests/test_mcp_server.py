@@ -19,6 +19,7 @@ from engine.models import Cassette, ReplayServer
 pytestmark = pytest.mark.anyio
 
 REPO = Path(__file__).resolve().parent.parent
+TOOL = "tests.test_tools_python:lookup"
 
 
 def _server(replay_url: str, tmp_path: Path, *extra: str) -> StdioServerParameters:
@@ -40,7 +41,10 @@ async def test_rlm_mcp_answers_a_query_about_a_file(tmp_path: Path) -> None:
     log.write_text(
         "".join(f"12:00:{i:02d} {'ERROR' if i % 7 == 0 else 'INFO'} x\n" for i in range(60))
     )
-    script = "n = sum('ERROR' in line for line in context.splitlines())\nFINAL(f'{n} errors')"
+    script = (
+        "n = sum('ERROR' in line for line in context.splitlines())\n"
+        'FINAL(f\'{n} errors (team {lookup("alice")["team"]})\')'
+    )
     entries = [{"match": {"model": "root"}, "response": {"content": f"```repl\n{script}\n```\n"}}]
     progress: list[tuple[float, float | None, str | None]] = []
 
@@ -49,7 +53,7 @@ async def test_rlm_mcp_answers_a_query_about_a_file(tmp_path: Path) -> None:
 
     async with (
         ReplayServer(Cassette(entries)) as replay,
-        Client(_server(replay.base_url, tmp_path)) as client,
+        Client(_server(replay.base_url, tmp_path, "--tool", TOOL)) as client,
     ):
         listing = await client.list_tools()
         (tool,) = listing.tools
@@ -67,14 +71,14 @@ async def test_rlm_mcp_answers_a_query_about_a_file(tmp_path: Path) -> None:
     assert not result.is_error
     text = result.content[0].text
     answer, summary = text.split("\n\n---\n")
-    assert answer == "9 errors"
+    assert answer == "9 errors (team infra)"  # a host tool given to rlm mcp like to rlm run
     assert summary.startswith("turns: 1, sub-calls: 0, tokens: ")
     assert "answer: final" in summary
     trajectory = Path(summary.rsplit("trajectory: ", 1)[1])
     assert trajectory.parent == tmp_path / "trajectories" and trajectory.is_file()
     messages = [m for _, _, m in progress]
     assert messages[0] == "sandbox ready" and messages[-1] == "done (answer)"
-    assert (1, 3, "turn 1/3") in progress
+    assert (1, 3, "turn 1/3") in progress and (1, 3, "tool lookup ok") in progress
     assert missing.is_error
     assert "does not exist on the rlm server's machine" in missing.content[0].text
 

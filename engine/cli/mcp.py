@@ -10,6 +10,7 @@ streamable HTTP (``--http``).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import anyio
 
@@ -48,27 +49,30 @@ def handle(args: argparse.Namespace) -> int:
         chosen = flags if model is None else {**flags, "model": model}
         return load_config(chosen, config_file=args.config)
 
-    # A bad setting or tool fails now, not at the first call.
-    anyio.run(_check_tools, configure(None))
-    from engine.cli.mcp_app import build_server
-
-    server = build_server(configure)
-    if args.http:
-        import uvicorn
-
-        app = server.streamable_http_app(streamable_http_path=args.path, host=args.host)
-        config = uvicorn.Config(
-            app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5
-        )
-        anyio.run(uvicorn.Server(config).serve)
-    else:
-        anyio.run(server.run_stdio_async)
+    configure(None)  # a bad setting fails now, not at the first call
+    anyio.run(_serve, args, configure)
     return 0
 
 
-async def _check_tools(config: EngineConfig) -> None:
+async def _serve(args: argparse.Namespace, configure: Callable[[str | None], EngineConfig]) -> None:
+    from engine.cli.mcp_app import build_server
     from engine.tools import ToolRegistry
 
-    if config.tools:
-        async with ToolRegistry(config.tools):
-            pass
+    # The tools (MCP servers included) start once, here, and every call borrows them; a bad
+    # tool fails now rather than at the first call.
+    async with ToolRegistry(configure(None).tools) as tools:
+        server = build_server(configure, tools)
+        if args.http:
+            import uvicorn
+
+            app = server.streamable_http_app(streamable_http_path=args.path, host=args.host)
+            config = uvicorn.Config(
+                app,
+                host=args.host,
+                port=args.port,
+                log_level="warning",
+                timeout_graceful_shutdown=5,
+            )
+            await uvicorn.Server(config).serve()
+        else:
+            await server.run_stdio_async()

@@ -18,6 +18,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from engine.config import EngineConfig
 from engine.errors import ConfigError, ContextError, RLMError
 from engine.log import get_logger
+from engine.tools import ToolRegistry
 
 log = get_logger(__name__)
 
@@ -30,8 +31,13 @@ TOOL_DESCRIPTION = (
 )
 
 
-def build_server(configure: Callable[[str | None], EngineConfig]) -> MCPServer:
-    """The MCP server; ``configure(model)`` gives the engine settings of one call."""
+def build_server(
+    configure: Callable[[str | None], EngineConfig], tools: ToolRegistry | None = None
+) -> MCPServer:
+    """The MCP server; ``configure(model)`` gives the engine settings of one call.
+
+    ``tools``, an open registry, is lent to every call (else each call opens its own).
+    """
     server = MCPServer(
         "rlm",
         instructions="Use rlm_run to answer questions about files or texts too large to read.",
@@ -46,7 +52,7 @@ def build_server(configure: Callable[[str | None], EngineConfig]) -> MCPServer:
         model: str | None = None,
     ) -> str:
         try:
-            return await run_job(configure, query, context_path, context, model, ctx)
+            return await run_job(configure, query, context_path, context, model, ctx, tools)
         except RLMError as exc:
             raise ToolError(str(exc)) from exc
 
@@ -60,6 +66,7 @@ async def run_job(
     context: str | None,
     model: str | None,
     ctx: Any,
+    tools: ToolRegistry | None = None,
 ) -> str:
     """Run one job; return the answer and its summary (raise RLMError on failure)."""
     from engine.rlm import Engine
@@ -80,7 +87,7 @@ async def run_job(
     def on_event(event: dict[str, Any]) -> None:
         send.send_nowait(event)
 
-    async with Engine(config) as engine, anyio.create_task_group() as group:
+    async with Engine(config, tools=tools) as engine, anyio.create_task_group() as group:
         group.start_soon(_forward_progress, receive, ctx, config.limits.max_iterations)
         try:
             result = await engine.run(query, value, on_event)
