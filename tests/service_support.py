@@ -16,6 +16,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "test-key-0123456789"
 OTHER_KEY = "other-key-0123456789"
+METRICS_KEY = "metrics-key-0123456789"
 
 # `rlm` with the serve and view commands registered even before the lead adds them.
 LAUNCHER = (
@@ -84,6 +85,7 @@ class Service:
         env = {
             **os.environ,
             "RLM_API_KEYS": f"{API_KEY},{OTHER_KEY}",
+            "RLM_METRICS_KEYS": METRICS_KEY,
             "RLM_API_KEY": "replay",
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "RLM_LOG_LEVEL": os.environ.get("TEST_RLM_LOG_LEVEL", "info"),

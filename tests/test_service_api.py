@@ -14,6 +14,7 @@ import pytest
 
 from engine.models import Cassette, ReplayServer
 from tests.service_support import (
+    METRICS_KEY,
     OTHER_KEY,
     Service,
     code,
@@ -98,13 +99,18 @@ async def test_auth_is_required_except_for_public_routes(service: Service) -> No
                 assert "Authorization: Bearer" in response.json()["error"]["message"]
                 assert response.headers["www-authenticate"] == "Bearer"
         health = await anonymous.get("/healthz")
-        assert health.status_code == 200 and health.json()["status"] == "ok"
+        # Public, so it tells nothing about tenants: no job counts, no load.
+        assert health.status_code == 200 and health.json() == {"status": "ok"}
         document = (await anonymous.get("/openapi.json")).json()
         assert document["openapi"].startswith("3.")
         assert {"/v1/jobs", "/v1/chat/completions", "/v1/jobs/{job_id}/events"} <= set(
             document["paths"]
         )
-        assert (await anonymous.get("/metrics")).status_code == 200
+        # Every tenant's counts: the operator's metrics key only, not a tenant's API key.
+        assert (await anonymous.get("/metrics")).status_code == 401
+    async with service.client() as tenant, service.client(key=METRICS_KEY) as operator:
+        assert (await tenant.get("/metrics")).status_code == 401
+        assert (await operator.get("/metrics")).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -292,12 +298,12 @@ async def test_admission_queue_and_per_key_limit(service: Service) -> None:
         queued = await submit(client, query="COUNT-ERRORS", context=log_text(3))
         await anyio.sleep(0.5)
         assert (await client.get(f"/v1/jobs/{queued['id']}")).json()["status"] == "queued"
-        health = (await client.get("/healthz")).json()
-        assert health["sandbox_slots"] == {"in_use": 2, "total": 2}
-        assert health["jobs"]["queued"] == 1 and health["jobs"]["running"] == 2
-        metrics = (await client.get("/metrics")).text
+        async with service.client(key=METRICS_KEY) as operator:
+            metrics = (await operator.get("/metrics")).text
         assert 'rlm_jobs{state="queued"} 1' in metrics
+        assert 'rlm_jobs{state="running"} 2' in metrics
         assert "rlm_sandbox_slots_in_use 2" in metrics
+        assert "rlm_sandbox_slots_waiting 1" in metrics
         # Three active jobs is this key's limit.
         refused = await client.post("/v1/jobs", json={"query": "COUNT-ERRORS"})
         assert refused.status_code == 429
@@ -317,7 +323,8 @@ async def test_metrics_count_model_calls_tokens_and_latency(service: Service) ->
     async with service.client() as client:
         job = await submit(client, query="TWO-TURNS again")
         assert (await wait_final(client, job["id"]))["status"] == "succeeded"
-        text = (await client.get("/metrics")).text
+    async with service.client(key=METRICS_KEY) as operator:
+        text = (await operator.get("/metrics")).text
     values = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):

@@ -127,7 +127,7 @@ def test_migrations_are_versioned_and_applied_once(pg_url: str) -> None:
         again.add_job("x", owner="o", kind="job", request={"query": "q"})
     with psycopg.connect(pg_url) as conn:
         applied = [row[0] for row in conn.execute("SELECT migration_id FROM _yoyo_migration")]
-    assert applied == ["0001_initial"]
+    assert applied == ["0001_initial", "0002_storage"]
 
 
 def test_unreachable_database_is_a_clear_error(pg_cluster: object) -> None:

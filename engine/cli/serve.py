@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="serve the HTTP API (jobs, OpenAI-compatible chat, trajectory viewer)",
         description=(
             "Serve RLM jobs over HTTP. Clients authenticate with 'Authorization: Bearer <key>' "
-            "using a key from $RLM_API_KEYS (comma-separated). Jobs are stored in SQLite under "
+            "using a key from $RLM_API_KEYS (comma-separated); GET /metrics needs a key from "
+            "$RLM_METRICS_KEYS (the operator's). Jobs are stored in SQLite under "
             "--data-dir, or in PostgreSQL with --database-url (then any number of replicas "
             "share the queue), and survive restarts. OpenAPI document: GET /openapi.json."
         ),
@@ -69,6 +70,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="queued + running jobs one API key may have (default 16)",
     )
     parser.add_argument("--max-upload", default="1g", help="largest upload (default 1g)")
+    parser.add_argument(
+        "--max-storage-per-key",
+        default="10g",
+        help="bytes one API key may keep (uploads, inline contexts, trajectories; default 10g; "
+        "0 = no quota)",
+    )
+    parser.add_argument(
+        "--retention-days",
+        type=float,
+        default=None,
+        help="delete ended jobs and unused uploads older than this many days (default: keep)",
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get("RLM_DATABASE_URL") or None,
@@ -116,21 +129,27 @@ def handle(args: argparse.Namespace) -> int:
         raise ConfigError("--lease-seconds must be at least 3")
     try:
         max_upload = parse_size(args.max_upload)
+        max_storage = parse_size(args.max_storage_per_key)
     except ValueError as exc:
-        raise ConfigError(f"--max-upload: {exc}") from exc
+        raise ConfigError(f"--max-upload / --max-storage-per-key: {exc}") from exc
+    if args.retention_days is not None and args.retention_days <= 0:
+        raise ConfigError("--retention-days must be greater than 0")
     settings = ServiceSettings(
         data_dir=(args.data_dir or default_data_dir()).expanduser().resolve(),
         max_sandboxes=args.max_sandboxes,
         max_jobs_per_key=args.max_jobs_per_key,
         max_upload_bytes=max_upload,
+        max_storage_per_key=max_storage or None,
+        retention_days=args.retention_days,
         database_url=url,
         lease_s=args.lease_s,
         ceilings=service_ceilings(values),
     )
     keys = ApiKeys.from_env(enabled=not args.no_auth)
+    metrics_keys = ApiKeys.metrics_from_env(enabled=not args.no_auth)
     with open_store(settings.store_target) as store:
         service = JobService(store, config, settings)
-        app = create_app(service, keys)
+        app = create_app(service, keys, metrics_keys)
         print(
             f"rlm: serving on http://{args.host}:{args.port} (data dir {settings.data_dir}"
             + (", jobs in PostgreSQL, shared with other replicas)" if url else ")"),

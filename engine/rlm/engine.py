@@ -14,7 +14,7 @@ import json
 import os
 import secrets
 import time
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, nullcontext
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,7 @@ from engine.rlm.budget import Budget
 from engine.rlm.loop import LoopOutcome, LoopSettings, RunEvents, run_root_loop
 from engine.rlm.prompts import get_profile, resolve_profile, sub_window_chars
 from engine.rlm.result import RunResult, usage_dict
+from engine.rlm.slots import SandboxSlots
 from engine.rlm.trajectory import EventCallback, Trajectory
 from engine.rlm.truncate import truncate_middle
 from engine.tools import ToolBudget, ToolRegistry
@@ -95,9 +96,12 @@ class Engine:
         tools: ToolRegistry | None = None,
         *,
         backend: SandboxBackend | None = None,
+        slots: SandboxSlots | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self._backend = backend
+        # The service's global sandbox limit: child sandboxes take a slot too.
+        self.slots = slots
         self._stack: AsyncExitStack | None = None
         self._root: ModelSpec | None = None
         self._sub: ModelSpec | None = None
@@ -602,16 +606,17 @@ class TaskBridge:
         status = "cancelled"
         result: RunResult | None = None
         try:
-            result = await self._engine._run_task(
-                self._tree,
-                query=prompt,
-                context=context_path,
-                depth=depth + 1,
-                parent_id=event_id,
-                spec=self._engine.sub_spec,
-                role="sub",
-                task_id=new_task_id(),
-            )
+            async with self._child_slot():
+                result = await self._engine._run_task(
+                    self._tree,
+                    query=prompt,
+                    context=context_path,
+                    depth=depth + 1,
+                    parent_id=event_id,
+                    spec=self._engine.sub_spec,
+                    role="sub",
+                    task_id=new_task_id(),
+                )
             status = "ok" if result.error is None else "error"
         finally:
             self._events.emit(
@@ -637,6 +642,13 @@ class TaskBridge:
             f"the child RLM stopped ({result.stop_reason}) without an answer{detail}; "
             "split the task differently or use llm_query"
         )
+
+    def _child_slot(self) -> AbstractAsyncContextManager[None]:
+        """A slot of the engine's global sandbox limit for a child sandbox (none: no limit)."""
+        slots = self._engine.slots
+        if slots is None:
+            return nullcontext()
+        return slots.child(self._tree.budget.remaining_wall_s())
 
 
 def read_head(path: Path, max_chars: int) -> str:

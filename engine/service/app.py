@@ -3,7 +3,9 @@
 The app's lifespan enters the :class:`JobService` (which opens the shared model endpoint,
 recovers jobs after a restart and starts queued ones) and leaves it on shutdown. Routes live
 in ``engine.service.routes`` (jobs, files, openai, admin). Every ``/v1`` route needs
-``Authorization: Bearer <key>``; ``/healthz``, ``/openapi.json`` and the static viewer do not.
+``Authorization: Bearer <key>``; ``/metrics`` needs one of the operator's metrics keys;
+``/healthz`` (which says nothing about tenants), ``/openapi.json`` and the static viewer need
+no key.
 """
 
 from __future__ import annotations
@@ -29,9 +31,14 @@ log = get_logger(__name__)
 __all__ = ["create_app", "job_json", "viewer_dir"]
 
 
-def create_app(service: JobService, keys: ApiKeys) -> Starlette:
-    """Build the application around a (not yet entered) job service."""
-    api = Api(service, keys, int(time.time()))
+def create_app(
+    service: JobService, keys: ApiKeys, metrics_keys: ApiKeys | None = None
+) -> Starlette:
+    """Build the application around a (not yet entered) job service.
+
+    ``metrics_keys`` are the operator's keys for ``/metrics`` (None: it is closed).
+    """
+    api = Api(service, keys, int(time.time()), metrics_keys)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

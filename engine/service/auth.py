@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from engine.errors import ConfigError
 
 ENV_KEYS = "RLM_API_KEYS"
+ENV_METRICS_KEYS = "RLM_METRICS_KEYS"
 ANONYMOUS = "anonymous"
 
 
@@ -25,19 +26,21 @@ def owner_of(key: str) -> str:
 class ApiKeys:
     """The accepted keys; ``enabled=False`` (``rlm serve --no-auth``) lets every request in."""
 
-    def __init__(self, keys: Iterable[str], *, enabled: bool = True) -> None:
+    def __init__(
+        self, keys: Iterable[str], *, enabled: bool = True, variable: str = ENV_KEYS
+    ) -> None:
         self._keys = tuple(k for k in (key.strip() for key in keys) if k)
         self.enabled = enabled
         if enabled and not self._keys:
             raise ConfigError(
-                f"no API keys configured: set {ENV_KEYS} to a comma-separated list of keys "
-                "(e.g. RLM_API_KEYS=$(openssl rand -hex 24)), or pass --no-auth to serve "
+                f"no API keys configured: set {variable} to a comma-separated list of keys "
+                f"(e.g. {variable}=$(openssl rand -hex 24)), or pass --no-auth to serve "
                 "without authentication on a trusted network"
             )
         for key in self._keys:
             if len(key) < 8:
                 raise ConfigError(
-                    f"an API key in {ENV_KEYS} is shorter than 8 characters; use long random "
+                    f"an API key in {variable} is shorter than 8 characters; use long random "
                     "keys (e.g. `openssl rand -hex 24`)"
                 )
 
@@ -45,6 +48,17 @@ class ApiKeys:
     def from_env(cls, *, enabled: bool = True) -> ApiKeys:
         """Keys from ``$RLM_API_KEYS`` (comma-separated)."""
         return cls(os.environ.get(ENV_KEYS, "").split(","), enabled=enabled)
+
+    @classmethod
+    def metrics_from_env(cls, *, enabled: bool = True) -> ApiKeys | None:
+        """The operator's keys for ``/metrics`` from ``$RLM_METRICS_KEYS``; None when unset
+        (``/metrics`` is then closed, unless authentication is off altogether)."""
+        if not enabled:
+            return cls((), enabled=False)
+        raw = os.environ.get(ENV_METRICS_KEYS, "").split(",")
+        if not any(key.strip() for key in raw):
+            return None
+        return cls(raw, variable=ENV_METRICS_KEYS)
 
     def authenticate(self, authorization: str | None) -> str | None:
         """Return the owner for an ``Authorization`` header value, or None if refused."""

@@ -104,8 +104,13 @@ async def save_upload(
     if path.is_dir():
         target.unlink()
     record = FileRecord(file_id, owner, target.name, size, path, time.time())
-    store.add_file(record)
+    # What it takes on disk (an archive unpacked, a document as text) counts for the quota.
+    store.add_file(record, stored_bytes=await anyio.to_thread.run_sync(_tree_bytes, folder))
     return record
+
+
+def _tree_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def _to_text(upload: Path, max_bytes: int) -> Path:

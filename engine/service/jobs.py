@@ -2,9 +2,13 @@
 
 :class:`JobService` owns, for the service's lifetime, the shared model endpoint (the replay
 server or the embedded local model, via one base :class:`~engine.rlm.Engine`), a task group
-with one task per submitted job, and the admission limiter: at most ``max_sandboxes`` jobs run
-at once, the rest wait in submission order (queued jobs survive a restart because the store
-holds them). Per-key limits cap how many queued+running jobs one API key may have.
+with one task per submitted job, the sandbox slots and the retention sweeper. At most
+``max_sandboxes`` sandboxes run at once, children of ``rlm_query`` included; waiting jobs take
+turns between API keys (queued jobs survive a restart because the store holds them).
+Per-key limits cap how many queued+running jobs and how many stored bytes one key may have.
+
+Any error inside a job, the store's included, fails that job with a reason; nothing a job
+does escapes into the shared task group.
 
 On a shared (PostgreSQL) store the service is one replica of many: a
 :class:`~engine.service.replicas.Replica` claims queued jobs from the shared queue instead of
@@ -34,6 +38,7 @@ from engine.config import EngineConfig, Limits
 from engine.errors import RLMError
 from engine.log import get_logger
 from engine.models import ModelSpec
+from engine.rlm.slots import SandboxSlots
 from engine.service.files import context_spec, local_record
 from engine.service.metrics import Metrics
 from engine.service.replicas import Replica, local_file, share_file
@@ -52,6 +57,7 @@ from engine.service.store import (
     SUCCEEDED,
     JobRecord,
     JobStore,
+    StoreError,
 )
 from engine.service.store_pg import PgJobStore
 from engine.settings import service_ceilings
@@ -69,6 +75,8 @@ class ServiceSettings:
     max_jobs_per_key: int = 16
     max_upload_bytes: int = 1 << 30
     max_inline_context_bytes: int = 64 << 20
+    max_storage_per_key: int | None = 10 << 30
+    retention_days: float | None = None
     # A postgresql:// URL: the jobs live there, shared with other replicas (else SQLite).
     database_url: str | None = None
     lease_s: float = 30.0
@@ -114,7 +122,7 @@ class JobService:
         self.base_config = dataclasses.replace(base_config, limits=limits)
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.limiter = anyio.CapacityLimiter(settings.max_sandboxes)
+        self.slots = SandboxSlots(settings.max_sandboxes)
         self.ready = False
         self._root: ModelSpec | None = None
         #: the operator's host tools (from the config only), lent to every job.
@@ -125,7 +133,9 @@ class JobService:
         self._tg: TaskGroup | None = None
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._user_cancelled: set[str] = set()
+        self._store_failed: dict[str, str] = {}
         self._changed: dict[str, anyio.Event] = {}
+        self._uploading: dict[str, int] = {}
         self.replica: Replica | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -171,6 +181,8 @@ class JobService:
             else:
                 for job in self.store.jobs(status=QUEUED):
                     self._tg.start_soon(self._run_job, job.id)
+            if self.settings.retention_days is not None:
+                self._tg.start_soon(self._sweep_forever, self.settings.retention_days)
         except BaseException:
             await stack.aclose()
             raise
@@ -223,29 +235,35 @@ class JobService:
                 )
         job_id = new_job_id()
         stored = request.to_dict()
+        stored_bytes = 0
         if request.context is not None:
-            path = self._write_inline_context(job_id, request.context)
+            path, stored_bytes = self._write_inline_context(owner, job_id, request.context)
             share_file(self.store, _context_key(job_id), path)
             stored["context_path"] = str(path)
-        job = self.store.add_job(
-            job_id, owner=owner, kind=kind, request=stored, max_retries=request.max_retries
-        )
+        try:
+            job = self.store.add_job(
+                job_id,
+                owner=owner,
+                kind=kind,
+                request=stored,
+                max_retries=request.max_retries,
+                stored_bytes=stored_bytes,
+            )
+        except StoreError as exc:
+            shutil.rmtree(self.settings.jobs_dir / job_id, ignore_errors=True)
+            raise ApiError(503, "service_unavailable", f"{exc}; retry later") from exc
         if self.replica is not None:
             self.replica.poke()  # the first replica with a free slot claims it
         else:
             self._tg.start_soon(self._run_job, job_id)
         return job
 
-    def _write_inline_context(self, job_id: str, context: Any) -> Path:
-        folder = self.settings.jobs_dir / job_id
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    def _write_inline_context(self, owner: str, job_id: str, context: Any) -> tuple[Path, int]:
         if isinstance(context, str):
-            path, data = folder / "context.txt", context.encode("utf-8")
+            name, data = "context.txt", context.encode("utf-8")
         else:
-            path = folder / "context.json"
-            data = json.dumps(context, ensure_ascii=False).encode("utf-8")
+            name, data = "context.json", json.dumps(context, ensure_ascii=False).encode("utf-8")
         if len(data) > self.settings.max_inline_context_bytes:
-            shutil.rmtree(folder, ignore_errors=True)
             raise ApiError(
                 413,
                 "context_too_large",
@@ -253,11 +271,107 @@ class JobService:
                 f"{self.settings.max_inline_context_bytes:,}); upload it with POST /v1/files",
                 "context",
             )
+        self.check_storage(owner, len(data))
+        folder = self.settings.jobs_dir / job_id
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / name
         # Private (0600): the sandbox copies it into the run dir instead of bind-mounting.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        return path
+        return path, len(data)
+
+    # --- storage: quota, deletion, retention -------------------------------------------------
+
+    def storage_left(self, owner: str) -> int | None:
+        """Bytes ``owner`` may still store (None: no quota), uploads in progress counted."""
+        quota = self.settings.max_storage_per_key
+        if quota is None:
+            return None
+        used = self.store.storage_used(owner) + self._uploading.get(owner, 0)
+        return max(quota - used, 0)
+
+    def storage_over(self, owner: str) -> bool:
+        """Whether ``owner`` already stores more than the quota."""
+        quota = self.settings.max_storage_per_key
+        return quota is not None and self.store.storage_used(owner) > quota
+
+    def check_storage(self, owner: str, more: int) -> None:
+        """Raise 413 when storing ``more`` bytes would take ``owner`` past its quota."""
+        left = self.storage_left(owner)
+        if left is not None and more > left:
+            raise quota_exceeded(self.settings.max_storage_per_key or 0, left)
+
+    def uploading(self, owner: str, delta: int) -> None:
+        """Count bytes of an upload in progress (negative when it ends) against the quota."""
+        total = self._uploading.get(owner, 0) + delta
+        if total > 0:
+            self._uploading[owner] = total
+        else:
+            self._uploading.pop(owner, None)
+
+    async def delete(self, job_id: str) -> None:
+        """Cancel the job if it has not ended, then delete it, its events and its files."""
+        job = self.store.get_job(job_id)
+        if job is not None and not job.final:
+            self.cancel(job_id)
+            with anyio.move_on_after(30):
+                job = await self.wait(job_id, poll_s=0.5)
+            if not job.final:
+                raise ApiError(
+                    409, "conflict", f"job {job_id} is still stopping; retry the DELETE shortly"
+                )
+        self.store.delete_job(job_id)
+        if self.store.shared:
+            self.store.delete_blob(_context_key(job_id))
+        self.forget(job_id)
+        await anyio.to_thread.run_sync(
+            lambda: shutil.rmtree(self.settings.jobs_dir / job_id, ignore_errors=True)
+        )
+
+    async def delete_file(self, file_id: str) -> None:
+        """Delete an upload; 409 while a queued or running job reads it."""
+        if file_id in self.store.files_in_use():
+            raise ApiError(
+                409,
+                "conflict",
+                f"file {file_id} is the context of a queued or running job; cancel or delete "
+                "that job first",
+            )
+        record = self.store.get_file(file_id)
+        self.store.delete_file(file_id)
+        if self.store.shared:
+            self.store.delete_blob(file_id)
+        if record is not None:
+            await anyio.to_thread.run_sync(
+                lambda: shutil.rmtree(record.path.parent, ignore_errors=True)
+            )
+
+    async def sweep(self, retention_days: float) -> int:
+        """Delete ended jobs and unused uploads older than ``retention_days``; returns how many."""
+        cutoff = time.time() - retention_days * 86_400
+        removed = 0
+        for job_id in self.store.ended_before(cutoff):
+            await self.delete(job_id)
+            removed += 1
+        in_use = self.store.files_in_use()
+        for record in self.store.files_created_before(cutoff):
+            if record.id not in in_use:
+                await self.delete_file(record.id)
+                removed += 1
+        return removed
+
+    async def _sweep_forever(self, retention_days: float) -> None:
+        # Hourly, or faster for short retention, so nothing outlives it by much.
+        period = min(3600.0, max(retention_days * 86_400 / 10, 1.0))
+        while True:
+            try:
+                removed = await self.sweep(retention_days)
+                if removed:
+                    log.info("service.retention", removed=removed, days=retention_days)
+            except (RLMError, OSError) as exc:
+                log.warning("service.retention_failed", error=str(exc))
+            await anyio.sleep(period)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued or running job; False if it already ended."""
@@ -333,19 +447,37 @@ class JobService:
     # --- running -----------------------------------------------------------------------------
 
     async def _run_job(self, job_id: str) -> None:
-        async with self.limiter:
+        """Wait for a slot, run one attempt, store the outcome; never raises but cancellation."""
+        try:
             job = self.store.get_job(job_id)
-            if job is None or job.status != QUEUED or not self.store.mark_running(job_id):
+            if job is None or job.status != QUEUED:
                 return
-            await self.run_started(job)
+            async with self.slots.job(job.owner):
+                # mark_running counts the attempt in the database before anything runs, so a
+                # job that takes the whole service down is not re-run more than its retries
+                # allow.
+                job = self.store.get_job(job_id)
+                if job is None or job.status != QUEUED or not self.store.mark_running(job_id):
+                    return
+                await self.run_started(job)
+        except Exception as exc:  # the store (or a bug): fail this job, keep the service
+            log.exception("job.crashed", job_id=job_id)
+            await self._finish(job_id, FAILED, None, f"internal error: {exc}")
 
     async def run_started(self, job: JobRecord) -> None:
-        """Run a job this process has just moved to "running" and record its outcome
-        (holding a slot of ``limiter``)."""
+        """Run a job this process has just moved to "running" and record its outcome (the
+        caller holds a sandbox slot). Raises nothing but cancellation."""
+        try:
+            await self._attempt(job)
+        except Exception as exc:  # the store (or a bug): fail this job, keep the service
+            log.exception("job.crashed", job_id=job.id)
+            await self._finish(job.id, FAILED, None, f"internal error: {exc}")
+
+    async def _attempt(self, job: JobRecord) -> None:
         job_id = job.id
         self._notify(job_id)
         started = time.time()
-        self.metrics.set_gauge("sandbox_slots_in_use", self.limiter.borrowed_tokens)
+        self._slot_gauge()
         status, result, error = FAILED, None, None
         with anyio.CancelScope() as scope:
             self._scopes[job_id] = scope
@@ -359,17 +491,40 @@ class JobService:
                 log.exception("job.crashed", job_id=job_id)
                 status, error = FAILED, f"internal error: {exc!r}"
         self._scopes.pop(job_id, None)
-        if scope.cancelled_caught or scope.cancel_called:
+        store_error = self._store_failed.pop(job_id, None)
+        if store_error is not None:
+            status, result, error = FAILED, None, store_error
+        elif scope.cancelled_caught or scope.cancel_called:
             if job_id not in self._user_cancelled:
                 return  # shutdown: leave it "running" for the restart logic
             status, error = CANCELLED, "cancelled by the user"
-            self._user_cancelled.discard(job_id)
-        self.store.finish(job_id, status, result=result, error=error)
-        ended = time.time()
-        self.metrics.inc("jobs_total", status=status)
-        self.metrics.observe_job(ended - started, started - job.created_at, status)
-        self.metrics.set_gauge("sandbox_slots_in_use", self.limiter.borrowed_tokens - 1)
+        self._user_cancelled.discard(job_id)
+        await self._finish(job_id, status, result, error)
+        self.metrics.observe_job(time.time() - started, started - job.created_at, status)
+
+    async def _finish(
+        self, job_id: str, status: str, result: dict[str, Any] | None, error: str | None
+    ) -> None:
+        """Store a job's final state, retrying while the store refuses (e.g. locked).
+
+        After the retries the job stays "running" in the store; the next start fails or
+        re-queues it by its retries, as after a crash.
+        """
+        for delay in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0):
+            await anyio.sleep(delay)
+            try:
+                if self.store.finish(job_id, status, result=result, error=error):
+                    self.metrics.inc("jobs_total", status=status)
+                break
+            except StoreError as exc:
+                log.warning("job.finish_failed", job_id=job_id, error=str(exc))
+        else:
+            log.error("job.finish_abandoned", job_id=job_id, status=status)
+        self._slot_gauge()
         self._notify(job_id)
+
+    def _slot_gauge(self) -> None:
+        self.metrics.set_gauge("sandbox_slots_in_use", self.slots.in_use)
 
     async def _execute(self, job: JobRecord) -> tuple[str, dict[str, Any] | None, str | None]:
         from engine.rlm import Engine
@@ -379,11 +534,23 @@ class JobService:
         context = self._context_for(job.id, request)
 
         def on_event(event: dict[str, Any]) -> None:
-            self.store.add_event(job.id, event)
+            try:
+                self.store.add_event(job.id, event)
+            except StoreError as exc:
+                # The trajectory cannot be kept: stop the job rather than run it blind.
+                if job.id not in self._store_failed:
+                    self._store_failed[job.id] = (
+                        f"the job store failed while recording the trajectory ({exc}); the "
+                        "job was stopped, submit it again"
+                    )
+                    scope = self._scopes.get(job.id)
+                    if scope is not None:
+                        scope.cancel()
+                return
             self.metrics.on_event(event)
             self._notify(job.id)
 
-        async with Engine(config, tools=self.tools) as engine:
+        async with Engine(config, tools=self.tools, slots=self.slots) as engine:
             result = await engine.run(
                 request["query"],
                 context,
@@ -460,6 +627,16 @@ def validate_tools(names: tuple[str, ...] | None, available: tuple[str, ...]) ->
         )
 
 
+def quota_exceeded(quota: int, left: int) -> ApiError:
+    """The 413 for a write past a key's storage quota."""
+    return ApiError(
+        413,
+        "storage_quota_exceeded",
+        f"this API key's storage quota of {quota:,} bytes would be exceeded ({left:,} bytes "
+        "left); delete jobs (DELETE /v1/jobs/ID) or files (DELETE /v1/files/ID) first",
+    )
+
+
 def validate_limits(
     limits: dict[str, Any], base: Limits, ceilings: Mapping[str, float] | None = None
 ) -> None:
@@ -479,12 +656,14 @@ async def reap_leftovers() -> None:
     often gets the same pid again after a restart, so containers that name *this* pid but
     were created before this process started are removed as well.
     """
+    import docker.errors
+
     from engine.sandbox import docker_api, reap_orphans
 
     try:
         removed = await docker_api.call(reap_orphans)
         removed += await docker_api.call(_reap_same_pid_older)
-    except RLMError as exc:
+    except (RLMError, docker.errors.DockerException) as exc:
         log.warning("service.reap_failed", error=str(exc))
         return
     if removed:

@@ -140,8 +140,9 @@ _STATUS_TEXT = {
     400: "malformed request (not JSON)",
     401: "missing or invalid API key",
     404: "unknown job, file or model",
-    409: "the job already ended",
-    413: "body or upload too large",
+    409: "the job already ended, or the file is in use",
+    413: "body or upload too large, or the key's storage quota is used up",
+    403: "metrics are closed (no RLM_METRICS_KEYS)",
     415: "unsupported upload encoding",
     422: "invalid field (the message names it)",
     429: "too many active jobs for this key",
@@ -195,7 +196,14 @@ def openapi_document(ceilings: Mapping[str, float] | None = None) -> dict[str, A
                     },
                 }
             },
-            "/v1/files/{file_id}": {"get": _op("File metadata", params=["file_id"], errors=(404,))},
+            "/v1/files/{file_id}": {
+                "get": _op("File metadata", params=["file_id"], errors=(404,)),
+                "delete": _op(
+                    "Delete an upload (refused while a queued or running job reads it)",
+                    params=["file_id"],
+                    errors=(404, 409),
+                ),
+            },
             "/v1/jobs": {
                 "post": _op(
                     "Submit a job",
@@ -207,7 +215,12 @@ def openapi_document(ceilings: Mapping[str, float] | None = None) -> dict[str, A
                 "get": _op("This key's jobs (?status= filters)"),
             },
             "/v1/jobs/{job_id}": {
-                "get": _op("Job status and result", ok=job_ref, params=["job_id"], errors=(404,))
+                "get": _op("Job status and result", ok=job_ref, params=["job_id"], errors=(404,)),
+                "delete": _op(
+                    "Delete a job, its events and its files (a running job is cancelled first)",
+                    params=["job_id"],
+                    errors=(404, 409),
+                ),
             },
             "/v1/jobs/{job_id}/cancel": {
                 "post": _op(
@@ -235,8 +248,15 @@ def openapi_document(ceilings: Mapping[str, float] | None = None) -> dict[str, A
                     content_type="application/x-ndjson",
                 )
             },
-            "/healthz": {"get": _op("Liveness and readiness", auth=False)},
-            "/metrics": {"get": _op("Prometheus metrics", auth=False, content_type="text/plain")},
+            "/healthz": {"get": _op("Liveness and readiness (nothing about tenants)", auth=False)},
+            "/metrics": {
+                "get": _op(
+                    "Prometheus metrics of every tenant: needs an operator key from "
+                    "RLM_METRICS_KEYS, not an API key",
+                    content_type="text/plain",
+                    errors=(401, 403),
+                )
+            },
             "/viewer/index.html": {
                 "get": _op(
                     "The trajectory viewer (#job=<id>, asks for the API key)",

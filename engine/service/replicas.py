@@ -86,7 +86,7 @@ class Replica:
                     await wake.wait()
                 continue
             log.info("replica.claimed", replica=self.id, job_id=job.id, attempt=job.attempts)
-            async with self.service.limiter:
+            async with self.service.slots.job(job.owner):
                 await self.service.run_started(job)
 
     async def _keep_leases(self) -> None:

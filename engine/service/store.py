@@ -15,7 +15,8 @@ import json
 import os
 import time
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,20 @@ JOB_STATES: tuple[str, ...] = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
 RESTART_REASON = "service restarted"
 BLOB_PART_BYTES = 4 << 20
+
+
+class StoreError(ServiceError):
+    """The job database refused a read or write (locked too long, disk full, gone)."""
+
+
+@contextmanager
+def store_errors(*kinds: type[BaseException]) -> Iterator[None]:
+    """Turn a backend's errors (``kinds``) into :class:`StoreError`, so that the service fails
+    the job that met one, never itself."""
+    try:
+        yield
+    except kinds as exc:
+        raise StoreError(f"the job database failed: {exc}") from exc
 
 
 def open_store(target: str | Path) -> JobStore:
@@ -146,14 +161,15 @@ class JobStore(ABC):
         kind: str,
         request: dict[str, Any],
         max_retries: int = 0,
+        stored_bytes: int = 0,
     ) -> JobRecord:
-        """Insert a new queued job."""
+        """Insert a new queued job; ``stored_bytes`` counts its files (inline context)."""
         now = time.time()
         with self._tx() as db:
             db.execute(
-                "INSERT INTO jobs (id, owner, kind, status, request, max_retries, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (job_id, owner, kind, QUEUED, json.dumps(request), max_retries, now),
+                "INSERT INTO jobs (id, owner, kind, status, request, max_retries, created_at, "
+                "stored_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, owner, kind, QUEUED, json.dumps(request), max_retries, now, stored_bytes),
             )
         job = self.get_job(job_id)
         assert job is not None
@@ -185,6 +201,44 @@ class JobStore(ABC):
             (owner, QUEUED, RUNNING),
         )
         return int(rows[0][0])
+
+    def storage_used(self, owner: str) -> int:
+        """Bytes ``owner`` keeps in the service: uploads, inline contexts and trajectories."""
+        rows = self._query(
+            "SELECT (SELECT COALESCE(SUM(CASE WHEN stored_bytes > bytes THEN stored_bytes "
+            "ELSE bytes END), 0) FROM files WHERE owner = ?) + "
+            "(SELECT COALESCE(SUM(stored_bytes), 0) FROM jobs WHERE owner = ?)",
+            (owner, owner),
+        )
+        return int(rows[0][0])
+
+    def delete_job(self, job_id: str) -> bool:
+        """Delete a final job and its events; False if it does not exist or has not ended."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "DELETE FROM jobs WHERE id = ? AND status IN (?, ?, ?)",
+                (job_id, *sorted(FINAL_STATES)),
+            )
+            if cursor.rowcount != 1:
+                return False
+            db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+            return True
+
+    def ended_before(self, cutoff: float) -> list[str]:
+        """Ids of jobs that ended before the Unix time ``cutoff`` (for retention)."""
+        rows = self._query(
+            "SELECT id FROM jobs WHERE finished_at < ? AND status IN (?, ?, ?)",
+            (cutoff, *sorted(FINAL_STATES)),
+        )
+        return [str(row[0]) for row in rows]
+
+    def files_in_use(self) -> set[str]:
+        """Ids of uploaded files that a queued or running job reads."""
+        rows = self._query("SELECT request FROM jobs WHERE status IN (?, ?)", (QUEUED, RUNNING))
+        used: set[str] = set()
+        for (request,) in rows:
+            used.update(json.loads(request).get("file_ids") or [])
+        return used
 
     def counts_by_status(self) -> dict[str, int]:
         rows = self._query("SELECT status, COUNT(*) FROM jobs GROUP BY status")
@@ -268,6 +322,10 @@ class JobStore(ABC):
             db.execute(
                 "INSERT INTO events (job_id, seq, event) VALUES (?, ?, ?)", (job_id, seq, text)
             )
+            db.execute(
+                "UPDATE jobs SET stored_bytes = stored_bytes + ? WHERE id = ?",
+                (len(text.encode("utf-8")), job_id),
+            )
         return seq
 
     def events(self, job_id: str, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
@@ -280,11 +338,13 @@ class JobStore(ABC):
 
     # --- files ----------------------------------------------------------------------------
 
-    def add_file(self, record: FileRecord) -> None:
+    def add_file(self, record: FileRecord, stored_bytes: int = 0) -> None:
+        """Insert an upload; ``stored_bytes`` is what it takes on disk when more than its size
+        (an unpacked archive), for the storage quota."""
         with self._tx() as db:
             db.execute(
-                "INSERT INTO files (id, owner, filename, bytes, path, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO files (id, owner, filename, bytes, path, created_at, stored_bytes) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.id,
                     record.owner,
@@ -292,6 +352,7 @@ class JobStore(ABC):
                     record.bytes,
                     str(record.path),
                     record.created_at,
+                    stored_bytes,
                 ),
             )
 
@@ -300,10 +361,20 @@ class JobStore(ABC):
             "SELECT id, owner, filename, bytes, path, created_at FROM files WHERE id = ?",
             (file_id,),
         )
-        if not rows:
-            return None
-        fid, owner, filename, size, path, created = rows[0]
-        return FileRecord(fid, owner, filename, int(size), Path(path), float(created))
+        return _file(rows[0]) if rows else None
+
+    def delete_file(self, file_id: str) -> bool:
+        """Forget an uploaded file (the caller removes it from disk and the blobs)."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount == 1
+
+    def files_created_before(self, cutoff: float) -> list[FileRecord]:
+        """Uploaded files older than the Unix time ``cutoff`` (for retention)."""
+        rows = self._query(
+            "SELECT id, owner, filename, bytes, path, created_at FROM files WHERE created_at < ?",
+            (cutoff,),
+        )
+        return [_file(row) for row in rows]
 
     # --- blobs: uploads and inline contexts every replica can read ------------------------
 
@@ -344,6 +415,11 @@ _JOB_COLUMNS = (
     "id, owner, kind, status, request, result, error, attempts, max_retries, "
     "created_at, started_at, finished_at"
 )
+
+
+def _file(row: tuple[Any, ...]) -> FileRecord:
+    fid, owner, filename, size, path, created = row
+    return FileRecord(fid, owner, filename, int(size), Path(path), float(created))
 
 
 def _job(row: tuple[Any, ...]) -> JobRecord:

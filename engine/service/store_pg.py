@@ -32,6 +32,7 @@ from engine.service.store import (
     JobStore,
     Recovery,
     _job,
+    store_errors,
 )
 
 log = get_logger(__name__)
@@ -116,11 +117,21 @@ class PgJobStore(JobStore):
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        with self._pool.connection() as conn, conn.transaction():
+        import psycopg
+        import psycopg_pool
+
+        with (
+            store_errors(psycopg.Error, psycopg_pool.PoolTimeout),
+            self._pool.connection() as conn,
+            conn.transaction(),
+        ):
             yield _PgConnection(conn)
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._pool.connection() as conn:
+        import psycopg
+        import psycopg_pool
+
+        with store_errors(psycopg.Error, psycopg_pool.PoolTimeout), self._pool.connection() as conn:
             rows: list[tuple[Any, ...]] = conn.execute(_dialect(sql), args).fetchall()
             return rows
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from engine.errors import ServiceError
-from engine.service.store import Connection, JobStore
+from engine.service.store import Connection, JobStore, store_errors
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     max_retries INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     started_at REAL,
-    finished_at REAL
+    finished_at REAL,
+    stored_bytes INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, status);
@@ -45,7 +46,8 @@ CREATE TABLE IF NOT EXISTS files (
     filename TEXT NOT NULL,
     bytes INTEGER NOT NULL,
     path TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    stored_bytes INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS blobs (
     key TEXT NOT NULL,
@@ -70,11 +72,21 @@ class SqliteJobStore(JobStore):
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise ServiceError(
                 f"cannot open the job database {path}: {exc}; check that --data-dir is a "
                 "writable directory"
             ) from exc
+
+    def _migrate(self) -> None:
+        """Add the columns a database made by an older version lacks."""
+        for table in ("jobs", "files"):
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if "stored_bytes" not in columns:
+                self._db.execute(
+                    f"ALTER TABLE {table} ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0"
+                )
 
     def close(self) -> None:
         with self._lock:
@@ -82,7 +94,7 @@ class SqliteJobStore(JobStore):
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        with self._lock:
+        with self._lock, store_errors(sqlite3.Error):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield cast(Connection, self._db)
@@ -92,5 +104,5 @@ class SqliteJobStore(JobStore):
             self._db.execute("COMMIT")
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
+        with self._lock, store_errors(sqlite3.Error):
             return self._db.execute(sql, args).fetchall()

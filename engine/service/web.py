@@ -17,10 +17,10 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from engine.service.auth import ApiKeys
+from engine.service.auth import ENV_KEYS, ApiKeys
 from engine.service.jobs import JobService, validate_limits, validate_tools
 from engine.service.requests import ApiError, JobRequest
-from engine.service.store import JobRecord
+from engine.service.store import JobRecord, StoreError
 
 KEEPALIVE_S = 10.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -36,12 +36,13 @@ def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
-def unauthenticated() -> ApiError:
+def unauthenticated(variable: str = ENV_KEYS) -> ApiError:
+    """The 401 for a request without a valid key from ``variable``."""
     return ApiError(
         401,
         "authentication_error",
         "missing or invalid API key; send 'Authorization: Bearer <key>' with a key from the "
-        "service's RLM_API_KEYS",
+        f"service's {variable}",
     )
 
 
@@ -52,6 +53,7 @@ class Api:
     service: JobService
     keys: ApiKeys
     started: int
+    metrics_keys: ApiKeys | None = None
 
     def authed(self, handler: OwnedHandler) -> Handler:
         """Wrap a handler that needs an API key; it receives the key's owner id.
@@ -67,6 +69,8 @@ class Api:
                 return await handler(request, owner)
             except ApiError as exc:
                 return error_response(exc)
+            except StoreError as exc:
+                return error_response(ApiError(503, "service_unavailable", f"{exc}; retry later"))
 
         return wrapper
 

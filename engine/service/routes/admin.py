@@ -10,8 +10,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from engine.service.auth import ENV_METRICS_KEYS
 from engine.service.openapi import openapi_document
-from engine.service.web import Api
+from engine.service.requests import ApiError
+from engine.service.web import Api, error_response, unauthenticated
 
 
 def viewer_dir() -> Path:
@@ -25,21 +27,29 @@ def routes(api: Api) -> list[BaseRoute]:
     store, settings = service.store, service.settings
 
     async def healthz(request: Request) -> Response:
-        body = {
-            "status": "ok" if service.ready else "starting",
-            "jobs": store.counts_by_status(),
-            "sandbox_slots": {
-                "in_use": service.limiter.borrowed_tokens,
-                "total": settings.max_sandboxes,
-            },
-        }
+        # Anyone may ask: say nothing about tenants (their jobs, counts or load).
+        body = {"status": "ok" if service.ready else "starting"}
         return JSONResponse(body, status_code=200 if service.ready else 503)
 
     async def metrics(request: Request) -> Response:
+        # Counts over every tenant: for the operator's key only, never for tenants' keys.
+        keys = api.metrics_keys
+        if keys is None:
+            return error_response(
+                ApiError(
+                    403,
+                    "permission_denied",
+                    f"/metrics is closed: start the service with {ENV_METRICS_KEYS} set to the "
+                    "operator's scrape key(s) and send 'Authorization: Bearer <key>'",
+                )
+            )
+        if keys.authenticate(request.headers.get("authorization")) is None:
+            return error_response(unauthenticated(ENV_METRICS_KEYS))
         text = service.metrics.render(
             store.counts_by_status(),
             {
-                "sandbox_slots_in_use": service.limiter.borrowed_tokens,
+                "sandbox_slots_in_use": service.slots.in_use,
+                "sandbox_slots_waiting": service.slots.waiting,
                 "sandbox_slots_total": settings.max_sandboxes,
             },
         )

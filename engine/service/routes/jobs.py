@@ -42,6 +42,11 @@ def routes(api: Api) -> list[Route]:
             job = await service.wait(job.id, poll_s=0.5)
         return JSONResponse(job_json(job), status_code=202 if not job.final else 200)
 
+    async def delete_job(request: Request, owner: str) -> Response:
+        job = api.own_job(request.path_params["job_id"], owner)
+        await service.delete(job.id)
+        return JSONResponse({"id": job.id, "object": "job", "deleted": True})
+
     async def trajectory(request: Request, owner: str) -> Response:
         job = api.own_job(request.path_params["job_id"], owner)
         lines = [json.dumps(e, ensure_ascii=False) + "\n" for _, e in store.events(job.id)]
@@ -71,6 +76,7 @@ def routes(api: Api) -> list[Route]:
         Route("/v1/jobs", api.authed(create_job), methods=["POST"]),
         Route("/v1/jobs", api.authed(list_jobs), methods=["GET"]),
         Route("/v1/jobs/{job_id}", api.authed(get_job), methods=["GET"]),
+        Route("/v1/jobs/{job_id}", api.authed(delete_job), methods=["DELETE"]),
         Route("/v1/jobs/{job_id}/cancel", api.authed(cancel_job), methods=["POST"]),
         Route("/v1/jobs/{job_id}/events", api.authed(events), methods=["GET"]),
         Route("/v1/jobs/{job_id}/trajectory", api.authed(trajectory), methods=["GET"]),
