@@ -9,7 +9,10 @@ TOML layout (every key optional)::
     model = "openai/gpt-4o-mini"      # omit for the embedded local model
     sub_model = "openai/gpt-4o-mini"  # defaults to model
     api_base = "http://localhost:8000/v1"
-    prompt_profile = "auto"           # auto | frontier | small
+    prompt_profile = "auto"           # auto | frontier | small | rlm-trained
+
+    [model_profiles]                  # used by auto: glob over the model or a served name
+    "openai/qwen-local*" = "small"
 
     [limits]
     max_iterations = 20
@@ -44,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConfigError
 from engine.models import ModelSpec
+from engine.models.capability import ModelProfileRule, parse_model_profiles
 from engine.settings import SETTINGS, env_values, in_section, setting
 from engine.settings import parse_size as parse_size  # re-exported: the one size parser
 from engine.tools import ToolsConfig
@@ -108,6 +112,7 @@ class EngineConfig:
     limits: Limits = field(default_factory=Limits)
     sandbox: SandboxConfig | None = None
     prompt_profile: str = "auto"
+    model_profiles: tuple[ModelProfileRule, ...] = ()
     trajectory_path: Path | None = None
     trajectory_dir: Path | None = None
     record: Path | None = None
@@ -157,6 +162,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     sections = {s.section for s in SETTINGS if s.section}
     flat: dict[str, Any] = {}
     for key, value in data.items():
+        if key == "model_profiles":
+            flat[key] = parse_model_profiles(value, None, str(path))
+            continue
         if key in sections:
             if not isinstance(value, dict):
                 raise ConfigError(f"config file {path}: [{key}] must be a table")
@@ -175,7 +183,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
             raise ConfigError(
                 f"config file {path}: unknown key {key!s}; known top-level keys: "
                 + ", ".join(s.name for s in SETTINGS if s.section is None)
-                + ", and the tables [limits], [sandbox]"
+                + ", and the tables [limits], [sandbox], [model_profiles]"
             )
         flat[key] = setting.convert(value, f"{path}: {key}")
     return flat
@@ -262,6 +270,7 @@ def build_config(values: Mapping[str, Any]) -> EngineConfig:
         limits=limits,
         sandbox=sandbox,
         prompt_profile=values.get("prompt_profile", "auto"),
+        model_profiles=values.get("model_profiles", ()),
         trajectory_path=values.get("trajectory"),
         trajectory_dir=values.get("trajectory_dir"),
         record=values.get("record"),

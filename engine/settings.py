@@ -171,8 +171,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_in_flight", int, _parse_int, "RLM_MAX_IN_FLIGHT",
             "model calls in flight at once", default=16, commands=_NONE),
     Setting("prompt_profile", str, _parse_str, "RLM_PROMPT_PROFILE",
-            "prompt profile: auto (default: chosen from what the model can do), frontier or "
-            "small", default="auto", flag="--profile", metavar="NAME"),
+            "prompt profile: auto (default: chosen from what the model can do), frontier, "
+            "small or rlm-trained", default="auto", flag="--profile", metavar="NAME"),
     # --- files ----------------------------------------------------------------------------
     Setting("trajectory", Path, _parse_path, "RLM_TRAJECTORY", "JSONL trajectory path",
             commands=_RUN),

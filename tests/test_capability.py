@@ -10,10 +10,12 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
+from engine.config import load_config
 from engine.errors import ConfigError
 from engine.models import ModelSpec
 from engine.models.capability import (
@@ -28,34 +30,46 @@ from engine.models.capability import (
 
 pytestmark = pytest.mark.anyio
 
-# llama.cpp's llama-server (b5xxx+): GET /v1/models and GET /props, serving the GGUF under an
-# unrelated alias, as `llama-server -m ... --alias house-model -c 16384` does.
+# llama.cpp's llama-server as measured here (xllamacpp, serving the 1.5B GGUF under an
+# unrelated alias with -c 16384): GET /v1/models and GET /props, trimmed of long fields.
 LLAMA_CPP = {
     "/v1/models": {
-        "models": [{"name": "house-model", "model": "house-model", "type": "model"}],
+        "models": [
+            {
+                "name": "house-model",
+                "model": "house-model",
+                "type": "model",
+                "capabilities": ["completion"],
+                "details": {"format": "gguf", "parameter_size": "", "quantization_level": ""},
+            }
+        ],
         "object": "list",
         "data": [
             {
                 "id": "house-model",
+                "aliases": ["house-model"],
                 "object": "model",
-                "created": 1764000000,
+                "created": 1796115048,
                 "owned_by": "llamacpp",
                 "meta": {
                     "vocab_type": 2,
                     "n_vocab": 151936,
+                    "n_ctx": 16384,
                     "n_ctx_train": 32768,
                     "n_embd": 1536,
-                    "n_params": 1543714304,
-                    "size": 1116206080,
+                    "n_params": 1777088000,
+                    "size": 1111370240,
+                    "ftype": "Q4_K - Medium",
                 },
             }
         ],
     },
     "/props": {
-        "default_generation_settings": {"n_ctx": 16384, "temperature": 0.8},
-        "total_slots": 1,
-        "model_path": "/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-        "chat_template": "{% for message in messages %}...",
+        "default_generation_settings": {"params": {"seed": 0, "temperature": 0.0}, "n_ctx": 16384},
+        "total_slots": 2,
+        "model_alias": "house-model",
+        "model_path": "/root/.cache/rlm/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        "build_info": "b0-unknown",
     },
 }
 # vLLM: `vllm serve Qwen/Qwen2.5-72B-Instruct --served-model-name prod --max-model-len 32768`.
@@ -149,11 +163,11 @@ async def test_capability_llama_cpp_alias_gets_small_from_server_metadata(
     spec = ModelSpec("openai/house-model", api_base=f"{llama_cpp.root}/v1", api_key="k")
     choice = await choose_profile(spec, "auto")
     assert choice.profile == "small"
-    assert choice.params_b == pytest.approx(1.543714304)
+    assert choice.params_b == pytest.approx(1.777088)
     assert "server" in choice.reason
     # The served context size (-c), not the trained one, is what a request may use.
     assert choice.context_window == 16384
-    assert "/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf" in choice.facts.names
+    assert "/root/.cache/rlm/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf" in choice.facts.names
     assert ("GET", "/props", "") in llama_cpp.seen
 
 
@@ -227,7 +241,7 @@ async def test_capability_probe_sends_the_api_key(llama_cpp: MetadataServer) -> 
     server.httpd.RequestHandlerClass = Auth
     with server:
         facts = await probe_server(ModelSpec("openai/m", api_base=f"{server.root}/v1", api_key="s"))
-    assert facts.params == 1543714304
+    assert facts.params == 1777088000
     assert seen_auth and all(a == "Bearer s" for a in seen_auth)
 
 
@@ -279,3 +293,33 @@ def test_capability_toml_rules_are_validated() -> None:
         parse_model_profiles({"x": "huge"}, ["auto", "small", "frontier"], "rlm.toml")
     with pytest.raises(ConfigError, match="must be a table"):
         parse_model_profiles("small", ["small"], "rlm.toml")
+
+
+def test_capability_rules_come_from_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "rlm.toml"
+    path.write_text('model = "openai/x"\n\n[model_profiles]\n"openai/house-*" = "rlm-trained"\n')
+    config = load_config({}, env={}, config_file=path)
+    assert config.model_profiles == (ModelProfileRule("openai/house-*", "rlm-trained"),)
+    path.write_text('[model_profiles]\n"openai/house-*" = 3\n')
+    with pytest.raises(ConfigError, match=r"model_profiles.openai/house-\* = 3 is not a profile"):
+        load_config({}, env={}, config_file=path)
+
+
+async def test_capability_engine_records_why_auto_chose(
+    llama_cpp: MetadataServer, tmp_path: Path
+) -> None:
+    from engine import Engine, EngineConfig
+
+    spec = ModelSpec("openai/house-model", api_base=f"{llama_cpp.root}/v1")
+    async with Engine(EngineConfig(model=spec)) as engine:
+        assert engine.profile.name == "small"
+        assert "server" in engine.profile_reason
+        # The served context size fills the window the spec left open.
+        assert engine.root_spec.context_window == 16384
+    rules = (ModelProfileRule("*house*", "frontier"),)
+    async with Engine(EngineConfig(model=spec, model_profiles=rules)) as engine:
+        assert (engine.profile.name, engine.profile_reason) == ("frontier", "config rule '*house*'")
+    unknown = (ModelProfileRule("*house*", "tiny"),)
+    with pytest.raises(ConfigError, match="unknown prompt profile 'tiny'"):
+        async with Engine(EngineConfig(model=spec, model_profiles=unknown)):
+            pass

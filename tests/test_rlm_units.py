@@ -145,7 +145,7 @@ def test_resolve_profile() -> None:
     assert prompts.resolve_profile("auto", local_model=True) is prompts.SMALL
     assert prompts.resolve_profile("auto", local_model=False) is prompts.FRONTIER
     assert prompts.resolve_profile("small", local_model=False) is prompts.SMALL
-    assert prompts.profile_names() == ("auto", "frontier", "small")
+    assert prompts.profile_names() == ("auto", "frontier", "small", "rlm-trained")
 
 
 def test_unknown_profile_is_an_error_naming_the_known_ones() -> None:

@@ -89,11 +89,11 @@ class ModelProfileRule:
 
 
 def parse_model_profiles(
-    table: Any, known: Iterable[str], where: str
+    table: Any, known: Iterable[str] | None, where: str
 ) -> tuple[ModelProfileRule, ...]:
     """Validate a ``[model_profiles]`` TOML table: ``"<glob>" = "<profile>"`` per line.
 
-    Example::
+    ``known`` lists the profile names to accept (None: any name; the Engine checks it)::
 
         [model_profiles]
         "openai/qwen-local*" = "small"
@@ -101,13 +101,13 @@ def parse_model_profiles(
     """
     if not isinstance(table, Mapping):
         raise ConfigError(f'{where}: [model_profiles] must be a table of "pattern" = "profile"')
-    allowed = sorted(set(known) - {"auto"})
+    allowed = None if known is None else sorted(set(known) - {"auto"})
     rules = []
     for pattern, profile in table.items():
-        if not isinstance(profile, str) or profile not in allowed:
+        if not isinstance(profile, str) or (allowed is not None and profile not in allowed):
+            names = f"use one of {', '.join(allowed)}" if allowed else "give a profile name"
             raise ConfigError(
-                f"{where}: model_profiles.{pattern!s} = {profile!r} is not a profile; use one "
-                f"of {', '.join(allowed)}"
+                f"{where}: model_profiles.{pattern!s} = {profile!r} is not a profile; {names}"
             )
         rules.append(ModelProfileRule(str(pattern), profile))
     return tuple(rules)
@@ -181,7 +181,12 @@ async def _openai_models(client: httpx.AsyncClient, base: str, wanted: str) -> S
         names += [str(model[k]) for k in ("id", "root") if isinstance(model.get(k), str)]
         meta = model.get("meta") if isinstance(model.get("meta"), dict) else {}
         params = _int(meta.get("n_params")) or params
-        window = _int(model.get("max_model_len")) or _int(meta.get("n_ctx_train")) or window
+        window = (
+            _int(model.get("max_model_len"))
+            or _int(meta.get("n_ctx"))
+            or _int(meta.get("n_ctx_train"))
+            or window
+        )
     # Newer llama.cpp also lists {"models": [{"name", "model"}]} with the file's name.
     for entry in data.get("models") or []:
         if isinstance(entry, dict):
@@ -224,7 +229,7 @@ def _merge(parts: Iterable[ServerFacts]) -> ServerFacts:
     params = window = None
     endpoints: list[str] = []
     for part in parts:
-        names += [n for n in part.names if n not in names]
+        names += [n for n in dict.fromkeys(part.names) if n not in names]
         params = params or part.params
         # The served size (llama.cpp -c, vLLM max_model_len) over the trained one.
         window = (

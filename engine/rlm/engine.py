@@ -193,7 +193,25 @@ class Engine:
         if requested == "auto" and self.config.model is None:
             choice = ProfileChoice("small", "the embedded local model")
         else:
-            choice = await choose_profile(root, requested, probe=self._replay_url is None)
+            for rule in self.config.model_profiles:
+                get_profile(rule.profile)  # a rule naming no profile is an error at start
+            choice = await choose_profile(
+                root,
+                requested,
+                rules=self.config.model_profiles,
+                probe=self._replay_url is None,
+            )
+        if choice.profile == "rlm-trained":
+            from engine.rlm import trained
+
+            try:
+                trained.load_package()
+            except ConfigError:
+                if requested != "auto":
+                    raise
+                # auto recognised a trained checkpoint; without its prompt, the guardrails.
+                reason = f"{choice.reason}, but rlms is not installed"
+                choice = dataclasses.replace(choice, profile="small", reason=reason)
         self.profile, self.profile_reason = get_profile(choice.profile), choice.reason
         log.info("prompt profile", model=root.model, profile=choice.profile, reason=choice.reason)
         if root.context_window is None and choice.context_window:

@@ -155,7 +155,7 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
     state.watcher = Watcher.for_context(s.query, s.context_info)
     state.messages = [
         {"role": "system", "content": s.profile.system_prompt(inputs)},
-        {"role": "user", "content": s.profile.first_user_message(s.query)},
+        {"role": "user", "content": s.profile.first_user_message(s.query, inputs)},
     ]
     sent = 0  # messages before this index were recorded with an earlier turn event
     for turn in range(1, s.limits.max_iterations + 1):

@@ -244,8 +244,8 @@ class Profile:
             "`llm_query` (put the text into the prompt yourself)."
         )
 
-    def first_user_message(self, query: str) -> str:
-        """The opening user message carrying the query."""
+    def first_user_message(self, query: str, inputs: PromptInputs | None = None) -> str:
+        """The opening user message carrying the query (``inputs``: as the system prompt's)."""
         return (
             f"Query: {query}\n\n"
             "You have not seen the context yet; start by inspecting it. Reply with a ```repl block."
@@ -338,7 +338,7 @@ class SmallProfile(Profile):
         # The small profile numbers its rules; the extra function is a note, not a rule.
         return "   " + super().rlm_query_line(inputs).removeprefix("- ")
 
-    def first_user_message(self, query: str) -> str:
+    def first_user_message(self, query: str, inputs: PromptInputs | None = None) -> str:
         return (
             f"Question: {query}\n\n"
             "You have not looked at `context` yet. Reply 1: look at it with a ```repl block."
@@ -386,6 +386,68 @@ class SmallProfile(Profile):
         )
 
 
+# The kernel helpers as the rlm-trained profile lists them among the package's custom tools.
+KERNEL_HELPERS = {
+    "search": "`search(pattern, context=None, *, regex=False, window=200, max_hits=20)`: "
+    "numbered snippets around each match of `pattern` (case-insensitive) with positions; "
+    "never raises, says what to try when nothing matches. Print the result.",
+    "llm_map": "`llm_map(items, instruction, *, batch_size=10) -> list[str]`: one sub-LLM "
+    "answer per item, several items packed per call, unreadable answers retried.",
+}
+
+
+class TrainedProfile(Profile):
+    """The format the paper's post-trained RLM checkpoints were trained on (``rlm-trained``).
+
+    System prompt, first message ("Answer the following: ...", context metadata, "Turn 1/N:")
+    and each outputs message ("REPL output:", then "Turn i/N:") are built by the official
+    ``rlms`` package's own functions at run time (:mod:`engine.rlm.trained`); nudges and notes
+    are the frontier profile's.
+    """
+
+    name: ClassVar[str] = "rlm-trained"
+
+    def system_prompt(self, inputs: PromptInputs) -> str:
+        text = self._opening(inputs, "")[0]
+        return f"{text}\n\n{inputs.tools}" if inputs.tools else text
+
+    def first_user_message(self, query: str, inputs: PromptInputs | None = None) -> str:
+        if inputs is None:
+            return super().first_user_message(query)
+        return self._opening(inputs, query)[1]
+
+    def outputs_message(
+        self,
+        outputs: list[str],
+        *,
+        query: str,
+        turn: int,
+        max_turns: int,
+        notes: list[str] | None = None,
+        next_step: str | None = None,
+    ) -> str:
+        from engine.rlm import trained
+
+        body = trained.outputs_message("", [("", output) for output in outputs])
+        extra = [*(notes or []), *([next_step] if next_step else [])]
+        # The package's prompt for the next turn: "Turn {turn + 1}/{max_turns}:".
+        return "\n\n".join([body, *extra, trained.turn_message(turn, max_iterations=max_turns)])
+
+    @staticmethod
+    def _opening(inputs: PromptInputs, query: str) -> tuple[str, str]:
+        from engine.rlm import trained
+
+        info = inputs.context
+        shape = trained.ContextShape(
+            info.type_name if info is not None else "NoneType",
+            info.length_chars if info is not None else 0,
+            info.items if info is not None else None,
+        )
+        return trained.opening_messages(
+            query, shape, max_iterations=inputs.limits.max_iterations, tools=KERNEL_HELPERS
+        )
+
+
 _PROFILES: dict[str, Profile] = {}
 
 
@@ -422,3 +484,4 @@ def resolve_profile(name: str, *, local_model: bool) -> Profile:
 
 FRONTIER = register_profile(Profile())
 SMALL = register_profile(SmallProfile())
+TRAINED = register_profile(TrainedProfile())
