@@ -167,3 +167,13 @@ async def test_huge_results_errors_and_answers_arrive_clipped_not_lost() -> None
         shown = await sandbox.execute("from IPython.display import display\ndisplay('d' * 10**6)")
         assert "[rlm: " in shown.stdout and len(shown.stdout) < 40_000
         assert (await sandbox.execute("print('still here')")).stdout == "still here\n"
+
+
+async def test_a_full_or_read_only_file_system_is_explained() -> None:
+    async with Sandbox(SandboxConfig(tmp_bytes=1 << 20)) as sandbox:
+        full = await sandbox.execute("open('/tmp/big', 'wb').write(b'x' * (2 << 20))")
+        read_only = await sandbox.execute("open('/rlm/run/x', 'w')")
+    assert full.error is not None and "No space left on device" in full.error.evalue
+    assert "[rlm] the sandbox can write only to /tmp" in full.stdout
+    assert read_only.error is not None  # EROFS (runc) or EACCES (gVisor checks access first)
+    assert "[rlm] the sandbox can write only to /tmp" in read_only.stdout

@@ -100,6 +100,15 @@ class BridgeLimits:
             raise ConfigError("bridge timeouts must be positive")
 
 
+class _Held:
+    """Bytes one request holds in the memory budget, released when it ends however it ends."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+
 class _TimedOut(Exception):
     """A client too slow to send its request; answered 408 and closed."""
 
@@ -277,7 +286,7 @@ class BridgeServer:
 
     async def _exchange(self, conn: h11.Connection, wire: _Wire) -> bool:
         """Serve one request; True if the connection can carry another one."""
-        reserved = 0
+        held = _Held()
         try:
             try:
                 event = await self._read_head(conn, wire)
@@ -290,8 +299,8 @@ class BridgeServer:
                     outcome = await self._receive_context(conn, wire, event)
                     await _send(conn, wire, *outcome)
                     return conn.our_state is h11.DONE and conn.their_state is h11.DONE
-                reserved = await self._reserve_body(event)
-                body, reserved = await self._read_body(conn, wire, reserved)
+                await self._reserve_body(event, held)
+                body = await self._read_body(conn, wire, held)
             except _TimedOut as exc:
                 log.info("bridge client too slow; closing", reason=str(exc))
                 payload = error_body("request_timeout", str(exc))
@@ -317,7 +326,7 @@ class BridgeServer:
             await _send(conn, wire, *outcome)
             return conn.our_state is h11.DONE and conn.their_state is h11.DONE
         finally:
-            self._buffered.release(reserved)
+            self._buffered.release(held.bytes)
 
     async def _read_head(self, conn: h11.Connection, wire: _Wire) -> Any:
         """The next request head; ``None`` when an idle keep-alive connection timed out."""
@@ -351,14 +360,15 @@ class BridgeServer:
     def _body_deadline(self, started: float, received: int) -> float:
         return started + self.limits.body_timeout_s + received / self.limits.min_body_rate
 
-    async def _reserve_body(self, request: h11.Request) -> int:
+    async def _reserve_body(self, request: h11.Request, held: _Held) -> None:
         """Reserve the declared body size in the memory budget (waits for room, bounded)."""
         length = _content_length(request)
         if not length:
-            return 0
+            return
         with anyio.move_on_after(self.limits.body_timeout_s):
             await self._buffered.acquire(length)
-            return length
+            held.bytes = length
+            return
         raise self._busy()
 
     def _busy(self) -> BridgeRequestError:
@@ -400,10 +410,8 @@ class BridgeServer:
             raise self._too_large(length)
         return path
 
-    async def _read_body(
-        self, conn: h11.Connection, wire: _Wire, reserved: int
-    ) -> tuple[bytearray, int]:
-        """Read a JSON body; returns it and the bytes now reserved in the memory budget."""
+    async def _read_body(self, conn: h11.Connection, wire: _Wire, held: _Held) -> bytearray:
+        """Read a JSON body, growing ``held`` (the caller releases it) as chunks arrive."""
         if conn.they_are_waiting_for_100_continue:  # e.g. curl with a body over 1 MB
             await wire.send_all(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
         body = bytearray()
@@ -415,15 +423,15 @@ class BridgeServer:
                 size = len(body) + len(event.data)
                 if size > self._max_body:  # chunked bodies have no Content-Length to check
                     raise self._too_large(size)
-                if size > reserved:  # chunked: reserve as the bytes arrive
+                if size > held.bytes:  # chunked: reserve as the bytes arrive
                     with anyio.move_on_after(deadline - anyio.current_time()):
-                        await self._buffered.acquire(size - reserved)
-                        reserved = size
-                    if size > reserved:
+                        await self._buffered.acquire(size - held.bytes)
+                        held.bytes = size
+                    if size > held.bytes:
                         raise self._busy()
                 body += event.data
             elif isinstance(event, h11.EndOfMessage):
-                return body, reserved
+                return body
             else:
                 raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} in body")
 

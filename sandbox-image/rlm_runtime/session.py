@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from typing import Any
@@ -104,6 +105,8 @@ def _post_run_cell(result: Any) -> None:
     message_cap.clip_error(result, _state.output_limit)
     namespace = _state.shell.user_ns
     notes: list[str] = []
+    if _storage_error(result.error_in_exec):
+        notes.append(_STORAGE_NOTE)
     if namespace.get("context", _MISSING) is not _state.context:
         namespace["context"] = _state.context
         _state.context_restored = True
@@ -177,3 +180,21 @@ def _make_helpers(shell: Any) -> dict[str, Any]:
 
 
 _MISSING = object()
+_STORAGE = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+
+
+def _storage_error(err: object) -> bool:
+    """A write refused by a full tmpfs or a read-only mount (gVisor says EACCES for those)."""
+    if not isinstance(err, OSError):
+        return False
+    if err.errno in _STORAGE:
+        return True
+    name = err.filename if isinstance(err.filename, str) else ""
+    return err.errno == errno.EACCES and name.startswith(("/rlm/", "/opt/", "/usr/", "/etc/"))
+
+
+_STORAGE_NOTE = (
+    "the sandbox can write only to /tmp, /home/sandbox and /dev/shm, small in-memory file "
+    "systems with a size and file-count cap; everything else is read-only. Keep large data in "
+    "variables, and delete files you no longer need."
+)
