@@ -4,8 +4,9 @@ Builds the wheel (``pip wheel --no-deps``, hatchling in an isolated build), crea
 without the checkout or the shared venv on its path, installs the wheel there offline from a
 local wheelhouse (``pip download``-ed once per dependency set into ``~/.cache/rlm/test-wheels``,
 so later runs need no index), and runs that venv's ``rlm``: ``doctor`` (also with Docker
-unreachable and with the image missing), ``image build`` from the files the wheel carries,
-``sandbox exec`` in a real container, and ``run`` with a replayed model.
+unreachable and with the image missing), ``image build`` from the files the wheel carries, its
+wheelhouse step (``pip download`` through the venv's pip) into an empty cache, ``sandbox exec``
+in a real container, and ``run`` with a replayed model.
 
 Select with ``-m package``; about 2-3 minutes when the wheelhouse is cached.
 """
@@ -146,6 +147,27 @@ def test_doctor_says_what_is_missing(venv: Path, tmp_path: Path) -> None:
     assert "Traceback" not in down.stderr + no_image.stderr
     hosted = _rlm(venv, "doctor", cwd=tmp_path, RLM_MODEL="openai/gpt-4o-mini", DOCKER_HOST="x")
     assert "[ok  ] model: openai/gpt-4o-mini" in hosted.stdout
+
+
+def test_wheelhouse_step_runs_from_the_installed_package(venv: Path, tmp_path: Path) -> None:
+    # The image build's wheelhouse step (pip download for the image's Python, through this
+    # venv's own pip) on a one-line requirements file, into an empty cache.
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("typing_extensions==4.16.0\n")
+    code = (
+        "import sys; from pathlib import Path; from engine.sandbox.image import ensure_wheelhouse; "
+        "print(ensure_wheelhouse(Path(sys.argv[1]), '3.11'))"
+    )
+    out = _checked(
+        [str(venv / "bin" / "python"), "-c", code, str(requirements)],
+        timeout=300,
+        cwd=tmp_path,
+        env=_clean_env(RLM_CACHE_DIR=str(tmp_path / "cache")),
+    )
+    wheelhouse = Path(out.strip())
+    assert wheelhouse.is_relative_to(tmp_path / "cache" / "wheelhouse")
+    wheels = [path.name for path in wheelhouse.glob("*.whl")]
+    assert wheels == ["typing_extensions-4.16.0-py3-none-any.whl"]
 
 
 @pytest.mark.usefixtures("docker_ready")
