@@ -100,6 +100,9 @@ def test_loop_failed_search_suggests_the_search_helper() -> None:
     assert "print(search('quiet-lake'))" in raised.message
     empty = watcher.after_cell("print(re.findall(r'quiet lake', context))", "[]", None)
     assert empty is not None and "found nothing" in empty.message
+    # A membership test that printed False is a search that found nothing (issue 14's run).
+    absent = watcher.after_cell('print("magic number for quiet-lake" in context)', "False", None)
+    assert absent is not None and absent.reason == "failed_search"
     helper = watcher.after_cell(
         "print(search('quiet lake'))", "search('quiet lake'): no match.", None
     )

@@ -24,8 +24,10 @@ LITERAL_SHARED_RUN = 60
 VARIED_TEMPERATURE = 0.7
 VARIED_SEED_BASE = 1_000
 
-_SEARCH_CALL = re.compile(r"\b(search|re\.(search|findall|finditer|match)|\.find|\.index)\s*\(")
-_EMPTY_OUTPUT = re.compile(r"^\s*(\[\]|\(\)|\{\}|None|-1|0|''|\"\"|set\(\))?\s*$")
+_SEARCH_CALL = re.compile(
+    r"\b(search|re\.(search|findall|finditer|match)|\.find|\.index)\s*\(|\bin\s+context\b"
+)
+_EMPTY_OUTPUT = re.compile(r"^\s*(\[\]|\(\)|\{\}|None|False|-1|0|''|\"\"|set\(\))?\s*$")
 _NO_MATCH = re.compile(r"no match|not found|nothing found", re.IGNORECASE)
 _SLICE = re.compile(r"\bcontext\s*\[\s*(-?\d*)\s*:\s*(-?\d*)\s*\]")
 _STOPWORD_TEXT = (
