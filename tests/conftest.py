@@ -28,9 +28,10 @@ def engine_containers() -> list[str]:
     from engine.sandbox import docker_api
 
     client = docker_api.client()
-    return [
-        c.name for c in client.containers.list(all=True, filters={"label": docker_api.LABEL_TASK})
-    ]
+    # One raw list call: containers.list() inspects each container afterwards, and fails
+    # with 404 when another test process removes one in between.
+    listed = client.api.containers(all=True, filters={"label": docker_api.LABEL_TASK})
+    return [name.lstrip("/") for c in listed for name in c.get("Names") or []]
 
 
 @pytest.fixture(scope="session", autouse=True)

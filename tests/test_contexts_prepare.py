@@ -318,3 +318,16 @@ def test_keys_cannot_escape_the_scratch_folder(tmp_path: Path, scratch: Path) ->
     spec = ContextSpec((Source(path, "../escape.txt"), Source(path, "b.txt")))
     with pytest.raises(ContextError, match="invalid context key"):
         prepare_context(spec, scratch)
+
+
+def test_the_root_prompt_states_the_counts(tmp_path: Path, scratch: Path) -> None:
+    from engine.rlm.prompts import describe_context
+    from engine.sandbox import ContextInfo
+
+    prepared = prepare(scratch, make_repo(tmp_path / "repo"))
+    prepared.cleanup()
+    notes = prepared.describe() or ""
+    info = ContextInfo("directory", "dict", 100, 6, "files: README.md", 0.01, notes=notes)
+    text = describe_context(info)
+    assert notes and notes in text
+    assert text.index("6 items") < text.index("6 files included") < text.index("Preview")

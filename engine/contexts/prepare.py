@@ -103,6 +103,7 @@ class PreparedContext:
     path: Path
     manifest: Manifest
     scratch: Path | None = None
+    passthrough: bool = False  # a lone text file given to the sandbox as it is
 
     def cleanup(self) -> None:
         if self.scratch is not None:
@@ -112,7 +113,7 @@ class PreparedContext:
     def describe(self) -> str | None:
         """The manifest's sentence for the root prompt; None for a text file passed as is
         (nothing was converted or left out, so there is nothing to tell)."""
-        return None if self.scratch is None else self.manifest.describe()
+        return None if self.passthrough else self.manifest.describe()
 
 
 def prepare_context(spec: ContextSpec, scratch_parent: Path, name: str = "ctx") -> PreparedContext:
@@ -194,7 +195,7 @@ def _single_file(
             )
         manifest.files = 1
         manifest.bytes = path.stat().st_size
-        return PreparedContext(path, manifest)
+        return PreparedContext(path, manifest, passthrough=True)
     scratch_parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=scratch_parent))
     try:
