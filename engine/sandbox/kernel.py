@@ -27,7 +27,7 @@ from engine.sandbox.rundir import CONTAINER_RUN_DIR, IPC_DIR
 _PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
 #: Messages each of our sockets queues before ZMQ stops reading from the kernel (which then
 #: drops what it publishes): with MAXMSGSIZE this bounds what a flood can make us hold.
-RECEIVE_HWM = 8
+RECEIVE_HWM = 4
 #: Messages one cell may send before it counts as a flood (a cell's real output arrives in a
 #: few hundred: ipykernel batches prints, and the kernel caps what a cell prints).
 CELL_MESSAGE_LIMIT = 100_000

@@ -51,7 +51,7 @@ async def test_iopub_flood_between_cells(rss_meter: RssMeter, attack_report: Att
     assert "output messages" in reason and "so it was stopped" in reason
     attack_report(
         "iopub flood: a thread publishing 1 MB messages between cells",
-        "ZMQ RCVHWM 8 and MAXMSGSIZE; drained before each cell; foreign-output rate",
+        "ZMQ RCVHWM 4 and MAXMSGSIZE; drained before each cell; foreign-output rate",
         f"stopped: {reason.split(', so')[0]}",
         rss_growth=rss_meter.growth(),
     )
