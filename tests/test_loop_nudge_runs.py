@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, EngineConfig, Limits, RunResult
-from engine.models import Cassette, ModelSpec, ReplayServer
-from engine.rlm.trajectory import read_trajectory
+from engine import RunResult
 from engine.sandbox.fake import FakeBackend
+from tests.loop_support import Run
 
 pytestmark = pytest.mark.anyio
 
@@ -36,18 +35,9 @@ def cell(source: str, before: str = "Next.") -> dict[str, Any]:
 async def run(
     tmp_path: Path, entries: list[dict[str, Any]], context: Any, query: str = QUERY
 ) -> tuple[RunResult, list[dict[str, Any]], list[dict[str, Any]]]:
-    trajectory = tmp_path / "t.jsonl"
-    async with ReplayServer(Cassette(entries)) as server:
-        config = EngineConfig(
-            model=ModelSpec("openai/root", api_base=server.base_url, api_key="x"),
-            limits=Limits(max_iterations=len(entries)),
-            trajectory_path=trajectory,
-            prompt_profile="small",
-        )
-        async with Engine(config, backend=FakeBackend()) as engine:
-            result = await engine.run(query, context)
-        requests = [r for r in server.requests if r["model"] == "root"]
-    return result, read_trajectory(trajectory), requests
+    runner = Run(tmp_path, FakeBackend())
+    result = await runner(entries, query, context, "small", max_iterations=len(entries))
+    return result, runner.events, runner.root_requests()
 
 
 def reasons(events: list[dict[str, Any]]) -> list[str]:
