@@ -142,7 +142,7 @@ async def test_tool_errors_come_back_as_exceptions(run: Run) -> None:
     assert "KeyError: \"lookup: KeyError: 'no user named nobody'\"" in output
     assert "TypeError: lookup(key, default=None): missing a required argument: 'key'" in output
     assert "TypeError odd returned a set that is not JSON-able" in output
-    assert "local: lookup: argument 1 is a set, which cannot be sent to the host" in output
+    assert "local: lookup: argument 1 (of type set) cannot be sent to the host" in output
     # Uncaught, the tool's exception ends the cell like any other.
     assert cell["error"].startswith("KeyError:") and "no user named nobody" in cell["error"]
     statuses = [(c["name"], c["status"]) for c in run.of_type("tool_call")]

@@ -67,7 +67,7 @@ def _stub(spec: dict[str, Any]) -> Callable[..., Any]:
                 json.dumps(value)
             except (TypeError, ValueError):
                 raise TypeError(
-                    f"{name}: {label} is a {type(value).__name__}, which cannot be sent to the "
+                    f"{name}: {label} (of type {type(value).__name__}) cannot be sent to the "
                     "host; pass str, numbers, bools, None, lists or dicts"
                 ) from None
         try:

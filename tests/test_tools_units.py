@@ -1,0 +1,135 @@
+"""Pure logic of the tools: signatures as the kernel rebuilds them, MCP results as values.
+
+The kernel stubs are built by ``sandbox-image/rlm_runtime/tools.py`` itself, loaded here from
+the image's source (it is standard library only), so what is checked is what the kernel runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import mcp.types as mt
+import pytest
+
+from engine.tools.mcp_tools import McpServerConfig, _spec, convert_result
+from engine.tools.python_tools import load_python_tool
+from engine.tools.spec import python_name
+
+RUNTIME = Path(__file__).resolve().parents[1] / "sandbox-image" / "rlm_runtime"
+
+
+def kernel_tools(monkeypatch: pytest.MonkeyPatch, specs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stubs the kernel would build from ``RLM_TOOLS``."""
+    monkeypatch.syspath_prepend(str(RUNTIME.parent))
+    spec = importlib.util.spec_from_file_location("rlm_runtime.tools", RUNTIME / "tools.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "rlm_runtime.tools", module)
+    spec.loader.exec_module(module)
+    monkeypatch.setenv("RLM_TOOLS", json.dumps(specs))
+    tools: dict[str, Any] = module.make_tools()
+    return tools
+
+
+def f_all_kinds(a, b=2, /, c=3, *rest, d, e="x", **extra):  # type: ignore[no-untyped-def]
+    """Every kind of parameter."""
+
+
+def f_plain(path: str, limit: int = 10) -> list[str]:
+    """Plain parameters."""
+    return []
+
+
+def f_no_params() -> None:
+    """Nothing."""
+
+
+@pytest.mark.parametrize("function", [f_all_kinds, f_plain, f_no_params])
+def test_kernel_stub_has_the_host_signature(monkeypatch: pytest.MonkeyPatch, function: Any) -> None:
+    tool = load_python_tool(f"tests.test_tools_units:{function.__name__}")
+    (stub,) = kernel_tools(monkeypatch, [tool.spec.kernel_json()]).values()
+    host = inspect.signature(function)
+    bare = host.replace(
+        parameters=[
+            p.replace(annotation=inspect.Parameter.empty) for p in host.parameters.values()
+        ],
+        return_annotation=inspect.Signature.empty,
+    )
+    assert str(inspect.signature(stub)) == str(bare)
+    assert stub.__name__ == function.__name__
+    assert stub.__doc__.splitlines()[0] == tool.spec.signature()
+
+
+def test_rendered_signatures() -> None:
+    assert load_python_tool("tests.test_tools_units:f_all_kinds").spec.signature() == (
+        "f_all_kinds(a, b=2, /, c=3, *rest, d, e='x', **extra)"
+    )
+    assert load_python_tool("tests.test_tools_units:f_plain").spec.signature() == (
+        "f_plain(path: str, limit: int = 10) -> list[str]"
+    )
+    schema = load_python_tool("tests.test_tools_units:f_plain").spec.input_schema
+    assert schema == {
+        "type": "object",
+        "properties": {"path": {"type": "string"}, "limit": {"type": "integer"}},
+        "required": ["path"],
+    }
+
+
+def test_stub_checks_calls_before_sending(monkeypatch: pytest.MonkeyPatch) -> None:
+    tool = load_python_tool("tests.test_tools_units:f_plain")
+    stub = kernel_tools(monkeypatch, [tool.spec.kernel_json()])["f_plain"]
+    monkeypatch.delenv("RLM_BRIDGE_SOCKET", raising=False)
+    with pytest.raises(TypeError, match="missing a required argument: 'path'"):
+        stub()
+    with pytest.raises(TypeError, match="got an unexpected keyword argument 'nope'"):
+        stub("p", nope=1)
+    with pytest.raises(TypeError, match=r"argument 'limit' \(of type object\) cannot be sent"):
+        stub("p", limit=object())
+
+
+def test_mcp_schema_to_signature() -> None:
+    tool = mt.Tool(
+        name="search-issues",
+        description="Search the tracker.",
+        input_schema={
+            "type": "object",
+            "properties": {
+                "labels": {"type": "array"},
+                "query": {"type": "string", "description": "words"},
+                "limit": {"type": "integer", "default": 20},
+            },
+            "required": ["query"],
+        },
+    )
+    spec = _spec(tool, McpServerConfig(command=("srv",), prefix="gh_"))
+    assert spec.signature() == (
+        "gh_search_issues(*, query: str, labels: list = None, limit: int = 20)"
+    )
+    assert (spec.call_name, spec.origin) == ("search-issues", "mcp srv: search-issues")
+    assert python_name("2fa.check") == "tool_2fa_check"
+
+
+def _result(*content: Any, structured: Any = None) -> mt.CallToolResult:
+    return mt.CallToolResult(content=list(content), structured_content=structured)
+
+
+def test_mcp_results_become_python_values() -> None:
+    text = mt.TextContent(type="text", text="hello")
+    as_json = mt.TextContent(type="text", text='{"a": [1, 2]}')
+    image = mt.ImageContent(type="image", data="aGk=", mime_type="image/png")
+    assert convert_result(_result(text, structured={"result": 5}), output_wrapped=True) == 5
+    assert convert_result(_result(text, structured={"result": 5}), output_wrapped=False) == {
+        "result": 5
+    }
+    assert convert_result(_result(text), output_wrapped=False) == "hello"
+    assert convert_result(_result(as_json), output_wrapped=False) == {"a": [1, 2]}
+    assert convert_result(_result(text, image), output_wrapped=False) == [
+        "hello",
+        {"type": "image", "mime_type": "image/png", "base64_chars": 4},
+    ]
+    assert convert_result(_result(), output_wrapped=False) is None
