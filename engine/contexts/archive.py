@@ -102,7 +102,9 @@ def _tar_members(archive: Path) -> Iterator[tuple[str, _Opener | None]]:
                 continue
             regular = member.isreg()
             yield member.name, (functools.partial(handle.extractfile, member) if regular else None)
-            handle.members.clear()  # streamed: do not keep every header in memory
+            # Streamed: do not keep every header in memory (TarFile.members is undocumented
+            # in the stubs, but iteration reads on from the file once it is empty).
+            handle.members.clear()  # type: ignore[attr-defined]
 
 
 def _target(dest: Path, name: str) -> Path | None:

@@ -13,7 +13,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from pathspec import GitIgnoreSpec, PathSpec
+from pathspec import GitIgnoreSpec
 
 from engine.errors import ContextError
 
@@ -74,7 +74,7 @@ class Globs:
         return not is_dir and self._include is not None and not self._include.match_file(rel)
 
 
-def _compile(patterns: Iterable[str], flag: str) -> PathSpec | None:
+def _compile(patterns: Iterable[str], flag: str) -> GitIgnoreSpec | None:
     lines = [p for p in patterns if p.strip()]
     if not lines:
         return None

@@ -67,8 +67,8 @@ class Extractor:
         :class:`ContextError` naming ``display`` when the file cannot be read, or the worker
         runs out of time or memory.
         """
-        job = {"src": str(source), "kind": kind, "display": display, "dst": str(dest)}
-        job["mode"] = mode
+        job: dict[str, Any] = {"src": str(source), "kind": kind, "display": display}
+        job |= {"dst": str(dest), "mode": mode}
         proc = self._worker()
         try:
             assert proc.stdin is not None
