@@ -20,6 +20,8 @@ from engine.tools.mcp_tools import McpServerConfig, _spec, convert_result
 from engine.tools.python_tools import load_python_tool
 from engine.tools.spec import python_name
 
+pytestmark = pytest.mark.anyio
+
 RUNTIME = Path(__file__).resolve().parents[1] / "sandbox-image" / "rlm_runtime"
 
 
@@ -133,3 +135,51 @@ def test_mcp_results_become_python_values() -> None:
         {"type": "image", "mime_type": "image/png", "base64_chars": 4},
     ]
     assert convert_result(_result(), output_wrapped=False) is None
+
+
+async def test_tool_loop_records_and_replays(tmp_path: Path) -> None:
+    """A sub-model tool loop recorded from a provider replays from its cassette alone."""
+    from engine.models import (
+        Cassette,
+        CassetteRecorder,
+        ModelClient,
+        ModelSpec,
+        ReplayServer,
+        replay_spec,
+    )
+    from engine.tools import FunctionTool, ToolRegistry, ToolsConfig
+    from engine.tools.sub_model import run_tool_loop
+
+    call = {"id": "c1", "name": "f_plain", "arguments": json.dumps({"path": "/tmp"})}
+    provider = Cassette(
+        [
+            {"match": {"model": "sub"}, "response": {"content": "", "tool_calls": [call]}},
+            {"match": {"model": "sub"}, "response": {"content": "the folder is empty"}},
+        ]
+    )
+    seen: list[tuple[str, dict[str, Any]]] = []
+    config = ToolsConfig(functions=(FunctionTool("tests.test_tools_units:f_plain"),))
+    path = tmp_path / "tools.jsonl"
+    async with ToolRegistry(config) as registry:
+
+        async def call_tool(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+            seen.append((name, kwargs))
+            return await registry.call(name, args, kwargs)
+
+        async def loop(client: ModelClient, spec: ModelSpec) -> Any:
+            return await run_tool_loop(client, spec, "List /tmp.", registry, call_tool, ledger=None)
+
+        async with ReplayServer(provider) as live:
+            recorded = await loop(
+                ModelClient(recorder=CassetteRecorder(path)),
+                ModelSpec("openai/sub", api_base=live.base_url),
+            )
+        async with ReplayServer(path) as replay:
+            replayed = await loop(
+                ModelClient(), replay_spec(ModelSpec("openai/sub"), replay.base_url)
+            )
+    assert (recorded.text, recorded.steps, recorded.tool_calls) == ("the folder is empty", 2, 1)
+    assert (replayed.text, replayed.steps, replayed.tool_calls) == (recorded.text, 2, 1)
+    assert seen == [("f_plain", {"path": "/tmp"})] * 2
+    first = json.loads(path.read_text().splitlines()[0])
+    assert first["response"]["tool_calls"] == [call]
