@@ -331,3 +331,25 @@ def test_the_root_prompt_states_the_counts(tmp_path: Path, scratch: Path) -> Non
     text = describe_context(info)
     assert notes and notes in text
     assert text.index("6 items") < text.index("6 files included") < text.index("Preview")
+
+
+def test_scratch_left_by_a_dead_process_is_swept(tmp_path: Path, scratch: Path) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    dead = scratch / f"ctx-aaa-p{int(gone.stdout)}-x1"
+    mine = scratch / f"ctx-bbb-p{os.getpid()}-x2"
+    run_dir = scratch / "0123456789ab"  # a run directory: never touched
+    for folder in (dead, mine, run_dir):
+        (folder / "sub").mkdir(parents=True)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.txt").write_text("x")
+    prepared = prepare(scratch, tmp_path / "d")
+    try:
+        assert not dead.exists() and mine.exists() and run_dir.exists()
+        assert prepared.scratch is not None
+        assert prepared.scratch.name.startswith(f"ctx-p{os.getpid()}-")
+    finally:
+        prepared.cleanup()

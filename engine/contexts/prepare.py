@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -131,8 +132,7 @@ def prepare_context(spec: ContextSpec, scratch_parent: Path, name: str = "ctx") 
         single = _single_file(spec.sources[0], manifest, scratch_parent, name)
         if single is not None:
             return single
-    scratch_parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=scratch_parent))
+    scratch = _new_scratch(scratch_parent, name)
     try:
         scratch.chmod(0o755)
         first = spec.sources[0]
@@ -162,6 +162,47 @@ def _add_sources(builder: _TreeBuilder, spec: ContextSpec) -> None:
             builder.add_dir(source.path, source.key if len(spec.sources) > 1 else "")
         else:
             builder.add_file(source.path, source.key or source.path.name, source.sniff)
+
+
+def _new_scratch(parent: Path, name: str) -> Path:
+    """A new scratch folder ``<name>-p<pid>-*`` in ``parent``, after removing the ones left by
+    processes that died before cleaning up (killed, or the machine stopped)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    sweep_scratch(parent)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-p{os.getpid()}-", dir=parent))
+
+
+_SCRATCH_NAME = re.compile(r"-p(\d+)-[^/]+$")
+
+
+def sweep_scratch(parent: Path) -> int:
+    """Delete the scratch folders in ``parent`` whose process is gone; return how many."""
+    removed = 0
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return 0
+    for entry in entries:
+        match = _SCRATCH_NAME.search(entry.name)
+        if match is None or not entry.name.startswith("ctx-"):
+            continue
+        if not entry.is_dir(follow_symlinks=False) or _alive(int(match.group(1))):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    if removed:
+        log.info("context.scratch_swept", folders=removed)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _check_exists(path: Path) -> None:
@@ -196,8 +237,7 @@ def _single_file(
         manifest.files = 1
         manifest.bytes = path.stat().st_size
         return PreparedContext(path, manifest, passthrough=True)
-    scratch_parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=scratch_parent))
+    scratch = _new_scratch(scratch_parent, name)
     try:
         scratch.chmod(0o755)
         out = scratch / (_safe_name(Path(display).name) or "context")
