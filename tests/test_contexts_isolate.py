@@ -83,3 +83,14 @@ def test_a_reader_that_takes_too_long_is_stopped(tmp_path: Path) -> None:
         extractor.extract(pdf, "pdf", "slow.pdf", tmp_path / "slow.txt", 0o644)
     assert extractor._proc is None  # killed and reaped
     assert not os.path.exists(tmp_path / "slow.txt")
+
+
+def test_the_worker_gets_no_secrets_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-should-not-leak")
+    with Extractor() as extractor:
+        extractor.extract(write_html(tmp_path / "a.html"), "html", "a.html", tmp_path / "a", 0o644)
+        assert extractor._proc is not None
+        environ = Path(f"/proc/{extractor._proc.pid}/environ").read_bytes()
+    assert b"sk-should-not-leak" not in environ and b"PYTHONUNBUFFERED=1" in environ

@@ -31,6 +31,15 @@ MAX_TEXT_BYTES = 1 << 30
 _REPLY_LIMIT = 1 << 20
 
 
+# The worker parses hostile bytes: it gets no API keys or other secrets from the environment.
+_ENV_ALLOWED = ("PATH", "PYTHONPATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
+
+
+def _worker_env() -> dict[str, str]:
+    env = {name: os.environ[name] for name in _ENV_ALLOWED if name in os.environ}
+    return {**env, "PYTHONUNBUFFERED": "1"}
+
+
 class Extractor:
     """Converts documents to text files through a resource-limited worker process.
 
@@ -112,7 +121,7 @@ class Extractor:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,  # parsers log warnings about odd files there
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=_worker_env(),
             )
         return self._proc
 
