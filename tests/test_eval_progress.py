@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -15,7 +16,7 @@ from rich.console import Console
 from engine.eval.progress import EvalProgress
 
 ROOT = Path(__file__).resolve().parents[1]
-RECORDS = [
+RECORDS: list[dict[str, Any]] = [
     {"score": 1.0, "cost_usd": 0.01},
     {"score": 0.0, "cost_usd": 0.02, "error": "model timed out"},
     {"score": 1.0, "cost_usd": 0.005},

@@ -85,7 +85,8 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
     wheelhouse = _wheelhouse(wheel)
     path = tmp_path_factory.mktemp("venv")
     # The interpreter the shared venv was made from, not the venv itself.
-    _checked([sys._base_executable, "-m", "venv", str(path)], timeout=300, env=_clean_env())
+    base = Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    _checked([str(base), "-m", "venv", str(path)], timeout=300, env=_clean_env())
     pip = [str(path / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
     _checked(
         [*pip, "install", "-q", "--no-index", "--find-links", str(wheelhouse), str(wheel)],

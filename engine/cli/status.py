@@ -127,7 +127,8 @@ class RunStatus:
         )
         self._live.start()
 
-    def _fields(self) -> dict[str, str]:
+    def _fields(self) -> dict[str, Any]:
+        # Any: rich's update()/add_task() take these as **fields next to typed parameters.
         state = self.state
         return {
             "turns": state.turns,

@@ -141,7 +141,8 @@ class EvalProgress:
             self._bar.stop()
             self._bar = None
 
-    def _fields(self) -> dict[str, str]:
+    def _fields(self) -> dict[str, Any]:
+        # Any: rich's update()/add_task() take these as **fields next to typed parameters.
         tracker = self.tracker
         assert tracker is not None
         accuracy = tracker.accuracy

@@ -111,7 +111,7 @@ def run_checks(runtime: str | None = None) -> Iterator[Check]:
     yield Check("non-root", probe["uid"] != 0, f"uid {probe['uid']}")
     yield Check(
         "capabilities",
-        int(probe["cap_eff"], 16) == 0 and probe["no_new_privs"] == "1",
+        int(str(probe["cap_eff"]), 16) == 0 and probe["no_new_privs"] == "1",
         f"CapEff {probe['cap_eff']}, NoNewPrivs {probe['no_new_privs']}",
     )
     yield Check(

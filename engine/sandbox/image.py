@@ -323,7 +323,7 @@ def _python_version(image: str) -> str:
         )
     except docker.errors.DockerException as exc:
         raise ImageError(f"the base image {image} has no working python3: {exc}") from exc
-    return output.decode().strip()
+    return str(output.decode().strip())
 
 
 # --- wheelhouse ----------------------------------------------------------------------------
