@@ -38,6 +38,9 @@ FLOOD_WINDOW_S = 5.0
 #: How long the stale output before a cell is drained at most.
 _DRAIN_S = 2.0
 _POLL_S = 0.25
+#: How long output may keep arriving after the reply when the idle status never comes (the
+#: kernel's PUB socket dropped it): the cell's own output is capped, so this drains it.
+_REPLY_GRACE_S = 5.0
 _DRAIN_WAIT_MS = 200
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -179,7 +182,7 @@ class KernelSession:
                 deadline = time.monotonic() + interrupt_grace
                 continue
             now = time.monotonic()
-            if reply is not None and now - reply_seen_at > _POLL_S:
+            if reply is not None and now - reply_seen_at > _REPLY_GRACE_S:
                 break  # the idle status was lost (dropped by a full queue): done anyway
             if now - last_check > _POLL_S:
                 # Also while messages keep coming: a flood must not hide a dead kernel or
@@ -191,6 +194,8 @@ class KernelSession:
             try:
                 msg = await iopub.get_msg(timeout=min(_POLL_S, remaining))
             except Empty:
+                if reply is not None:
+                    break  # replied and quiet: the idle status was dropped
                 continue
             received += 1
             if received > CELL_MESSAGE_LIMIT:
