@@ -196,6 +196,15 @@ async def test_sub_model_calls_a_tool(run: Run) -> None:
         2,
         1,
     )
+    # The trajectory viewer shows the call as a tool node inside the sub-call.
+    from engine.cli.main import main
+    from tests.test_service_viewer import run_chromium
+
+    page = run.tmp_path / "view.html"
+    assert main(["view", str(run.trajectory), "--out", str(page), "--no-open"]) == 0
+    dom = run_chromium(run.tmp_path, page.as_uri(), "--dump-dom")
+    assert dom.count('class="node node-tool"') == 1
+    assert f"lookup · ok · {len(json.dumps(USERS['alice']))} chars" in dom
 
 
 @pytest.mark.parametrize("name", ["print", "context", "llm_query", "FINAL", "answer"])

@@ -148,6 +148,14 @@
       for (const child of node.children) r.body.appendChild(renderNode(child, depth + 1));
       return r.details;
     }
+    if (ev.type === "tool_call") {
+      const size = ev.result_chars == null ? "" : " · " + ev.result_chars.toLocaleString("en-US") + " chars";
+      const r = row("tool", [ev.status === "ok" ? "sub" : "error", "tool"], "",
+                    ev.name + " · " + ev.status + size, 0, 0, ev.duration_s, false);
+      block(r.body, "arguments", ev.arguments);
+      if (ev.error) block(r.body, "error", ev.error, "error");
+      return r.details;
+    }
     if (ev.type === "nudge") {
       const r = row("nudge", ["nudge", "nudge"], "", ev.reason + " · " + firstLine(ev.message, 120),
                     0, 0, null, false);
