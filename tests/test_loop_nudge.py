@@ -192,3 +192,12 @@ def test_loop_helpers_of_the_watcher() -> None:
     assert typed_values("answer['content'] = '42'\nx = 7") == {"content", "42", "7"}
     assert copies_preview(f"t = {ESSAY[50:250]!r}", ESSAY[:400])
     assert not copies_preview("t = 'short'", ESSAY[:400])
+
+
+def test_loop_cut_output_steers_to_a_search() -> None:
+    watcher = text_watcher()
+    output = ESSAY[:5000] + "\n... [12,345 characters dropped] ...\n" + ESSAY[:2000]
+    nudge = watcher.after_cell("print(context)", output, None)
+    assert nudge is not None and nudge.reason == "output_cut"
+    assert "12,345 characters in its middle were dropped" in nudge.message
+    assert "print(search('quiet-lake'))" in nudge.message

@@ -29,6 +29,7 @@ _SEARCH_CALL = re.compile(
 )
 _EMPTY_OUTPUT = re.compile(r"^\s*(\[\]|\(\)|\{\}|None|False|-1|0|''|\"\"|set\(\))?\s*$")
 _NO_MATCH = re.compile(r"no match|not found|nothing found", re.IGNORECASE)
+_CUT = re.compile(r"\.\.\. \[([\d,]+) characters dropped\] \.\.\.")
 _SLICE = re.compile(r"\bcontext\s*\[\s*(-?\d*)\s*:\s*(-?\d*)\s*\]")
 _STOPWORD_TEXT = (
     "the a an of for in on at to is are was were be what which who whom whose when where why "
@@ -236,7 +237,21 @@ class Watcher:
         failed = error is not None or _EMPTY_OUTPUT.match(output) or _NO_MATCH.search(output[:300])
         if searched and failed:
             return Nudge("failed_search", self._search_advice(error))
+        cut = _CUT.search(output)
+        if cut and not searched:
+            return Nudge("output_cut", self._cut_advice(cut.group(1)))
         return self._small_slice(code)
+
+    def _cut_advice(self, dropped: str) -> str:
+        # print(context) on a long text: the middle of the output is dropped, and weak models
+        # then answer from the part they saw (issue 14).
+        terms = key_terms(self.query)
+        example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
+        return (
+            f"That output was cut: {dropped} characters in its middle were dropped, so the "
+            "answer may be in the part you did not see. Do NOT answer from it; search the "
+            f"whole context instead:\n```repl\n{example}\n```"
+        )
 
     def _search_advice(self, error: str | None) -> str:
         terms = key_terms(self.query)
