@@ -265,3 +265,31 @@ def test_tool_settings_from_flags_toml_and_environment(tmp_path: Path) -> None:
     bad.write_text('[[tools]]\nfunc = "a:b"\n')
     with pytest.raises(ConfigError, match="needs function ="):
         load_config({}, env={}, config_file=bad)
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_ready")
+def test_rlm_run_with_tool_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.cli.main import main
+
+    cassette = tmp_path / "run.jsonl"
+    reply = code("FINAL(lookup('bob')['team'] + ' ' + str(SHOW_VARS()))")
+    cassette.write_text(json.dumps(root(reply)) + "\n")
+    status = main(
+        [
+            "run",
+            "-q",
+            "Which team is bob on?",
+            "--model",
+            "openai/root",
+            "--replay",
+            str(cassette),
+            "--tool",
+            "tests.test_tools_python:lookup",
+            "--max-tool-calls",
+            "3",
+            "--no-progress",
+        ]
+    )
+    assert status == 0
+    assert capsys.readouterr().out.strip() == "web {}"  # tools are not user variables
