@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import ConfigError
 from engine.models import ModelSpec
 from engine.models.capability import ModelProfileRule, parse_model_profiles
-from engine.settings import SETTINGS, env_values, in_section, setting
+from engine.settings import CACHE_MODES, SETTINGS, env_values, in_section, setting
 from engine.settings import parse_size as parse_size  # re-exported: the one size parser
 from engine.tools import ToolsConfig
 
@@ -104,7 +104,9 @@ class EngineConfig:
     file: a second run overwrites it); otherwise each run writes
     ``<trajectory_dir>/<task-id>.jsonl``. ``record`` writes every model call to a cassette;
     ``replay`` answers every model call from one (no provider is contacted). ``tools`` are
-    the host tools sandbox code may call.
+    the host tools sandbox code may call. ``cache`` is the model-call cache's mode (off,
+    deterministic or all; a replayed run never uses it), kept in ``cache_dir`` (default
+    ``~/.cache/rlm/cache``) up to ``cache_size`` bytes.
     """
 
     model: ModelSpec | None = None
@@ -119,12 +121,17 @@ class EngineConfig:
     replay: Path | None = None
     max_in_flight: int = 16
     tools: ToolsConfig = field(default_factory=ToolsConfig)
+    cache: str = "deterministic"
+    cache_dir: Path | None = None
+    cache_size: int | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt_profile:
             raise ConfigError("prompt_profile is empty; use auto or a profile name")
         if self.record is not None and self.replay is not None:
             raise ConfigError("record and replay cannot be used together; pick one")
+        if self.cache not in CACHE_MODES:
+            raise ConfigError(f"cache must be one of {', '.join(CACHE_MODES)} (got {self.cache!r})")
         if self.max_in_flight < 1:
             raise ConfigError(f"max_in_flight must be at least 1 (got {self.max_in_flight})")
 
@@ -260,8 +267,9 @@ def build_config(values: Mapping[str, Any]) -> EngineConfig:
         sandbox = SandboxConfig.from_env(**sandbox_values)
 
     extra: dict[str, Any] = {}
-    if "max_in_flight" in values:
-        extra["max_in_flight"] = values["max_in_flight"]
+    for name in ("max_in_flight", "cache", "cache_dir", "cache_size"):
+        if name in values:
+            extra[name] = values[name]
     tool_values = {"functions": "tools", "mcp": "mcp", "timeout_s": "tool_timeout"}
     extra["tools"] = ToolsConfig(**{f: values[n] for f, n in tool_values.items() if n in values})
     return EngineConfig(

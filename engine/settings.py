@@ -23,6 +23,7 @@ from typing import Any
 from engine.errors import ConfigError
 
 __all__ = [
+    "CACHE_MODES",
     "DEFAULT_CELL_TIMEOUT_S",
     "SETTINGS",
     "Setting",
@@ -32,6 +33,9 @@ __all__ = [
     "service_ceilings",
     "setting",
 ]
+
+#: The model-call cache's modes (see :mod:`engine.models.cache`).
+CACHE_MODES: tuple[str, ...] = ("off", "deterministic", "all")
 
 #: How long one cell may run, in seconds, unless a limit says otherwise (the one default).
 DEFAULT_CELL_TIMEOUT_S = 120.0
@@ -82,6 +86,13 @@ def _parse_path(value: object) -> Path:
     if isinstance(value, Path):
         return value.expanduser()
     return Path(_parse_str(value)).expanduser()
+
+
+def _parse_cache_mode(value: object) -> str:
+    mode = _parse_str(value).strip().lower()
+    if mode not in CACHE_MODES:
+        raise ValueError(f"expected one of {', '.join(CACHE_MODES)}")
+    return mode
 
 
 def _parse_tools(value: object) -> Any:
@@ -173,6 +184,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("prompt_profile", str, _parse_str, "RLM_PROMPT_PROFILE",
             "prompt profile: auto (default: chosen from what the model can do), frontier, "
             "small or rlm-trained", default="auto", flag="--profile", metavar="NAME"),
+    # --- the model-call cache --------------------------------------------------------------
+    Setting("cache", str, _parse_cache_mode, "RLM_CACHE",
+            "model-call cache: off, deterministic (calls with temperature 0 or a seed; the "
+            "default) or all", default="deterministic", metavar="MODE"),
+    Setting("cache_dir", Path, _parse_path, "RLM_CACHE_DIR",
+            "directory of the model-call cache (default ~/.cache/rlm/cache)", commands=_NONE),
+    Setting("cache_size", int, parse_size, "RLM_CACHE_SIZE",
+            "most bytes of replies the model-call cache keeps (default 1g)", commands=_NONE),
     # --- files ----------------------------------------------------------------------------
     Setting("trajectory", Path, _parse_path, "RLM_TRAJECTORY", "JSONL trajectory path",
             commands=_RUN),

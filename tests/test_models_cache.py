@@ -143,3 +143,46 @@ def test_concurrent_processes_share_one_file(tmp_path: Path) -> None:
     assert cache.stats()["entries"] == 200
     hit = anyio.run(cache.get, "k305")
     assert hit is not None and hit.text == "v305"
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_ready")
+async def test_a_repeated_run_with_cache_all_sends_no_request(tmp_path: Path) -> None:
+    from engine import Engine, EngineConfig, Limits
+    from engine.rlm.trajectory import read_trajectory
+
+    fence = "Looking.\n```repl\n{}\n```\n"
+    entries = [
+        {
+            "match": {"model": "root", "contains": "SEEN"},
+            "response": {
+                "content": fence.format(
+                    'answer["content"] = llm_query("x")\nanswer["ready"] = True'
+                )
+            },
+        },
+        {"match": {"model": "root"}, "response": {"content": fence.format('print("SEEN")')}},
+        {"match": {"model": "sub"}, "response": {"content": "42"}, "repeat": True},
+    ]
+    results = []
+    async with ReplayServer(Cassette(entries)) as server:
+        for n in range(2):
+            config = EngineConfig(
+                model=ModelSpec("openai/root", api_base=server.base_url, api_key="x"),
+                sub_model=ModelSpec("openai/sub", api_base=server.base_url, api_key="x"),
+                limits=Limits(max_iterations=4),
+                trajectory_path=tmp_path / f"run{n}.jsonl",
+                cache="all",
+                cache_dir=tmp_path / "cache",
+            )
+            async with Engine(config) as engine:
+                results.append(await engine.run("What is it?", "some context"))
+        assert len(server.requests) == 3  # the first run only: two root turns, one sub-call
+    first, second = results
+    assert first.answer == second.answer == "42" and second.ready
+    assert second.usage_total.total_tokens == 0
+    assert second.cache is not None and second.cache["hits"] == 3
+    assert second.cache["saved"]["total_tokens"] == first.usage_total.total_tokens
+    events = read_trajectory(tmp_path / "run1.jsonl")
+    assert all(e["cached"] for e in events if e["type"] == "turn")
+    assert [e.get("cached") for e in events if e["type"] == "sub_call"] == [True]

@@ -40,6 +40,8 @@ def _sample(item: settings.Setting) -> str:
         return "64m"
     if item.name == "prompt_profile":
         return "small"
+    if item.name == "cache":
+        return "all"
     return SAMPLES.get(item.kind, "x")
 
 

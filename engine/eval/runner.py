@@ -28,6 +28,7 @@ from engine.eval.report import write_report
 from engine.eval.results import ResultStore
 from engine.log import get_logger
 from engine.models import CallScheduler, ModelClient, ModelSpec, ReplayServer, replay_spec
+from engine.models.cache import CallCache
 
 log = get_logger(__name__)
 
@@ -212,7 +213,13 @@ async def open_methods(
         if base_spec is None:
             base_spec = await _standalone_spec(engine_cfg, stack)
         window = cfg.base_window or base_spec.context_window or DEFAULT_BASE_WINDOW
-        client = ModelClient(CallScheduler(max_in_flight=engine_cfg.max_in_flight))
+        cache = None
+        if engine_cfg.cache != "off" and engine_cfg.replay is None:
+            cache = CallCache.at(
+                engine_cfg.cache_dir, mode=engine_cfg.cache, max_bytes=engine_cfg.cache_size
+            )
+            stack.callback(cache.close)
+        client = ModelClient(CallScheduler(max_in_flight=engine_cfg.max_in_flight), cache=cache)
         methods["base"] = BaseMethod(client, base_spec, window)
         names["base"] = (base_spec.model, None)
     return methods, names

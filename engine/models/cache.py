@@ -19,29 +19,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import anyio.to_thread
 
 from engine.errors import ConfigError
+from engine.settings import CACHE_MODES
 
 CacheMode = Literal["off", "deterministic", "all"]
-CACHE_MODES: tuple[str, ...] = get_args(CacheMode)
 DEFAULT_MAX_BYTES = 1 << 30
 _SCHEMA_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """``$RLM_CACHE_DIR``, else ``~/.cache/rlm/cache``."""
-    configured = os.environ.get("RLM_CACHE_DIR")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache/rlm/cache"
+    """Where the cache lives unless ``cache_dir`` (``RLM_CACHE_DIR``) says otherwise."""
+    return Path.home() / ".cache" / "rlm" / "cache"
 
 
 def parse_mode(value: str) -> CacheMode:
@@ -108,6 +106,12 @@ class CallCache:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+
+    @classmethod
+    def at(cls, directory: Path | None, *, mode: str, max_bytes: int | None = None) -> CallCache:
+        """The cache file in ``directory`` (default :func:`default_cache_dir`)."""
+        path = (directory or default_cache_dir()) / "calls.sqlite"
+        return cls(path, mode=parse_mode(mode), max_bytes=max_bytes or DEFAULT_MAX_BYTES)
 
     def applies(self, params: Mapping[str, Any]) -> bool:
         """Whether this cache reads and writes a call with these sampling ``params``."""

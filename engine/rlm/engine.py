@@ -41,6 +41,7 @@ from engine.models import (
     replay_spec,
     wire_model,
 )
+from engine.models.cache import CallCache
 from engine.rlm.budget import Budget
 from engine.rlm.loop import LoopOutcome, LoopSettings, RunEvents, run_root_loop
 from engine.rlm.prompts import get_profile, resolve_profile, sub_window_chars
@@ -107,6 +108,7 @@ class Engine:
         self._sub: ModelSpec | None = None
         self._replay_url: str | None = None
         self._recorder: CassetteRecorder | None = None
+        self._cache: CallCache | None = None
         self._client: ModelClient | None = None
         self._sub_base: ModelSpec | None = None
         self._names: dict[str, ModelSpec] = {}
@@ -178,6 +180,10 @@ class Engine:
             await stack.enter_async_context(self.tools)
         if cfg.record is not None:
             self._recorder = CassetteRecorder(cfg.record)
+        # A replayed run is deterministic already, and its answers must not reach the cache.
+        if cfg.cache != "off" and self._replay_url is None:
+            self._cache = CallCache.at(cfg.cache_dir, mode=cfg.cache, max_bytes=cfg.cache_size)
+            stack.callback(self._cache.close)
         self._client = self._new_client()
 
     async def _choose_profile(self, root: ModelSpec) -> ModelSpec:
@@ -222,7 +228,9 @@ class Engine:
         return replay_spec(spec, self._replay_url) if self._replay_url else spec
 
     def _new_client(self) -> ModelClient:
-        return ModelClient(CallScheduler(self.config.max_in_flight), recorder=self._recorder)
+        return ModelClient(
+            CallScheduler(self.config.max_in_flight), recorder=self._recorder, cache=self._cache
+        )
 
     @property
     def root_spec(self) -> ModelSpec:
@@ -437,6 +445,7 @@ class Engine:
             trajectory_path=tree.trajectory.path,
             task_id=events.task_id,
             error=outcome.error,
+            cache={"hits": ledger.cache_hits, "saved": usage_dict(ledger.cache_saved)},
         )
         events.emit(
             "run_end",
@@ -450,6 +459,7 @@ class Engine:
             usage_sub=usage_dict(result.usage_sub),
             wall_s=result.wall_s,
             tool_calls=tree.tool_budget.used,
+            cache=result.cache,
             error=result.error,
         )
         if result.error:
@@ -526,6 +536,8 @@ class TaskBridge:
                 ledger=self._tree.budget.ledger,
             )
             status, response, usage = "ok", completion.text, usage_dict(completion.usage)
+            if completion.cached:
+                extra["cached"] = True
             return completion.text
         except anyio.get_cancelled_exc_class():
             status = "cancelled"

@@ -184,6 +184,7 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
             finish_reason=completion.finish_reason,
             usage=usage_dict(completion.usage),
             duration_s=round(completion.duration_s, 3),
+            cached=completion.cached,
         )
         repeated = state.watcher.repeated_reply(reply)
         if repeated is not None:

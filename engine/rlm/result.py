@@ -43,6 +43,8 @@ class RunResult:
     trajectory_path: Path | None
     task_id: str
     error: str | None = None
+    #: Model calls answered from the model-call cache: ``{"hits": n, "saved": usage}``.
+    cache: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict (usage as dicts with ``total_tokens``)."""
