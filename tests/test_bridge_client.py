@@ -90,7 +90,7 @@ def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return run
 
 
-def _server(run_dir: Path, handler: Orchestrator, **kwargs: int) -> BridgeServer:
+def _server(run_dir: Path, handler: Orchestrator, **kwargs: Any) -> BridgeServer:
     return BridgeServer(run_dir / "bridge.sock", TOKEN, handler, **kwargs)
 
 

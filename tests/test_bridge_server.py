@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,7 @@ async def test_oversize_body_is_413_before_reading_it(run_dir: Path) -> None:
 
 @pytest.mark.anyio
 async def test_oversize_chunked_body_is_413(run_dir: Path) -> None:
-    async def chunks():  # no Content-Length: the server has to count
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the server has to count
         for _ in range(10):
             yield b"x" * 500
 
@@ -341,7 +342,7 @@ async def test_bad_or_unknown_context_id_is_422(run_dir: Path, context_id: objec
 async def test_child_contexts_past_the_cap_are_413_and_leave_nothing(run_dir: Path) -> None:
     """The cap covers every context held at once, however it is sent."""
 
-    async def chunks(total: int):  # chunked: no Content-Length to judge up front
+    async def chunks(total: int) -> AsyncIterator[bytes]:  # chunked: no Content-Length
         for _ in range(total // 65536):
             yield b"x" * 65536
 

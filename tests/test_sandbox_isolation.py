@@ -27,7 +27,8 @@ async def shared() -> AsyncIterator[Sandbox]:
 async def probe(sandbox: Sandbox, code: str) -> dict[str, object]:
     result = await sandbox.execute(code, timeout=60)
     assert result.error is None, result.output_text()
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    found: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return found
 
 
 async def test_no_network_only_the_lo_interface(shared: Sandbox) -> None:

@@ -74,7 +74,7 @@ def invalid(message: str) -> BridgeRequestError:
     return BridgeRequestError(422, "invalid_request", message)
 
 
-def parse_json(body: bytes) -> dict[str, Any]:
+def parse_json(body: bytes | bytearray) -> dict[str, Any]:
     """Decode a request body that must be a JSON object."""
     try:
         value = json.loads(body)

@@ -296,8 +296,8 @@ class BridgeServer:
                     return False
                 path = self._check_head(event)
                 if path in STREAM_ROUTES:
-                    outcome = await self._receive_context(conn, wire, event)
-                    await _send(conn, wire, *outcome)
+                    received = await self._receive_context(conn, wire, event)
+                    await _send(conn, wire, *received)
                     return conn.our_state is h11.DONE and conn.their_state is h11.DONE
                 await self._reserve_body(event, held)
                 body = await self._read_body(conn, wire, held)

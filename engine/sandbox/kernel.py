@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import zmq
 import zmq.asyncio
-from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from engine.errors import KernelStartError
 from engine.sandbox.output import HeadTailBuffer
@@ -124,7 +124,7 @@ class KernelSession:
     def __init__(self, connection: dict[str, Any], output_limit: int) -> None:
         self._client = AsyncKernelClient(context=_context(output_limit))
         self._flood = _FloodMeter()
-        self._client.load_connection_info(connection)
+        self._client.load_connection_info(connection)  # type: ignore[arg-type]
         self._client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
 
     async def wait_ready(self, timeout: float) -> None:
