@@ -235,7 +235,7 @@ print(json.dumps({"peak": peak}))
             try:
                 result = await run
             except KernelDiedError as exc:
-                assert "exited with status" in str(exc)
+                assert "reach its limit of 256 (e.g. a fork bomb)" in str(exc)
             else:
                 assert result.ok, result.output_text()
                 assert json.loads(result.stdout.strip().splitlines()[-1])["peak"] <= 256

@@ -144,8 +144,15 @@ def remove(container: Container) -> None:
             raise
 
 
-def death_reason(container: Container, memory_bytes: int) -> str | None:
-    """Why the container stopped, in words for the user; ``None`` while it runs."""
+def death_reason(
+    container: Container, memory_bytes: int, *, gvisor_pids: int | None = None
+) -> str | None:
+    """Why the container stopped, in words for the user; ``None`` while it runs.
+
+    ``gvisor_pids`` is the pids limit of a sandbox under gVisor: its user-space kernel runs
+    the sandbox's processes as its own threads and exits with status 2 (a Go runtime fatal
+    error) when the cgroup lets it create no more.
+    """
     try:
         container.reload()
     except docker.errors.NotFound:
@@ -156,6 +163,12 @@ def death_reason(container: Container, memory_bytes: int) -> str | None:
     code = state.get("ExitCode")
     if state.get("OOMKilled") or (code == 137 and _memory_exhausted(container)):
         return f"sandbox ran out of memory (limit {format_size(memory_bytes)})"
+    if code == 2 and gvisor_pids is not None:
+        return (
+            "the gVisor sandbox stopped (status 2), which it does when the sandbox's processes "
+            f"and threads reach its limit of {gvisor_pids} (e.g. a fork bomb); its variables "
+            "are lost. Start fewer processes or threads, or raise RLM_SANDBOX_PIDS"
+        )
     if code == 139:
         return "the sandbox kernel crashed (segmentation fault)"
     if code == 137:

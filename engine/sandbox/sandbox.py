@@ -227,7 +227,10 @@ class Sandbox:
             raise KernelDiedError(self._dead_reason)
         if self._container is None:
             return
-        reason = await docker_api.call(containers.death_reason, self._container, self.memory_bytes)
+        gvisor_pids = self.config.pids_limit if self.runtime == runtime.GVISOR else None
+        reason = await docker_api.call(
+            containers.death_reason, self._container, self.memory_bytes, gvisor_pids=gvisor_pids
+        )
         if reason:
             self._dead_reason = reason
             log.warning("sandbox.died", task_id=self.task_id, reason=reason)
