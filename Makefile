@@ -20,7 +20,8 @@ DATA_PULL    = $(RLM) data pull $(if $(DATA_MIRROR),--from $(DATA_MIRROR))
 
 .PHONY: setup system-deps venv image model run test test-fast lint bench bench-sandbox \
         bench-bridge bench-models bench-local bench-anymodel bench-service bench-tools attacks eval-sniah \
-        eval-oolong eval-pairs eval-codeqa eval-all data engine-image up down compose-smoke clean
+        eval-oolong eval-pairs eval-codeqa eval-all data engine-image up down compose-smoke clean \
+        infra-image up-scale down-scale compose-smoke-scale
 
 ## setup: install the project (in .venv) and everything the sandbox needs (Docker, debootstrap)
 setup: system-deps venv
@@ -131,6 +132,22 @@ down:
 ## compose-smoke: make up, a replay-driven job through the API, make down, nothing left
 compose-smoke: venv image
 	$(PY) deploy/smoke.py
+
+## up-scale / down-scale: PostgreSQL, two engine replicas and nginx (profile scale, docs/scaling.md)
+infra-image: venv image
+	$(PY) deploy/infra.py
+
+# The local model too, unless RLM_API_BASE points the replicas elsewhere: SCALE_SERVICES=...
+SCALE_SERVICES ?= postgres engine-1 engine-2 lb model
+up-scale: engine-image infra-image
+	docker-compose -p rlm-engine --profile scale up -d $(SCALE_SERVICES)
+
+down-scale:
+	docker-compose -p rlm-engine --profile scale down
+
+## compose-smoke-scale: the scale profile up, jobs spread over both replicas, one stopped, down
+compose-smoke-scale: venv image
+	$(PY) deploy/smoke_scale.py
 
 clean:
 	$(RLM) sandbox reap || true

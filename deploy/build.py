@@ -35,10 +35,14 @@ RUNTIME_ROOTS = (
     "jupyter_client",
     "pyzmq",
     "litellm",
+    "psycopg",
+    "psycopg-binary",
+    "psycopg-pool",
     "structlog",
     "starlette",
     "uvicorn",
     "xllamacpp",
+    "yoyo-migrations",
 )
 _SOURCE_DIRS = ("engine", "sandbox-image")
 

@@ -1,0 +1,179 @@
+"""Compose smoke test of the `scale` profile: PostgreSQL, two engine replicas behind nginx.
+
+    python deploy/smoke_scale.py    # exit status 0 when everything worked
+
+Builds the engine and infrastructure images (cached), brings the profile up under its own
+project name and port, submits replay-driven jobs with inline contexts through the one
+published port, checks that both replicas ran some (from the jobs' leases in PostgreSQL) and
+that every answer is right, stops one replica and runs a job through the other, then takes
+everything down and checks that nothing is left. Needs no model and no network.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEPLOY = Path(__file__).resolve().parent
+REPO = DEPLOY.parent
+PROJECT = "rlm-smoke-scale"
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(DEPLOY))
+
+from smoke import free_port, sandbox_containers, step  # noqa: E402
+
+SERVICES = ("postgres", "engine-1", "engine-2", "lb")
+JOBS = 6
+
+
+def compose(env: dict[str, str], *args: str, capture: bool = False) -> str:
+    command = ["docker-compose", "-p", PROJECT, "-f", str(REPO / "docker-compose.yml")]
+    done = subprocess.run(
+        [*command, "--profile", "scale", *args],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=capture,
+        text=True,
+    )
+    return done.stdout or ""
+
+
+def project_containers() -> list[str]:
+    label = f"label=com.docker.compose.project={PROJECT}"
+    out = subprocess.run(
+        ["docker", "ps", "-a", "--filter", label, "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
+
+
+def wait_healthy(client: object, seconds: float) -> None:
+    import httpx
+
+    assert isinstance(client, httpx.Client)
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if client.get("/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the stack did not become healthy in {seconds:.0f} s")
+        time.sleep(0.5)
+
+
+def run_jobs(client: object, count: int, tag: str) -> list[str]:
+    """Submit ``count`` jobs (inline contexts) and wait for them; their ids."""
+    import httpx
+
+    assert isinstance(client, httpx.Client)
+    expected, ids = {}, []
+    for index in range(count):
+        errors = 3 + index
+        context = "\n".join(["INFO ok"] * 50 + ["ERROR failed"] * errors)
+        response = client.post(
+            "/v1/jobs",
+            json={"query": f"SMOKE {tag} {index}: how many ERROR lines?", "context": context},
+        )
+        response.raise_for_status()
+        job_id = response.json()["id"]
+        ids.append(job_id)
+        expected[job_id] = f"{errors} ERROR lines"
+    deadline = time.monotonic() + 300
+    for job_id in ids:
+        while True:
+            current = client.get(f"/v1/jobs/{job_id}").json()
+            if current["status"] in ("succeeded", "failed", "cancelled"):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"job {job_id} did not finish in time: {current}")
+            time.sleep(0.5)
+        if current["answer"] != expected[job_id]:
+            raise SystemExit(f"unexpected result of job {job_id}: {current}")
+    return ids
+
+
+def main() -> int:
+    import httpx
+
+    started = time.perf_counter()
+    step("building the engine and infrastructure images (cached when nothing changed)")
+    engine = subprocess.run(
+        [sys.executable, str(DEPLOY / "build.py")], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    infra = subprocess.run(
+        [sys.executable, str(DEPLOY / "infra.py")], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    key = secrets.token_hex(16)
+    port = free_port()
+    run_dir = Path(tempfile.mkdtemp(prefix="rlm-smoke-scale-run-"))
+    env = {
+        **os.environ,
+        "RLM_ENGINE_IMAGE": engine,
+        "RLM_INFRA_IMAGE": infra,
+        "RLM_API_KEYS": key,
+        "RLM_PORT": str(port),
+        "RLM_HOST_RUN_DIR": str(run_dir),
+        "RLM_MODEL": "openai/root",
+        "RLM_REPLAY": "/cassettes/smoke.jsonl",
+        "RLM_CASSETTES": str(DEPLOY / "cassettes"),
+        "RLM_MAX_SANDBOXES": "2",
+        "RLM_POSTGRES_PASSWORD": secrets.token_hex(12),
+    }
+    headers = {"Authorization": f"Bearer {key}"}
+    ok = False
+    ids: list[str] = []
+    try:
+        step(f"docker-compose --profile scale up (project {PROJECT}, port {port})")
+        compose(env, "up", "-d", *SERVICES)
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30
+        ) as client:
+            wait_healthy(client, 180)
+            step(f"healthy; {JOBS} jobs with inline contexts through nginx")
+            ids += run_jobs(client, JOBS, "spread")
+            owners = compose(
+                env,
+                "exec",
+                "-T",
+                "postgres",
+                "psql",
+                "-U",
+                "rlm",
+                "-d",
+                "rlm",
+                "-tAc",
+                "SELECT DISTINCT split_part(lease_owner, '-', 3) FROM jobs",
+                capture=True,
+            ).split()
+            step(f"replicas that ran jobs: {sorted(owners)}")
+            if sorted(owners) != ["1", "2"]:
+                raise SystemExit(f"the jobs did not spread over both replicas: {owners}")
+            step("stopping engine-1; a job through the same port runs on engine-2")
+            compose(env, "stop", "engine-1")
+            ids += run_jobs(client, 1, "failover")
+        ok = True
+    finally:
+        step("docker-compose down")
+        compose(env, "down", "-v", "--remove-orphans")
+        left = project_containers() + [n for job in ids for n in sandbox_containers(job)]
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if left:
+            print(f"containers left behind: {left}", file=sys.stderr)
+            ok = False
+    step(f"{'PASS' if ok else 'FAIL'} in {time.perf_counter() - started:.0f} s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
