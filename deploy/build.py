@@ -27,23 +27,9 @@ DEPLOY = REPO / "deploy"
 REQUIREMENTS = DEPLOY / "requirements.txt"
 DEFAULT_TAG = "rlm-engine:latest"
 FINGERPRINT_LABEL = "rlm-engine.fingerprint"
-# What the engine needs at run time (pyproject's dependencies plus the local-model extra).
-RUNTIME_ROOTS = (
-    "anyio",
-    "docker",
-    "httpx",
-    "jupyter_client",
-    "pyzmq",
-    "litellm",
-    "psycopg",
-    "psycopg-binary",
-    "psycopg-pool",
-    "structlog",
-    "starlette",
-    "uvicorn",
-    "xllamacpp",
-    "yoyo-migrations",
-)
+# What the engine needs at run time: pyproject's dependencies plus these extras (read from
+# pyproject.toml, so a dependency added there is never missing from the image).
+RUNTIME_EXTRAS = ("local",)
 _SOURCE_DIRS = ("engine", "sandbox-image")
 
 sys.path.insert(0, str(REPO))
@@ -54,6 +40,15 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def runtime_requirements() -> list[str]:
+    """pyproject.toml's dependencies and those of :data:`RUNTIME_EXTRAS`."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project.get("optional-dependencies", {})
+    return [*project["dependencies"], *(r for name in RUNTIME_EXTRAS for r in extras[name])]
+
+
 def lock(target: Path = REQUIREMENTS) -> list[str]:
     """Pin the run-time dependency closure to the versions installed in this environment."""
     from packaging.markers import default_environment
@@ -61,7 +56,9 @@ def lock(target: Path = REQUIREMENTS) -> list[str]:
 
     environment = default_environment()
     pins: dict[str, str] = {}
-    stack: list[tuple[str, tuple[str, ...]]] = [(name, ()) for name in RUNTIME_ROOTS]
+    stack: list[tuple[str, tuple[str, ...]]] = [
+        (req.name, tuple(req.extras)) for req in map(Requirement, runtime_requirements())
+    ]
     while stack:
         name, extras = stack.pop()
         key = name.lower().replace("_", "-")
