@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -69,6 +70,10 @@ def _wheelhouse(wheel: Path) -> Path:
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
         _checked([*pip, "download", "-q", "-d", str(target), str(wheel)], timeout=900)
         (target / ".complete").write_text("")
+    # Sets for older dependency lists are not needed again (about 100 MB each).
+    for stale in target.parent.iterdir():
+        if stale != target:
+            shutil.rmtree(stale, ignore_errors=True)
     return target
 
 
