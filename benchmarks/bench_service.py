@@ -184,7 +184,8 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, object]:
             replicas = SETUPS[setup]
             url = None
             if replicas:
-                cluster = cluster or await anyio.to_thread.run_sync(PgCluster().start)
+                if cluster is None:
+                    cluster = await anyio.to_thread.run_sync(PgCluster().start)
                 url = await anyio.to_thread.run_sync(cluster.database)
             print(f"--- {setup} ---", flush=True)
             results[setup] = await run(args.jobs, args.max_sandboxes, work / setup, url, replicas)

@@ -86,7 +86,8 @@ async def until(check: Callable[[], Any], timeout: float = 90) -> None:
 async def submit(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
     response = await client.post("/v1/jobs", json=body)
     assert response.status_code == 201, response.text
-    return response.json()
+    job: dict[str, Any] = response.json()
+    return job
 
 
 def remove_containers_of(pid: int) -> None:

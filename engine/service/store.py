@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from engine.errors import ServiceError
 
@@ -133,7 +133,7 @@ class JobStore(ABC):
 
     shared: bool = False
 
-    def __enter__(self) -> JobStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
