@@ -106,7 +106,8 @@ class EngineConfig:
     ``replay`` answers every model call from one (no provider is contacted). ``tools`` are
     the host tools sandbox code may call. ``cache`` is the model-call cache's mode (off,
     deterministic or all; a replayed run never uses it), kept in ``cache_dir`` (default
-    ``~/.cache/rlm/cache``) up to ``cache_size`` bytes.
+    ``~/.cache/rlm/cache``) up to ``cache_size`` bytes. ``output_schema`` names a JSON Schema
+    file the final answer must match (see :mod:`engine.rlm.answer_schema`).
     """
 
     model: ModelSpec | None = None
@@ -121,6 +122,7 @@ class EngineConfig:
     replay: Path | None = None
     max_in_flight: int = 16
     tools: ToolsConfig = field(default_factory=ToolsConfig)
+    output_schema: Path | None = None
     cache: str = "deterministic"
     cache_dir: Path | None = None
     cache_size: int | None = None
@@ -267,7 +269,7 @@ def build_config(values: Mapping[str, Any]) -> EngineConfig:
         sandbox = SandboxConfig.from_env(**sandbox_values)
 
     extra: dict[str, Any] = {}
-    for name in ("max_in_flight", "cache", "cache_dir", "cache_size"):
+    for name in ("max_in_flight", "cache", "cache_dir", "cache_size", "output_schema"):
         if name in values:
             extra[name] = values[name]
     tool_values = {"functions": "tools", "mcp": "mcp", "timeout_s": "tool_timeout"}

@@ -197,6 +197,8 @@ SETTINGS: tuple[Setting, ...] = (
             commands=_RUN),
     Setting("trajectory_dir", Path, _parse_path, "RLM_TRAJECTORY_DIR",
             "directory of trajectories (one file per run)", commands=_NONE),
+    Setting("output_schema", Path, _parse_path, "RLM_OUTPUT_SCHEMA",
+            "a JSON Schema file the final answer must match", commands=_RUN),
     Setting("record", Path, _parse_path, "RLM_RECORD",
             "record every model call to this cassette", commands=_RUN),
     Setting("replay", Path, _parse_path, "RLM_REPLAY",

@@ -42,6 +42,7 @@ from engine.models import (
     wire_model,
 )
 from engine.models.cache import CallCache
+from engine.rlm.answer_schema import AnswerSchema
 from engine.rlm.budget import Budget
 from engine.rlm.loop import LoopOutcome, LoopSettings, RunEvents, run_root_loop
 from engine.rlm.prompts import get_profile, resolve_profile, sub_window_chars
@@ -77,6 +78,7 @@ class _Tree:
     trajectory: Trajectory
     tools: ToolRegistry
     tool_budget: ToolBudget
+    schema: AnswerSchema | None = None  # the top-level run's output schema (children: none)
 
 
 class Engine:
@@ -109,6 +111,7 @@ class Engine:
         self._replay_url: str | None = None
         self._recorder: CassetteRecorder | None = None
         self._cache: CallCache | None = None
+        self._schema: AnswerSchema | None = None
         self._client: ModelClient | None = None
         self._sub_base: ModelSpec | None = None
         self._names: dict[str, ModelSpec] = {}
@@ -180,6 +183,8 @@ class Engine:
             await stack.enter_async_context(self.tools)
         if cfg.record is not None:
             self._recorder = CassetteRecorder(cfg.record)
+        if cfg.output_schema is not None:
+            self._schema = AnswerSchema.from_file(cfg.output_schema)
         # A replayed run is deterministic already, and its answers must not reach the cache.
         if cfg.cache != "off" and self._replay_url is None:
             self._cache = CallCache.at(cfg.cache_dir, mode=cfg.cache, max_bytes=cfg.cache_size)
@@ -276,6 +281,7 @@ class Engine:
         *,
         task_id: str | None = None,
         tools: list[str] | None = None,
+        output_schema: dict[str, Any] | None = None,
     ) -> RunResult:
         """Answer ``query`` about ``context``.
 
@@ -285,6 +291,8 @@ class Engine:
         see :mod:`engine.contexts`), a ``str``, any JSON-able value, or None.
 
         ``tools`` restricts the run to these of the engine's tools (None: all of them).
+        ``output_schema`` (a JSON Schema) overrides the configured ``output_schema`` file: the
+        final answer must match it, and ``RunResult.answer_json`` holds the validated value.
 
         Failures during the run (Docker down, model unreachable, kernel died) are returned as
         ``RunResult(stop_reason="error", error=...)``; only invalid arguments raise (a context
@@ -295,6 +303,9 @@ class Engine:
         if not query or not query.strip():
             raise ConfigError("the query is empty; pass the question to answer")
         registry = self.tools.restrict(tools)
+        schema = self._schema
+        if output_schema is not None:
+            schema = AnswerSchema(output_schema, source="output_schema")
         task_id = task_id or new_task_id()
         spec = _context_spec(context)
         prepared: PreparedContext | None = None
@@ -303,7 +314,9 @@ class Engine:
                 prepare_context, spec, self._scratch_root(), f"ctx-{task_id}"
             )
         try:
-            return await self._run_top(query, context, prepared, on_event, task_id, root, registry)
+            return await self._run_top(
+                query, context, prepared, on_event, task_id, root, registry, schema
+            )
         finally:
             if prepared is not None:
                 with anyio.CancelScope(shield=True):
@@ -324,6 +337,7 @@ class Engine:
         task_id: str,
         root: ModelSpec,
         registry: ToolRegistry,
+        schema: AnswerSchema | None,
     ) -> RunResult:
         path = self.config.trajectory_path or (
             (self.config.trajectory_dir or default_trajectory_dir()) / f"{task_id}.jsonl"
@@ -336,6 +350,7 @@ class Engine:
                 trajectory,
                 registry,
                 ToolBudget(self.config.limits.max_tool_calls),
+                schema,
             )
             async with anyio.create_task_group() as group:
                 # litellm takes seconds to import; do it while the sandbox starts.
@@ -419,6 +434,7 @@ class Engine:
                     context_info=info,
                     sub_context_window=self.sub_spec.context_window,
                     tools_prompt=tree.tools.prompt_section(),
+                    answer_schema=tree.schema if depth == TOP_DEPTH else None,
                 )
                 outcome = await run_root_loop(settings, sandbox)
         except RLMError as exc:
@@ -446,6 +462,12 @@ class Engine:
             task_id=events.task_id,
             error=outcome.error,
             cache={"hits": ledger.cache_hits, "saved": usage_dict(ledger.cache_saved)},
+            # The loop finished only with an answer the schema accepted, as canonical JSON.
+            answer_json=(
+                json.loads(outcome.answer)
+                if tree.schema is not None and events.depth == TOP_DEPTH and outcome.ready
+                else None
+            ),
         )
         events.emit(
             "run_end",

@@ -22,6 +22,7 @@ from engine.errors import KernelDiedError, RLMError
 from engine.log import get_logger
 from engine.models import ModelClient, ModelSpec
 from engine.rlm import prompts
+from engine.rlm.answer_schema import AnswerSchema
 from engine.rlm.budget import Budget
 from engine.rlm.nudges import Nudge, Watcher
 from engine.rlm.parser import (
@@ -99,6 +100,7 @@ class LoopSettings:
     context_info: ContextInfo | None = None
     sub_context_window: int | None = None
     tools_prompt: str = ""
+    answer_schema: AnswerSchema | None = None
 
 
 @dataclass
@@ -155,7 +157,7 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
     state.watcher = Watcher.for_context(s.query, s.context_info)
     state.messages = [
         {"role": "system", "content": s.profile.system_prompt(inputs)},
-        {"role": "user", "content": s.profile.first_user_message(s.query, inputs)},
+        {"role": "user", "content": _first_message(s, inputs)},
     ]
     sent = 0  # messages before this index were recorded with an earlier turn event
     for turn in range(1, s.limits.max_iterations + 1):
@@ -237,9 +239,10 @@ async def _run_cells(
         if ready:
             doubt = state.watcher.unsupported_answer(state.answer_content, code)
             if doubt is None:
-                state.finish(state.answer_content, "answer")
-                return
-            # Sent back once: the kernel's answer stays, but is no longer final.
+                doubt = _schema_problem(s, state, state.answer_content, "answer")
+                if doubt is None:
+                    return
+            # Sent back: the kernel's answer stays, but is no longer final.
             await sandbox.execute('answer["ready"] = False', timeout=s.limits.cell_timeout_s)
             _nudge(s, turn_id, turn, doubt)
             output = f"{output}\n{doubt.message}" if output else doubt.message
@@ -369,21 +372,49 @@ async def _resolve_final(
     else:
         literal = literal_text(final.argument)
         if literal is not None:
-            state.finish(literal, "final")
-            return ""
+            return _finish_checked(s, state, literal, "final", turn_id)
         code = f"FINAL({final.argument})" if _is_expression(final.argument) else None
     if code is not None:
         _, ready, _ = await _run_cell(
             s, sandbox, state, state.iterations, turn_id, 0, code, "final"
         )
         if ready:
-            state.finish(state.answer_content, "final")
-            return ""
+            note = _finish_checked(s, state, state.answer_content, "final", turn_id)
+            if note:
+                await sandbox.execute('answer["ready"] = False', timeout=s.limits.cell_timeout_s)
+            return note
     if final.kind == "final_var":
         return s.profile.final_var_missing_note(final.argument)
     # Not something the kernel could evaluate: the text itself is the answer.
-    state.finish(final.argument, "final")
-    return ""
+    return _finish_checked(s, state, final.argument, "final", turn_id)
+
+
+def _first_message(s: LoopSettings, inputs: prompts.PromptInputs) -> str:
+    message = s.profile.first_user_message(s.query, inputs)
+    if s.answer_schema is not None:
+        message = f"{message}\n\n{s.answer_schema.instructions()}"
+    return message
+
+
+def _schema_problem(s: LoopSettings, state: _State, answer: str, reason: str) -> Nudge | None:
+    """Finish with ``answer`` if it passes the output schema (if any); else what is wrong."""
+    if s.answer_schema is None:
+        state.finish(answer, reason)
+        return None
+    verdict = s.answer_schema.check(answer)
+    if verdict.answer is None:
+        return Nudge("answer_invalid", verdict.problem or "the answer does not match the schema")
+    state.finish(verdict.answer, reason)
+    return None
+
+
+def _finish_checked(s: LoopSettings, state: _State, answer: str, reason: str, turn_id: int) -> str:
+    """Finish, or return the schema's complaint as the note for the model (and record it)."""
+    problem = _schema_problem(s, state, answer, reason)
+    if problem is None:
+        return ""
+    _nudge(s, turn_id, state.iterations, problem)
+    return problem.message
 
 
 def _nudge(s: LoopSettings, turn_id: int, turn: int, nudge: Nudge) -> None:

@@ -45,6 +45,8 @@ class RunResult:
     error: str | None = None
     #: Model calls answered from the model-call cache: ``{"hits": n, "saved": usage}``.
     cache: dict[str, Any] | None = None
+    #: With an output schema: the validated answer as a value (``answer`` is its JSON text).
+    answer_json: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict (usage as dicts with ``total_tokens``)."""
