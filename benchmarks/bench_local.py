@@ -38,8 +38,8 @@ import httpx
 
 from engine import Engine, EngineConfig, Limits
 from engine.local import LocalModelServer
-from engine.local.demo import is_correct, make_haystack
 from engine.models import CallScheduler, ModelClient, ModelSpec
+from engine.rlm.demo import is_correct, make_haystack
 
 
 @dataclass

@@ -51,6 +51,7 @@ from engine.models.capability import ModelProfileRule, parse_model_profiles
 from engine.settings import CACHE_MODES, SETTINGS, env_values, in_section, setting
 from engine.settings import parse_size as parse_size  # re-exported: the one size parser
 from engine.tools import ToolsConfig
+from engine.tools.settings import parse_functions, parse_mcp
 
 if TYPE_CHECKING:
     from engine.sandbox import SandboxConfig
@@ -235,6 +236,22 @@ def load_values(
     return values
 
 
+def _tools_config(values: Mapping[str, Any]) -> ToolsConfig:
+    tools: dict[str, Any] = {}
+    for field_name, name, parse in (
+        ("functions", "tools", parse_functions),
+        ("mcp", "mcp", parse_mcp),
+    ):
+        if name in values:
+            try:
+                tools[field_name] = parse(values[name])
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"invalid value {values[name]!r} for {name}: {exc}") from exc
+    if "tool_timeout" in values:
+        tools["timeout_s"] = values["tool_timeout"]
+    return ToolsConfig(**tools)
+
+
 def build_config(values: Mapping[str, Any]) -> EngineConfig:
     """Turn parsed flat settings into an :class:`EngineConfig`."""
     spec_extra: dict[str, Any] = {}
@@ -272,8 +289,7 @@ def build_config(values: Mapping[str, Any]) -> EngineConfig:
     for name in ("max_in_flight", "cache", "cache_dir", "cache_size", "output_schema"):
         if name in values:
             extra[name] = values[name]
-    tool_values = {"functions": "tools", "mcp": "mcp", "timeout_s": "tool_timeout"}
-    extra["tools"] = ToolsConfig(**{f: values[n] for f, n in tool_values.items() if n in values})
+    extra["tools"] = _tools_config(values)
     return EngineConfig(
         model=model,
         sub_model=sub_model,

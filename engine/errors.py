@@ -70,6 +70,16 @@ class BridgeError(RLMError):
     """The sandbox-to-orchestrator bridge rejected or failed a request."""
 
 
+class SubCallRefusedError(RLMError):
+    """Sandbox code asked for something it may not have: a model the operator did not
+    configure (``kind="model_not_allowed"``) or tools the task does not offer
+    (``kind="invalid_request"``). The bridge answers 403 or 422 with the message."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class BudgetExceededError(RLMError):
     """A task budget (tokens, cost, sub-calls, time, depth) is used up."""
 

@@ -95,16 +95,14 @@ def _parse_cache_mode(value: object) -> str:
     return mode
 
 
-def _parse_tools(value: object) -> Any:
-    from engine.tools.settings import parse_functions
-
-    return parse_functions(value)
-
-
-def _parse_mcp(value: object) -> Any:
-    from engine.tools.settings import parse_mcp
-
-    return parse_mcp(value)
+def _parse_list(value: object) -> list[Any] | str:
+    # Tools and MCP servers: checked in full by engine.tools.settings when the configuration
+    # is built (this module stays below the packages it describes).
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list | tuple):
+        raise ValueError("expected a list (TOML: [[tools]] / [[mcp]] tables) or a string")
+    return list(value)
 
 
 @dataclass(frozen=True)
@@ -232,10 +230,10 @@ SETTINGS: tuple[Setting, ...] = (
             "characters of each cell's output the root model sees", "limits",
             "output_max_chars", 8_000, commands=_NONE, minimum=_POSITIVE),
     # --- host tools -----------------------------------------------------------------------
-    Setting("tools", list, _parse_tools, "RLM_TOOL_FUNCTIONS",
+    Setting("tools", list, _parse_list, "RLM_TOOL_FUNCTIONS",
             "a Python function of this host as a tool (repeatable)", flag="--tool",
             repeat=True, metavar="MODULE:FUNCTION"),
-    Setting("mcp", list, _parse_mcp, "RLM_MCP_SERVERS",
+    Setting("mcp", list, _parse_list, "RLM_MCP_SERVERS",
             "an MCP server's tools: a command (stdio) or a streamable-HTTP URL (repeatable)",
             repeat=True, metavar="'COMMAND ARGS' | URL"),
     # --- the sandbox ----------------------------------------------------------------------

@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from engine.errors import ConfigError
-from engine.local.demo import is_correct, make_haystack
+from engine.rlm.demo import is_correct, make_haystack
 
 
 def test_haystack_is_seeded_sized_and_has_exactly_one_needle() -> None:

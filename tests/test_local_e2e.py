@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, EngineConfig, Limits
-from engine.local.demo import is_correct, make_haystack
+from engine.rlm.demo import is_correct, make_haystack
 from engine.rlm.trajectory import read_trajectory
 
 pytestmark = [

@@ -15,8 +15,8 @@ from engine.rlm import prompts
 from engine.rlm.budget import Budget
 from engine.rlm.loop import fit_to_window, looks_like_answer
 from engine.rlm.trajectory import Trajectory, read_trajectory
-from engine.rlm.truncate import truncate_middle
 from engine.sandbox import ContextInfo
+from engine.truncate import truncate_middle
 
 
 def test_truncate_keeps_head_and_tail_and_counts_dropped() -> None:
@@ -26,7 +26,7 @@ def test_truncate_keeps_head_and_tail_and_counts_dropped() -> None:
     assert out.endswith("T" * 1000)
     assert len(out) <= 8000
     kept = out.count("H") + out.count("M") + out.count("T")
-    assert f"[{len(text) - kept:,} characters dropped]" in out
+    assert f"[rlm: output truncated: {len(text) - kept} characters dropped]" in out
 
 
 def test_truncate_leaves_short_text_alone() -> None:

@@ -33,7 +33,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -61,11 +60,15 @@ from engine.errors import (
     BudgetExceededError,
     ConfigError,
     RLMError,
+    SubCallRefusedError,
     ToolError,
 )
+from engine.lifecycle import AsyncResource
 from engine.log import get_logger
 
 log = get_logger(__name__)
+# The HTTP status of each kind of refused sub-call (the run layer names the kind only).
+_REFUSED_STATUS = {"model_not_allowed": 403, "invalid_request": 422}
 
 _RECV_BYTES = 64 * 1024
 _MAX_HEAD_BYTES = 16 * 1024
@@ -134,7 +137,7 @@ class _ByteBudget:
             self._changed = anyio.Event()
 
 
-class BridgeServer:
+class BridgeServer(AsyncResource):
     """Serves ``llm_query``, ``llm_batch`` and ``rlm_query`` to one sandbox.
 
     An async context manager: entering binds ``socket_path`` (mode 0o666 so the sandbox user
@@ -169,7 +172,6 @@ class BridgeServer:
         self._max_body = min(max_body_bytes, self.limits.max_buffered_bytes)
         self._max_batch = max_batch
         self._buffered = _ByteBudget(self.limits.max_buffered_bytes)
-        self._stack: AsyncExitStack | None = None
         self._socket_inode: int | None = None
         #: number of connections accepted so far (keep-alive clients reuse one).
         self.connections_accepted = 0
@@ -177,37 +179,18 @@ class BridgeServer:
         self.connections_refused = 0
         self._open_connections = 0
 
-    async def __aenter__(self) -> BridgeServer:
-        if self._stack is not None:
-            raise BridgeError("this bridge server is already running")
-        stack = AsyncExitStack()
-        try:
-            self.contexts.open()
-            stack.callback(self.contexts.close)
-            listener = self._bind()
-            stack.callback(listener.close)
-            stack.callback(self._unlink_socket)
-            task_group = await stack.enter_async_context(anyio.create_task_group())
-            # Runs first on exit: cancels the accept loop and every connection's task.
-            stack.callback(task_group.cancel_scope.cancel)
-            task_group.start_soon(self._accept_loop, listener, task_group)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
+    async def _open(self, stack: AsyncExitStack) -> None:
+        stack.callback(log.debug, "bridge stopped", socket=str(self.socket_path))
+        self.contexts.open()
+        stack.callback(self.contexts.close)
+        listener = self._bind()
+        stack.callback(listener.close)
+        stack.callback(self._unlink_socket)
+        task_group = await stack.enter_async_context(anyio.create_task_group())
+        # Runs first on exit: cancels the accept loop and every connection's task.
+        stack.callback(task_group.cancel_scope.cancel)
+        task_group.start_soon(self._accept_loop, listener, task_group)
         log.debug("bridge listening", socket=str(self.socket_path))
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
-            log.debug("bridge stopped", socket=str(self.socket_path))
 
     # --- socket ------------------------------------------------------------------------------
 
@@ -518,6 +501,8 @@ class BridgeServer:
             return 200, {"response": await self._rlm(request)}
         except BridgeRequestError as exc:
             return exc.status, error_body(exc.kind, str(exc))
+        except SubCallRefusedError as exc:
+            return _REFUSED_STATUS.get(exc.kind, 403), error_body(exc.kind, str(exc))
         except BudgetExceededError as exc:
             return 429, error_body("budget_exceeded", str(exc), budget=exc.budget)
         except RLMError as exc:

@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def _demo(args: argparse.Namespace) -> int:
     from engine.errors import ConfigError
-    from engine.local.demo import run_demo
+    from engine.rlm.demo import run_demo
 
     if args.chars < 500:
         raise ConfigError("--chars must be at least 500")

@@ -6,6 +6,7 @@ answers from a JSONL cassette (scripted by hand or recorded from a real run).
 
 from __future__ import annotations
 
+from engine.models._litellm import load_litellm
 from engine.models.cassette import Cassette, CassetteEntry, CassetteRecorder, request_hash
 from engine.models.client import Completion, ModelClient
 from engine.models.messages import normalize_messages
@@ -26,6 +27,7 @@ __all__ = [
     "RetriesExhaustedError",
     "Usage",
     "UsageLedger",
+    "load_litellm",
     "normalize_messages",
     "replay_spec",
     "request_hash",

@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -27,6 +26,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from engine.errors import ConfigError
+from engine.lifecycle import AsyncResource
 from engine.log import get_logger
 from engine.models.cassette import Cassette, CassetteEntry, last_user_text
 
@@ -56,7 +56,7 @@ def _estimate_tokens(text: str) -> int:
     return len(text) // 4
 
 
-class ReplayServer:
+class ReplayServer(AsyncResource):
     """Serve a cassette over HTTP on ``host`` (127.0.0.1, ephemeral port by default).
 
     Use as an async context manager; ``base_url`` (``http://127.0.0.1:PORT/v1``) is set once it
@@ -77,12 +77,11 @@ class ReplayServer:
         self._in_flight_by_model: Counter[str] = Counter()
         self._used: set[int] = set()
         self._counter = 0
-        self._stack: AsyncExitStack | None = None
         self._server: _QuietServer | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    async def __aenter__(self) -> ReplayServer:
+    async def _open(self, stack: AsyncExitStack) -> None:
         sock = self._bind()
         config = uvicorn.Config(
             self._app(),
@@ -94,29 +93,15 @@ class ReplayServer:
         )
         server = _QuietServer(config)
         self._server = server
-        async with AsyncExitStack() as stack:
-            stack.callback(sock.close)
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            stack.push_async_callback(self._stop)
-            tg.start_soon(server.serve, [sock])
-            # If serve() fails, the task group cancels this wait and re-raises its error.
-            with anyio.fail_after(10):
-                while not server.started:
-                    await anyio.sleep(0.005)
-            self._stack = stack.pop_all()
+        stack.callback(sock.close)
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.push_async_callback(self._stop)
+        tg.start_soon(server.serve, [sock])
+        # If serve() fails, the task group cancels this wait and re-raises its error.
+        with anyio.fail_after(10):
+            while not server.started:
+                await anyio.sleep(0.005)
         log.debug("replay server started", base_url=self.base_url, entries=len(self.cassette))
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            return await stack.__aexit__(exc_type, exc, tb)
-        return None
 
     async def _stop(self) -> None:
         if self._server is not None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from engine.bridge import BridgeHandler, BridgeServer
 from engine.sandbox import Sandbox, SandboxConfig
+from engine.sandbox.rundir import BRIDGE_SOCKET
 
 
 class DockerBackend:
@@ -37,7 +38,7 @@ class DockerBackend:
         config = dataclasses.replace(base, env={**base.env, **(env or {}), **extra})
         async with Sandbox(config, context=context, task_id=task_id) as sandbox:
             bridge = BridgeServer(
-                sandbox.run_dir / "bridge.sock",
+                sandbox.run_dir / BRIDGE_SOCKET,
                 token,
                 handler,
                 max_child_context_bytes=sandbox.disk_limit_bytes,

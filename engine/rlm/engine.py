@@ -16,7 +16,6 @@ import secrets
 import time
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, nullcontext
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,12 +23,13 @@ import anyio
 from engine.config import EngineConfig, default_trajectory_dir
 from engine.contexts import ContextSpec, PreparedContext, prepare_context
 from engine.errors import (
-    BridgeRequestError,
     BudgetExceededError,
     ChildRunError,
     ConfigError,
     RLMError,
+    SubCallRefusedError,
 )
+from engine.lifecycle import AsyncResource
 from engine.log import get_logger
 from engine.models import (
     CallScheduler,
@@ -49,9 +49,9 @@ from engine.rlm.prompts import get_profile, resolve_profile, sub_window_chars
 from engine.rlm.result import RunResult, usage_dict
 from engine.rlm.slots import SandboxSlots
 from engine.rlm.trajectory import EventCallback, Trajectory
-from engine.rlm.truncate import truncate_middle
 from engine.tools import ToolBudget, ToolRegistry
 from engine.tools.sub_model import run_tool_loop
+from engine.truncate import truncate_middle
 
 if TYPE_CHECKING:
     from engine.sandbox.protocol import SandboxBackend
@@ -81,7 +81,7 @@ class _Tree:
     schema: AnswerSchema | None = None  # the top-level run's output schema (children: none)
 
 
-class Engine:
+class Engine(AsyncResource):
     """Runs RLM tasks; use as an async context manager.
 
     Entering starts what the configuration needs for all runs: the replay server
@@ -105,7 +105,6 @@ class Engine:
         self._backend = backend
         # The service's global sandbox limit: child sandboxes take a slot too.
         self.slots = slots
-        self._stack: AsyncExitStack | None = None
         self._root: ModelSpec | None = None
         self._sub: ModelSpec | None = None
         self._replay_url: str | None = None
@@ -126,27 +125,6 @@ class Engine:
         self.profile_reason = "set explicitly"
 
     # --- lifecycle ---------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Engine:
-        stack = AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            await self._open(stack)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
 
     async def _open(self, stack: AsyncExitStack) -> None:
         cfg = self.config
@@ -263,8 +241,7 @@ class Engine:
         known = self._names.get(model)
         if known is None:
             allowed = ", ".join(sorted({spec.model for spec in self._names.values()}))
-            raise BridgeRequestError(
-                403,
+            raise SubCallRefusedError(
                 "model_not_allowed",
                 f"model {model!r} is not available to sandbox code; use model=None (the sub "
                 f"model) or one of: {allowed}",
@@ -355,7 +332,7 @@ class Engine:
             async with anyio.create_task_group() as group:
                 # litellm takes seconds to import; do it while the sandbox starts.
                 group.start_soon(_warm_up_litellm)
-                return await self._run_task(
+                return await self.run_task(
                     tree,
                     query=query,
                     context=context,
@@ -367,7 +344,7 @@ class Engine:
                     prepared=prepared,
                 )
 
-    async def _run_task(
+    async def run_task(
         self,
         tree: _Tree,
         *,
@@ -380,7 +357,8 @@ class Engine:
         task_id: str,
         prepared: PreparedContext | None = None,
     ) -> RunResult:
-        """Run one task of the tree in its own sandbox with its own bridge.
+        """Run one task of the tree in its own sandbox with its own bridge (the top-level run,
+        or a child for :class:`TaskBridge`; not for callers outside the run layer).
 
         ``prepared`` is the top-level context as prepared on the host (``context`` is then
         what the caller passed, for the trajectory); children get their context as is.
@@ -600,7 +578,7 @@ class TaskBridge:
         try:
             return self._tree.tools.restrict(names)
         except ConfigError as exc:
-            raise BridgeRequestError(422, "invalid_request", f"llm_query tools: {exc}") from None
+            raise SubCallRefusedError("invalid_request", f"llm_query tools: {exc}") from None
 
     async def _tool(
         self, name: str, args: list[Any], kwargs: dict[str, Any], parent: int | None
@@ -659,7 +637,7 @@ class TaskBridge:
         result: RunResult | None = None
         try:
             async with self._child_slot():
-                result = await self._engine._run_task(
+                result = await self._engine.run_task(
                     self._tree,
                     query=prompt,
                     context=context_path,
@@ -724,7 +702,7 @@ def read_head(path: Path, max_chars: int) -> str:
 
 
 async def _warm_up_litellm() -> None:
-    from engine.models._litellm import load_litellm
+    from engine.models import load_litellm
 
     await anyio.to_thread.run_sync(load_litellm, abandon_on_cancel=True)
 

@@ -35,7 +35,7 @@ from engine.rlm.parser import (
 )
 from engine.rlm.result import usage_dict
 from engine.rlm.trajectory import Trajectory
-from engine.rlm.truncate import truncate_middle
+from engine.truncate import truncate_middle
 
 if TYPE_CHECKING:
     from engine.sandbox.protocol import CodeSandbox

@@ -16,7 +16,13 @@ from docker.models.containers import Container
 from engine.errors import ImageError, SandboxError
 from engine.sandbox import docker_api
 from engine.sandbox.config import SandboxConfig, format_size, sandbox_ids
-from engine.sandbox.rundir import CONTAINER_RUN_DIR, IPC_DIR, StagedContext
+from engine.sandbox.rundir import (
+    CONTAINER_BRIDGE_SOCKET,
+    CONTAINER_CONNECTION_FILE,
+    CONTAINER_RUN_DIR,
+    IPC_DIR,
+    StagedContext,
+)
 
 # Hardware hints that some processors need for OpenBLAS to run correctly; not secrets.
 _PASSTHROUGH_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -36,7 +42,7 @@ def sandbox_environment(config: SandboxConfig) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,
         "RLM_RUN_DIR": CONTAINER_RUN_DIR,
-        "RLM_BRIDGE_SOCKET": f"{CONTAINER_RUN_DIR}/bridge.sock",
+        "RLM_BRIDGE_SOCKET": CONTAINER_BRIDGE_SOCKET,
     }
     for name in _PASSTHROUGH_ENV:
         if name in os.environ:
@@ -72,7 +78,7 @@ def container_kwargs(
     tmpfs_opts = f"rw,nosuid,nodev,noexec,uid={uid},gid={gid},nr_inodes={config.tmpfs_inodes}"
     return {
         "image": config.image,
-        "command": ["python", "-m", "rlm_runtime.launch", f"{CONTAINER_RUN_DIR}/kernel.json"],
+        "command": ["python", "-m", "rlm_runtime.launch", CONTAINER_CONNECTION_FILE],
         "name": f"rlm-{task_id}",
         "hostname": "sandbox",
         "labels": {

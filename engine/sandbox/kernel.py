@@ -21,7 +21,8 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 from engine.errors import KernelStartError
 from engine.sandbox.output import HeadTailBuffer
 from engine.sandbox.results import CellError
-from engine.sandbox.rundir import CONTAINER_RUN_DIR, IPC_DIR
+from engine.sandbox.rundir import CONNECTION_FILE, CONTAINER_RUN_DIR, IPC_DIR
+from engine.truncate import truncate_middle
 
 # Ports become socket names: <run dir>/ipc/kernel-1 ... kernel-5.
 _PORTS = {"shell_port": 1, "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5}
@@ -75,7 +76,7 @@ def write_connection_file(run_dir: Path) -> dict[str, Any]:
     key = secrets.token_hex(32)
     common = {"transport": "ipc", "key": key, "signature_scheme": "hmac-sha256", **_PORTS}
     container_view = {**common, "ip": f"{CONTAINER_RUN_DIR}/{IPC_DIR}/kernel"}
-    path = run_dir / "kernel.json"
+    path = run_dir / CONNECTION_FILE
     path.write_text(json.dumps(container_view), encoding="utf-8")
     path.chmod(0o644)
     return {**common, "ip": str(run_dir / IPC_DIR / "kernel")}
@@ -176,7 +177,7 @@ class KernelSession:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 if interrupted:
-                    raise _InterruptIgnored()
+                    raise InterruptIgnoredError()
                 interrupted = True
                 await interrupt()
                 deadline = time.monotonic() + interrupt_grace
@@ -215,7 +216,7 @@ class KernelSession:
                 text = content.get("data", {}).get("text/plain")
                 if text is not None:
                     if kind == "execute_result":
-                        result = _clip(text, output_limit)
+                        result = truncate_middle(text, output_limit)
                     else:
                         stdout.write(text + "\n")
             elif kind == "error":
@@ -223,7 +224,7 @@ class KernelSession:
                 error = CellError(
                     ename=content.get("ename", "Error"),
                     evalue=content.get("evalue", ""),
-                    traceback=_clip(traceback, output_limit),
+                    traceback=truncate_middle(traceback, output_limit),
                 )
             elif kind == "status" and content.get("execution_state") == "idle":
                 break
@@ -291,16 +292,8 @@ class KernelSession:
         self._client.stop_channels()
 
 
-class _InterruptIgnored(Exception):
+class InterruptIgnoredError(Exception):
     """The cell kept running after the interrupt's grace period."""
-
-
-def _clip(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    marker = f"\n[rlm: output truncated: {len(text) - limit} characters dropped]\n"
-    return f"{text[:half]}{marker}{text[-half:]}"
 
 
 async def wait_for_sockets(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 
+from engine.truncate import marker
+
 
 class HeadTailBuffer:
     """Keeps the first and last ``limit // 2`` characters of a stream, and counts the rest.
@@ -56,4 +58,4 @@ class HeadTailBuffer:
         tail = "".join(self._tail)
         if not self.dropped:
             return head + tail
-        return f"{head}\n[rlm: output truncated: {self.dropped} characters dropped]\n{tail}"
+        return f"{head}{marker(self.dropped)}{tail}"

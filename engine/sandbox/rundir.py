@@ -18,6 +18,12 @@ CONTAINER_RUN_DIR = "/rlm/run"
 CONTAINER_CONTEXT_DIR = "/rlm/context"
 #: The one run-directory folder the sandbox may write, and only while its kernel starts.
 IPC_DIR = "ipc"
+#: The run directory's files (this module owns the layout): the kernel's connection file and
+#: the bridge's Unix socket.
+CONNECTION_FILE = "kernel.json"
+BRIDGE_SOCKET = "bridge.sock"
+CONTAINER_CONNECTION_FILE = f"{CONTAINER_RUN_DIR}/{CONNECTION_FILE}"
+CONTAINER_BRIDGE_SOCKET = f"{CONTAINER_RUN_DIR}/{BRIDGE_SOCKET}"
 # sun_path holds 108 bytes; the kernel's sockets are <run dir>/ipc/kernel-N.
 _MAX_SOCKET_PATH = 100
 

@@ -210,7 +210,7 @@ class Sandbox:
                     interrupt=self._interrupt,
                     interrupt_grace=self.config.interrupt_grace_s,
                 )
-            except kernel._InterruptIgnored:
+            except kernel.InterruptIgnoredError:
                 reason = (
                     f"the cell kept running {self.config.interrupt_grace_s:g} s after it was "
                     "interrupted, so the sandbox was stopped; its variables are lost"

@@ -3,9 +3,9 @@
 import argparse
 import sys
 
-from engine.cli.serve import register
 from engine.errors import RLMError
 from engine.log import configure_logging
+from engine.service.command import register
 
 
 def main() -> int:

@@ -22,13 +22,11 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import time
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -36,6 +34,7 @@ from anyio.abc import TaskGroup
 
 from engine.config import EngineConfig, Limits
 from engine.errors import RLMError
+from engine.lifecycle import AsyncResource
 from engine.log import get_logger
 from engine.models import ModelSpec
 from engine.rlm.slots import SandboxSlots
@@ -107,7 +106,7 @@ def new_job_id() -> str:
     return secrets.token_hex(8)
 
 
-class JobService:
+class JobService(AsyncResource):
     """Runs jobs from the store; use as an async context manager around the HTTP server."""
 
     def __init__(
@@ -129,7 +128,6 @@ class JobService:
         self.tools = ToolRegistry(ToolsConfig())
         self._sub: ModelSpec | None = None
         self._profile = base_config.prompt_profile
-        self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._user_cancelled: set[str] = set()
@@ -140,68 +138,50 @@ class JobService:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> JobService:
+    async def _open(self, stack: AsyncExitStack) -> None:
         from engine.rlm import Engine
 
-        stack = AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            if isinstance(self.store, PgJobStore):
-                from engine.service.replicas import Replica
+        if isinstance(self.store, PgJobStore):
+            from engine.service.replicas import Replica
 
-                self.replica = Replica(self, self.store, self.settings.lease_s)
-                # Never recover() here: the running jobs may belong to live replicas.
-                recovery = self.replica.recover()
-            else:
-                recovery = self.store.recover()
-            if recovery.failed or recovery.requeued:
-                log.warning(
-                    "service.recovered",
-                    failed=recovery.failed,
-                    requeued=recovery.requeued,
-                )
-            await reap_leftovers()
-            # Import litellm now (seconds) so that the first job does not pay for it.
-            from engine.models._litellm import load_litellm
+            self.replica = Replica(self, self.store, self.settings.lease_s)
+            # Never recover() here: the running jobs may belong to live replicas.
+            recovery = self.replica.recover()
+        else:
+            recovery = self.store.recover()
+        if recovery.failed or recovery.requeued:
+            log.warning(
+                "service.recovered",
+                failed=recovery.failed,
+                requeued=recovery.requeued,
+            )
+        await reap_leftovers()
+        # Import litellm now (seconds) so that the first job does not pay for it.
+        from engine.models import load_litellm
 
-            await anyio.to_thread.run_sync(load_litellm)
-            # The base engine owns what every job shares: the replay server or local model.
-            engine = await stack.enter_async_context(Engine(self.base_config))
-            self._root, self._sub = engine.root_spec, engine.sub_spec
-            self._profile = engine.profile.name
-            if self.replica is not None:
-                # Runs after the task group ended: the jobs it cancelled go to others now.
-                stack.callback(self.replica.release)
-            # Its tools (MCP servers included) are opened once and lent to every job.
-            self.tools = engine.tools
-            self._tg = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(self._tg.cancel_scope.cancel)
-            if self.replica is not None:
-                self._tg.start_soon(self.replica.run)
-            else:
-                for job in self.store.jobs(status=QUEUED):
-                    self._tg.start_soon(self._run_job, job.id)
-            if self.settings.retention_days is not None:
-                self._tg.start_soon(self._sweep_forever, self.settings.retention_days)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
+        await anyio.to_thread.run_sync(load_litellm)
+        # The base engine owns what every job shares: the replay server or local model.
+        engine = await stack.enter_async_context(Engine(self.base_config))
+        self._root, self._sub = engine.root_spec, engine.sub_spec
+        self._profile = engine.profile.name
+        if self.replica is not None:
+            # Runs after the task group ended: the jobs it cancelled go to others now.
+            stack.callback(self.replica.release)
+        # Its tools (MCP servers included) are opened once and lent to every job.
+        self.tools = engine.tools
+        self._tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(self._tg.cancel_scope.cancel)
+        if self.replica is not None:
+            self._tg.start_soon(self.replica.run)
+        else:
+            for job in self.store.jobs(status=QUEUED):
+                self._tg.start_soon(self._run_job, job.id)
+        if self.settings.retention_days is not None:
+            self._tg.start_soon(self._sweep_forever, self.settings.retention_days)
+        # Runs first on exit. Running jobs are cancelled but keep status "running": the next
+        # start marks them failed ("service restarted") or runs them again, as after a crash.
+        stack.callback(setattr, self, "ready", False)
         self.ready = True
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.ready = False
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            # Running jobs are cancelled but keep status "running": the next start marks them
-            # failed ("service restarted") or runs them again, exactly as after a crash.
-            await stack.aclose()
 
     @property
     def root_model_name(self) -> str:
@@ -650,64 +630,16 @@ def validate_limits(
 
 
 async def reap_leftovers() -> None:
-    """Remove sandbox containers a previous service process left behind (also after kill -9).
-
-    ``reap_orphans`` removes containers whose owner pid is dead. In a container the service
-    often gets the same pid again after a restart, so containers that name *this* pid but
-    were created before this process started are removed as well.
-    """
+    """Remove sandbox containers a previous service process left behind (also after kill -9),
+    including those of an earlier process that had this pid (see ``reap_orphans``)."""
     import docker.errors
 
     from engine.sandbox import docker_api, reap_orphans
 
     try:
-        removed = await docker_api.call(reap_orphans)
-        removed += await docker_api.call(_reap_same_pid_older)
+        removed = await docker_api.call(reap_orphans, restarted=True)
     except (RLMError, docker.errors.DockerException) as exc:
         log.warning("service.reap_failed", error=str(exc))
         return
     if removed:
         log.warning("service.reaped", containers=removed)
-
-
-def _process_start_time() -> float:
-    """This process's start, as a Unix time (from /proc; now when unknown)."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(
-            float(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime ")
-        )
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return time.time()
-
-
-def _reap_same_pid_older() -> int:
-    import docker.errors
-
-    from engine.sandbox import docker_api
-    from engine.sandbox.reaper import own_containers_filter
-    from engine.sandbox.rundir import remove_run_dir
-
-    mine, host, start = str(os.getpid()), socket.gethostname(), _process_start_time()
-    removed = 0
-    # Only this instance's: another stack's engine may have the same host name and PID.
-    for container in docker_api.list_labelled(own_containers_filter()):
-        labels = container.labels
-        if labels.get(docker_api.LABEL_OWNER_HOST) != host:
-            continue
-        if labels.get(docker_api.LABEL_OWNER_PID) != mine:
-            continue
-        if container.created < start - 1:
-            try:
-                if not docker_api.remove(container.id):
-                    continue
-            except docker.errors.APIError:
-                continue
-            removed += 1
-            run_dir = labels.get(docker_api.LABEL_RUN_DIR)
-            if run_dir and Path(run_dir).name == labels.get(docker_api.LABEL_TASK):
-                remove_run_dir(Path(run_dir))
-    return removed

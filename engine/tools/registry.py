@@ -11,12 +11,12 @@ import json
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Protocol
 
 import anyio
 
 from engine.errors import ConfigError, ToolError, ToolTimeoutError
+from engine.lifecycle import AsyncResource
 from engine.log import get_logger
 from engine.tools.mcp_tools import McpServerConfig, connect
 from engine.tools.python_tools import load_python_tool
@@ -61,7 +61,7 @@ class _Tool(Protocol):
     async def call(self, args: list[Any], kwargs: dict[str, Any]) -> Any: ...
 
 
-class ToolRegistry:
+class ToolRegistry(AsyncResource):
     """The tools available to runs; an async context manager.
 
     :meth:`call` runs one tool with the timeout, checks the result is JSON-able and not
@@ -71,7 +71,6 @@ class ToolRegistry:
     def __init__(self, config: ToolsConfig) -> None:
         self.config = config
         self._tools: dict[str, _Tool] = {}
-        self._stack: AsyncExitStack | None = None
 
     @classmethod
     def _view(cls, parent: ToolRegistry, tools: dict[str, _Tool]) -> ToolRegistry:
@@ -79,32 +78,12 @@ class ToolRegistry:
         view._tools = tools
         return view
 
-    async def __aenter__(self) -> ToolRegistry:
-        stack = AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            tools: list[_Tool] = [
-                load_python_tool(f.function, f.name) for f in self.config.functions
-            ]
-            for server in self.config.mcp:
-                tools.extend(await connect(stack, server))
-            check_names([t.spec for t in tools])
-        except BaseException:
-            await stack.aclose()
-            raise
+    async def _open(self, stack: AsyncExitStack) -> None:
+        tools: list[_Tool] = [load_python_tool(f.function, f.name) for f in self.config.functions]
+        for server in self.config.mcp:
+            tools.extend(await connect(stack, server))
+        check_names([t.spec for t in tools])
         self._tools = {t.spec.name: t for t in tools}
-        self._stack = stack
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
 
     @property
     def specs(self) -> tuple[ToolSpec, ...]:
