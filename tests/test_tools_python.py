@@ -293,3 +293,23 @@ def test_rlm_run_with_tool_flags(tmp_path: Path, capsys: pytest.CaptureFixture[s
     )
     assert status == 0
     assert capsys.readouterr().out.strip() == "web {}"  # tools are not user variables
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_ready")
+async def test_llm_batch_sub_models_call_tools(run: Run) -> None:
+    script = (
+        "r = llm_batch(['Team of alice?', 'Team of bob?'], tools=['lookup'])\nFINAL(' / '.join(r))"
+    )
+    entries = [root(code(script))]
+    for name, team in (("alice", "infra"), ("bob", "web")):
+        call = {"id": f"call_{name}", "name": "lookup", "arguments": json.dumps({"key": name})}
+        match = {"model": "sub", "contains": name}
+        entries.append({"match": match, "response": {"content": "", "tool_calls": [call]}})
+        entries.append({"match": match, "response": {"content": f"{name}: {team}"}})
+    result = await run(entries, ToolsConfig(functions=_functions("lookup")))
+    assert (result.answer, result.ready) == ("alice: infra / bob: web", True)
+    subs = {e["id"]: e for e in run.of_type("sub_call")}
+    tools = run.of_type("tool_call")
+    assert sorted(json.loads(t["arguments"])["kwargs"]["key"] for t in tools) == ["alice", "bob"]
+    assert all(subs[t["parent_id"]]["tools"] == ["lookup"] for t in tools)

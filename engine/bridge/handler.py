@@ -7,7 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import anyio
 
-from engine.errors import RLMError
+from engine.errors import BridgeRequestError, RLMError
 from engine.log import get_logger
 
 log = get_logger(__name__)
@@ -55,17 +55,28 @@ class ToolHandler(Protocol):
         ...
 
 
-async def answer_batch(handler: BridgeHandler, prompts: list[str], model: str | None) -> list[str]:
+async def answer_batch(
+    handler: BridgeHandler, prompts: list[str], model: str | None, tools: tuple[str, ...] = ()
+) -> list[str]:
     """Answer ``prompts`` concurrently with :meth:`BridgeHandler.llm_query`, in order.
+
+    With ``tools`` each prompt goes to :meth:`ToolHandler.llm_query_tools` instead.
 
     A failed item becomes ``"[ERROR] <message>"`` instead of failing the batch, so one bad
     prompt does not throw away the others' answers (and their cost).
     """
     results = [""] * len(prompts)
+    if tools and not isinstance(handler, ToolHandler):
+        raise BridgeRequestError(404, "not_found", "this sandbox has no tools")
 
     async def one(index: int, prompt: str) -> None:
         try:
-            results[index] = checked_text(await handler.llm_query(prompt, model))
+            if tools:
+                assert isinstance(handler, ToolHandler)
+                text = await handler.llm_query_tools(prompt, model, tools)
+            else:
+                text = await handler.llm_query(prompt, model)
+            results[index] = checked_text(text)
         except RLMError as exc:
             results[index] = f"[ERROR] {exc}"
         except Exception as exc:

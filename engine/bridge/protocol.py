@@ -47,6 +47,8 @@ class LlmBatchRequest:
 
     prompts: list[str]
     model: str | None
+    #: as in :class:`LlmQueryRequest`, for every prompt of the batch.
+    tools: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +93,8 @@ def validate(path: str, payload: dict[str, Any], *, max_batch: int) -> BridgeReq
         _only(payload, {"prompt", "model", "tools"})
         return LlmQueryRequest(_prompt(payload, "prompt"), _model(payload), _tool_names(payload))
     if path == LLM_BATCH:
-        _only(payload, {"prompts", "model"})
-        return LlmBatchRequest(_prompts(payload, max_batch), _model(payload))
+        _only(payload, {"prompts", "model", "tools"})
+        return LlmBatchRequest(_prompts(payload, max_batch), _model(payload), _tool_names(payload))
     if path == RLM_QUERY:
         _only(payload, {"prompt", "context_id"})
         return RlmQueryRequest(_prompt(payload, "prompt"), _context_id(payload))

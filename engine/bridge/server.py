@@ -496,7 +496,9 @@ class BridgeServer(AsyncResource):
                 return 200, {"response": checked_text(text)}
             if isinstance(request, LlmBatchRequest):
                 return 200, {
-                    "responses": await answer_batch(self._handler, request.prompts, request.model)
+                    "responses": await answer_batch(
+                        self._handler, request.prompts, request.model, request.tools
+                    )
                 }
             return 200, {"response": await self._rlm(request)}
         except BridgeRequestError as exc:

@@ -227,7 +227,8 @@ class Profile:
         )
         if inputs.tools:
             text += (
-                f"\n{inputs.tools}\n`llm_query(prompt, tools=[names])` lets a sub-LLM call them.\n"
+                f"\n{inputs.tools}\n`llm_query(prompt, tools=[names])` (also `llm_batch`) "
+                "lets sub-LLMs call them.\n"
             )
         return text
 

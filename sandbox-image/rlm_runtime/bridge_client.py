@@ -51,19 +51,19 @@ def llm_query(prompt: str, model: str | None = None, tools: list[str] | None = N
     _check_str("llm_query", "prompt", prompt)
     _check_model("llm_query", model)
     payload: dict[str, Any] = {"prompt": prompt, "model": model}
-    if tools:
-        if isinstance(tools, str) or not all(isinstance(t, str) for t in tools):
-            raise TypeError("llm_query: tools must be a list of tool names, e.g. tools=['lookup']")
-        payload["tools"] = list(tools)
+    _add_tools("llm_query", payload, tools)
     reply = _call("/v1/llm_query", payload)
     return _reply_text("llm_query", reply)
 
 
-def llm_batch(prompts: list[str], model: str | None = None) -> list[str]:
+def llm_batch(
+    prompts: list[str], model: str | None = None, tools: list[str] | None = None
+) -> list[str]:
     """Ask a sub-LLM many independent questions at once; answers come back in order.
 
     The prompts run concurrently, much faster than a loop of ``llm_query``. A prompt whose
     call fails gets the answer ``"[ERROR] <message>"`` instead of failing the whole batch.
+    ``tools`` names host tools each sub-model may call before it answers.
     """
     if isinstance(prompts, str) or not isinstance(prompts, list | tuple):
         raise TypeError(
@@ -78,7 +78,9 @@ def llm_batch(prompts: list[str], model: str | None = None) -> list[str]:
     _check_model("llm_batch", model)
     if not prompts:
         return []
-    reply = _call("/v1/llm_batch", {"prompts": list(prompts), "model": model})
+    payload: dict[str, Any] = {"prompts": list(prompts), "model": model}
+    _add_tools("llm_batch", payload, tools)
+    reply = _call("/v1/llm_batch", payload)
     responses = reply.get("responses")
     if (
         not isinstance(responses, list)
@@ -289,6 +291,16 @@ def _reply_text(name: str, reply: dict[str, Any]) -> str:
 def _check_str(name: str, field: str, value: object) -> None:
     if not isinstance(value, str):
         raise TypeError(f"{name}: {field} must be a str, not {type(value).__name__}")
+
+
+def _add_tools(name: str, payload: dict[str, Any], tools: object) -> None:
+    if not tools:
+        return
+    if isinstance(tools, str) or not isinstance(tools, list | tuple):
+        raise TypeError(f"{name}: tools must be a list of tool names, e.g. tools=['lookup']")
+    if not all(isinstance(t, str) for t in tools):
+        raise TypeError(f"{name}: tools must be a list of tool names, e.g. tools=['lookup']")
+    payload["tools"] = list(tools)
 
 
 def _check_model(name: str, model: object) -> None:
