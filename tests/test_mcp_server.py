@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -84,9 +85,19 @@ async def test_rlm_mcp_answers_a_query_about_a_file(tmp_path: Path) -> None:
 
 
 def test_rlm_mcp_refuses_bad_settings_at_start(tmp_path: Path) -> None:
-    from engine.cli.main import main
-
-    assert main(["mcp", "--tool", "not-a-reference"]) == 1
+    params = _server("http://127.0.0.1:9/v1", tmp_path, "--tool", "not-a-reference")
+    done = subprocess.run(
+        [params.command, *params.args],
+        env=params.env,
+        cwd=params.cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "must be written MODULE:FUNCTION" in done.stderr
 
 
 @pytest.mark.docker

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from tests.loop_support import code, root
 
 pytestmark = pytest.mark.anyio
 
+REPO = Path(__file__).resolve().parents[1]
 USERS = {"alice": {"id": 7, "team": "infra"}, "bob": {"id": 9, "team": "web"}}
 
 
@@ -269,30 +273,25 @@ def test_tool_settings_from_flags_toml_and_environment(tmp_path: Path) -> None:
 
 @pytest.mark.docker
 @pytest.mark.usefixtures("docker_ready")
-def test_rlm_run_with_tool_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from engine.cli.main import main
-
+def test_rlm_run_with_tool_flags(tmp_path: Path) -> None:
+    # A subprocess: `rlm` configures process-wide logging, which must not leak into other tests.
     cassette = tmp_path / "run.jsonl"
     reply = code("FINAL(lookup('bob')['team'] + ' ' + str(SHOW_VARS()))")
     cassette.write_text(json.dumps(root(reply)) + "\n")
-    status = main(
-        [
-            "run",
-            "-q",
-            "Which team is bob on?",
-            "--model",
-            "openai/root",
-            "--replay",
-            str(cassette),
-            "--tool",
-            "tests.test_tools_python:lookup",
-            "--max-tool-calls",
-            "3",
-            "--no-progress",
-        ]
+    argv = ["run", "-q", "Which team is bob on?", "--model", "openai/root"]
+    argv += ["--replay", str(cassette), "--tool", "tests.test_tools_python:lookup"]
+    argv += ["--max-tool-calls", "3", "--no-progress"]
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli.main", *argv],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "RLM_TRAJECTORY_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
-    assert status == 0
-    assert capsys.readouterr().out.strip() == "web {}"  # tools are not user variables
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "web {}"  # tools are not user variables
 
 
 @pytest.mark.docker
