@@ -81,7 +81,7 @@ class Service:
         args = ["serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if self.api_base:
             args += ["--model", "openai/root", "--sub-model", "openai/sub"]
-            args += ["--api-base", self.api_base]
+            args += ["--api-base", self.api_base, "--models", str(self.models_file())]
         env = {
             **os.environ,
             "RLM_API_KEYS": f"{API_KEY},{OTHER_KEY}",
@@ -112,6 +112,20 @@ class Service:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"rlm serve did not become healthy:\n{self.log()}")
+
+    def models_file(self) -> Path:
+        """The service's models file: the replayed root and sub model, priced at 0 (a replay
+        bills nothing), so that the service's default cost ceiling can apply to them."""
+        path = self.data_dir.parent / f"models-{self.port}.toml"
+        path.write_text(
+            "".join(
+                f'[models."openai/{name}"]\nmodel = "openai/{name}"\n'
+                f'api_base = "{self.api_base}"\napi_key_env = "RLM_API_KEY"\n'
+                "input_cost_per_million = 0\noutput_cost_per_million = 0\n\n"
+                for name in ("root", "sub")
+            )
+        )
+        return path
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
@@ -145,6 +159,15 @@ async def wait_final(client: httpx.AsyncClient, job_id: str, timeout: float = 12
             if job["status"] in ("succeeded", "failed", "cancelled"):
                 return job
             await anyio.sleep(0.2)
+
+
+async def innocent_answer(service: Service, query: str = "INNOCENT") -> str:
+    """Run an innocent job with the other key (during or after an attack); its answer."""
+    async with service.client(OTHER_KEY) as other:
+        job = (await other.post("/v1/jobs", json={"query": query})).json()
+        done = await wait_final(other, job["id"])
+    assert done["status"] == "succeeded", done
+    return str(done["answer"])
 
 
 def engine_container_names() -> list[str]:

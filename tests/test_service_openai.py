@@ -74,7 +74,8 @@ def client_for(service: Service, key: str = API_KEY) -> openai.AsyncOpenAI:
 async def test_models_lists_the_rlm(service: Service) -> None:
     async with client_for(service) as client:
         ids = [model.id async for model in client.models.list()]
-    assert ids == ["rlm", "rlm/openai/root"]
+    # The root model first, then every other model the service allows (here its sub model).
+    assert ids == ["rlm", "rlm/openai/root", "rlm/openai/sub"]
 
 
 async def test_chat_conversation_is_the_context(service: Service, replay: ReplayServer) -> None:

@@ -18,6 +18,7 @@ from engine.models.cache import CachedReply, CallCache, cache_key
 from engine.models.cassette import CassetteRecorder
 from engine.models.errors import Failure, classify, describe
 from engine.models.messages import normalize_messages
+from engine.models.pricing import CallEstimate, call_estimate, price_of
 from engine.models.replay import MISMATCH_MARKER
 from engine.models.scheduler import CallScheduler, RetriesExhaustedError
 from engine.models.spec import ModelSpec
@@ -95,6 +96,10 @@ class ModelClient:
         turns in a row). ``stop`` strings are passed to the provider. ``role`` labels the
         call in the ledger (``root``, ``sub``, ...). ``tools`` are function schemas the
         model may call (OpenAI format); its calls come back in ``Completion.tool_calls``.
+
+        Under the ledger's cost cap the call's worst case (:func:`call_estimate`) is reserved
+        when the scheduler is about to send it; a call refused there raises the cap's error and
+        is not recorded (nothing was sent). An unpriced model under a cap raises ConfigError.
         """
         litellm = load_litellm()
         chat = normalize_messages(messages)
@@ -107,13 +112,27 @@ class ModelClient:
             hit = await self._cache_get(key)
             if hit is not None:
                 return self._hit(spec, chat, stop, hit, role=role, ledger=ledger)
+        estimate: CallEstimate | None = None
+        if ledger is not None and ledger.cost_cap_usd is not None:
+            estimate = call_estimate(spec, chat, tools)
+            kwargs.setdefault("max_tokens", estimate.max_tokens)  # what makes the bound hold
         started = time.monotonic()
         usage = Usage()
         status = "error"
+        sent = admitted = False
+
+        async def send() -> Any:
+            # Runs when the scheduler grants a slot, i.e. at dispatch: only now is the
+            # cap checked, against the spend and every reservation of calls in flight.
+            nonlocal sent, admitted
+            if estimate is not None and ledger is not None and not admitted:
+                await ledger.admit(estimate.cost_usd)
+                admitted = True
+            sent = True
+            return await litellm.acompletion(**kwargs)
+
         try:
-            response = await self.scheduler.run(
-                spec.model, lambda: litellm.acompletion(**kwargs), limit=spec.concurrency
-            )
+            response = await self.scheduler.run(spec.model, send, limit=spec.concurrency)
             text, finish_reason, usage = self._read(spec, response)
             calls = _tool_calls(response)
             status = "ok"
@@ -128,7 +147,10 @@ class ModelClient:
             raise self._error(spec, classify(exc), 1) from exc
         finally:
             if ledger is not None:
-                ledger.record(model=spec.model, role=role, usage=usage, status=status)
+                if sent:
+                    ledger.record(model=spec.model, role=role, usage=usage, status=status)
+                if admitted and estimate is not None:
+                    ledger.settle(estimate.cost_usd)
         duration = time.monotonic() - started
         log.debug(
             "model call",
@@ -249,9 +271,14 @@ class ModelClient:
         raw = getattr(response, "usage", None)
         prompt = int(getattr(raw, "prompt_tokens", 0) or 0)
         completion = int(getattr(raw, "completion_tokens", 0) or 0)
-        return text, choice.finish_reason, Usage(prompt, completion, self._cost(spec, response))
+        cost = self._cost(spec, response, prompt, completion)
+        return text, choice.finish_reason, Usage(prompt, completion, cost)
 
-    def _cost(self, spec: ModelSpec, response: Any) -> float:
+    def _cost(self, spec: ModelSpec, response: Any, prompt: int, completion: int) -> float:
+        if spec.input_cost_per_token is not None or spec.output_cost_per_token is not None:
+            price = price_of(spec)  # the operator's price wins over litellm's table
+            assert price is not None
+            return price.cost(prompt, completion)
         if spec.model in self._unpriced:
             return 0.0
         try:

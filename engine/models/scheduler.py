@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import anyio
 
+from engine.errors import RLMError
 from engine.log import get_logger
 from engine.models.errors import classify
 
@@ -101,6 +102,8 @@ class CallScheduler:
                 return await self._once(model, fn, limit)
             except anyio.get_cancelled_exc_class():
                 raise
+            except RLMError:
+                raise  # the engine's own refusal (e.g. a cost cap at dispatch), not the provider's
             except Exception as exc:
                 failure = classify(exc)
                 if not failure.retryable:

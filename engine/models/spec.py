@@ -53,6 +53,8 @@ class ModelSpec:
     ``temperature`` 0 or a seed, the model-call cache treats a call as deterministic).
     ``concurrency`` caps this model's in-flight calls;
     ``context_window`` (tokens) is informational for prompt budgeting.
+    ``input_cost_per_token`` / ``output_cost_per_token`` (USD) are the operator's price; unset,
+    litellm's price table is used (see :mod:`engine.models.pricing`).
     """
 
     model: str
@@ -63,12 +65,17 @@ class ModelSpec:
     seed: int | None = None
     concurrency: int | None = None
     context_window: int | None = None
+    input_cost_per_token: float | None = None
+    output_cost_per_token: float | None = None
 
     def __post_init__(self) -> None:
         if not self.model or not self.model.strip():
             raise ValueError("ModelSpec.model must be a non-empty litellm model string")
         if self.concurrency is not None and self.concurrency < 1:
             raise ValueError(f"ModelSpec.concurrency must be >= 1, got {self.concurrency}")
+        for price in (self.input_cost_per_token, self.output_cost_per_token):
+            if price is not None and price < 0:
+                raise ValueError(f"ModelSpec prices must be 0 or more, got {price}")
 
     @property
     def provider(self) -> str | None:
@@ -106,8 +113,18 @@ def replay_spec(spec: ModelSpec, base_url: str) -> ModelSpec:
     """Point ``spec`` at a replay server: same wire model name, OpenAI protocol, fake key.
 
     ``anthropic/claude-x`` becomes ``openai/claude-x`` at ``base_url``, so the replay server sees
-    the model name a recording of the real provider saw.
+    the model name a recording of the real provider saw. A model with a price (the operator's,
+    or litellm's for the replayed name) keeps it, so replays show what the calls would cost;
+    any other is priced at 0, which is true of a replay (nothing is billed), so a cost cap
+    still applies to it.
     """
-    return dataclasses.replace(
+    from engine.models.pricing import price_of
+
+    replayed = dataclasses.replace(
         spec, model=f"openai/{wire_model(spec.model)}", api_base=base_url, api_key="replay"
     )
+    if price_of(replayed) is None:
+        replayed = dataclasses.replace(
+            replayed, input_cost_per_token=0.0, output_cost_per_token=0.0
+        )
+    return replayed

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import anyio
 
 CALL_STATUSES = ("ok", "error", "cancelled")
 
@@ -51,12 +54,24 @@ class UsageLedger:
 
     Every model call is recorded once with its status (``ok``, ``error`` or ``cancelled``), so
     failed and cancelled calls are counted too. Safe to use from several tasks and threads.
+
+    With a cost cap (:meth:`cap_cost`), every model call is admitted at dispatch (when it is
+    about to be sent, not when it was queued): its worst-case cost is reserved, and a call is
+    only sent while what was spent plus every reservation in flight stays within the cap.
+    :meth:`admit` waits while reservations of calls in flight hold the rest of the budget and
+    refuses once even the spent cost leaves no room; :meth:`settle` frees a reservation after
+    the call's real usage is recorded.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._usage: dict[_Key, Usage] = {}
         self._count: dict[_Key, int] = {}
+        self.cost_cap_usd: float | None = None
+        self._refuse: Callable[[str], BaseException] | None = None
+        self._reserved = 0.0
+        self._in_flight = 0  # reservations held (the amount alone drifts with float rounding)
+        self._settled: anyio.Event | None = None
         self._hits = 0
         self._saved = Usage()
 
@@ -86,6 +101,52 @@ class UsageLedger:
         """Tokens and cost the cache hits would have spent."""
         with self._lock:
             return self._saved
+
+    def cap_cost(self, cap_usd: float | None, refuse: Callable[[str], BaseException]) -> None:
+        """Enforce ``cap_usd`` at dispatch; ``refuse(detail)`` builds the error of a refused
+        call (and may note the refusal, e.g. to stop the run)."""
+        self.cost_cap_usd = cap_usd
+        self._refuse = refuse
+
+    @property
+    def reserved_usd(self) -> float:
+        """Worst-case cost reserved by calls in flight."""
+        with self._lock:
+            return self._reserved
+
+    async def admit(self, estimate_usd: float) -> None:
+        """Reserve ``estimate_usd`` for a call about to be sent, waiting while calls in flight
+        hold the rest of the cap; raise the cap's error when there is no room at all."""
+        cap = self.cost_cap_usd
+        if cap is None:
+            return
+        while True:
+            spent = self.totals().cost_usd
+            with self._lock:
+                if spent + self._reserved + estimate_usd <= cap:
+                    self._reserved += estimate_usd
+                    self._in_flight += 1
+                    return
+                in_flight = self._in_flight > 0
+            if not in_flight:
+                detail = (
+                    f"${spent:.6g} spent; the next call may cost up to ${estimate_usd:.6g}, "
+                    f"past the cap of ${cap:g}"
+                )
+                assert self._refuse is not None
+                raise self._refuse(detail)
+            if self._settled is None:
+                self._settled = anyio.Event()
+            await self._settled.wait()
+
+    def settle(self, estimate_usd: float) -> None:
+        """Free a reservation (after the call's real usage was recorded)."""
+        with self._lock:
+            self._in_flight -= 1
+            self._reserved = max(self._reserved - estimate_usd, 0.0) if self._in_flight else 0.0
+        settled, self._settled = self._settled, None
+        if settled is not None:
+            settled.set()
 
     def totals(self, role: str | None = None) -> Usage:
         """Summed usage of all calls (or of one ``role``), whatever their status."""

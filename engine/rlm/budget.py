@@ -1,4 +1,10 @@
-"""Budgets shared by a whole recursion tree: wall time, tokens, cost and sub-calls."""
+"""Budgets shared by a whole recursion tree: wall time, tokens, cost and sub-calls.
+
+The cost cap is enforced when each model call is sent (see :class:`UsageLedger`): a call
+reserves its worst-case cost, so the spend of a tree never passes ``max_cost`` by more than
+the error of that worst case (none for text prompts under byte-level tokenizers, see
+:mod:`engine.models.pricing`), however many calls an ``llm_batch`` queues at once.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ class Budget:
     ) -> None:
         self.limits = limits
         self.ledger = ledger
+        # The cost cap holds at dispatch: the ledger admits each call against it.
+        ledger.cap_cost(limits.max_cost_usd, self._refuse_cost)
         self._clock = clock
         self._started = clock()
         self.sub_calls = 0
@@ -72,6 +80,10 @@ class Budget:
             self.refused = "max_sub_calls"
             raise BudgetExceededError("max_sub_calls", self.describe("max_sub_calls"))
         self.sub_calls += 1
+
+    def _refuse_cost(self, detail: str) -> BudgetExceededError:
+        self.refused = "max_cost"
+        return BudgetExceededError("max_cost", f"{self.describe('max_cost')} ({detail})")
 
     def describe(self, reason: str) -> str:
         """A message for the model and the user saying which limit was hit."""

@@ -149,6 +149,8 @@ class Engine(AsyncResource):
 
                 local = await stack.enter_async_context(LocalModelServer())
                 root = local.spec
+            # The embedded model runs on this machine: its calls cost nothing, also under a cap.
+            root = dataclasses.replace(root, input_cost_per_token=0.0, output_cost_per_token=0.0)
         root = await self._choose_profile(root)
         sub = cfg.sub_model or root
         self._sub_base = sub
@@ -209,6 +211,10 @@ class Engine(AsyncResource):
 
     def _effective(self, spec: ModelSpec) -> ModelSpec:
         return replay_spec(spec, self._replay_url) if self._replay_url else spec
+
+    def as_called(self, spec: ModelSpec) -> ModelSpec:
+        """``spec`` as this engine calls it (pointed at the replay server when replaying)."""
+        return self._effective(spec)
 
     def _new_client(self) -> ModelClient:
         return ModelClient(

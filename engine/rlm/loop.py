@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from engine.config import Limits
-from engine.errors import KernelDiedError, RLMError
+from engine.errors import BudgetExceededError, KernelDiedError, RLMError
 from engine.log import get_logger
 from engine.models import ModelClient, ModelSpec
 from engine.rlm import prompts
@@ -168,13 +168,17 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
         state.iterations = turn
         # After a repeated reply under greedy decoding, the same prompt would repeat it again.
         varied = state.watcher.sampling(s.spec.temperature)
-        completion = await s.client.complete(
-            dataclasses.replace(s.spec, **varied) if varied else s.spec,
-            fit_to_window(state.messages, s.spec.context_window),
-            stop=list(STOP_SEQUENCES),
-            role=s.role,
-            ledger=s.budget.ledger,
-        )
+        try:
+            completion = await s.client.complete(
+                dataclasses.replace(s.spec, **varied) if varied else s.spec,
+                fit_to_window(state.messages, s.spec.context_window),
+                stop=list(STOP_SEQUENCES),
+                role=s.role,
+                ledger=s.budget.ledger,
+            )
+        except BudgetExceededError as exc:  # the cost cap refused this turn at dispatch
+            state.stop(exc.budget)
+            return
         reply = completion.text
         turn_id = s.events.emit(
             "turn",

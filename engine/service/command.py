@@ -72,6 +72,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-upload", default="1g", help="largest upload (default 1g)")
     parser.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="TOML file of the models jobs may name ([models.NAME] with model, api_base, "
+        "api_key_env, prices; default $RLM_SERVICE_MODELS); the service's own --model and "
+        "--sub-model are always allowed",
+    )
+    parser.add_argument(
         "--max-storage-per-key",
         default="10g",
         help="bytes one API key may keep (uploads, inline contexts, trajectories; default 10g; "
@@ -111,6 +119,7 @@ def handle(args: argparse.Namespace) -> int:
     import uvicorn
 
     from engine.service import ApiKeys, JobService, ServiceSettings, create_app, open_store
+    from engine.service.allowlist import load_allow_list
 
     # What the operator set (flags, environment, file) is also the most a job may ask for.
     values = load_values(flag_values(args), config_file=args.config)
@@ -145,6 +154,7 @@ def handle(args: argparse.Namespace) -> int:
         database_url=url,
         lease_s=args.lease_s,
         ceilings=service_ceilings(values),
+        models=load_allow_list(args.models),
     )
     keys = ApiKeys.from_env(enabled=not args.no_auth)
     metrics_keys = ApiKeys.metrics_from_env(enabled=not args.no_auth)

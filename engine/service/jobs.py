@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -37,7 +37,9 @@ from engine.errors import RLMError
 from engine.lifecycle import AsyncResource
 from engine.log import get_logger
 from engine.models import ModelSpec
+from engine.models.pricing import price_of, unpriced_message
 from engine.rlm.slots import SandboxSlots
+from engine.service.allowlist import ModelAllowList
 from engine.service.files import context_spec, local_record
 from engine.service.metrics import Metrics
 from engine.service.replicas import Replica, local_file, share_file
@@ -62,6 +64,9 @@ from engine.service.store_pg import PgJobStore
 from engine.settings import service_ceilings
 from engine.tools import ToolRegistry, ToolsConfig
 
+if TYPE_CHECKING:
+    from engine.rlm import Engine
+
 log = get_logger(__name__)
 
 
@@ -76,6 +81,8 @@ class ServiceSettings:
     max_inline_context_bytes: int = 64 << 20
     max_storage_per_key: int | None = 10 << 30
     retention_days: float | None = None
+    # The models jobs may name (besides the service's own root and sub model).
+    models: ModelAllowList = field(default_factory=lambda: ModelAllowList({}))
     # A postgresql:// URL: the jobs live there, shared with other replicas (else SQLite).
     database_url: str | None = None
     lease_s: float = 30.0
@@ -127,6 +134,7 @@ class JobService(AsyncResource):
         #: the operator's host tools (from the config only), lent to every job.
         self.tools = ToolRegistry(ToolsConfig())
         self._sub: ModelSpec | None = None
+        self.models = settings.models
         self._profile = base_config.prompt_profile
         self._tg: TaskGroup | None = None
         self._scopes: dict[str, anyio.CancelScope] = {}
@@ -137,6 +145,34 @@ class JobService(AsyncResource):
         self.replica: Replica | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
+
+    def _allow_models(self, engine: Engine) -> None:
+        """The models jobs may name: the operator's file plus the service's own two."""
+        base = self.base_config
+        root = base.model or engine.root_spec
+        sub = base.sub_model or root
+        allowed = self.settings.models.with_defaults(root, sub)
+        self.models = ModelAllowList(
+            {name: engine.as_called(spec) for name, spec in allowed.specs.items()}
+        )
+        self._root, self._sub = self.models.specs[root.model], self.models.specs[sub.model]
+
+    def check_models(
+        self, model: str | None, sub_model: str | None, limits: Limits
+    ) -> tuple[ModelSpec, ModelSpec]:
+        """A job's root and sub model from the allow-list (422 for any other name), and a
+        422 when a cost cap applies to a model without a price."""
+        assert self._root is not None and self._sub is not None
+        root, sub = self._root, self._sub
+        if model:
+            root = sub = self.models.resolve(model, "model")
+        if sub_model:
+            sub = self.models.resolve(sub_model, "sub_model")
+        if limits.max_cost_usd is not None:
+            for spec, param in ((root, "model"), (sub, "sub_model")):
+                if price_of(spec) is None:
+                    raise ApiError(422, "model_not_priced", unpriced_message(spec.model), param)
+        return root, sub
 
     async def _open(self, stack: AsyncExitStack) -> None:
         from engine.rlm import Engine
@@ -162,8 +198,8 @@ class JobService(AsyncResource):
         await anyio.to_thread.run_sync(load_litellm)
         # The base engine owns what every job shares: the replay server or local model.
         engine = await stack.enter_async_context(Engine(self.base_config))
-        self._root, self._sub = engine.root_spec, engine.sub_spec
         self._profile = engine.profile.name
+        self._allow_models(engine)
         if self.replica is not None:
             # Runs after the task group ended: the jobs it cancelled go to others now.
             stack.callback(self.replica.release)
@@ -204,6 +240,8 @@ class JobService(AsyncResource):
                 f"this API key already has {active} queued or running jobs (limit "
                 f"{self.settings.max_jobs_per_key}); wait for some to finish or cancel them",
             )
+        limits = limits_with(self.base_config.limits, request.limits)
+        self.check_models(request.model, request.sub_model, limits)
         for file_id in request.file_ids:
             record = self.store.get_file(file_id)
             if record is None or record.owner != owner:
@@ -547,15 +585,8 @@ class JobService(AsyncResource):
 
     def _job_config(self, job: JobRecord) -> EngineConfig:
         request = job.request
-        assert self._root is not None and self._sub is not None
-        root, sub = self._root, self._sub
-        if request.get("model"):
-            root = dataclasses.replace(root, model=request["model"])
-            if not request.get("sub_model"):
-                sub = root
-        if request.get("sub_model"):
-            sub = dataclasses.replace(sub, model=request["sub_model"])
         limits = limits_with(self.base_config.limits, request.get("limits") or {})
+        root, sub = self.check_models(request.get("model"), request.get("sub_model"), limits)
         return EngineConfig(
             model=root,
             sub_model=sub,

@@ -289,17 +289,15 @@ def progress_text(event: dict[str, Any]) -> str:
     return "rlm " + json.dumps(summary, separators=(",", ":"))
 
 
-def models_body(root_model: str, created: int) -> dict[str, Any]:
-    """``GET /v1/models``: the RLM alias and its explicit form."""
+def models_body(root_model: str, created: int, allowed: list[str] | None = None) -> dict[str, Any]:
+    """``GET /v1/models``: the RLM alias and ``rlm/<name>`` for every model the service allows
+    (its root model first)."""
+    names = [root_model, *(n for n in allowed or [] if n != root_model)]
+    ids = [MODEL_ALIAS, *(f"{MODEL_ALIAS}/{name}" for name in names)]
     return {
         "object": "list",
         "data": [
-            {"id": MODEL_ALIAS, "object": "model", "created": created, "owned_by": "rlm-engine"},
-            {
-                "id": f"{MODEL_ALIAS}/{root_model}",
-                "object": "model",
-                "created": created,
-                "owned_by": "rlm-engine",
-            },
+            {"id": ident, "object": "model", "created": created, "owned_by": "rlm-engine"}
+            for ident in ids
         ],
     }

@@ -20,7 +20,8 @@ def routes(api: Api) -> list[Route]:
     service = api.service
 
     async def models(request: Request, owner: str) -> Response:
-        return JSONResponse(oa.models_body(service.root_model_name, api.started))
+        body = oa.models_body(service.root_model_name, api.started, service.models.names)
+        return JSONResponse(body)
 
     async def chat(request: Request, owner: str) -> Response:
         chat_request = oa.parse_chat_request(await api.read_json(request))
