@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.types import CallToolResult, TextContent
 
 from engine.models import Cassette, ReplayServer
 
@@ -21,6 +22,12 @@ pytestmark = pytest.mark.anyio
 
 REPO = Path(__file__).resolve().parent.parent
 TOOL = "tests.test_tools_python:lookup"
+
+
+def _text(result: CallToolResult) -> str:
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    return block.text
 
 
 def _server(replay_url: str, tmp_path: Path, *extra: str) -> StdioServerParameters:
@@ -47,10 +54,10 @@ async def test_rlm_mcp_answers_a_query_about_a_file(tmp_path: Path) -> None:
         'FINAL(f\'{n} errors (team {lookup("alice")["team"]})\')'
     )
     entries = [{"match": {"model": "root"}, "response": {"content": f"```repl\n{script}\n```\n"}}]
-    progress: list[tuple[float, float | None, str | None]] = []
+    reports: list[tuple[float, float | None, str | None]] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append((value, total, message))
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        reports.append((progress, total, message))
 
     async with (
         ReplayServer(Cassette(entries)) as replay,
@@ -70,18 +77,18 @@ async def test_rlm_mcp_answers_a_query_about_a_file(tmp_path: Path) -> None:
             "rlm_run", {"query": "x", "context_path": str(tmp_path / "absent.log")}
         )
     assert not result.is_error
-    text = result.content[0].text
+    text = _text(result)
     answer, summary = text.split("\n\n---\n")
     assert answer == "9 errors (team infra)"  # a host tool given to rlm mcp like to rlm run
     assert summary.startswith("turns: 1, sub-calls: 0, tokens: ")
     assert "answer: final" in summary
     trajectory = Path(summary.rsplit("trajectory: ", 1)[1])
     assert trajectory.parent == tmp_path / "trajectories" and trajectory.is_file()
-    messages = [m for _, _, m in progress]
+    messages = [m for _, _, m in reports]
     assert messages[0] == "sandbox ready" and messages[-1] == "done (answer)"
-    assert (1, 3, "turn 1/3") in progress and (1, 3, "tool lookup ok") in progress
+    assert (1, 3, "turn 1/3") in reports and (1, 3, "tool lookup ok") in reports
     assert missing.is_error
-    assert "does not exist on the rlm server's machine" in missing.content[0].text
+    assert "does not exist on the rlm server's machine" in _text(missing)
 
 
 def test_rlm_mcp_refuses_bad_settings_at_start(tmp_path: Path) -> None:
@@ -129,4 +136,4 @@ async def test_rlm_mcp_over_streamable_http_with_inline_context(tmp_path: Path) 
             process.terminate()
             await process.wait()
     assert not result.is_error, result
-    assert result.content[0].text.startswith("gamma\n\n---\nturns: 1, ")
+    assert _text(result).startswith("gamma\n\n---\nturns: 1, ")

@@ -56,7 +56,8 @@ class ToolsConfig:
 
 
 class _Tool(Protocol):
-    spec: ToolSpec
+    @property
+    def spec(self) -> ToolSpec: ...
 
     async def call(self, args: list[Any], kwargs: dict[str, Any]) -> Any: ...
 
