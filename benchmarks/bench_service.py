@@ -109,12 +109,8 @@ async def run(
             for index in range(jobs):
                 tg.start_soon(submit, index)
         submitted = time.perf_counter() - started
-        peak_live = 0
         while True:
             listed = (await client.get("/v1/jobs")).json()["data"]
-            for other in clients:
-                health = (await other.get("/healthz")).json()
-                peak_live = max(peak_live, health["sandbox_slots"]["in_use"])
             done = [j for j in listed if j["id"] in ids and j["finished_at"] is not None]
             if len(done) == jobs:
                 break
@@ -144,7 +140,6 @@ async def run(
         }
         print(f"jobs                  {jobs} ({len(ok)} answered correctly)")
         print(f"replicas              {len(services)} x {max_sandboxes} sandboxes")
-        print(f"peak slots in use     {peak_live} (on one replica at a time)")
         print(f"submit all            {submitted:.2f} s")
         print(f"wall (client)         {wall:.2f} s")
         print(f"throughput            {result['jobs_per_minute']} jobs/min")
