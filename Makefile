@@ -55,9 +55,11 @@ test: venv image model
 test-fast: venv image
 	$(PY) -m pytest -m "not local_model"
 
+## lint: ruff (lint and format) on everything, mypy --strict on engine/ (pyproject [tool.mypy])
 lint: venv
 	$(VENV)/bin/ruff check engine tests benchmarks sandbox-image
 	$(VENV)/bin/ruff format --check engine tests benchmarks sandbox-image
+	$(VENV)/bin/mypy
 
 ## attacks: the catalogue of attacks on real sandboxes and a real service, then its table
 attacks: venv image

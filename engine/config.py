@@ -275,9 +275,13 @@ def build_config(values: Mapping[str, Any]) -> EngineConfig:
         sub_base = values.get("sub_api_base", api_base)
         sub_model = ModelSpec(sub_name, api_base=sub_base or None, api_key=api_key, **spec_extra)
 
-    limits = Limits(**{s.field: values[s.name] for s in _LIMIT_SETTINGS if s.name in values})
+    limits = Limits(
+        **{s.field or s.name: values[s.name] for s in _LIMIT_SETTINGS if s.name in values}
+    )
     sandbox = None
-    sandbox_values = {s.field: values[s.name] for s in _SANDBOX_SETTINGS if s.name in values}
+    sandbox_values = {
+        s.field or s.name: values[s.name] for s in _SANDBOX_SETTINGS if s.name in values
+    }
     if sandbox_values:
         from engine.sandbox import SandboxConfig
 

@@ -13,7 +13,8 @@ class AsyncResource:
     A subclass implements :meth:`_open`, registering everything it opens on ``stack``
     (``enter_async_context``, ``callback``, ``push_async_callback``). If ``_open`` raises (or
     is cancelled), what it registered so far is released at once; leaving the block releases
-    everything in reverse order, also on cancellation or an error. Entering twice is an error.
+    everything in reverse order, also on cancellation or an error (which is never swallowed).
+    Entering twice is an error.
     """
 
     _stack: AsyncExitStack | None = None
@@ -45,8 +46,7 @@ class AsyncResource:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         stack, self._stack = self._stack, None
-        if stack is None:
-            return False
-        return await stack.__aexit__(exc_type, exc, tb)
+        if stack is not None:
+            await stack.aclose()

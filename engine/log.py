@@ -58,4 +58,5 @@ def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
     """Return a structlog logger bound to ``name``."""
     if not _configured:
         configure_logging()
-    return structlog.get_logger(name)
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
+    return logger

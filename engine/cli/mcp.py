@@ -18,7 +18,7 @@ from engine.config import EngineConfig, load_config
 from engine.settings import flag_values
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``mcp`` sub-command."""
     from engine.cli.run import add_engine_arguments
 

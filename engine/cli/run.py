@@ -34,7 +34,7 @@ _LIMIT_TEXT = {
 }
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``run`` sub-command."""
     parser = subparsers.add_parser(
         "run",

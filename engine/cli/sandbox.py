@@ -12,7 +12,7 @@ import anyio
 from engine.errors import ConfigError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     image = sub.add_parser("image", help="build the sandbox image")
     image_sub = image.add_subparsers(dest="image_command", metavar="ACTION", required=True)
     build = image_sub.add_parser("build", help="build (or reuse) the sandbox image, offline")

@@ -16,7 +16,7 @@ from typing import Any
 from engine.errors import ConfigError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``view`` sub-command."""
     parser = subparsers.add_parser(
         "view",

@@ -139,7 +139,7 @@ _HTML_LINES = {"li", "tr", "dt", "dd"}
 
 
 def _html(path: Path) -> Extracted:
-    import lxml.html  # type: ignore[import-untyped]  # lxml ships no type information
+    import lxml.html
 
     data = path.read_bytes()
     if not data.strip():

@@ -42,8 +42,11 @@ class EvalItem:
 class Benchmark(Protocol):
     """A named benchmark: a seeded generator or loader plus a scorer."""
 
-    name: str
-    description: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
 
     def items(self, length: int, n: int, seed: int, unit: Unit = "tokens") -> list[EvalItem]:
         """``n`` items whose context measures about ``length`` in ``unit``; seed-deterministic."""

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.errors import DataMissingError
 from engine.eval.base import EvalItem, Unit, measure_fn
@@ -119,7 +120,7 @@ def _options(rng: random.Random, correct: str, pool: list[str]) -> tuple[list[st
 
 def make_code_question(
     kind: str, files: list[SourceFile], facts: list[FileFacts], rng: random.Random
-) -> tuple[str, list[str], str, dict] | None:
+) -> tuple[str, list[str], str, dict[str, Any]] | None:
     """(question, options, gold letter, details) or None when ``kind`` has no clean instance."""
     paths = [f.path for f in files]
     if kind == "defines":

@@ -120,7 +120,7 @@ def parse_choice(prediction: str, options: Sequence[str] = ()) -> str | None:
     for pattern in _CHOICE_PATTERNS:
         hits = pattern.findall(text)
         if hits:
-            return hits[-1]
+            return str(hits[-1])
     keys = [_option_key(option) for option in options[:4]]
     said = _option_key(text)
     if not said or not any(keys):

@@ -12,6 +12,7 @@ import json
 import random
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -81,7 +82,15 @@ class SNIAH:
         measure = measure_fn(unit)
         return [self._item(essays, measure, length, unit, seed, i) for i in range(n)]
 
-    def _item(self, essays, measure, length: int, unit: Unit, seed: int, index: int) -> EvalItem:
+    def _item(
+        self,
+        essays: str,
+        measure: Callable[[str], int],
+        length: int,
+        unit: Unit,
+        seed: int,
+        index: int,
+    ) -> EvalItem:
         rng = random.Random(f"{self.name}|{length}|{unit}|{seed}|{index}")
         starts = sentence_starts(essays[:200_000])
         start = rng.choice(starts)

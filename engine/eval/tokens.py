@@ -35,12 +35,12 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (special-token strings are encoded as plain text)."""
         if self._kind == "tiktoken":
-            return self._impl.encode(text, disallowed_special=())
-        return self._impl.encode(text, add_special_tokens=False).ids
+            return list(self._impl.encode(text, disallowed_special=()))
+        return list(self._impl.encode(text, add_special_tokens=False).ids)
 
     def decode(self, ids: list[int]) -> str:
         """Text of token ids."""
-        return self._impl.decode(ids)
+        return str(self._impl.decode(ids))
 
     def count(self, text: str) -> int:
         """Number of tokens in ``text``."""

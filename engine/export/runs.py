@@ -113,7 +113,7 @@ def runs_from_events(events: list[dict[str, Any]], *, source: str) -> list[RootR
                 int(event.get("iteration", 0)), list(event["messages"]), str(event["reply"])
             )
             run.turns.append(turn)
-            turns[int(event_id)] = turn
+            turns[int(event["id"])] = turn
         elif kind in ("cell", "nudge") and parent in turns:
             turn = turns[parent]
             if kind == "nudge":

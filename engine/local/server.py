@@ -180,7 +180,7 @@ def serve_forever(
     if not opts.model_path.is_file():
         raise LocalModelError(f"model file {opts.model_path} not found; run `rlm model pull`")
     stop = stop or threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())

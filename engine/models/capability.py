@@ -179,7 +179,8 @@ async def _openai_models(client: httpx.AsyncClient, base: str, wanted: str) -> S
     params = window = None
     for model in chosen:
         names += [str(model[k]) for k in ("id", "root") if isinstance(model.get(k), str)]
-        meta = model.get("meta") if isinstance(model.get("meta"), dict) else {}
+        meta = model.get("meta")
+        meta = meta if isinstance(meta, dict) else {}
         params = _int(meta.get("n_params")) or params
         window = (
             _int(model.get("max_model_len"))
@@ -210,9 +211,11 @@ async def _ollama_show(client: httpx.AsyncClient, root: str, model: str) -> Serv
     data = await _get_json(client, "POST", f"{root}/api/show", {"model": model})
     if not isinstance(data, dict):
         return ServerFacts()
-    info = data.get("model_info") if isinstance(data.get("model_info"), dict) else {}
+    info = data.get("model_info")
+    info = info if isinstance(info, dict) else {}
     params = _int(info.get("general.parameter_count"))
-    details = data.get("details") if isinstance(data.get("details"), dict) else {}
+    details = data.get("details")
+    details = details if isinstance(details, dict) else {}
     if params is None and isinstance(details.get("parameter_size"), str):
         match = _OLLAMA_SIZE.match(details["parameter_size"])
         if match:
@@ -295,11 +298,14 @@ def decide(spec: ModelSpec, facts: ServerFacts) -> ProfileChoice:
         return ProfileChoice(
             "rlm-trained", "a post-trained RLM checkpoint", context_window=window, facts=facts
         )
+    params_b: float | None = None
+    source = ""
     if facts.params:
         params_b, source = facts.params / 1e9, f"the server ({', '.join(facts.endpoints)})"
     else:
         found = [(p, n) for n in names if (p := params_from_name(_basename(n))) is not None]
-        params_b, source = (found[0][0], f"the name {found[0][1]!r}") if found else (None, "")
+        if found:
+            params_b, source = found[0][0], f"the name {found[0][1]!r}"
     if params_b is not None:
         size = f"{params_b:g}B parameters per {source}"
         if params_b < SMALL_MAX_PARAMS_B:

@@ -166,12 +166,12 @@ class ReplayServer(AsyncResource):
                 start = last_user_text(messages) or (
                     str(messages[-1].get("content", "")) if messages else ""
                 )
-                message = (
+                refusal = (
                     f"{MISMATCH_MARKER} (model={model}, last message starts "
                     f"{start[:80]!r}); record a cassette for this run or add a matching entry"
                 )
                 log.warning("replay mismatch", model=model, start=start[:80])
-                return _error(400, message, "replay_mismatch")
+                return _error(400, refusal, "replay_mismatch")
             if entry.delay_s and await _hold(request, entry.delay_s):
                 return Response(status_code=499)  # the client gave up; nobody reads this
             if entry.status != 200:

@@ -104,7 +104,7 @@ def _parse(answer: str) -> tuple[Any, str | None]:
         text = text.split("\n", 1)[1] if "\n" in text else text
     try:
         return json.loads(text), None
-    except ValueError as json_error:
+    except json.JSONDecodeError as json_error:
         try:
             # str() of a dict or list in the kernel gives a Python literal, not JSON.
             return ast.literal_eval(text), None

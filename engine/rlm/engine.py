@@ -338,7 +338,7 @@ class Engine(AsyncResource):
             async with anyio.create_task_group() as group:
                 # litellm takes seconds to import; do it while the sandbox starts.
                 group.start_soon(_warm_up_litellm)
-                return await self.run_task(
+                result = await self.run_task(
                     tree,
                     query=query,
                     context=context,
@@ -349,6 +349,7 @@ class Engine(AsyncResource):
                     task_id=task_id,
                     prepared=prepared,
                 )
+        return result
 
     async def run_task(
         self,

@@ -371,6 +371,7 @@ async def _resolve_final(
     ``FINAL_VAR(name)`` and ``FINAL(<python expression>)`` are evaluated in the kernel (so
     ``FINAL(result)`` means the variable); a literal or plain text is the answer itself.
     """
+    code: str | None
     if final.kind == "final_var":
         code = f"FINAL_VAR({final.argument!r})"
     else:

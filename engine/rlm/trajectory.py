@@ -101,7 +101,7 @@ class Trajectory:
                 self._on_event(event)
             except Exception as exc:  # a broken progress display must not end the run
                 log.warning("on_event callback failed", error=repr(exc), event_type=type_)
-        return event["id"]
+        return int(event["id"])
 
 
 def read_trajectory(path: Path) -> list[dict[str, Any]]:

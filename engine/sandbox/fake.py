@@ -27,7 +27,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from functools import cache
 from pathlib import Path
@@ -185,7 +185,8 @@ class FakeSandbox:
             cell.error = CellError("KeyboardInterrupt", "", "KeyboardInterrupt")
         except BaseException as exc:  # everything a cell raises is its output, not ours
             # Leave out the fake's own frame, as the kernel shows only the cell's.
-            frames = traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next)
+            tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+            frames = traceback.format_exception(type(exc), exc, tb)
             cell.error = CellError(type(exc).__name__, str(exc), "".join(frames))
         finally:
             try:
@@ -328,7 +329,7 @@ class FakeSandbox:
             "rlm_query_batched": rlm_query_batched,
         }
 
-    def _call(self, name: str, func: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    def _call(self, name: str, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
         # Runs in the cell's thread: hop to the event loop, and turn the orchestrator's errors
         # into the exceptions the runtime's bridge client raises in the kernel.
         if self._token is None:
@@ -352,7 +353,7 @@ class FakeSandbox:
         return str(self._call("llm_query", self._bridge().llm_query, prompt, model))
 
     def _llm_batch(self, prompts: list[str], model: str | None = None) -> list[str]:
-        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+        if not isinstance(prompts, list | tuple) or not all(isinstance(p, str) for p in prompts):
             raise TypeError("llm_batch takes a list of prompt strings; for one use llm_query")
         if not prompts:
             return []
@@ -412,8 +413,9 @@ def _split_last_expression(code: str) -> tuple[ast.Module, ast.Expression | None
     """Split a cell like IPython does: the last statement's value is the cell's result."""
     tree = ast.parse(code, "<cell>", "exec")
     if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
-        return tree, last
+        last = tree.body.pop()
+        assert isinstance(last, ast.Expr)
+        return tree, ast.Expression(last.value)
     return tree, None
 
 

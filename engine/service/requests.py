@@ -107,7 +107,9 @@ def parse_limits(raw: Any, param: str = "limits") -> dict[str, float | int]:
 
 def limits_with(base: Limits, limits: Mapping[str, float | int]) -> Limits:
     """``base`` with a job's budgets (API names) applied."""
-    overrides = {LIMIT_SETTINGS[name].field or name: value for name, value in limits.items()}
+    overrides: dict[str, Any] = {
+        LIMIT_SETTINGS[name].field or name: value for name, value in limits.items()
+    }
     return dataclasses.replace(base, **overrides) if overrides else base
 
 
