@@ -201,3 +201,13 @@ def test_loop_cut_output_steers_to_a_search() -> None:
     assert nudge is not None and nudge.reason == "output_cut"
     assert "12,345 characters in its middle were dropped" in nudge.message
     assert "print(search('quiet-lake'))" in nudge.message
+
+
+def test_loop_same_error_twice_asks_for_another_approach() -> None:
+    watcher = text_watcher()
+    error = "IndexError: list index out of range"
+    assert watcher.after_cell('print(context.split("\\n")[1000])', error, error) is None
+    nudge = watcher.after_cell('print(context.split("\\n")[1001])', error, error)
+    assert nudge is not None and nudge.reason == "repeated_error"
+    assert "failed the same way" in nudge.message and "search('quiet-lake')" in nudge.message
+    assert watcher.after_cell("print(len(context))", "8000", None) is None

@@ -163,6 +163,7 @@ class Watcher:
     repeats: int = 0
     challenged: bool = False
     whole_seen: bool = False  # the preview showed the entire context
+    last_error: str | None = None  # the exception type of the last cell, if it failed
 
     @classmethod
     def for_context(cls, query: str, info: Any) -> Watcher:
@@ -233,6 +234,11 @@ class Watcher:
         self.seen_output.append(output)
         if self.kind == "none":
             return None
+        same_error = error is not None and self.last_error == error.split(":")[0]
+        self.last_error = error.split(":")[0] if error is not None else None
+        if same_error and error is not None:
+            # Small edits of a failing cell (an index + 1 each turn) fail the same way forever.
+            return Nudge("repeated_error", self._error_advice(error))
         searched = bool(_SEARCH_CALL.search(code))
         failed = error is not None or _EMPTY_OUTPUT.match(output) or _NO_MATCH.search(output[:300])
         if searched and failed:
@@ -241,6 +247,15 @@ class Watcher:
         if cut and not searched:
             return Nudge("output_cut", self._cut_advice(cut.group(1)))
         return self._small_slice(code)
+
+    def _error_advice(self, error: str) -> str:
+        terms = key_terms(self.query)
+        example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
+        return (
+            f"This cell failed the same way as the one before ({error[:120]}). Changing a "
+            "number or a detail of it will not help. Take a different approach: search the "
+            f"whole context:\n```repl\n{example}\n```"
+        )
 
     def _cut_advice(self, dropped: str) -> str:
         # print(context) on a long text: the middle of the output is dropped, and weak models
