@@ -18,11 +18,13 @@ The models file (``rlm serve --models FILE`` or ``$RLM_SERVICE_MODELS``), TOML::
     concurrency = 8                       # optional cap on this model's calls in flight
 
 The service's own root and sub models (``--model``, ``--sub-model``) are always allowed
-under their configured names; a name in the file that equals one of them replaces its spec.
+under their configured names; a file entry of the same name fills in what their configuration
+leaves unset (a price, an endpoint, a key), the configuration winning where both set a field.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
@@ -73,9 +75,19 @@ class ModelAllowList:
         return spec
 
     def with_defaults(self, *defaults: ModelSpec) -> ModelAllowList:
-        """Also allow the service's own models under their names (the file's entry wins)."""
-        merged = {spec.model: spec for spec in defaults}
-        merged.update(self.specs)
+        """Also allow the service's own models under their names; a file entry of the same
+        name fills the fields their configuration leaves unset (e.g. the price)."""
+        merged = dict(self.specs)
+        for spec in defaults:
+            listed = self.specs.get(spec.model)
+            if listed is not None:
+                gaps = {
+                    f.name: getattr(listed, f.name)
+                    for f in dataclasses.fields(spec)
+                    if getattr(spec, f.name) is None
+                }
+                spec = dataclasses.replace(spec, **gaps)
+            merged[spec.model] = spec
         return ModelAllowList(merged)
 
 
