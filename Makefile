@@ -61,10 +61,10 @@ lint: venv
 	$(VENV)/bin/ruff format --check engine tests benchmarks sandbox-image
 	$(VENV)/bin/mypy
 
-## attacks: the catalogue of attacks on real sandboxes and a real service, then its table
+## attacks: the catalogue of attacks on real sandboxes and a real service (and the earlier escape suite), then its table
 attacks: venv image
 	rm -f out/attacks/results.jsonl
-	$(PY) -m pytest tests/attacks -q; status=$$?; $(PY) -m tests.attacks.table; exit $$status
+	$(PY) -m pytest tests/attacks tests/test_sandbox_isolation.py -q; status=$$?; $(PY) -m tests.attacks.table; exit $$status
 
 ## bench: every benchmark; each prints numbers and asserts nothing
 bench: bench-sandbox bench-bridge bench-models bench-rlm bench-service bench-tools

@@ -36,8 +36,9 @@ async def test_local_model_finds_the_needle_through_sandbox_code(tmp_path: Path)
     assert result.error is None, result.error
     assert result.ready, replies
     assert is_correct(result.answer, hay.secret), (result.answer, hay.secret, replies)
-    # The secret reached the model only as the output of code that read `context`.
+    # The secret reached the model only as the output of code (which reads `context`, itself
+    # or through a kernel helper such as search()), never in the prompt.
     cells = [e for e in events if e["type"] == "cell"]
-    assert any(hay.secret in e["output"] and "context" in e["code"] for e in cells), replies
+    assert any(hay.secret in e["output"] for e in cells), replies
     start = next(e for e in events if e["type"] == "run_start")
     assert hay.secret not in str(start)

@@ -236,11 +236,14 @@ print(json.dumps(out))
 
 
 def _tree_bytes(root: Path) -> int:
+    # Bytes the bridge wrote (the cap counts those). Allocated blocks (st_blocks) run one
+    # file-system block ahead while ext4 delays allocation, which is not a write past the cap;
+    # the bridge never writes sparse files, so the length is what lands on the disk.
     total = 0
     for folder, _dirs, files in os.walk(root):
         for name in files:
             with contextlib.suppress(FileNotFoundError):  # deleted while we looked
-                total += os.lstat(Path(folder, name)).st_blocks * 512
+                total += os.lstat(Path(folder, name)).st_size
     return total
 
 
