@@ -161,6 +161,18 @@ def test_loop_answer_found_by_search_or_computed_is_accepted() -> None:
     assert tiny.unsupported_answer("blue", "answer['content'] = 'blue'") is None
 
 
+def test_loop_a_short_guess_inside_a_longer_number_is_not_support() -> None:
+    # Seen with the local model: it printed the line count (2001), then answered "2".
+    watcher = text_watcher()
+    code = "print(len(context.split('\\n')))"
+    watcher.after_cell(code, "2001", None)
+    nudge = watcher.unsupported_answer("2", "answer['content'] = '2'\nanswer['ready'] = True")
+    assert nudge is not None and nudge.reason == "unsupported_answer"
+    shown = text_watcher()
+    shown.after_cell("print(context.count('ERROR'), 'errors')", "2 errors", None)
+    assert shown.unsupported_answer("2", "answer['content'] = '2'") is None
+
+
 def test_loop_sub_call_answers_count_as_reading() -> None:
     rows = list_watcher()
     rows.after_cell("labels = llm_map(context, 'positive or negative?')", "", None)

@@ -148,6 +148,16 @@ def _normal(text: str) -> str:
     return " ".join(text.split())
 
 
+def _shows(value: str, output: str) -> bool:
+    """Whether ``output`` shows ``value`` as a whole token, not inside a longer one.
+
+    A short answer such as "2" occurs inside almost any output ("2001 lines"); only a match
+    not glued to other letters or digits counts as the output having shown it.
+    """
+    pattern = r"(?<![0-9A-Za-z])" + re.escape(_normal(value)) + r"(?![0-9A-Za-z])"
+    return re.search(pattern, _normal(output)) is not None
+
+
 @dataclass
 class Watcher:
     """What one run has seen; the loop asks it before and after each cell and on each reply."""
@@ -316,7 +326,7 @@ class Watcher:
             return None
         if value not in typed_values(code):
             return None
-        shown = any(_normal(value) in _normal(out) for out in self.seen_output)
+        shown = any(_shows(value, out) for out in self.seen_output)
         if (self.read_content or reads_content(code, self.kind)) and (shown or self.sub_calls):
             return None
         self.challenged = True
