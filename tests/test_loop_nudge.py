@@ -168,6 +168,11 @@ def test_loop_a_short_guess_inside_a_longer_number_is_not_support() -> None:
     watcher.after_cell(code, "2001", None)
     nudge = watcher.unsupported_answer("2", "answer['content'] = '2'\nanswer['ready'] = True")
     assert nudge is not None and nudge.reason == "unsupported_answer"
+    # A partial preview that happens to hold the value ("request 2") does not support it either.
+    log = Info("text", "str", 60_000, None, "2024-01-01 INFO request 2 ok\n" * 20)
+    previewed = Watcher.for_context("How many ERROR lines?", log)
+    previewed.after_cell(code, "2001", None)
+    assert previewed.unsupported_answer("2", "answer['content'] = '2'") is not None
     shown = text_watcher()
     shown.after_cell("print(context.count('ERROR'), 'errors')", "2 errors", None)
     assert shown.unsupported_answer("2", "answer['content'] = '2'") is None

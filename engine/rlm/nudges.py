@@ -184,8 +184,11 @@ class Watcher:
         length = items if items is not None and info.kind != "text" else info.length_chars
         watcher = cls(query, info.kind, info.preview or "", length or 0)
         # A context the preview showed in full has been read, and the preview is output seen.
-        watcher.seen_output.append(watcher.preview)
+        # A partial preview is not: a short value in it ("request 2") would "support" any
+        # guess that happens to match it.
         watcher.whole_seen = watcher.read_content = info.length_chars <= len(watcher.preview)
+        if watcher.whole_seen:
+            watcher.seen_output.append(watcher.preview)
         return watcher
 
     # --- replies -----------------------------------------------------------------------------
