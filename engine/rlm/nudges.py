@@ -333,15 +333,23 @@ class Watcher:
         if (self.read_content or reads_content(code, self.kind)) and (shown or self.sub_calls):
             return None
         self.challenged = True
-        # A file name is checked by reading files; a value by finding it in the text.
-        terms = key_terms(self.query) if self.kind == "directory" else []
+        # A file name is checked by reading files; a distinctive value by finding it in the
+        # text. A short value (a count, a yes/no) is found everywhere or nowhere, so it is
+        # checked by computing it from what the question names.
+        short = len(value) < 4
+        terms = key_terms(self.query) if self.kind == "directory" or short else []
         probe = terms[0] if terms else value[:60]
+        how = (
+            f"compute it from the content, e.g.\n```repl\nhits = search({probe!r}, "
+            "max_hits=100_000)\nprint(len(hits), 'matches')\nprint(hits[:3])\n```"
+            if short and terms
+            else f"check it in the context first, e.g.\n```repl\nprint(search({probe!r}))\n```"
+        )
         return Nudge(
             "unsupported_answer",
             f"You set the answer {value[:80]!r}, but no output so far shows it in the content "
-            "of `context` (file names or the preview are not the content). Check it in the "
-            f"context first, e.g.\n```repl\nprint(search({probe!r}))\n```\nthen set the answer "
-            "again (answer['ready'] = True) if it is right.",
+            f"of `context` (file names or the preview are not the content). Instead, {how}\n"
+            "then set the answer again (answer['ready'] = True) if it is right.",
         )
 
 
