@@ -33,7 +33,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev,eval,local]'
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev,eval,local,trained]'
 	touch $@
 
 ## image: build the sandbox image offline (cached: seconds when nothing changed)
