@@ -28,12 +28,6 @@ pytestmark = [
 ATTEMPTS = 2
 
 
-@pytest.mark.xfail(
-    reason="known regression (see the closing note of this stop and issue 14): on the final "
-    "commit the embedded 1.5B model prints the context, then guesses a number in every turn; "
-    "the run itself must still end cleanly with the secret kept out of the prompt",
-    strict=False,
-)
 async def test_local_model_finds_the_needle_through_sandbox_code(tmp_path: Path) -> None:
     hay = make_haystack(25_000, seed=11)
     seen: list[object] = []
@@ -58,4 +52,7 @@ async def test_local_model_finds_the_needle_through_sandbox_code(tmp_path: Path)
             cells = [e for e in events if e["type"] == "cell"]
             assert any(hay.secret in e["output"] for e in cells), replies
             return
-    raise AssertionError(f"no run of {ATTEMPTS} found {hay.secret!r}: {seen}")
+    # Known regression (closing note of this stop, issue 14): on this commit the embedded model
+    # prints the context, then guesses. Only the answer's correctness is excused; the assertions
+    # above (clean run, secret kept out of the prompt) stay strict in every run.
+    pytest.xfail(f"known regression: no run of {ATTEMPTS} found {hay.secret!r}: {seen}")
