@@ -58,7 +58,7 @@ async def test_client_in_a_real_sandbox() -> None:
                 "print(llm_batch(['one', 'two', 'budget'], model='m2'))\n"
                 "print(rlm_query('sum the rows', context={'rows': [1, 2, 3]}))\n"
                 "import os; print(sorted(os.listdir('/rlm/run')))",
-                timeout=60,
+                cell_timeout_s=60,
             )
             assert calls.error is None, calls.output_text()
             assert calls.stdout.splitlines() == [
@@ -69,20 +69,20 @@ async def test_client_in_a_real_sandbox() -> None:
             ]
             assert handler.children == [("sum the rows", '{"rows": [1, 2, 3]}')]
 
-            budget = await sandbox.execute("llm_query('budget')", timeout=60)
+            budget = await sandbox.execute("llm_query('budget')", cell_timeout_s=60)
             assert budget.error is not None
             assert budget.error.ename == "BudgetExhausted"
             assert budget.error.evalue == "sub-call budget of 2 calls used up"
 
             # A cell timeout interrupts the kernel inside the blocked client call: the
             # client drops its connection and the bridge cancels the sub-call.
-            hung = await sandbox.execute("llm_query('hang')", timeout=3)
+            hung = await sandbox.execute("llm_query('hang')", cell_timeout_s=3)
             assert hung.timed_out
             with anyio.fail_after(10):
                 await handler.cancelled.wait()
-            after = await sandbox.execute("print(llm_query('again'))", timeout=60)
+            after = await sandbox.execute("print(llm_query('again'))", cell_timeout_s=60)
             assert after.stdout == "sub says niaga\n"
 
-        gone = await sandbox.execute("llm_query('x')", timeout=60)
+        gone = await sandbox.execute("llm_query('x')", cell_timeout_s=60)
         assert gone.error is not None and gone.error.ename == "BridgeCallError"
         assert "the bridge is not available in this sandbox" in gone.error.evalue

@@ -30,7 +30,7 @@ ESSAY = (
 
 async def run_cell(context: Any, code: str) -> str:
     async with Sandbox(SandboxConfig.from_env(), context=context) as sandbox:
-        result = await sandbox.execute(code, timeout=60)
+        result = await sandbox.execute(code, cell_timeout_s=60)
     assert result.error is None, result.output_text()
     return result.stdout
 

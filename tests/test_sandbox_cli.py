@@ -31,7 +31,7 @@ def test_exec_prints_output_and_exit_status(tmp_path: Path) -> None:
     failed = rlm("sandbox", "exec", "--code", "raise ValueError('bad input')")
     assert failed.returncode == 1
     assert "ValueError: bad input" in failed.stderr
-    timed = rlm("sandbox", "exec", "--timeout", "1", "--json", "--code", "while True: pass")
+    timed = rlm("sandbox", "exec", "--cell-timeout", "1", "--json", "--code", "while True: pass")
     assert timed.returncode == 1
     assert json.loads(timed.stdout)["timed_out"] is True
 

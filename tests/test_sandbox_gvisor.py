@@ -38,6 +38,6 @@ async def test_gvisor_sandbox_runs_isolated_with_context(runsc: str, tmp_path: P
         found = json.loads(result.stdout)
         assert found["uid"] != 0 and found["ifaces"] == ["lo"] and found["net"] != "open"
         assert found["n"] == 10
-        looped = await sandbox.execute("y = 1\nwhile True: pass", timeout=1.0)
+        looped = await sandbox.execute("y = 1\nwhile True: pass", cell_timeout_s=1.0)
         assert looped.timed_out
         assert (await sandbox.execute("y")).result == "1"

@@ -25,7 +25,7 @@ async def shared() -> AsyncIterator[Sandbox]:
 
 
 async def probe(sandbox: Sandbox, code: str) -> dict[str, object]:
-    result = await sandbox.execute(code, timeout=60)
+    result = await sandbox.execute(code, cell_timeout_s=60)
     assert result.error is None, result.output_text()
     found: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
     return found
@@ -167,11 +167,11 @@ print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "cap": status["CapEff"
 
 async def test_endless_cell_times_out_and_state_survives(shared: Sandbox) -> None:
     await shared.execute("kept = 'before the loop'")
-    looped = await shared.execute("while True:\n    pass", timeout=1.0)
+    looped = await shared.execute("while True:\n    pass", cell_timeout_s=1.0)
     assert looped.timed_out and looped.error is not None
     assert looped.error.ename == "TimeoutError"
     assert (await shared.execute("kept")).result == "'before the loop'"
-    sleeper = await shared.execute("import time\ntime.sleep(30)", timeout=0.5)
+    sleeper = await shared.execute("import time\ntime.sleep(30)", cell_timeout_s=0.5)
     assert sleeper.timed_out
     assert (await shared.execute("1 + 1")).result == "2"
 
@@ -182,14 +182,14 @@ async def test_huge_output_is_truncated_and_bounded(shared: Sandbox) -> None:
         "chunk = 'x' * 1_000_000 + '\\n'\n"
         "for _ in range(1024):\n    print(chunk, end='')\n"
         "print('THE END')",
-        timeout=300,
+        cell_timeout_s=300,
     )
     assert printed.ok
     assert printed.truncated
     assert len(printed.stdout) < 2 * limit + 1000
     assert "characters dropped" in printed.stdout
     assert printed.stdout.rstrip().endswith("THE END")
-    single = await shared.execute("print('y' * 50_000_000)", timeout=120)
+    single = await shared.execute("print('y' * 50_000_000)", cell_timeout_s=120)
     assert single.truncated and len(single.stdout) < 2 * limit + 1000
     assert (await shared.execute("print('ok')")).stdout == "ok\n"
 
@@ -229,7 +229,7 @@ except Exception:
     pass
 print(json.dumps({"peak": peak}))
 """,
-            timeout=60,
+            cell_timeout_s=60,
         )
         if runtime == "runsc":
             try:
@@ -254,7 +254,8 @@ async def test_memory_bomb_is_killed_and_reported_as_oom() -> None:
         task = f"rlm-{sandbox.task_id}"
         with pytest.raises(KernelDiedError, match=r"ran out of memory \(limit 256 MiB\)"):
             await sandbox.execute(
-                "blocks = []\nwhile True:\n    blocks.append(bytearray(16 * 2**20))", timeout=60
+                "blocks = []\nwhile True:\n    blocks.append(bytearray(16 * 2**20))",
+                cell_timeout_s=60,
             )
         with pytest.raises(KernelDiedError, match="out of memory"):
             await sandbox.execute("1")
@@ -269,7 +270,7 @@ async def test_cell_that_ignores_interrupt_is_stopped_and_reported() -> None:
             await sandbox.execute(
                 "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
                 "while True:\n    time.sleep(0.1)",
-                timeout=1.0,
+                cell_timeout_s=1.0,
             )
     assert task not in engine_containers()
 

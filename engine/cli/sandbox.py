@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 
 from engine.errors import ConfigError
+from engine.settings import DEFAULT_CELL_TIMEOUT_S
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,7 +27,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sandbox_sub.add_parser("exec", help="run code in a fresh sandbox and print its output")
     run.add_argument("--code", required=True, help="Python code to run ('-' reads stdin)")
     run.add_argument("--context", type=Path, default=None, help="context file or directory")
-    run.add_argument("--timeout", type=float, default=None, help="cell timeout in seconds")
+    run.add_argument(
+        "--cell-timeout",
+        "--timeout",  # the flag's earlier name, still accepted
+        dest="cell_timeout",
+        type=float,
+        default=DEFAULT_CELL_TIMEOUT_S,
+        help="seconds the cell may run (default %(default)g; RLM_CELL_TIMEOUT is for rlm run)",
+    )
     run.add_argument("--memory", default=None, help="memory limit, e.g. 1g")
     run.add_argument("--runtime", default=None, help="Docker runtime, e.g. runsc (gVisor)")
     run.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -68,7 +76,7 @@ def _sandbox_exec(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with Sandbox(config, context=args.context) as sandbox:
-            result = await sandbox.execute(code, timeout=args.timeout)
+            result = await sandbox.execute(code, cell_timeout_s=args.cell_timeout)
         if args.json:
             payload = {
                 "stdout": result.stdout,

@@ -247,7 +247,7 @@ async def _run_cells(
                 if doubt is None:
                     return
             # Sent back: the kernel's answer stays, but is no longer final.
-            await sandbox.execute('answer["ready"] = False', timeout=s.limits.cell_timeout_s)
+            await sandbox.execute('answer["ready"] = False', cell_timeout_s=s.limits.cell_timeout_s)
             _nudge(s, turn_id, turn, doubt)
             output = f"{output}\n{doubt.message}" if output else doubt.message
         outputs.append(output)
@@ -301,7 +301,7 @@ async def _run_cell(
     cell_id = s.events.trajectory.reserve_id()
     s.events.current_cell = cell_id
     try:
-        result = await sandbox.execute(code, timeout=s.limits.cell_timeout_s)
+        result = await sandbox.execute(code, cell_timeout_s=s.limits.cell_timeout_s)
     finally:
         s.events.current_cell = None
     if result.state.answer_content:
@@ -386,7 +386,9 @@ async def _resolve_final(
         if ready:
             note = _finish_checked(s, state, state.answer_content, "final", turn_id)
             if note:
-                await sandbox.execute('answer["ready"] = False', timeout=s.limits.cell_timeout_s)
+                await sandbox.execute(
+                    'answer["ready"] = False', cell_timeout_s=s.limits.cell_timeout_s
+                )
             return note
     if final.kind == "final_var":
         return s.profile.final_var_missing_note(final.argument)

@@ -315,15 +315,15 @@ class Profile:
             'set answer["content"] and answer["ready"] = True in a ```repl block.'
         )
 
-    def cell_extras(self, result: ExecResult, timeout_s: float) -> list[str]:
+    def cell_extras(self, result: ExecResult, cell_timeout_s: float) -> list[str]:
         """Advice to append to a cell's output as the model should see it (after a timeout).
 
         The sandbox already reports the timeout itself; this says what to do about it.
         """
         if result.timed_out:
             return [
-                f"[rlm] cells are stopped after {timeout_s:g} s. Do less work per cell, and use "
-                "llm_batch instead of a loop of llm_query calls."
+                f"[rlm] cells are stopped after {cell_timeout_s:g} s. Do less work per cell, "
+                "and use llm_batch instead of a loop of llm_query calls."
             ]
         return []
 

@@ -156,7 +156,7 @@ async def _probe(config: SandboxConfig) -> tuple[dict[str, object], float]:
 
     started = anyio.current_time()
     async with Sandbox(config) as sandbox:
-        result = await sandbox.execute(_PROBE, timeout=30)
+        result = await sandbox.execute(_PROBE, cell_timeout_s=30)
     seconds = anyio.current_time() - started
     if not result.ok:
         raise RLMError(f"the probe cell failed: {result.output_text()[-500:]}")

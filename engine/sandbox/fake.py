@@ -137,8 +137,8 @@ class FakeSandbox:
 
     # --- executing cells ------------------------------------------------------------------
 
-    async def execute(self, code: str, timeout: float) -> ExecResult:
-        """Run ``code``; interrupt it after ``timeout`` seconds (state is kept)."""
+    async def execute(self, code: str, cell_timeout_s: float) -> ExecResult:
+        """Run ``code``; interrupt it after ``cell_timeout_s`` seconds (state is kept)."""
         if self._closed or self._run_dir is None:
             raise SandboxClosedError("the fake sandbox is not open")
         if self._dead_reason is not None:
@@ -149,7 +149,7 @@ class FakeSandbox:
             worker = threading.Thread(target=self._run, args=(cell,), daemon=True)
             worker.start()
             try:
-                timed_out = not await cell.wait(timeout)
+                timed_out = not await cell.wait(cell_timeout_s)
                 if timed_out:
                     cell.interrupt()
                     if not await cell.wait(self.interrupt_grace_s):
@@ -161,7 +161,7 @@ class FakeSandbox:
             except anyio.get_cancelled_exc_class():
                 cell.interrupt()
                 raise
-            error = timeout_error(timeout) if timed_out else cell.error
+            error = timeout_error(cell_timeout_s) if timed_out else cell.error
             return ExecResult(
                 stdout="".join(cell.stdout),
                 result=cell.result,

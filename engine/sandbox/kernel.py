@@ -140,7 +140,7 @@ class KernelSession:
         self,
         code: str,
         *,
-        timeout: float,
+        cell_timeout_s: float,
         output_limit: int,
         silent: bool = False,
         user_expressions: dict[str, str] | None = None,
@@ -148,7 +148,7 @@ class KernelSession:
         interrupt: Callable[[], Awaitable[None]],
         interrupt_grace: float,
     ) -> RawOutcome:
-        """Run ``code``; on timeout interrupt the kernel and wait ``interrupt_grace`` for it.
+        """Run ``code``; after ``cell_timeout_s`` s interrupt it and wait ``interrupt_grace``.
 
         ``check_alive`` raises when the kernel has died; it is called whenever the kernel is
         quiet for a moment, so a dead kernel is reported within a fraction of a second.
@@ -167,7 +167,7 @@ class KernelSession:
         result: str | None = None
         error: CellError | None = None
         interrupted = False
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + cell_timeout_s
         iopub = self._client.iopub_channel
         reply: dict[str, Any] | None = None
         reply_seen_at = 0.0

@@ -22,8 +22,8 @@ class CodeSandbox(Protocol):
     #: How the context was loaded (None until started).
     context_info: ContextInfo | None
 
-    async def execute(self, code: str, timeout: float) -> ExecResult:
-        """Run ``code``; interrupt it after ``timeout`` seconds, keeping the kernel's state.
+    async def execute(self, code: str, cell_timeout_s: float) -> ExecResult:
+        """Run ``code``; interrupt it after ``cell_timeout_s`` seconds, keeping the kernel's state.
 
         Raises :class:`engine.errors.KernelDiedError` when the kernel is gone.
         """

@@ -101,9 +101,9 @@ class ExecResult:
         return "\n".join(part.rstrip("\n") for part in parts if part)
 
 
-def timeout_error(limit_s: float) -> CellError:
-    """The error a cell interrupted after ``limit_s`` seconds reports (any backend)."""
-    message = f"the cell ran longer than {limit_s:g} s and was interrupted"
+def timeout_error(cell_timeout_s: float) -> CellError:
+    """The error a cell interrupted after ``cell_timeout_s`` seconds reports (any backend)."""
+    message = f"the cell ran longer than {cell_timeout_s:g} s and was interrupted"
     return CellError(
         ename="TimeoutError",
         evalue=message,

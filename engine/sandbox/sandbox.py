@@ -151,8 +151,8 @@ class Sandbox:
             f"output_limit={self.config.output_limit_chars})"
         )
         # Loading a 1 GB context takes seconds, not minutes; the cell timeout still bounds it.
-        timeout = max(DEFAULT_CELL_TIMEOUT_S, self.config.start_timeout_s)
-        outcome = await self._run_raw("", timeout, silent=True, expressions={"info": call})
+        cell_timeout_s = max(DEFAULT_CELL_TIMEOUT_S, self.config.start_timeout_s)
+        outcome = await self._run_raw("", cell_timeout_s, silent=True, expressions={"info": call})
         value = outcome.user_expressions.get("info", {})
         if value.get("status") != "ok":
             message = f"{value.get('ename', 'Error')}: {value.get('evalue', 'no details')}"
@@ -160,22 +160,25 @@ class Sandbox:
         info = json.loads(value["data"]["text/plain"])
         return ContextInfo(**info)
 
-    async def execute(self, code: str, timeout: float | None = None) -> ExecResult:
+    async def execute(
+        self, code: str, cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S
+    ) -> ExecResult:
         """Run ``code`` in the kernel and return what it printed, returned or raised.
 
-        A cell running longer than ``timeout`` seconds is interrupted (the kernel keeps its
+        A cell running longer than ``cell_timeout_s`` seconds is interrupted (the kernel keeps its
         state) and reported with ``timed_out=True``. Raises :class:`KernelDiedError` when the
         kernel dies, with the reason.
         """
         if not isinstance(code, str):
             raise TypeError("code must be a str")
-        limit = DEFAULT_CELL_TIMEOUT_S if timeout is None else timeout
-        if limit <= 0:
+        if cell_timeout_s <= 0:
             raise SandboxError("the cell timeout must be positive")
         started = time.perf_counter()
-        outcome = await self._run_raw(code, limit, silent=False, expressions=_STATE_EXPRESSION)
+        outcome = await self._run_raw(
+            code, cell_timeout_s, silent=False, expressions=_STATE_EXPRESSION
+        )
         state = _parse_state(outcome.user_expressions.get("rlm"))
-        error = timeout_error(limit) if outcome.interrupted else outcome.error
+        error = timeout_error(cell_timeout_s) if outcome.interrupted else outcome.error
         return ExecResult(
             stdout=outcome.stdout.getvalue(),
             stderr=outcome.stderr.getvalue(),
@@ -190,7 +193,7 @@ class Sandbox:
         )
 
     async def _run_raw(
-        self, code: str, timeout: float, *, silent: bool, expressions: dict[str, str]
+        self, code: str, cell_timeout_s: float, *, silent: bool, expressions: dict[str, str]
     ) -> kernel.RawOutcome:
         if self._closed:
             raise SandboxClosedError("the sandbox is closed")
@@ -202,7 +205,7 @@ class Sandbox:
             try:
                 return await self._kernel.execute(
                     code,
-                    timeout=timeout,
+                    cell_timeout_s=cell_timeout_s,
                     output_limit=self.config.output_limit_chars,
                     silent=silent,
                     user_expressions=expressions,

@@ -59,7 +59,7 @@ async def innocent_calls() -> None:
             "answers = llm_batch([f'q{i}' for i in range(20)])\n"
             "child = rlm_query('sum', context={'rows': list(range(100))})\n"
             "print(json.dumps([answers, child]))",
-            timeout=180,
+            cell_timeout_s=180,
         )
     assert result.ok, result.output_text()
     answers, child = json.loads(result.stdout.strip().splitlines()[-1])
@@ -71,7 +71,9 @@ async def attack_beside_innocent(sandbox: Sandbox, code: str, timeout: float) ->
     found: dict[str, Any] = {}
 
     async def attacker() -> None:
-        result = await sandbox.execute("import json, os, socket, time\n" + code, timeout=timeout)
+        result = await sandbox.execute(
+            "import json, os, socket, time\n" + code, cell_timeout_s=timeout
+        )
         assert result.error is None, result.output_text()
         found.update(json.loads(result.stdout.strip().splitlines()[-1]))
 
@@ -175,7 +177,7 @@ print(json.dumps({"statuses": statuses, "seconds": round(time.time() - started)}
     )
     async with bridged() as (sandbox, server):
         found = await attack_beside_innocent(sandbox, code, timeout=200)
-        after = await sandbox.execute("print(llm_query('after'))", timeout=60)
+        after = await sandbox.execute("print(llm_query('after'))", cell_timeout_s=60)
     assert found["statuses"] == {"408": 16}, found
     assert after.stdout == "echo after (5 chars)\n"  # the slots came back
     limit = server.limits.header_timeout_s if stage == "head" else server.limits.body_timeout_s

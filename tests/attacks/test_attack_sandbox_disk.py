@@ -72,7 +72,7 @@ async def innocent_work() -> None:
             "data = b'innocent' * 100_000\n"
             "open('/tmp/work.bin', 'wb').write(data)\n"
             "print(hashlib.sha256(open('/tmp/work.bin', 'rb').read()).hexdigest())",
-            timeout=120,
+            cell_timeout_s=120,
         )
     import hashlib
 
@@ -91,7 +91,7 @@ async def attack(
         nonlocal found, written
         async with Sandbox(_config(runtime), context="the task's context") as sandbox:
             before = host_bytes(sandbox)
-            result = await sandbox.execute(PRELUDE + code, timeout=300)
+            result = await sandbox.execute(PRELUDE + code, cell_timeout_s=300)
             assert result.error is None, result.output_text()
             found = json.loads(result.stdout.strip().splitlines()[-1])
             written = max(0, host_bytes(sandbox) - before)

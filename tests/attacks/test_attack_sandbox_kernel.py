@@ -27,7 +27,7 @@ print("flooding")
 async def innocent_cells() -> None:
     async with Sandbox(SandboxConfig()) as sandbox:
         for n in range(3):
-            result = await sandbox.execute(f"print(sum(range({n} * 1000)))", timeout=60)
+            result = await sandbox.execute(f"print(sum(range({n} * 1000)))", cell_timeout_s=60)
             assert result.ok and result.stdout == f"{sum(range(n * 1000))}\n"
 
 
@@ -38,9 +38,9 @@ async def test_iopub_flood_between_cells(rss_meter: RssMeter, attack_report: Att
         nonlocal reason
         async with Sandbox(SandboxConfig()) as sandbox:
             with pytest.raises(KernelDiedError) as stopped:
-                await sandbox.execute(FLOOD, timeout=60)
+                await sandbox.execute(FLOOD, cell_timeout_s=60)
                 for _ in range(60):  # the task goes on working, cell after cell
-                    await sandbox.execute("import time; time.sleep(0.5)", timeout=60)
+                    await sandbox.execute("import time; time.sleep(0.5)", cell_timeout_s=60)
             reason = str(stopped.value)
             with pytest.raises(KernelDiedError):  # stays stopped, with the same reason
                 await sandbox.execute("1")
