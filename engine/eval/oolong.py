@@ -204,6 +204,36 @@ def make_question(
     return q, gold_n, "number", {"labels": [x], "fallback_from": family}
 
 
+#: A question about one window: its text (with the answer format), the gold answer, metadata.
+WindowQuestion = tuple[str, Any, dict[str, Any]]
+
+
+def window_items(
+    bench: str,
+    length: int,
+    n: int,
+    seed: int,
+    unit: Unit,
+    ask: Callable[[int, Window, random.Random], WindowQuestion],
+) -> list[EvalItem]:
+    """``n`` items of ``bench``, each a fresh window of ``length`` units and ``ask``'s question.
+
+    Shared by OOLONG and OOLONG-Pairs: item ``i``'s window and question come from one RNG
+    seeded by the benchmark, length, unit, seed and ``i``, so an item never depends on ``n``.
+    """
+    questions = load_questions()
+    measure = measure_fn(unit)
+    out = []
+    for i in range(n):
+        rng = random.Random(f"{bench}|{length}|{unit}|{seed}|{i}")
+        window = build_window(length, measure, rng, questions)
+        question, gold, details = ask(i, window, rng)
+        meta = {**details, **window.meta(), "context_size": measure(window.text)}
+        query = f"{PREAMBLE}\n\n{question}"
+        out.append(EvalItem(bench, length, unit, seed, i, query, window.text, gold, meta))
+    return out
+
+
 def score_answer(answer_type: str, gold: Any, prediction: str) -> float:
     """OOLONG scoring: numbers 0.75^|error|, other answers exact match after the last ':'."""
     if answer_type == "number":
@@ -219,19 +249,14 @@ class OOLONG:
 
     def items(self, length: int, n: int, seed: int, unit: Unit = "tokens") -> list[EvalItem]:
         """``n`` windows of ``length`` units, each with one question; families rotate."""
-        questions = load_questions()
-        measure = measure_fn(unit)
-        out = []
-        for i in range(n):
-            rng = random.Random(f"{self.name}|{length}|{unit}|{seed}|{i}")
-            window = build_window(length, measure, rng, questions)
+
+        def ask(i: int, window: Window, rng: random.Random) -> WindowQuestion:
             family = FAMILIES[(seed + i) % len(FAMILIES)]
             question, gold, answer_type, details = make_question(family, window, rng)
-            query = f"{PREAMBLE}\n\n{question} {FORMATS[answer_type]}"
-            meta = {"family": family, "answer_type": answer_type, **details, **window.meta()}
-            meta["context_size"] = measure(window.text)
-            out.append(EvalItem(self.name, length, unit, seed, i, query, window.text, gold, meta))
-        return out
+            meta = {"family": family, "answer_type": answer_type, **details}
+            return f"{question} {FORMATS[answer_type]}", gold, meta
+
+        return window_items(self.name, length, n, seed, unit, ask)
 
     def score(self, item: EvalItem, prediction: str) -> float:
         return score_answer(item.meta["answer_type"], item.gold, prediction)

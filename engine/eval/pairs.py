@@ -13,10 +13,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from engine.eval.base import EvalItem, Unit, measure_fn
-from engine.eval.oolong import PREAMBLE, Window, build_window, format_date
+from engine.eval.base import EvalItem, Unit
+from engine.eval.oolong import Window, WindowQuestion, format_date, window_items
 from engine.eval.scoring import pair_f1
-from engine.eval.trec import LABELS, load_questions
+from engine.eval.trec import LABELS
 
 MAX_PAIRS = 300  # prefer conditions whose answer stays listable
 TEMPLATES = ("both_have", "one_each", "both_at_least", "both_have_without", "both_after")
@@ -106,12 +106,8 @@ class OOLONGPairs:
 
     def items(self, length: int, n: int, seed: int, unit: Unit = "tokens") -> list[EvalItem]:
         """``n`` windows with one pair question each; conditions with 1..300 pairs preferred."""
-        questions = load_questions()
-        measure = measure_fn(unit)
-        out = []
-        for i in range(n):
-            rng = random.Random(f"{self.name}|{length}|{unit}|{seed}|{i}")
-            window = build_window(length, measure, rng, questions)
+
+        def ask(i: int, window: Window, rng: random.Random) -> WindowQuestion:
             first = TEMPLATES[(seed + i) % len(TEMPLATES)]
             best: tuple[str, list[list[str]], dict[str, Any], str] | None = None
             for attempt in range(30):
@@ -124,12 +120,10 @@ class OOLONGPairs:
                     best = (q, gold, details, template)
             assert best is not None
             q, gold, details, template = best
-            query = f"{PREAMBLE}\n\n{q} {ANSWER_FORMAT}"
-            meta = {"family": template, **details, **window.meta()}
-            meta["context_size"] = measure(window.text)
-            meta["n_pairs"] = len(gold)
-            out.append(EvalItem(self.name, length, unit, seed, i, query, window.text, gold, meta))
-        return out
+            meta = {"family": template, **details, "n_pairs": len(gold)}
+            return f"{q} {ANSWER_FORMAT}", gold, meta
+
+        return window_items(self.name, length, n, seed, unit, ask)
 
     def score(self, item: EvalItem, prediction: str) -> float:
         """F1 between predicted and gold pairs ('none' predicts the empty set)."""
