@@ -11,10 +11,13 @@ import openai
 import pytest
 
 from engine.models import Cassette, ReplayServer
-from tests.service_support import API_KEY, Service, code, root
+from tests.service_support import API_KEY, Service, code, root, wait_final
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
 
+WRONG_TYPE = code(
+    "import json\nanswer['content'] = json.dumps({'errors': 'many'})\nanswer['ready'] = True"
+)
 CASSETTE = [
     root(
         "CHAT-COUNT",
@@ -32,6 +35,17 @@ CASSETTE = [
         ),
     ),
     root("LIMIT-ONE", code("print('still looking')\nanswer['content'] = 'partial'")),
+    # Structured answers: a first answer the schema refuses, then one it accepts.
+    root("STRUCTURED-CHAT", WRONG_TYPE, repeat=False),
+    root("STRUCTURED-JOB", WRONG_TYPE, repeat=False),
+    root(
+        "does not match the output schema",
+        code(
+            "import json\ntext = context if isinstance(context, str) else context[0]['content']\n"
+            "n = sum('ERROR' in l for l in text.splitlines())\n"
+            "answer['content'] = json.dumps({'errors': n})\nanswer['ready'] = True"
+        ),
+    ),
     root(
         "LONG-ANSWER",
         code(
@@ -163,6 +177,81 @@ async def test_attached_file_is_the_context(service: Service) -> None:
             ],
         )
     assert completion.choices[0].message.content == "17"
+
+
+COUNT_SCHEMA = {
+    "type": "object",
+    "properties": {"errors": {"type": "integer"}},
+    "required": ["errors"],
+    "additionalProperties": False,
+}
+
+
+async def test_response_format_json_schema_makes_a_validated_json_answer(service: Service) -> None:
+    async with client_for(service) as client:
+        completion = await client.chat.completions.create(
+            model="rlm",
+            messages=[
+                {"role": "user", "content": log_text(7)},
+                {"role": "user", "content": "STRUCTURED-CHAT: how many ERROR lines?"},
+            ],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "count", "schema": COUNT_SCHEMA},
+            },
+        )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "stop"
+    assert json.loads(choice.message.content or "") == {"errors": 7}
+    # The first answer ({"errors": "many"}) went back to the root with its validation errors.
+    assert completion.model_extra["rlm"]["iterations"] == 2
+
+
+async def test_job_output_schema_gives_answer_json(service: Service) -> None:
+    async with service.client() as http:
+        response = await http.post(
+            "/v1/jobs",
+            json={
+                "query": "STRUCTURED-JOB count the ERROR lines",
+                "context": log_text(3),
+                "output_schema": COUNT_SCHEMA,
+            },
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["request"]["output_schema"] == COUNT_SCHEMA
+        job = await wait_final(http, response.json()["id"])
+    assert job["status"] == "succeeded", job
+    assert job["result"]["answer_json"] == {"errors": 3}
+    assert json.loads(job["answer"]) == {"errors": 3}
+
+
+async def test_invalid_schemas_are_refused_with_422(service: Service) -> None:
+    bad = {"type": "object", "properties": {"errors": {"type": "integr"}}}
+    async with service.client() as http:
+        response = await http.post("/v1/jobs", json={"query": "q", "output_schema": bad})
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert error["param"] == "output_schema"
+        assert "not a valid JSON Schema at properties/errors/type" in error["message"]
+        response = await http.post("/v1/jobs", json={"query": "q", "output_schema": [1]})
+        assert response.status_code == 422
+        assert "must be a JSON object" in response.json()["error"]["message"]
+    async with client_for(service) as client:
+        with pytest.raises(openai.UnprocessableEntityError, match="not a valid JSON Schema"):
+            await client.chat.completions.create(
+                model="rlm",
+                messages=[{"role": "user", "content": "hi"}],
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": bad},
+                },
+            )
+        with pytest.raises(openai.UnprocessableEntityError, match="response_format"):
+            await client.chat.completions.create(
+                model="rlm",
+                messages=[{"role": "user", "content": "hi"}],
+                extra_body={"response_format": {"type": "yaml"}},
+            )
 
 
 async def test_limit_stop_is_finish_reason_length(service: Service) -> None:

@@ -575,6 +575,7 @@ class JobService(AsyncResource):
                 on_event=on_event,
                 task_id=job.id,
                 tools=request.get("tools"),
+                output_schema=request.get("output_schema"),
             )
         data = result.to_dict()
         if result.stop_reason == "error":

@@ -20,7 +20,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from engine.service.requests import ApiError, JobRequest, invalid, parse_limits
+from engine.service.requests import (
+    ApiError,
+    JobRequest,
+    invalid,
+    parse_limits,
+    parse_output_schema,
+)
 from engine.service.store import JobRecord
 
 MODEL_ALIAS = "rlm"
@@ -85,8 +91,37 @@ def parse_chat_request(body: Any) -> ChatRequest:
         model=root_model,
         sub_model=sub_model,
         limits=parse_limits(extension.get("limits"), "rlm.limits"),
+        output_schema=response_schema(body.get("response_format")),
     )
     return ChatRequest(job, model, stream, bool(options.get("include_usage", False)))
+
+
+def response_schema(raw: Any) -> dict[str, Any] | None:
+    """The answer's JSON Schema from OpenAI's ``response_format`` (None: free text).
+
+    ``{"type": "json_schema", "json_schema": {"schema": {...}}}`` gives that schema;
+    ``{"type": "json_object"}`` any JSON object; ``{"type": "text"}`` no schema.
+    """
+    if raw is None:
+        return None
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind != "json_schema":
+        raise invalid(
+            '"response_format" must be {"type": "json_schema", "json_schema": {"schema": '
+            '{...}}}, {"type": "json_object"} or {"type": "text"}',
+            "response_format",
+        )
+    spec = raw.get("json_schema")
+    if not isinstance(spec, dict) or "schema" not in spec:
+        raise invalid(
+            '"response_format.json_schema" must be an object with "schema" (a JSON Schema)',
+            "response_format.json_schema.schema",
+        )
+    return parse_output_schema(spec["schema"], "response_format.json_schema.schema")
 
 
 def _messages(raw: Any) -> tuple[list[dict[str, str]], list[str]]:

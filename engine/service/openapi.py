@@ -71,12 +71,46 @@ _JOB_REQUEST = {
             "items": {"type": "string"},
             "description": "only these of the service's tools (default: all); never adds any",
         },
+        "output_schema": {
+            "type": "object",
+            "description": (
+                "a JSON Schema the final answer must match: the root is told it, an answer "
+                "that does not match goes back to the root with the validation errors, and "
+                "result.answer_json holds the validated value (an invalid schema: 422)"
+            ),
+        },
         "max_retries": {
             "type": "integer",
             "minimum": 0,
             "maximum": 5,
             "description": "re-run the job this many times if a service restart interrupts it",
         },
+    },
+}
+
+_CHAT_REQUEST = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "properties": {
+        "model": {"type": "string", "description": "'rlm' or 'rlm/<root model>'"},
+        "messages": {"type": "array", "items": {"type": "object"}},
+        "stream": {"type": "boolean"},
+        "response_format": {
+            "type": "object",
+            "description": (
+                "{type: 'json_schema', json_schema: {schema: {...}}}: the answer is JSON "
+                "matching the schema (checked, sent back to the root until it matches); "
+                "{type: 'json_object'}: any JSON object; {type: 'text'}: free text"
+            ),
+            "properties": {
+                "type": {"enum": ["text", "json_object", "json_schema"]},
+                "json_schema": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "schema": {"type": "object"}},
+                },
+            },
+        },
+        "rlm": {"type": "object", "description": "{limits, sub_model, file_ids}"},
     },
 }
 
@@ -96,7 +130,8 @@ _JOB = {
         "result": {
             "type": ["object", "null"],
             "description": "RunResult: answer, ready, stop_reason, iterations, sub_calls, "
-            "usage_root, usage_sub, usage_total, wall_s, task_id, error",
+            "usage_root, usage_sub, usage_total, wall_s, task_id, error, answer_json (the "
+            "validated value when the job had an output_schema)",
         },
         "links": {"type": "object"},
     },
@@ -171,8 +206,10 @@ def openapi_document(ceilings: Mapping[str, float] | None = None) -> dict[str, A
                     "is the context, the last user message the task. stream=true sends "
                     "progress as SSE comments (': rlm {...}') then the answer. Extension "
                     "request field 'rlm': {limits, sub_model, file_ids}; response field 'rlm': "
-                    "{job_id, stop_reason, iterations, sub_calls, cost_usd, wall_s}.",
-                    body={"type": "object", "required": ["model", "messages"]},
+                    "{job_id, stop_reason, iterations, sub_calls, cost_usd, wall_s}. "
+                    "response_format {type: json_schema, json_schema: {schema}} makes the "
+                    "answer JSON that matches the schema.",
+                    body=_CHAT_REQUEST,
                     errors=(400, 404, 422, 429, 502),
                 )
             },

@@ -53,6 +53,8 @@ class JobRequest:
     max_retries: int = 0
     #: the service's tools this job may use (None: all of them); a job can never add tools.
     tools: tuple[str, ...] | None = None
+    #: a JSON Schema the final answer must match (checked when the request is parsed).
+    output_schema: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON stored with the job (inline context excluded: it is stored as a file)."""
@@ -64,6 +66,7 @@ class JobRequest:
             "limits": dict(self.limits),
             "max_retries": self.max_retries,
             "tools": None if self.tools is None else list(self.tools),
+            "output_schema": self.output_schema,
         }
 
 
@@ -148,7 +151,7 @@ def parse_job_request(body: Any) -> JobRequest:
     if not isinstance(body, dict):
         raise invalid('the request body must be a JSON object with at least "query"')
     known = {"query", "context", "file_id", "file_ids", "model", "sub_model", "limits"}
-    known |= {"max_retries", "tools"}
+    known |= {"max_retries", "tools", "output_schema"}
     unknown = sorted(set(body) - known)
     if unknown:
         raise invalid(
@@ -180,7 +183,20 @@ def parse_job_request(body: Any) -> JobRequest:
         limits=parse_limits(body.get("limits")),
         max_retries=retries,
         tools=_tool_names(body),
+        output_schema=parse_output_schema(body.get("output_schema"), "output_schema"),
     )
+
+
+def parse_output_schema(raw: Any, param: str) -> dict[str, Any] | None:
+    """Check a JSON Schema for the final answer; 422 naming what is wrong with it."""
+    if raw is None:
+        return None
+    from engine.rlm.answer_schema import AnswerSchema
+
+    try:
+        return AnswerSchema(raw, source=f'"{param}"').schema
+    except RLMError as exc:
+        raise invalid(str(exc), param) from None
 
 
 def _tool_names(body: dict[str, Any]) -> tuple[str, ...] | None:
