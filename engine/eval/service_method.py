@@ -11,6 +11,7 @@ service's (a job may lower budgets: ``limits``). A full queue (HTTP 429) is wait
 from __future__ import annotations
 
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import httpx
 from engine.errors import EvalError
 from engine.eval.base import EvalItem
 from engine.eval.methods import Outcome
+from engine.lifecycle import AsyncResource
 from engine.log import get_logger
 
 log = get_logger(__name__)
@@ -30,7 +32,7 @@ TRANSPORT_TRIES = 3
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
-class ServiceMethod:
+class ServiceMethod(AsyncResource):
     """Answers items as jobs of the service at ``url``; use as an async context manager."""
 
     name = "rlm"
@@ -50,11 +52,8 @@ class ServiceMethod:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout_s)
 
-    async def __aenter__(self) -> ServiceMethod:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._client.aclose()
+    async def _open(self, stack: AsyncExitStack) -> None:
+        stack.push_async_callback(self._client.aclose)
 
     async def model_name(self) -> str:
         """The service's root model (``GET /v1/models``); also checks URL and key."""

@@ -23,15 +23,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 import anyio
 import httpx
 
 from engine.errors import LocalModelError
+from engine.lifecycle import AsyncResource
 from engine.local.catalog import DEFAULT_MODEL, get_entry
 from engine.local.leases import Lease, Release, ServerLeases, default_lease_dir
 from engine.log import get_logger
@@ -259,7 +260,7 @@ def _log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-class LocalModelServer:
+class LocalModelServer(AsyncResource):
     """Async context manager giving a ready local model server and a :class:`ModelSpec`.
 
     Reuses a healthy server already on ``host:port``; otherwise pulls the default model if
@@ -315,29 +316,17 @@ class LocalModelServer:
         """Process id of the server this instance started, if any."""
         return self._process.pid if self._process is not None else None
 
-    async def __aenter__(self) -> LocalModelServer:
+    async def _open(self, stack: AsyncExitStack) -> None:
         await self._take_lease()
-        try:
-            info = await self._existing()
-            if info is None:
-                info = await self._start()
-        except BaseException:
-            await self._stop()
-            raise
+        stack.push_async_callback(self._stop)  # from here on the lease (and a server) is ours
+        info = await self._existing()
+        if info is None:
+            info = await self._start()
         self.info = info
         self._spec = local_model_spec(
             self.host, self.port, alias=info.alias, context_window=info.n_ctx or self.ctx_size
         )
         log.info("local model ready", base_url=info.base_url, started=self.started)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._stop()
 
     async def _take_lease(self) -> None:
         # Taken before looking at the port, so the server we find cannot be stopped by

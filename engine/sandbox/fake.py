@@ -28,7 +28,7 @@ import time
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -40,6 +40,7 @@ import anyio.lowlevel
 
 from engine.bridge.handler import BridgeHandler, answer_batch
 from engine.errors import BudgetExceededError, KernelDiedError, RLMError, SandboxClosedError
+from engine.lifecycle import AsyncResource
 from engine.sandbox import rundir
 from engine.sandbox.image import image_source_dir
 from engine.sandbox.results import CellError, ContextInfo, ExecResult, KernelState, timeout_error
@@ -69,7 +70,7 @@ def _runtime(name: str) -> ModuleType:
     return module
 
 
-class FakeSandbox:
+class FakeSandbox(AsyncResource):
     """An in-process stand-in for :class:`engine.sandbox.Sandbox` (see the module docstring).
 
     ``handler`` serves the sub-call helpers; without one they raise ``BridgeCallError`` like
@@ -100,18 +101,13 @@ class FakeSandbox:
         self._lock = anyio.Lock()
         self._restored = False
 
-    async def __aenter__(self) -> FakeSandbox:
+    async def _open(self, stack: AsyncExitStack) -> None:
         self._run_dir = Path(tempfile.mkdtemp(prefix=f"rlm-fake-{self.task_id}-"))
-        try:
-            staged = rundir.stage_context(self._context, self._run_dir)
-            self._context = None
-            path = str(staged.host_path) if staged.host_path is not None else None
-            self._value, info = await anyio.to_thread.run_sync(
-                _runtime("context_loader").load, path
-            )
-        except BaseException:
-            self._remove_run_dir()
-            raise
+        stack.callback(self._close)
+        staged = rundir.stage_context(self._context, self._run_dir)
+        self._context = None
+        path = str(staged.host_path) if staged.host_path is not None else None
+        self._value, info = await anyio.to_thread.run_sync(_runtime("context_loader").load, path)
         self.context_info = ContextInfo(**info)
         self._token = anyio.lowlevel.current_token()
         self._helpers = self._make_helpers()
@@ -124,13 +120,9 @@ class FakeSandbox:
             "answer": {"content": "", "ready": False},
             **self._helpers,
         }
-        return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    def _close(self) -> None:
         self._closed = True
-        self._remove_run_dir()
-
-    def _remove_run_dir(self) -> None:
         if self._run_dir is not None:
             shutil.rmtree(self._run_dir, ignore_errors=True)
             self._run_dir = None
