@@ -193,6 +193,8 @@ def _memory_exhausted(container: Container) -> bool:
         stats = container.stats(stream=False)
     except docker.errors.APIError:
         return False
+    if not isinstance(stats, dict):  # stream=False gives one dict (the stubs allow both)
+        return False
     memory = stats.get("memory_stats", {})
     limit = memory.get("limit") or 0
     peak = memory.get("max_usage") or 0

@@ -80,7 +80,8 @@ def build_image(
     base_image = ensure_base_image(base, progress=say)
     python_version = _python_version(base_image)
     requirements = source / "requirements.txt"
-    fingerprint = _fingerprint(source, client.images.get(base_image).id, python_version)
+    base_id = str(client.images.get(base_image).id)  # an image always has one; typed optional
+    fingerprint = _fingerprint(source, base_id, python_version)
     repository = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
     pinned_tag = f"{repository}:{fingerprint[:12]}"
     if not force and _image_exists(pinned_tag):
