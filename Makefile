@@ -19,7 +19,7 @@ DATA_MIRROR ?= $(wildcard ../shared/data)
 DATA_PULL    = $(RLM) data pull $(if $(DATA_MIRROR),--from $(DATA_MIRROR))
 
 .PHONY: setup system-deps venv image model run test test-fast lint bench bench-sandbox \
-        bench-bridge bench-models bench-local bench-anymodel bench-service bench-tools attacks eval-sniah \
+        bench-growth bench-llm-batch bench-bridge bench-models bench-local bench-anymodel bench-service bench-tools attacks eval-sniah \
         eval-oolong eval-pairs eval-codeqa eval-all data engine-image up down compose-smoke clean \
         infra-image up-scale down-scale compose-smoke-scale
 
@@ -33,7 +33,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev,eval,local,trained]'
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev,eval,bench,local,trained]'
 	touch $@
 
 ## image: build the sandbox image offline (cached: seconds when nothing changed)
@@ -66,11 +66,21 @@ attacks: venv image
 	rm -f out/attacks/results.jsonl
 	$(PY) -m pytest tests/attacks tests/test_sandbox_isolation.py -q; status=$$?; $(PY) -m tests.attacks.table; exit $$status
 
-## bench: every benchmark; each prints numbers and asserts nothing
-bench: bench-sandbox bench-bridge bench-models bench-rlm bench-service bench-tools
+## bench: every benchmark; each prints numbers, asserts nothing, writes out/bench/<name>.json
+bench: bench-sandbox bench-growth bench-llm-batch bench-bridge bench-models bench-rlm \
+       bench-service bench-tools
 
+## bench-sandbox: ours beside the rlms package's DockerREPL (installed into out/bench/peer-venv)
 bench-sandbox: venv image
-	$(PY) benchmarks/bench_sandbox.py
+	$(PY) benchmarks/bench_sandbox.py $(BENCH_SANDBOX_ARGS)
+
+## bench-growth: ceilings, and start/cell/memory with 1-40 live sandboxes (+ out/bench/growth.png)
+bench-growth: venv image
+	$(PY) benchmarks/bench_growth.py $(BENCH_GROWTH_ARGS)
+
+## bench-llm-batch: llm_batch through sandbox + bridge vs direct calls (BENCH_LLM_BATCH_ARGS="--api-base ...")
+bench-llm-batch: venv image
+	$(PY) benchmarks/bench_llm_batch.py $(BENCH_LLM_BATCH_ARGS)
 
 bench-bridge: venv
 	$(PY) benchmarks/bench_bridge.py

@@ -45,6 +45,7 @@ import httpx
 # The sibling script (this directory is on sys.path when a benchmark runs as a script).
 from bench_local import ask_base, open_results
 
+from benchmarks.results import write_results  # bench_local put the checkout on sys.path
 from engine import Engine, EngineConfig, Limits
 from engine.eval.base import EvalItem
 from engine.eval.registry import get_benchmark
@@ -126,6 +127,30 @@ def report(outcomes: list[Outcome], wanted: list[Key]) -> str:
             f"{statistics.median(o.turns for o in group):>5.1f}{pending}"
         )
     return "\n".join(lines)
+
+
+def summarize(outcomes: list[Outcome], wanted: list[Key]) -> list[dict[str, object]]:
+    """The report's rows as data: per bench, length, mode and method, runs and medians."""
+    rows: list[dict[str, object]] = []
+    for bench, length, mode, method in sorted({k[:4] for k in wanted}):
+        group = [o for o in outcomes if key_of(o)[:4] == (bench, length, mode, method)]
+        rows.append(
+            {
+                "bench": bench,
+                "length": length,
+                "unit": BENCHES[bench][1],
+                "mode": mode,
+                "method": method,
+                "planned": sum(1 for k in wanted if k[:4] == (bench, length, mode, method)),
+                "run": len(group),
+                "mean_score": round(sum(o.score for o in group) / len(group), 3) if group else None,
+                "median_wall_s": round(statistics.median(o.wall_s for o in group), 1)
+                if group
+                else None,
+                "median_turns": statistics.median(o.turns for o in group) if group else None,
+            }
+        )
+    return rows
 
 
 # --- the served model -----------------------------------------------------------------------
@@ -282,7 +307,11 @@ async def main(args: argparse.Namespace) -> int:
                 if todo:
                     await run_mode(mode, todo, items, args, sink)
         done = load_outcomes(results)
-    print(report([done[k] for k in wanted if k in done], wanted))
+    measured = [done[k] for k in wanted if k in done]
+    print(report(measured, wanted))
+    data = {"outcomes": str(results), "rows": summarize(measured, wanted)}
+    summary_path = Path(args.summary) if args.summary else None
+    print(f"wrote {write_results('anymodel', data, summary_path)}")
     return 0
 
 
@@ -306,6 +335,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trajectory-dir", default=None)
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--results", default="out/bench-anymodel/outcomes.jsonl")
+    parser.add_argument(
+        "--summary", default=None, help="summary JSON (default out/bench/anymodel.json)"
+    )
     return parser.parse_args(argv)
 
 

@@ -373,6 +373,7 @@ def main() -> None:
     import anyio
 
     from benchmarks import bridge_servers
+    from benchmarks.results import write_results
 
     report: dict[str, object] = {} if args.servers_only else anyio.run(bench, args)
     print(
@@ -385,9 +386,7 @@ def main() -> None:
     report["server_lifecycle_ms"] = bridge_servers.lifecycle_ms()
     bridge_servers.print_lifecycle(report["server_lifecycle_ms"])
     report["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    print(f"wrote {write_results('bridge', report, args.json)}")
 
 
 if __name__ == "__main__":

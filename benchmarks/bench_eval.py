@@ -7,8 +7,14 @@ Prints a table; asserts nothing. Run: ``make bench-eval``, which first fetches t
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.results import write_results
 from engine.eval.base import format_length, parse_lengths
 from engine.eval.registry import ALL, get_benchmark
 from engine.eval.tokens import get_tokenizer
@@ -18,7 +24,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lengths", default="8k,32k,128k")
     parser.add_argument("--n", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="default out/bench/eval.json")
     args = parser.parse_args()
+    rows: list[dict[str, Any]] = []
 
     started = time.perf_counter()
     tok = get_tokenizer()
@@ -28,6 +36,7 @@ def main() -> None:
     count = tok.count(text)
     took = time.perf_counter() - started
     print(f"token counting: {count} tokens in {took:.3f} s ({count / took / 1e6:.2f} M tokens/s)")
+    counting = {"tokens": count, "seconds": round(took, 3), "tokenizer": tok.name}
 
     print(f"{'benchmark':14} {'length':>8} {'s/item':>8} {'first item (incl. loading)':>28}")
     for name in ALL:
@@ -40,6 +49,15 @@ def main() -> None:
             bench.items(length, args.n, seed=1)
             per_item = (time.perf_counter() - started) / args.n
             print(f"{name:14} {format_length(length):>8} {per_item:8.3f} {first:28.3f}")
+            rows.append(
+                {
+                    "benchmark": name,
+                    "length": length,
+                    "s_per_item": round(per_item, 3),
+                    "first_item_s": round(first, 3),
+                }
+            )
+    print(f"wrote {write_results('eval', {'token_counting': counting, 'rows': rows}, args.json)}")
 
 
 if __name__ == "__main__":

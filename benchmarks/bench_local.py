@@ -36,10 +36,14 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import anyio
 import httpx
 
-from engine import Engine, EngineConfig, Limits
-from engine.local import LocalModelServer
-from engine.models import CallScheduler, ModelClient, ModelSpec
-from engine.rlm.demo import is_correct, make_haystack
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.results import write_results  # noqa: E402
+from engine import Engine, EngineConfig, Limits  # noqa: E402
+from engine.local import LocalModelServer  # noqa: E402
+from engine.models import CallScheduler, ModelClient, ModelSpec  # noqa: E402
+from engine.rlm.demo import is_correct, make_haystack  # noqa: E402
 
 
 @dataclass
@@ -159,6 +163,33 @@ def report(outcomes: list[Outcome], n: int, lengths: list[int], methods: list[st
     return "\n".join(lines)
 
 
+def summarize(
+    outcomes: list[Outcome], n: int, lengths: list[int], methods: list[str]
+) -> list[dict[str, object]]:
+    """The report's rows as data: per length and method, tasks run, right, medians."""
+    rows: list[dict[str, object]] = []
+    for length in lengths:
+        for method in methods:
+            group = [o for o in outcomes if o.length == length and o.method == method]
+            rows.append(
+                {
+                    "length_chars": length,
+                    "method": method,
+                    "planned": n,
+                    "run": len(group),
+                    "correct": sum(o.correct for o in group),
+                    "accuracy": round(sum(o.correct for o in group) / len(group), 3)
+                    if group
+                    else None,
+                    "median_wall_s": round(statistics.median(o.wall_s for o in group), 1)
+                    if group
+                    else None,
+                    "median_turns": statistics.median(o.turns for o in group) if group else None,
+                }
+            )
+    return rows
+
+
 async def main(args: argparse.Namespace) -> int:
     lengths = [int(x) for x in args.lengths.split(",") if x.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -209,7 +240,11 @@ async def main(args: argparse.Namespace) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-    print(report([done[k] for k in wanted if k in done], args.n, lengths, methods))
+    measured = [done[k] for k in wanted if k in done]
+    print(report(measured, args.n, lengths, methods))
+    rows = summarize(measured, args.n, lengths, methods)
+    summary_path = Path(args.summary) if args.summary else None
+    print(f"wrote {write_results('local', {'outcomes': str(results), 'rows': rows}, summary_path)}")
     return 0
 
 
@@ -232,6 +267,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--results",
         default="out/bench-local/outcomes.jsonl",
         help="JSONL of outcomes, appended as tasks finish; a re-run skips what it holds",
+    )
+    parser.add_argument(
+        "--summary", default=None, help="summary JSON (default out/bench/local.json)"
     )
     return parser.parse_args(argv)
 

@@ -11,17 +11,29 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import anyio
 import httpx
 
-from engine.models import CallScheduler, Cassette, ModelClient, ModelSpec, ReplayServer, UsageLedger
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.results import summary, write_results
+from engine.models import (
+    CallScheduler,
+    Cassette,
+    ModelClient,
+    ModelSpec,
+    ReplayServer,
+    UsageLedger,
+)
 
 
-async def bench(calls: int, concurrent: int, limit: int) -> None:
+async def bench(calls: int, concurrent: int, limit: int, out: Path | None) -> None:
     cassette = Cassette([{"response": {"content": "x" * 200}, "repeat": True}])
     messages = [{"role": "user", "content": "benchmark prompt " * 20}]
     async with ReplayServer(cassette) as server:
@@ -63,6 +75,18 @@ async def bench(calls: int, concurrent: int, limit: int) -> None:
         f"{concurrent / wall:.0f} calls/s"
     )
     print(f"ledger           {ledger.calls()} calls, {ledger.totals().total_tokens} tokens")
+    report = {
+        "raw_httpx_ms": summary(raw, 1000),
+        "model_client_ms": summary(seq, 1000),
+        "client_overhead_p50_ms": round(overhead, 3),
+        "concurrent": {
+            "calls": concurrent,
+            "limit": limit,
+            "wall_s": round(wall, 3),
+            "calls_per_s": round(concurrent / wall, 1),
+        },
+    }
+    print(f"wrote {write_results('models', report, out)}")
 
 
 def main() -> None:
@@ -70,8 +94,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--concurrent", type=int, default=300)
     parser.add_argument("--limit", type=int, default=32)
+    parser.add_argument("--json", type=Path, default=None, help="default out/bench/models.json")
     args = parser.parse_args()
-    anyio.run(bench, args.calls, args.concurrent, args.limit)
+    anyio.run(bench, args.calls, args.concurrent, args.limit, args.json)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import argparse
 import itertools
 import os
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import anyio
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.results import write_results
 from engine import Engine, EngineConfig, Limits
 from engine.models import Cassette, ModelSpec, ReplayServer
 
@@ -38,7 +42,7 @@ def _entries(turns: int, batch: int) -> list[dict[str, Any]]:
     ]
 
 
-async def main(turns: int, batch: int) -> None:
+async def main(turns: int, batch: int, out: Path | None) -> None:
     events: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         async with ReplayServer(Cassette(_entries(turns, batch))) as server:
@@ -72,11 +76,30 @@ async def main(turns: int, batch: int) -> None:
     )
     print(f"teardown:                {teardown:8.3f} s")
     print(f"total wall:              {result.wall_s:8.3f} s")
+    report = {
+        "turns": turns,
+        "sandbox_startup_s": round(start, 3),
+        "first_turn_s": round(turn_times[0] - by_type["sandbox_ready"][0]["t"], 3),
+        "turn_overhead_ms": {
+            "median": round(statistics.median(gaps) * 1000, 1),
+            "max": round(max(gaps) * 1000, 1),
+            "n": len(gaps),
+        },
+        "llm_batch": {
+            "size": batch,
+            "seconds": round(fan_cell["duration_s"], 3),
+            "calls_per_s": round(batch / fan_cell["duration_s"], 1),
+        },
+        "teardown_s": round(teardown, 3),
+        "total_wall_s": result.wall_s,
+    }
+    print(f"wrote {write_results('rlm_loop', report, out)}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--json", type=Path, default=None, help="default out/bench/rlm_loop.json")
     args = parser.parse_args()
-    anyio.run(main, args.turns, args.batch)
+    anyio.run(main, args.turns, args.batch, args.json)

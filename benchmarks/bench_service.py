@@ -30,6 +30,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from benchmarks.results import write_results
 from tests.pg_support import PgCluster
 from tests.service_support import API_KEY, Service, code
 
@@ -208,9 +209,7 @@ def main() -> int:
         parser.error(f"unknown setup {unknown[0]!r}; choose from {', '.join(SETUPS)}")
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         results = anyio.run(bench, args, Path(tmp))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    print(f"wrote {write_results('service', results, args.json)}")
     return 0
 
 

@@ -25,6 +25,8 @@ import anyio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results import write_results  # noqa: E402
+
 MCP_SERVER = '''
 from mcp.server.mcpserver import MCPServer
 
@@ -122,9 +124,7 @@ async def main(calls: int, out: Path) -> None:
             "max_ms": round(ms[-1], 3),
         }
         print(f"  {name:13s} p50 {p50:6.2f}  p90 {p90:6.2f}  max {ms[-1]:7.2f}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"written to {out}")
+    print(f"written to {write_results('tools', report, out)}")
 
 
 if __name__ == "__main__":
