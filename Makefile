@@ -55,11 +55,13 @@ test: venv image model
 test-fast: venv image
 	$(PY) -m pytest -m "not local_model"
 
-## lint: ruff (lint and format) on everything, mypy --strict on engine/ (pyproject [tool.mypy])
+## lint: ruff (lint and format) on everything, mypy --strict on engine/ (pyproject [tool.mypy]),
+## and the layering (imports point down: pyproject [tool.importlinter])
 lint: venv
 	$(VENV)/bin/ruff check engine tests benchmarks sandbox-image
 	$(VENV)/bin/ruff format --check engine tests benchmarks sandbox-image
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 ## attacks: the catalogue of attacks on real sandboxes and a real service (and the earlier escape suite), then its table
 attacks: venv image

@@ -176,8 +176,8 @@ class JobStore(ABC):
         return job
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        rows = self._query(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-        return _job(rows[0]) if rows else None
+        rows = self._query(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return job_from_row(rows[0]) if rows else None
 
     def jobs(self, status: str | None = None, owner: str | None = None) -> list[JobRecord]:
         """Jobs in submission order, optionally filtered."""
@@ -190,9 +190,9 @@ class JobStore(ABC):
             args.append(owner)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = self._query(
-            f"SELECT {_JOB_COLUMNS} FROM jobs {clause} ORDER BY created_at, rowid", tuple(args)
+            f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY created_at, rowid", tuple(args)
         )
-        return [_job(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
     def count_active(self, owner: str) -> int:
         """Queued plus running jobs of ``owner`` (for per-key limits)."""
@@ -411,7 +411,8 @@ class JobStore(ABC):
             db.execute("DELETE FROM blobs WHERE key = ?", (key,))
 
 
-_JOB_COLUMNS = (
+#: The columns of a job row, in the order :func:`job_from_row` reads them (both stores).
+JOB_COLUMNS = (
     "id, owner, kind, status, request, result, error, attempts, max_retries, "
     "created_at, started_at, finished_at"
 )
@@ -422,7 +423,8 @@ def _file(row: tuple[Any, ...]) -> FileRecord:
     return FileRecord(fid, owner, filename, int(size), Path(path), float(created))
 
 
-def _job(row: tuple[Any, ...]) -> JobRecord:
+def job_from_row(row: tuple[Any, ...]) -> JobRecord:
+    """The job of a row selected as :data:`JOB_COLUMNS`."""
     (
         job_id,
         owner,

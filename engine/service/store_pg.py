@@ -21,9 +21,9 @@ from typing import Any
 from engine.errors import ServiceError
 from engine.log import get_logger
 from engine.service.store import (
-    _JOB_COLUMNS,
     CANCELLED,
     FAILED,
+    JOB_COLUMNS,
     QUEUED,
     RUNNING,
     Connection,
@@ -31,7 +31,7 @@ from engine.service.store import (
     JobRecord,
     JobStore,
     Recovery,
-    _job,
+    job_from_row,
     store_errors,
 )
 
@@ -146,10 +146,10 @@ class PgJobStore(JobStore):
                 f"lease_owner = ?, lease_until = {_NOW} + ? "
                 "WHERE id = (SELECT id FROM jobs WHERE status = ? ORDER BY created_at, rowid "
                 "LIMIT 1 FOR UPDATE SKIP LOCKED) "
-                f"RETURNING {_JOB_COLUMNS}",
+                f"RETURNING {JOB_COLUMNS}",
                 (RUNNING, time.time(), replica, lease_s, QUEUED),
             ).fetchone()
-        return _job(row) if row is not None else None
+        return job_from_row(row) if row is not None else None
 
     def renew(self, replica: str, lease_s: float) -> Renewal:
         """Extend the leases of every job ``replica`` runs."""
