@@ -15,7 +15,8 @@ Run with ``make bench-sandbox``. Prints numbers, asserts nothing, and writes the
   is built from OUR sandbox image plus ``requests`` and ``dill`` and runs as root, like its
   default ``python:3.11-slim`` (details in ``benchmarks/peer.py``). It runs under Docker's
   default runtime (its own ``docker run`` flags); ours under our default (gVisor when Docker
-  has ``runsc``, else runc; ``--runtime`` picks one). ``--no-peer`` skips it.
+  has ``runsc``, else runc; ``--runtime`` picks one) and, like for like, also under runc (cold
+  start and cell; ``--no-runc-too`` skips that). ``--no-peer`` skips the peer.
 
 Targets on a 2-core machine: cold start p50 <= 1.5 s; warm start <= 1/10 of cold (aim
 < 50 ms); trivial cell p50 <= 5 ms and >= 20x faster than the peer's with no context, >= 1000x
@@ -25,6 +26,7 @@ at 100 MB; a 1 GB context usable in <= 10 s with the orchestrator's RSS growing 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -180,14 +182,18 @@ CHILD_CELL = """
 import json, time
 took = []
 for i in range({n}):
+    time.sleep({pause})  # a child's own model calls take seconds: the pool refills meanwhile
     t = time.perf_counter(); rlm_query(f"child {{i}}"); took.append(time.perf_counter() - t)
 answer['content'] = json.dumps(took); answer['ready'] = True
 """
 
 
-async def child_starts(config: SandboxConfig, n: int, warm: bool) -> dict[str, Any] | None:
-    """``n`` sequential ``rlm_query`` children (replayed models): their sandbox start-up and
-    the whole call as the parent's cell sees it. ``warm``: with the pool (None without it)."""
+async def child_starts(
+    config: SandboxConfig, n: int, warm: bool, pause: float
+) -> dict[str, Any] | None:
+    """``n`` sequential ``rlm_query`` children (replayed models, ``pause`` seconds apart,
+    untimed): their sandbox start-up and the whole call as the parent's cell sees it.
+    ``warm``: with the engine's warm pool (None when this checkout has none), else without."""
     from engine import Engine, EngineConfig, Limits
     from engine.models import Cassette, ModelSpec, ReplayServer
 
@@ -197,7 +203,7 @@ async def child_starts(config: SandboxConfig, n: int, warm: bool) -> dict[str, A
     entries = [
         {
             "match": {"model": "root"},
-            "response": {"content": f"```repl{CHILD_CELL.format(n=n)}```"},
+            "response": {"content": f"```repl{CHILD_CELL.format(n=n, pause=pause)}```"},
         },
         {"match": {"model": "sub"}, "response": {"content": child}, "repeat": True},
     ]
@@ -212,10 +218,11 @@ async def child_starts(config: SandboxConfig, n: int, warm: bool) -> dict[str, A
                 trajectory_path=Path(tmp) / "t.jsonl",
                 cache="off",
             )
-            if warm:
-                from benchmarks.warm import engine_with_pool
+            if pool_available():
+                from benchmarks.warm import engine_with_pool, engine_without_pool
 
-                engine_config = engine_with_pool(engine_config)
+                choose = engine_with_pool if warm else engine_without_pool
+                engine_config = choose(engine_config)
             async with Engine(engine_config) as engine:
                 result = await engine.run("bench children", None, events.append)
     if not result.ready:
@@ -241,8 +248,8 @@ def build_report(ours: dict[str, Any], theirs: dict[str, Any] | None) -> dict[st
     """The numbers of both sides, the headline keys and the ratios against the targets."""
     cold = ours["cold_start_s"]
     warm = ours.get("warm_start_s")
-    cell_by_mb = {mb: _p50(block, "cell_ms") for mb, block in ours["context"].items()}
-    cell_by_mb["0"] = _p50(ours, "cell_ms")
+    cell_by_mb = {"0": _p50(ours, "cell_ms")}
+    cell_by_mb.update({mb: _p50(block, "cell_ms") for mb, block in ours["context"].items()})
     report: dict[str, Any] = {
         "runtime": ours["runtime"],
         "cold_start_p50_s": cold.get("p50"),
@@ -329,6 +336,12 @@ def print_report(report: dict[str, Any]) -> None:
             f"{conc['sandboxes']} sandboxes started concurrently: total {conc['total_s']:.2f} s, "
             f"peak host memory +{conc['peak_host_memory_growth_mb']} MB"
         )
+    runc = report.get("runc")
+    if runc:
+        print(
+            f"ours under runc: cold start p50 {runc['cold_start_s']['p50']:.3f} s, trivial cell "
+            f"p50 {runc['cell_ms']['p50']:.2f} ms"
+        )
     for label in ("child_cold", "child_warm"):
         block = report.get(label)
         if block:
@@ -354,6 +367,12 @@ def print_report(report: dict[str, Any]) -> None:
             f"{f'cell x = 1, {mb} MB context':28} {fmt(ours_ms, 'ms'):>12} "
             f"{fmt(theirs, 'ms', 0):>12} {speed or '-':>8}x"
         )
+    runc = report.get("runc")
+    if runc:
+        print(
+            f"{'ours under runc: start, cell':28} {runc['cold_start_s']['p50']:.2f} s, "
+            f"{runc['cell_ms']['p50']:.2f} ms"
+        )
     print(f"targets: {report['targets']}")
 
 
@@ -372,11 +391,20 @@ async def measure_ours(args: argparse.Namespace, config: SandboxConfig) -> dict[
         for size in sorted({*args.context_mb, *args.peer_context_mb} - {0}):
             cells = args.context_cells if size in args.peer_context_mb else 0
             ours["context"][str(size)] = await with_context(config, size, cells, Path(tmp))
+    if args.runc_too and runtime != "runc":
+        # The peer runs under Docker's default runtime (runc): ours under it too, for a
+        # like-for-like row beside ours under gVisor.
+        runc = dataclasses.replace(config, runtime="runc")
+        runc_cold, _ = await cold_starts(runc, max(3, args.cold // 2))
+        async with Sandbox(runc) as sandbox:
+            runc_cells = await cell_times(sandbox, max(50, args.cells // 2))
+        ours["runc"] = {"cold_start_s": summary(runc_cold), "cell_ms": summary(runc_cells, 1000)}
     if args.concurrent:
         ours["concurrent"] = await concurrent(config, args.concurrent)
     if args.children:
-        ours["child_cold"] = await child_starts(config, args.children, warm=False)
-        ours["child_warm"] = await child_starts(config, args.children, warm=True)
+        pause = args.child_pause
+        ours["child_cold"] = await child_starts(config, args.children, False, pause)
+        ours["child_warm"] = await child_starts(config, args.children, True, pause)
     return ours
 
 
@@ -419,7 +447,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--context-mb", type=_sizes, default=[1, 100, 1024])
     parser.add_argument("--concurrent", type=int, default=20)
     parser.add_argument("--children", type=int, default=5, help="rlm_query children to time")
+    parser.add_argument(
+        "--child-pause", type=float, default=3.0, help="seconds between children (untimed)"
+    )
     parser.add_argument("--runtime", default=None, help="OCI runtime for ours (runsc, runc)")
+    parser.add_argument(
+        "--no-runc-too",
+        dest="runc_too",
+        action="store_false",
+        help="skip ours under runc (measured beside gVisor by default: the peer runs runc)",
+    )
     parser.add_argument("--no-peer", action="store_true", help="skip the rlms DockerREPL")
     parser.add_argument("--peer-version", default=peer.PEER_VERSION)
     parser.add_argument("--peer-starts", type=int, default=5)

@@ -182,3 +182,29 @@ def test_local_and_anymodel_summaries_match_their_reports() -> None:
     wanted = [("oolong", 8000, "served", "rlm", 0), ("oolong", 8000, "served", "rlm", 1)]
     (row,) = anymodel.summarize(done, wanted)
     assert (row["unit"], row["planned"], row["run"], row["mean_score"]) == ("tokens", 2, 1, 0.5)
+
+
+def test_growth_ceilings_divide_what_is_there_by_what_each_sandbox_takes() -> None:
+    growth = _load("bench_growth")
+    from engine.sandbox import SandboxConfig
+
+    usage = {"cgroup": 50.0, "host_pss": 100.0, "threads": 90.0}
+    busy = {"cgroup": 80.0, "host_pss": 200.0, "threads": 100.0}
+    row = {
+        "idle": usage,
+        "busy": busy,
+        "idle_host_mb_per_sandbox": -5.0,  # a shared host's noise: no estimate from it
+        "busy_host_mb_per_sandbox": 250.0,
+        "fds_per_sandbox": 10.0,
+    }
+    baseline = {"mem_available_mb": 10_000.0, "fds": 0, "threads": 0}
+    got = growth.ceilings([row], baseline, SandboxConfig(memory_bytes=1 << 30))
+    limits = got["estimated_max_sandboxes"]
+    assert limits["memory_idle"] == 100 and limits["memory_busy"] == 50
+    assert limits["memory_idle_cgroup"] == 200 and limits["memory_busy_cgroup"] == 125
+    assert limits["memory_idle_host_delta"] is None and limits["memory_busy_host_delta"] == 40
+    assert limits["memory_every_sandbox_at_its_limit"] == 9
+    assert limits["host_threads"] == got["threads_limit"] // 100
+    primary = ("memory_idle", "memory_busy", "orchestrator_open_files", "host_threads")
+    assert got["first_to_give_out_at"] == min(limits[k] for k in primary)
+    assert limits[got["first_to_give_out"]] == got["first_to_give_out_at"]
