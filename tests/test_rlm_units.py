@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,7 +18,8 @@ from engine.rlm.budget import Budget
 from engine.rlm.loop import fit_to_window, looks_like_answer
 from engine.rlm.trajectory import Trajectory, read_trajectory
 from engine.sandbox import ContextInfo
-from engine.truncate import truncate_middle
+from engine.sandbox.image import image_source_dir
+from engine.truncate import marker, truncate_middle
 
 
 def test_truncate_keeps_head_and_tail_and_counts_dropped() -> None:
@@ -31,6 +34,24 @@ def test_truncate_keeps_head_and_tail_and_counts_dropped() -> None:
 
 def test_truncate_leaves_short_text_alone() -> None:
     assert truncate_middle("short", 8000) == "short"
+
+
+def test_the_kernels_output_cap_writes_the_one_truncation_marker() -> None:
+    # The runtime cannot import the engine, so it spells the marker itself: the model must
+    # see the same text from the kernel's cap as from the orchestrator's cuts.
+    spec = importlib.util.spec_from_file_location(
+        "output_cap_under_test", image_source_dir() / "rlm_runtime" / "output_cap.py"
+    )
+    assert spec is not None and spec.loader is not None
+    output_cap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(output_cap)
+    written: list[str] = []
+    stream = SimpleNamespace(write=written.append)
+    cap = output_cap.StreamCap(stream, 1000)
+    cap.write("a" * 1500 + "b" * 2500)
+    dropped = cap.finish()
+    assert dropped == 2000
+    assert "".join(written) == "a" * 1000 + marker(dropped) + "b" * 1000
 
 
 class _Clock:

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mappin
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from functools import cache
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import anyio
@@ -46,7 +46,6 @@ from engine.sandbox.image import image_source_dir
 from engine.sandbox.results import CellError, ContextInfo, ExecResult, KernelState, timeout_error
 
 _POLL_S = 0.005
-_MISSING = object()
 
 
 class BridgeCallError(RuntimeError):
@@ -197,39 +196,11 @@ class FakeSandbox(AsyncResource):
             lines.append(text)
 
     def _after_cell(self, cell: _Cell) -> None:
-        """What the runtime's post-run hook does: restore, normalise, explain."""
-        ns = self._namespace
-        notes: list[str] = []
-        self._restored = ns.get("context", _MISSING) is not self._value
-        if self._restored:
-            ns["context"] = self._value
-            notes.append(
-                "`context` was reassigned or deleted; it has been restored to the original "
-                "context. Store your own data in other variables."
-            )
-        for name, helper in self._helpers.items():
-            if ns.get(name, _MISSING) is not helper:
-                ns[name] = helper
-                notes.append(f"`{name}` was overwritten; it has been restored.")
-        answer = ns.get("answer", _MISSING)
-        if not (isinstance(answer, dict) and "content" in answer and "ready" in answer):
-            if answer is _MISSING or answer is None:
-                ns["answer"] = {"content": "", "ready": False}
-                notes.append(
-                    "`answer` was deleted; it has been reset to {'content': '', 'ready': False}."
-                )
-            elif isinstance(answer, dict):
-                content = str(answer.get("content", ""))
-                ns["answer"] = {"content": content, "ready": answer.get("ready") is True}
-                notes.append(
-                    "`answer` must have the keys 'content' and 'ready'; missing keys were added."
-                )
-            else:
-                ns["answer"] = {"content": str(answer), "ready": False}
-                notes.append(
-                    "`answer` must stay a dict. Your value was stored in answer['content']; "
-                    "set answer['ready'] = True when it is final."
-                )
+        """What the runtime's post-run hook does (its own code): restore, normalise, explain."""
+        restored, notes = _runtime("namespace").restore(
+            self._namespace, self._value, self._helpers
+        )
+        self._restored = restored
         cell.stdout.extend(f"[rlm] {note}\n" for note in notes)
 
     def _state(self) -> KernelState:
@@ -246,79 +217,16 @@ class FakeSandbox(AsyncResource):
     # --- the helpers the kernel provides --------------------------------------------------
 
     def _make_helpers(self) -> dict[str, Any]:
-        def FINAL(value: Any) -> None:
-            self._namespace["answer"] = {"content": str(value), "ready": True}
-
-        def FINAL_VAR(name: str) -> None:
-            if not isinstance(name, str):
-                raise TypeError(
-                    "FINAL_VAR takes the variable's name as a string, e.g. FINAL_VAR('result')"
-                )
-            if name not in self._namespace:
-                raise NameError(f"FINAL_VAR: no variable named {name!r}; SHOW_VARS() lists them")
-            FINAL(self._namespace[name])
-
-        def SHOW_VARS() -> dict[str, str]:
-            skip = {"context", "answer", "__name__", "__builtins__", *self._helpers}
-            return {
-                name: type(value).__name__
-                for name, value in self._namespace.items()
-                if not name.startswith("_") and name not in skip
-            }
-
-        helpers = _runtime("helpers")
-
-        def search(
-            pattern: str,
-            context: Any = None,
-            *,
-            regex: bool = False,
-            window: int = 200,
-            max_hits: int = 20,
-        ) -> Any:
-            return helpers.search(
-                pattern,
-                context,
-                regex=regex,
-                window=window,
-                max_hits=max_hits,
-                _default=lambda: self._value,
-            )
-
-        def llm_map(
-            items: Any,
-            instruction: str,
-            *,
-            batch_size: int = 10,
-            max_chars: int = helpers.MAP_MAX_CHARS,
-            model: str | None = None,
-        ) -> Any:
-            return helpers.llm_map(
-                items,
-                instruction,
-                batch_size=batch_size,
-                max_chars=max_chars,
-                model=model,
-                _batch=self._llm_batch,
-            )
-
-        def llm_query_batched(prompts: list[str], model: str | None = None) -> list[str]:
-            return self._llm_batch(prompts, model)
-
-        def rlm_query_batched(prompts: list[str], model: str | None = None) -> list[str]:
-            return [self._rlm_query(prompt) for prompt in prompts]
-
+        # The runtime's own helper code, its sub-calls answered by the handler in-process.
+        bridge = SimpleNamespace(llm_batch=self._llm_batch, rlm_query=self._rlm_query)
         return {
-            "FINAL": FINAL,
-            "FINAL_VAR": FINAL_VAR,
-            "SHOW_VARS": SHOW_VARS,
+            **_runtime("namespace").answer_helpers(
+                lambda: self._namespace, lambda: {"__name__", "__builtins__", *self._helpers}
+            ),
             "llm_query": self._llm_query,
             "llm_batch": self._llm_batch,
             "rlm_query": self._rlm_query,
-            "search": search,
-            "llm_map": llm_map,
-            "llm_query_batched": llm_query_batched,
-            "rlm_query_batched": rlm_query_batched,
+            **_runtime("helpers").make_helpers(lambda: self._value, bridge),
         }
 
     def _call(self, name: str, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:

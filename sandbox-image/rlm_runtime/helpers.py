@@ -273,8 +273,20 @@ def llm_map(
     return dict(zip(keys, result, strict=True)) if keys is not None else result
 
 
-def make_helpers(get_context: Callable[[], Any]) -> dict[str, Callable[..., Any]]:
-    """The helpers as the kernel namespace gets them, ``search`` bound to the task's context."""
+def make_helpers(
+    get_context: Callable[[], Any], bridge: Any = None
+) -> dict[str, Callable[..., Any]]:
+    """The helpers as the kernel namespace gets them, ``search`` bound to the task's context.
+
+    ``bridge`` has the sub-call functions (``llm_batch``, ``rlm_query``): the runtime's
+    :mod:`rlm_runtime.bridge_client` when None; the orchestrator's in-process fake passes its own.
+    """
+    if bridge is None:
+        try:
+            from rlm_runtime import bridge_client as bridge
+        except ImportError:  # pragma: no cover - the image always ships it
+            bridge = None
+    batch = bridge.llm_batch if bridge is not None else None
 
     def search_(
         pattern: str,
@@ -299,26 +311,30 @@ def make_helpers(get_context: Callable[[], Any]) -> dict[str, Callable[..., Any]
         max_chars: int = MAP_MAX_CHARS,
         model: str | None = None,
     ) -> Any:
-        return llm_map(items, instruction, batch_size=batch_size, max_chars=max_chars, model=model)
+        return llm_map(
+            items,
+            instruction,
+            batch_size=batch_size,
+            max_chars=max_chars,
+            model=model,
+            _batch=batch,
+        )
 
     llm_map_.__doc__ = llm_map.__doc__
     llm_map_.__name__ = "llm_map"
-    return {"search": search_, "llm_map": llm_map_, **_package_names()}
+    names = {"search": search_, "llm_map": llm_map_}
+    return {**names, **_package_names(bridge)} if bridge is not None else names
 
 
-def _package_names() -> dict[str, Callable[..., Any]]:
+def _package_names(bridge: Any) -> dict[str, Callable[..., Any]]:
     """The names the official ``rlms`` package's REPL uses, which its trained models call."""
-    try:
-        from rlm_runtime import bridge_client
-    except ImportError:  # pragma: no cover - the image always ships it
-        return {}
 
     def llm_query_batched(prompts: list[str], model: str | None = None) -> list[str]:
         """Same as ``llm_batch``: many ``llm_query`` calls in parallel, answers in order."""
-        return bridge_client.llm_batch(prompts, model=model)
+        return bridge.llm_batch(prompts, model=model)  # type: ignore[no-any-return]
 
     def rlm_query_batched(prompts: list[str], model: str | None = None) -> list[str]:
         """``rlm_query`` for each prompt, one after another (``model`` is ignored)."""
-        return [bridge_client.rlm_query(prompt) for prompt in prompts]
+        return [bridge.rlm_query(prompt) for prompt in prompts]
 
     return {"llm_query_batched": llm_query_batched, "rlm_query_batched": rlm_query_batched}

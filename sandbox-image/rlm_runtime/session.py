@@ -9,6 +9,7 @@ from typing import Any
 
 from rlm_runtime import context_loader, message_cap
 from rlm_runtime import helpers as kernel_helpers
+from rlm_runtime import namespace as namespace_contract
 from rlm_runtime.output_cap import StreamCap
 
 _PROTECTED_HELPERS = ("llm_query", "llm_batch", "rlm_query", "FINAL", "FINAL_VAR", "SHOW_VARS")
@@ -107,67 +108,18 @@ def _post_run_cell(result: Any) -> None:
     notes: list[str] = []
     if _storage_error(result.error_in_exec):
         notes.append(_STORAGE_NOTE)
-    if namespace.get("context", _MISSING) is not _state.context:
-        namespace["context"] = _state.context
-        _state.context_restored = True
-        notes.append(
-            "`context` was reassigned or deleted; it has been restored to the original "
-            "context. Store your own data in other variables."
-        )
-    for name, helper in _state.helpers.items():
-        if namespace.get(name, _MISSING) is not helper:
-            namespace[name] = helper
-            notes.append(f"`{name}` was overwritten; it has been restored.")
-    notes.extend(_normalise_answer(namespace))
+    restored, kept = namespace_contract.restore(namespace, _state.context, _state.helpers)
+    _state.context_restored = _state.context_restored or restored
+    notes.extend(kept)
     for note in notes:
         print(f"[rlm] {note}")
     _state.output_dropped = sum(cap.finish() for cap in _state.caps)
 
 
-def _normalise_answer(namespace: dict[str, Any]) -> list[str]:
-    """Small models write ``answer = "..."``; keep what they meant and explain the contract."""
-    answer = namespace.get("answer", _MISSING)
-    if isinstance(answer, dict) and "content" in answer and "ready" in answer:
-        return []
-    if answer is _MISSING or answer is None:
-        namespace["answer"] = {"content": "", "ready": False}
-        return ["`answer` was deleted; it has been reset to {'content': '', 'ready': False}."]
-    if isinstance(answer, dict):
-        fixed = {"content": str(answer.get("content", "")), "ready": answer.get("ready") is True}
-        namespace["answer"] = fixed
-        return ["`answer` must have the keys 'content' and 'ready'; missing keys were added."]
-    namespace["answer"] = {"content": str(answer), "ready": False}
-    return [
-        "`answer` must stay a dict. Your value was stored in answer['content']; "
-        "set answer['ready'] = True when it is final."
-    ]
-
-
 def _make_helpers(shell: Any) -> dict[str, Any]:
-    def FINAL(value: Any) -> None:
-        """Set the final answer to ``value`` and finish."""
-        shell.user_ns["answer"] = {"content": str(value), "ready": True}
-
-    def FINAL_VAR(name: str) -> None:
-        """Finish with the value of the variable called ``name`` as the answer."""
-        if not isinstance(name, str):
-            raise TypeError(
-                "FINAL_VAR takes the variable's name as a string, e.g. FINAL_VAR('result')"
-            )
-        if name not in shell.user_ns:
-            raise NameError(f"FINAL_VAR: no variable named {name!r}; SHOW_VARS() lists them")
-        FINAL(shell.user_ns[name])
-
-    def SHOW_VARS() -> dict[str, str]:
-        """List the user's variables with their types."""
-        skip = _state.hidden | {"context", "answer", *_state.helpers}
-        return {
-            name: type(value).__name__
-            for name, value in shell.user_ns.items()
-            if not name.startswith("_") and name not in skip
-        }
-
-    helpers: dict[str, Any] = {"FINAL": FINAL, "FINAL_VAR": FINAL_VAR, "SHOW_VARS": SHOW_VARS}
+    helpers = namespace_contract.answer_helpers(
+        lambda: shell.user_ns, lambda: _state.hidden | set(_state.helpers)
+    )
     helpers.update(kernel_helpers.make_helpers(lambda: _state.context))
     try:
         from rlm_runtime import bridge_client, tools
@@ -179,7 +131,6 @@ def _make_helpers(shell: Any) -> dict[str, Any]:
     return helpers
 
 
-_MISSING = object()
 _STORAGE = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
 
