@@ -197,9 +197,7 @@ class FakeSandbox(AsyncResource):
 
     def _after_cell(self, cell: _Cell) -> None:
         """What the runtime's post-run hook does (its own code): restore, normalise, explain."""
-        restored, notes = _runtime("namespace").restore(
-            self._namespace, self._value, self._helpers
-        )
+        restored, notes = _runtime("namespace").restore(self._namespace, self._value, self._helpers)
         self._restored = restored
         cell.stdout.extend(f"[rlm] {note}\n" for note in notes)
 
