@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -116,11 +117,9 @@ def python_version(image: str) -> str:
 
 def build(tag: str = DEFAULT_TAG, *, force: bool = False) -> str:
     """Build (or reuse) the engine image; returns the fingerprint-pinned tag."""
-    import docker.errors
 
-    from engine.errors import ImageError
     from engine.sandbox import docker_api
-    from engine.sandbox.image import ensure_base_image, ensure_wheelhouse
+    from engine.sandbox.image import docker_build, ensure_base_image, ensure_wheelhouse
 
     started = time.perf_counter()
     client = docker_api.client()
@@ -128,13 +127,8 @@ def build(tag: str = DEFAULT_TAG, *, force: bool = False) -> str:
     version = python_version(base)
     print_tag = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
     pinned = f"{print_tag}:{fingerprint(client.images.get(base).id, version)[:12]}"
-    try:
-        if not force:
-            client.images.get(pinned).tag(tag)
-            say(f"image {tag} is up to date ({pinned}, {time.perf_counter() - started:.1f} s)")
-            return pinned
-    except docker.errors.ImageNotFound:
-        pass
+    if not force and reuse(client, pinned, tag, started):
+        return pinned
     wheelhouse = ensure_wheelhouse(REQUIREMENTS, version, progress=say)
     with tempfile.TemporaryDirectory(prefix="rlm-engine-image-") as tmp:
         context = Path(tmp)
@@ -153,24 +147,24 @@ def build(tag: str = DEFAULT_TAG, *, force: bool = False) -> str:
                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
             )
         say(f"building {pinned} from {base}")
-        for line in client.api.build(
-            path=str(context),
-            tag=pinned,
-            buildargs={"BASE_IMAGE": base},
-            labels={FINGERPRINT_LABEL: pinned.rsplit(":", 1)[1], "rlm-engine.image": "engine"},
-            rm=True,
-            forcerm=True,
-            decode=True,
-        ):
-            if "error" in line:
-                raise ImageError(f"the engine image build failed: {line['error'].strip()}")
-            text = str(line.get("stream", "")).strip()
-            if text and not text.startswith("--->"):
-                say(text)
+        labels = {FINGERPRINT_LABEL: pinned.rsplit(":", 1)[1], "rlm-engine.image": "engine"}
+        docker_build(context, pinned, base, labels, what="engine", progress=say)
     client.images.get(pinned).tag(tag)
     say(f"built {tag} ({pinned}) in {time.perf_counter() - started:.0f} s")
     _remove_stale(client, print_tag, pinned)
     return pinned
+
+
+def reuse(client: Any, pinned: str, tag: str, started: float) -> bool:
+    """Tag the existing image ``pinned`` as ``tag``; False when there is none (build it)."""
+    import docker.errors
+
+    try:
+        client.images.get(pinned).tag(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    say(f"image {tag} is up to date ({pinned}, {time.perf_counter() - started:.1f} s)")
+    return True
 
 
 def _remove_stale(client: object, repository: str, keep: str) -> None:

@@ -22,51 +22,31 @@ INFRA = REPO / "deploy" / "infra"
 DEFAULT_TAG = "rlm-infra:latest"
 
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "deploy"))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from build import reuse, say  # noqa: E402  (deploy/build.py: the engine image, built the same way)
 
 
 def build(tag: str = DEFAULT_TAG, *, force: bool = False) -> str:
     """Build (or reuse) the infrastructure image; returns the fingerprint-pinned tag."""
-    import docker.errors
-
-    from engine.errors import ImageError
     from engine.sandbox import docker_api
-    from engine.sandbox.image import ensure_base_image
+    from engine.sandbox.image import docker_build, ensure_base_image
 
     started = time.perf_counter()
     client = docker_api.client()
     base = ensure_base_image(progress=say)
-    digest = hashlib.sha256(client.images.get(base).id.encode())
+    digest = hashlib.sha256(str(client.images.get(base).id).encode())
     for path in sorted(INFRA.iterdir()):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     repository = tag.rsplit(":", 1)[0]
     pinned = f"{repository}:{digest.hexdigest()[:12]}"
-    try:
-        if not force:
-            client.images.get(pinned).tag(tag)
-            say(f"image {tag} is up to date ({pinned}, {time.perf_counter() - started:.1f} s)")
-            return pinned
-    except docker.errors.ImageNotFound:
-        pass
+    if not force and reuse(client, pinned, tag, started):
+        return pinned
     say(f"building {pinned} from {base}")
-    for line in client.api.build(
-        path=str(INFRA),
-        tag=pinned,
-        buildargs={"BASE_IMAGE": base},
-        labels={"rlm-engine.image": "infra"},
-        rm=True,
-        forcerm=True,
-        decode=True,
-    ):
-        if "error" in line:
-            raise ImageError(f"the infrastructure image build failed: {line['error'].strip()}")
-        text = str(line.get("stream", "")).strip()
-        if text and not text.startswith("--->"):
-            say(text)
+    docker_build(
+        INFRA, pinned, base, {"rlm-engine.image": "infra"}, what="infrastructure", progress=say
+    )
     client.images.get(pinned).tag(tag)
     say(f"built {tag} ({pinned}) in {time.perf_counter() - started:.0f} s")
     return pinned

@@ -19,6 +19,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "rlm-smoke"
@@ -35,22 +39,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def compose(env: dict[str, str], *args: str) -> None:
-    command = ["docker-compose", "-p", PROJECT, "-f", str(REPO / "docker-compose.yml"), *args]
-    subprocess.run(command, cwd=REPO, env=env, check=True)
+def compose(
+    env: dict[str, str],
+    *args: str,
+    project: str = PROJECT,
+    profile: str | None = None,
+    capture: bool = False,
+) -> str:
+    """Run ``docker-compose -p <project> [--profile <profile>] <args>`` (the repository's file)."""
+    command = ["docker-compose", "-p", project, "-f", str(REPO / "docker-compose.yml")]
+    command += [*(["--profile", profile] if profile else []), *args]
+    done = subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=capture, text=True)
+    return done.stdout or ""
 
 
-def project_containers() -> list[str]:
+def project_containers(project: str = PROJECT) -> list[str]:
+    label = f"label=com.docker.compose.project={project}"
     out = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-a",
-            "--filter",
-            f"label=com.docker.compose.project={PROJECT}",
-            "--format",
-            "{{.Names}}",
-        ],
+        ["docker", "ps", "-a", "--filter", label, "--format", "{{.Names}}"],
         capture_output=True,
         text=True,
         check=True,
@@ -66,6 +72,50 @@ def sandbox_containers(task_id: str) -> list[str]:
         check=True,
     ).stdout
     return [name for name in out.split() if task_id in name]
+
+
+def wait_healthy(client: httpx.Client, seconds: float) -> None:
+    """Wait for ``/healthz`` to answer 200; SystemExit after ``seconds``."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if client.get("/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the stack did not become healthy in {seconds:.0f} s")
+        time.sleep(0.5)
+
+
+def wait_finished(client: httpx.Client, job_id: str, deadline: float) -> dict[str, Any]:
+    """The job once it has finished; SystemExit when ``deadline`` (monotonic) passes first."""
+    while True:
+        current: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+        if current["status"] in ("succeeded", "failed", "cancelled"):
+            return current
+        if time.monotonic() > deadline:
+            raise SystemExit(f"job {job_id} did not finish in time: {current}")
+        time.sleep(0.5)
+
+
+def tear_down(
+    env: dict[str, str],
+    run_dir: Path,
+    task_ids: list[str],
+    project: str = PROJECT,
+    profile: str | None = None,
+) -> bool:
+    """Take the stack down; True when no container of it (or of its jobs) is left."""
+    step("docker-compose down")
+    compose(env, "down", "-v", "--remove-orphans", project=project, profile=profile)
+    left = project_containers(project) + [n for t in task_ids for n in sandbox_containers(t)]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if left:
+        print(f"containers left behind: {left}", file=sys.stderr)
+    return not left
 
 
 def main() -> int:
@@ -95,16 +145,7 @@ def main() -> int:
         step(f"docker-compose up (project {PROJECT}, port {port})")
         compose(env, "up", "-d", "engine")
         with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the engine did not become healthy in 120 s")
-                time.sleep(0.5)
+            wait_healthy(client, 120)
             step("healthy; uploading a context and submitting a job")
             rng = random.Random(7)
             lines = ["INFO ok"] * 500
@@ -120,14 +161,7 @@ def main() -> int:
             )
             job.raise_for_status()
             job_id = job.json()["id"]
-            deadline = time.monotonic() + 180
-            while True:
-                current = client.get(f"/v1/jobs/{job_id}").json()
-                if current["status"] in ("succeeded", "failed", "cancelled"):
-                    break
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"job {job_id} did not finish in 180 s: {current}")
-                time.sleep(0.5)
+            current = wait_finished(client, job_id, time.monotonic() + 180)
             step(f"job {job_id}: {current['status']}, answer {current['answer']!r}")
             if current["answer"] != "29 ERROR lines":
                 raise SystemExit(f"unexpected job result: {current}")
@@ -146,13 +180,7 @@ def main() -> int:
             step(f"chat completion: {chat.json()['choices'][0]['message']['content']!r}")
         ok = True
     finally:
-        step("docker-compose down")
-        compose(env, "down", "-v", "--remove-orphans")
-        left = project_containers() + (sandbox_containers(job_id) if job_id else [])
-        shutil.rmtree(run_dir, ignore_errors=True)
-        if left:
-            print(f"containers left behind: {left}", file=sys.stderr)
-            ok = False
+        ok = tear_down(env, run_dir, [job_id] if job_id else []) and ok
     step(f"{'PASS' if ok else 'FAIL'} in {time.perf_counter() - started:.0f} s")
     return 0 if ok else 1
 

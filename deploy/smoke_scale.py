@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
 
 DEPLOY = Path(__file__).resolve().parent
 REPO = DEPLOY.parent
@@ -26,57 +29,19 @@ PROJECT = "rlm-smoke-scale"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(DEPLOY))
 
-from smoke import free_port, sandbox_containers, step  # noqa: E402
+import smoke  # noqa: E402
+from smoke import free_port, step, wait_finished, wait_healthy  # noqa: E402
 
 SERVICES = ("postgres", "engine-1", "engine-2", "lb")
 JOBS = 6
 
 
 def compose(env: dict[str, str], *args: str, capture: bool = False) -> str:
-    command = ["docker-compose", "-p", PROJECT, "-f", str(REPO / "docker-compose.yml")]
-    done = subprocess.run(
-        [*command, "--profile", "scale", *args],
-        cwd=REPO,
-        env=env,
-        check=True,
-        capture_output=capture,
-        text=True,
-    )
-    return done.stdout or ""
+    return smoke.compose(env, *args, project=PROJECT, profile="scale", capture=capture)
 
 
-def project_containers() -> list[str]:
-    label = f"label=com.docker.compose.project={PROJECT}"
-    out = subprocess.run(
-        ["docker", "ps", "-a", "--filter", label, "--format", "{{.Names}}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()
-
-
-def wait_healthy(client: object, seconds: float) -> None:
-    import httpx
-
-    assert isinstance(client, httpx.Client)
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if client.get("/healthz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the stack did not become healthy in {seconds:.0f} s")
-        time.sleep(0.5)
-
-
-def run_jobs(client: object, count: int, tag: str) -> list[str]:
+def run_jobs(client: httpx.Client, count: int, tag: str) -> list[str]:
     """Submit ``count`` jobs (inline contexts) and wait for them; their ids."""
-    import httpx
-
-    assert isinstance(client, httpx.Client)
     expected, ids = {}, []
     for index in range(count):
         errors = 3 + index
@@ -91,13 +56,7 @@ def run_jobs(client: object, count: int, tag: str) -> list[str]:
         expected[job_id] = f"{errors} ERROR lines"
     deadline = time.monotonic() + 300
     for job_id in ids:
-        while True:
-            current = client.get(f"/v1/jobs/{job_id}").json()
-            if current["status"] in ("succeeded", "failed", "cancelled"):
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"job {job_id} did not finish in time: {current}")
-            time.sleep(0.5)
+        current = wait_finished(client, job_id, deadline)
         if current["answer"] != expected[job_id]:
             raise SystemExit(f"unexpected result of job {job_id}: {current}")
     return ids
@@ -164,13 +123,7 @@ def main() -> int:
             ids += run_jobs(client, 1, "failover")
         ok = True
     finally:
-        step("docker-compose down")
-        compose(env, "down", "-v", "--remove-orphans")
-        left = project_containers() + [n for job in ids for n in sandbox_containers(job)]
-        shutil.rmtree(run_dir, ignore_errors=True)
-        if left:
-            print(f"containers left behind: {left}", file=sys.stderr)
-            ok = False
+        ok = smoke.tear_down(env, run_dir, ids, project=PROJECT, profile="scale") and ok
     step(f"{'PASS' if ok else 'FAIL'} in {time.perf_counter() - started:.0f} s")
     return 0 if ok else 1
 

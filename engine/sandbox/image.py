@@ -100,23 +100,41 @@ def build_image(
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
         )
         _link_tree(wheelhouse, context / "wheelhouse")
-        for line in client.api.build(
-            path=str(context),
-            tag=pinned_tag,
-            buildargs={"BASE_IMAGE": base_image},
-            labels={_FINGERPRINT_LABEL: fingerprint, "rlm-engine.image": "sandbox"},
-            rm=True,
-            forcerm=True,
-            decode=True,
-        ):
-            if "error" in line:
-                raise ImageError(f"the sandbox image build failed: {line['error'].strip()}")
-            text = str(line.get("stream", "")).strip()
-            if text:
-                say(text)
+        labels = {_FINGERPRINT_LABEL: fingerprint, "rlm-engine.image": "sandbox"}
+        docker_build(context, pinned_tag, base_image, labels, what="sandbox", progress=say)
     client.images.get(pinned_tag).tag(tag)
     say(f"built {tag} ({pinned_tag})")
     return BuildResult(tag, fingerprint, False, time.perf_counter() - started)
+
+
+def docker_build(
+    context: Path,
+    tag: str,
+    base_image: str,
+    labels: dict[str, str],
+    *,
+    what: str,
+    progress: Progress,
+) -> None:
+    """Build the Dockerfile in ``context`` as ``tag`` with ``BASE_IMAGE=base_image``, offline.
+
+    Each build step goes to ``progress``; a failed step raises :class:`ImageError` naming
+    ``what`` image it was. Shared by the sandbox image and the deploy images (``deploy/``).
+    """
+    for line in docker_api.client().api.build(
+        path=str(context),
+        tag=tag,
+        buildargs={"BASE_IMAGE": base_image},
+        labels=labels,
+        rm=True,
+        forcerm=True,
+        decode=True,
+    ):
+        if "error" in line:
+            raise ImageError(f"the {what} image build failed: {line['error'].strip()}")
+        text = str(line.get("stream", "")).strip()
+        if text and not text.startswith("--->"):  # the builder's layer ids: noise
+            progress(text)
 
 
 def _fingerprint(source: Path, base_id: str, python_version: str) -> str:
