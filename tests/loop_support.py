@@ -95,3 +95,48 @@ class Run:
 
     def task_ids(self) -> set[str]:
         return {e["task_id"] for e in self.of_type("run_start")}
+
+
+# --- scenarios run on both backends (the fake in test_loop_behaviour, Docker in test_rlm_engine)
+
+
+async def llm_batch_under_one_cell(run: Run) -> None:
+    """``llm_batch`` from a cell: six sub-calls, counted, each recorded under that cell."""
+    sections = [f"SECTION {i}: " + "filler text " * 200 for i in range(6)]
+    counts = [3, 1, 4, 1, 5, 9]
+    reply = code(
+        "chunks = context.split('\\n')\n"
+        "found = llm_batch([f'Count the apples in: {c}' for c in chunks])\n"
+        "print(found)\n"
+        "answer['content'] = str(sum(int(f) for f in found))\nanswer['ready'] = True"
+    )
+    entries = [root(reply)] + [sub(f"SECTION {i}:", str(n)) for i, n in enumerate(counts)]
+    result = await run(entries, "How many apples?", "\n".join(sections))
+    assert result.answer == str(sum(counts)) and result.ready
+    assert result.sub_calls == 6 and result.usage_sub.total_tokens > 0
+    subs = run.of_type("sub_call")
+    (cell,) = run.of_type("cell")
+    assert len(subs) == 6 and {s["parent_id"] for s in subs} == {cell["id"]}
+    assert sorted(s["response"] for s in subs) == sorted(str(n) for n in counts)
+
+
+async def rlm_query_child_one_level_down(run: Run, parent: str = "", child: str = "") -> None:
+    """``rlm_query`` runs a child loop at depth 2 on its own context; ``parent``/``child`` are
+    extra lines at the start of each cell."""
+    parent_cell = code(
+        f"{parent}word = rlm_query('What is the secret word?', context='the secret word is PLUM')\n"
+        "answer['content'] = word.lower()\nanswer['ready'] = True"
+    )
+    child_cell = code(f"{child}answer['content'] = context.split()[-1]\nanswer['ready'] = True")
+    entries = [root(parent_cell), {"match": {"model": "sub"}, "response": {"content": child_cell}}]
+    result = await run(entries, "Find the word via a child.", max_depth=2)
+    assert (result.answer, result.ready, result.sub_calls) == ("plum", True, 1)
+    starts = run.of_type("run_start")
+    assert [s["depth"] for s in starts] == [1, 2]
+    assert len(run.task_ids()) == 2
+    (call,) = run.of_type("sub_call")
+    assert call["kind"] == "rlm_query" and call["response"] == "PLUM"
+    assert starts[1]["parent_id"] == call["id"]
+    assert [c["depth"] for c in run.of_type("cell")] == [2, 1]
+    child_context = next(e for e in run.of_type("sandbox_ready") if e["depth"] == 2)["context"]
+    assert child_context["length_chars"] == len("the secret word is PLUM")

@@ -21,7 +21,15 @@ from engine.models import Cassette, ModelSpec, ReplayServer
 from engine.rlm import prompts
 from engine.rlm.trajectory import read_trajectory
 from engine.sandbox.fake import FakeBackend
-from tests.loop_support import Run, code, done, root, sub
+from tests.loop_support import (
+    Run,
+    code,
+    done,
+    llm_batch_under_one_cell,
+    rlm_query_child_one_level_down,
+    root,
+    sub,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -73,42 +81,12 @@ async def test_loop_solves_in_one_cell_and_records_the_run(run: Run, tmp_path: P
 
 
 async def test_loop_llm_batch_counts_sub_calls_under_the_cell(run: Run) -> None:
-    sections = [f"SECTION {i}: " + "filler text " * 200 for i in range(6)]
-    counts = [3, 1, 4, 1, 5, 9]
-    reply = code(
-        "chunks = context.split('\\n')\n"
-        "found = llm_batch([f'Count the apples in: {c}' for c in chunks])\n"
-        "print(found)\n"
-        "answer['content'] = str(sum(int(f) for f in found))\nanswer['ready'] = True"
-    )
-    entries = [root(reply)] + [sub(f"SECTION {i}:", str(n)) for i, n in enumerate(counts)]
-    result = await run(entries, "How many apples?", "\n".join(sections))
-    assert result.answer == str(sum(counts)) and result.ready
-    assert result.sub_calls == 6 and result.usage_sub.total_tokens > 0
-    subs = run.of_type("sub_call")
-    (cell,) = run.of_type("cell")
-    assert len(subs) == 6 and {s["parent_id"] for s in subs} == {cell["id"]}
-    assert sorted(s["response"] for s in subs) == sorted(str(n) for n in counts)
+    await llm_batch_under_one_cell(run)
 
 
 async def test_loop_rlm_query_runs_a_child_loop_one_level_down(run: Run) -> None:
-    parent = code(
-        "word = rlm_query('What is the secret word?', context='the secret word is PLUM')\n"
-        "answer['content'] = word.lower()\nanswer['ready'] = True"
-    )
-    child = code("answer['content'] = context.split()[-1]\nanswer['ready'] = True")
-    entries = [root(parent), {"match": {"model": "sub"}, "response": {"content": child}}]
-    result = await run(entries, "Find the word via a child.", max_depth=2)
-    assert (result.answer, result.ready, result.sub_calls) == ("plum", True, 1)
-    starts = run.of_type("run_start")
-    assert [s["depth"] for s in starts] == [1, 2]
-    assert len(run.task_ids()) == 2 and run.backend.opened == [s["task_id"] for s in starts]
-    (call,) = run.of_type("sub_call")
-    assert call["kind"] == "rlm_query" and call["response"] == "PLUM"
-    assert starts[1]["parent_id"] == call["id"]
-    assert [c["depth"] for c in run.of_type("cell")] == [2, 1]
-    child_context = next(e for e in run.of_type("sandbox_ready") if e["depth"] == 2)["context"]
-    assert child_context["length_chars"] == len("the secret word is PLUM")
+    await rlm_query_child_one_level_down(run)
+    assert run.backend.opened == [s["task_id"] for s in run.of_type("run_start")]
     # The child's own system prompt says it cannot go deeper.
     child_system = next(r for r in run.server.requests if r["model"] == "sub")["messages"][0]
     assert "same as `llm_query`" in child_system["content"]

@@ -17,7 +17,14 @@ from engine import Engine, EngineConfig, RunResult
 from engine.models import Cassette, ModelSpec, ReplayServer
 from engine.rlm.trajectory import read_trajectory
 from tests.conftest import engine_containers
-from tests.loop_support import Run, code, root, sub
+from tests.loop_support import (
+    Run,
+    code,
+    llm_batch_under_one_cell,
+    rlm_query_child_one_level_down,
+    root,
+    sub,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
 
@@ -46,52 +53,14 @@ async def test_grep_style_solve_in_one_cell(run: Run) -> None:
 
 
 async def test_chunks_and_llm_batch(run: Run) -> None:
-    sections = [f"SECTION {i}: " + "filler text " * 200 for i in range(6)]
-    context = "\n".join(sections)
-    counts = [3, 1, 4, 1, 5, 9]
-    reply = code(
-        "chunks = context.split('\\n')\n"
-        "found = llm_batch([f'Count the apples in: {c}' for c in chunks])\n"
-        "print(found)\n"
-        "answer['content'] = str(sum(int(f) for f in found))\nanswer['ready'] = True"
-    )
-    entries = [root(reply)] + [sub(f"SECTION {i}:", str(n)) for i, n in enumerate(counts)]
-    result = await run(entries, "How many apples?", context)
-    assert result.answer == str(sum(counts)) and result.ready
-    assert result.sub_calls == 6
-    assert result.usage_sub.total_tokens > 0
-    subs = run.of_type("sub_call")
-    (cell,) = run.of_type("cell")
-    assert len(subs) == 6 and {s["parent_id"] for s in subs} == {cell["id"]}
-    assert sorted(s["response"] for s in subs) == sorted(str(n) for n in counts)
+    await llm_batch_under_one_cell(run)  # over the real bridge
 
 
 async def test_rlm_query_runs_a_child_in_its_own_sandbox(run: Run) -> None:
-    parent = code(
-        "import os\nprint('parent depth', os.environ['RLM_DEPTH'])\n"
-        "word = rlm_query('What is the secret word?', context='the secret word is PLUM')\n"
-        "answer['content'] = word.lower()\nanswer['ready'] = True"
-    )
-    child = code(
-        "import os\nprint('child depth', os.environ['RLM_DEPTH'])\n"
-        "answer['content'] = context.split()[-1]\nanswer['ready'] = True"
-    )
-    entries = [root(parent), {"match": {"model": "sub"}, "response": {"content": child}}]
-    result = await run(entries, "Find the word via a child.", max_depth=2)
-    assert (result.answer, result.ready) == ("plum", True)
-    assert result.sub_calls == 1
-    starts = run.of_type("run_start")
-    assert [s["depth"] for s in starts] == [1, 2]
-    assert len(run.task_ids()) == 2
-    (call,) = run.of_type("sub_call")
-    assert call["kind"] == "rlm_query" and call["response"] == "PLUM"
-    assert starts[1]["parent_id"] == call["id"]
-    assert starts[1]["context_arg"]["kind"] == "path"
-    cells = run.of_type("cell")
-    assert [c["depth"] for c in cells] == [2, 1]
-    assert "child depth 2" in cells[0]["output"]
-    child_context = next(e for e in run.of_type("sandbox_ready") if e["depth"] == 2)["context"]
-    assert child_context["length_chars"] == len("the secret word is PLUM")
+    depth = "import os\nprint('{} depth', os.environ['RLM_DEPTH'])\n"
+    await rlm_query_child_one_level_down(run, depth.format("parent"), depth.format("child"))
+    assert "child depth 2" in run.of_type("cell")[0]["output"]
+    assert run.of_type("run_start")[1]["context_arg"]["kind"] == "path"
 
 
 async def test_cell_timeout_keeps_kernel_state(run: Run) -> None:
