@@ -9,6 +9,12 @@ engine) writes the same text as :func:`marker`.
 
 from __future__ import annotations
 
+import re
+
+#: Finds :func:`marker` in an output (group 1: the count dropped), e.g. for the root loop to
+#: notice that the model saw only part of what its cell printed.
+MARKER_PATTERN = re.compile(r"\[rlm: output truncated: ([\d,]+) characters dropped\]")
+
 
 def marker(dropped: int) -> str:
     """The line that stands where ``dropped`` characters were cut out (with its newlines)."""

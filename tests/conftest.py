@@ -15,6 +15,28 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_call_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The model-call cache of this test session only, not the user's ``~/.cache/rlm/cache``.
+
+    Scripted replay servers listen on ephemeral ports that repeat across sessions; a call
+    cached by an earlier session under the same URL would be answered from the cache and
+    skip the script's next reply.
+    """
+    from engine.models import cache
+
+    directory = tmp_path_factory.mktemp("call-cache")
+    saved, saved_env = cache.default_cache_dir, os.environ.get("RLM_CACHE_DIR")
+    cache.default_cache_dir = lambda: directory  # type: ignore[assignment]
+    os.environ["RLM_CACHE_DIR"] = str(directory)  # the CLI and service in subprocesses
+    yield
+    cache.default_cache_dir = saved  # type: ignore[assignment]
+    if saved_env is None:
+        os.environ.pop("RLM_CACHE_DIR", None)
+    else:
+        os.environ["RLM_CACHE_DIR"] = saved_env
+
+
 @pytest.fixture(scope="session")
 def docker_ready() -> None:
     """Fail (not skip) when Docker or the image is missing: CI must exercise the sandbox."""

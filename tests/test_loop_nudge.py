@@ -10,7 +10,16 @@ from dataclasses import dataclass
 
 import pytest
 
-from engine.rlm.nudges import Watcher, copies_preview, key_terms, reads_content, typed_values
+from engine.rlm.nudges import (
+    Watcher,
+    copies_preview,
+    key_terms,
+    parse_probe,
+    probe_code,
+    reads_content,
+    typed_values,
+)
+from engine.truncate import marker, truncate_middle
 
 ESSAY = (
     "Want to start a startup? Get funded by Y Combinator. In the summer of 2005 a group of "
@@ -215,10 +224,12 @@ def test_loop_helpers_of_the_watcher() -> None:
 
 def test_loop_cut_output_steers_to_a_search() -> None:
     watcher = text_watcher()
-    output = ESSAY[:5000] + "\n... [12,345 characters dropped] ...\n" + ESSAY[:2000]
+    # The marker the model really sees (engine.truncate), as any layer that cuts writes it.
+    output = truncate_middle(ESSAY * 4, 7_000)
     nudge = watcher.after_cell("print(context)", output, None)
     assert nudge is not None and nudge.reason == "output_cut"
-    assert "12,345 characters in its middle were dropped" in nudge.message
+    dropped = len(ESSAY * 4) - (len(output) - len(marker(len(ESSAY * 4))))
+    assert f"{dropped:,} characters in its middle were dropped" in nudge.message
     assert "print(search('quiet-lake'))" in nudge.message
 
 
@@ -230,3 +241,30 @@ def test_loop_same_error_twice_asks_for_another_approach() -> None:
     assert nudge is not None and nudge.reason == "repeated_error"
     assert "failed the same way" in nudge.message and "search('quiet-lake')" in nudge.message
     assert watcher.after_cell("print(len(context))", "8000", None) is None
+
+
+def test_loop_search_words_rank_by_how_often_the_context_holds_them() -> None:
+    query = "What is the secret access code mentioned somewhere in the text?"
+    # Without counts: distinctive, then long words ("somewhere" is neither rare nor useful).
+    assert key_terms(query)[0] == "somewhere"
+    hits = {"secret": 1, "access": 1, "code": 3, "somewhere": 0}
+    # With counts: present and rarest first; an absent word last.
+    assert key_terms(query, hits=hits) == ["secret", "access", "code"]
+    watcher = Watcher.for_context(query, Info("text", "str", 30_000, None, "A quiet town."))
+    watcher.term_hits = hits
+    cut = watcher.after_cell("print(context)", truncate_middle("x" * 20_000, 8_000), None)
+    assert cut is not None and "print(search('secret'))" in cut.message
+
+
+def test_loop_probe_output_is_parsed_strictly() -> None:
+    query = "Which quiet-lake code?"
+    code = probe_code(query)
+    assert code is not None and "quiet-lake" in code and "search(" in code
+    assert probe_code("what is it?") is None  # nothing worth counting
+    assert parse_probe('{"quiet-lake": 2, "code": 7}', query) == {"quiet-lake": 2, "code": 7}
+    # The sandbox's output is untrusted: unknown words, non-counts and garbage are dropped.
+    hostile = '{"quiet-lake": -1, "code": true, "evil": 1, "Which": 5}'
+    assert parse_probe(hostile, query) == {}
+    assert parse_probe('{"code": 10000000}', query) == {"code": 1000}
+    assert parse_probe("Traceback ...", query) == {}
+    assert parse_probe("[1, 2]", query) == {}

@@ -110,3 +110,35 @@ async def test_loop_answer_after_listing_files_goes_back_once(tmp_path: Path) ->
     assert (result.answer, result.ready, result.iterations) == ("engine/rlm/parser.py", True, 4)
     assert reasons(events) == ["unsupported_answer"]
     assert "print(search('FINAL'))" in requests[2]["messages"][-1]["content"]
+
+
+async def test_loop_cut_print_then_guess_is_steered_to_the_rare_word(tmp_path: Path) -> None:
+    # The embedded model's failure on the demo: print(context) (the middle is cut), then a
+    # guessed code. The advice must name a word the context holds (counted in the kernel
+    # before the first cell), not merely a long word of the question ("somewhere").
+    filler = "The village baker walked along the canal while the bells were ringing. " * 300
+    text = filler + "Note: the secret access code is 88-XQ-41, keep it safe. " + filler
+    query = "What is the secret access code mentioned somewhere in the text?"
+    entries = [
+        cell("print(context)", "I look at the text."),
+        cell("answer['content'] = '12345'\nanswer['ready'] = True\nprint('done')"),
+        cell("print(search('secret'))"),
+        cell("answer['content'] = '88-XQ-41'\nanswer['ready'] = True"),
+    ]
+    runner = Run(tmp_path, FakeBackend())
+    result = await runner(entries, query, text, "small", max_iterations=4, output_max_chars=4000)
+    assert (result.answer, result.ready) == ("88-XQ-41", True)
+    assert reasons(runner.events) == ["output_cut", "unsupported_answer"]
+    cut = runner.last_user(1)
+    assert "characters in its middle were dropped" in cut and "search('secret')" in cut
+    doubt = runner.last_user(2)
+    assert "print(search('12345'))\nprint(search('secret'))" in doubt
+    # The doubt is the next step, not output followed by "store the answer if shown".
+    assert "If the output above contains the answer" not in doubt
+    # The model's cells are the only cells: the probe is not one of them.
+    assert [e["code"] for e in runner.of_type("cell")] == [
+        "print(context)",
+        "answer['content'] = '12345'\nanswer['ready'] = True\nprint('done')",
+        "print(search('secret'))",
+        "answer['content'] = '88-XQ-41'\nanswer['ready'] = True",
+    ]

@@ -24,7 +24,7 @@ from engine.models import ModelClient, ModelSpec
 from engine.rlm import prompts
 from engine.rlm.answer_schema import AnswerSchema
 from engine.rlm.budget import Budget
-from engine.rlm.nudges import Nudge, Watcher
+from engine.rlm.nudges import Nudge, Watcher, parse_probe, probe_code
 from engine.rlm.parser import (
     STOP_SEQUENCES,
     FinalDirective,
@@ -51,6 +51,8 @@ _ANSWERISH = re.compile(
 # Older turns' outputs are elided when the conversation would not fit the model's window.
 _CHARS_PER_TOKEN = 3.5
 _WINDOW_SHARE = 0.8
+# The search-word probe is advice, not work: it gets a few seconds at most.
+PROBE_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -155,6 +157,7 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
         tools=s.tools_prompt,
     )
     state.watcher = Watcher.for_context(s.query, s.context_info)
+    await _probe_search_words(s, sandbox, state.watcher)
     state.messages = [
         {"role": "system", "content": s.profile.system_prompt(inputs)},
         {"role": "user", "content": _first_message(s, inputs)},
@@ -212,6 +215,30 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
             return
 
 
+async def _probe_search_words(s: LoopSettings, sandbox: CodeSandbox, watcher: Watcher) -> None:
+    """Count the query's words in the context, so advice names a word the context holds.
+
+    A word picked from the question alone is often absent ("somewhere") or everywhere
+    ("text"); a search for it leads a weak model nowhere. The count runs in the task's own
+    kernel (every context kind, through ``search``) before the model's first cell; its output
+    is the sandbox's, so it is parsed strictly and only ever picks among the query's words.
+    """
+    code = probe_code(s.query)
+    if code is None or watcher.kind == "none":
+        return
+    try:
+        result = await sandbox.execute(
+            code, cell_timeout_s=min(PROBE_TIMEOUT_S, s.limits.cell_timeout_s)
+        )
+    except KernelDiedError:
+        raise
+    except RLMError as exc:  # advice only: the run goes on without counts
+        log.warning("search-word probe failed", error=str(exc))
+        return
+    if result.error is None and not result.timed_out:
+        watcher.term_hits = parse_probe(result.output_text(), s.query)
+
+
 async def _run_cells(
     s: LoopSettings,
     sandbox: CodeSandbox,
@@ -246,15 +273,22 @@ async def _run_cells(
                 doubt = _schema_problem(s, state, state.answer_content, "answer")
                 if doubt is None:
                     return
-            # Sent back: the kernel's answer stays, but is no longer final.
+            # Sent back: the kernel's answer stays, but is no longer final. The doubt is the
+            # next step (it outranks any advice about the cell), not a line of the output: a
+            # weak model reads the output as data and the usual ending as "set the answer".
             await sandbox.execute('answer["ready"] = False', cell_timeout_s=s.limits.cell_timeout_s)
             _nudge(s, turn_id, turn, doubt)
-            output = f"{output}\n{doubt.message}" if output else doubt.message
+            if doubt.reason == "unsupported_answer":
+                advice = doubt
+            else:  # schema errors are the cell's output, as a validator's would be
+                output = f"{output}\n{doubt.message}" if output else doubt.message
         outputs.append(output)
         found = state.watcher.after_cell(code, output, error)
         if advice is None and found is not None:
             advice = found
             _nudge(s, turn_id, turn, found)
+        if advice is not None and advice.reason == "unsupported_answer":
+            break  # the cells after a doubted answer were written assuming it was right
     notes: list[str] = []
     next_step = None
     if advice is not None:

@@ -12,14 +12,20 @@ specific to a profile or to a context type (text, list, dict of files).
 from __future__ import annotations
 
 import ast
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from engine.truncate import MARKER_PATTERN
 
 # A string literal at least this long that shares a run of this many characters with the
 # context preview is the preview copied into code, not a search term.
 LITERAL_MIN_CHARS = 120
 LITERAL_SHARED_RUN = 60
+# The search-word probe: how many words of the query it counts, and where it stops counting.
+PROBE_TERMS = 6
+PROBE_MAX_HITS = 1_000
 # Sampling used after a repeated reply when decoding was greedy: varied, but reproducible.
 VARIED_TEMPERATURE = 0.7
 VARIED_SEED_BASE = 1_000
@@ -29,7 +35,6 @@ _SEARCH_CALL = re.compile(
 )
 _EMPTY_OUTPUT = re.compile(r"^\s*(\[\]|\(\)|\{\}|None|False|-1|0|''|\"\"|set\(\))?\s*$")
 _NO_MATCH = re.compile(r"no match|not found|nothing found", re.IGNORECASE)
-_CUT = re.compile(r"\.\.\. \[([\d,]+) characters dropped\] \.\.\.")
 _SLICE = re.compile(r"\bcontext\s*\[\s*(-?\d*)\s*:\s*(-?\d*)\s*\]")
 _STOPWORD_TEXT = (
     "the a an of for in on at to is are was were be what which who whom whose when where why "
@@ -53,8 +58,14 @@ class Nudge:
     message: str
 
 
-def key_terms(query: str, limit: int = 3) -> list[str]:
-    """Words of ``query`` worth searching for: distinctive ones first (digits, hyphens, caps)."""
+def key_terms(query: str, limit: int = 3, hits: dict[str, int] | None = None) -> list[str]:
+    """Words of ``query`` worth searching for, best first.
+
+    With ``hits`` (how often each word occurs in the context, see :func:`probe_code`), words
+    the context holds come first, the rarest first: a word that occurs once or twice leads to
+    the passage the question is about, one that is absent leads nowhere. Otherwise (and among
+    equals) distinctive words come first (digits, hyphens, capitals), then longer ones.
+    """
     words = re.findall(r"[A-Za-z0-9_][\w.-]*[\w]|\w", query)
     seen: list[str] = []
     for word in words:
@@ -62,11 +73,45 @@ def key_terms(query: str, limit: int = 3) -> list[str]:
             continue
         seen.append(word)
 
-    def rank(word: str) -> tuple[int, int]:
+    def rank(word: str) -> tuple[int, int, int]:
         special = any(c.isdigit() or c in "-_." for c in word) or word[:1].isupper()
-        return (0 if special else 1, -len(word))
+        found = (hits or {}).get(word)
+        # Unknown counts (no probe) rank as "present, frequent": the old order decides.
+        order = PROBE_MAX_HITS + 1 if found is None else (found if found else PROBE_MAX_HITS + 2)
+        return (order, 0 if special else 1, -len(word))
 
     return sorted(seen, key=rank)[:limit]
+
+
+def probe_code(query: str) -> str | None:
+    """A cell that prints, as JSON, how often each candidate search word of ``query`` occurs
+    in ``context`` (capped at :data:`PROBE_MAX_HITS`); None when the query has no such word.
+
+    It defines no variable, so the model's namespace is as it was.
+    """
+    terms = key_terms(query, limit=PROBE_TERMS)
+    if not terms:
+        return None
+    return (
+        "print(__import__('json').dumps({t: len(search(t, window=0, "
+        f"max_hits={PROBE_MAX_HITS})) for t in {terms!r}}}))"
+    )
+
+
+def parse_probe(output: str, query: str) -> dict[str, int]:
+    """The counts a :func:`probe_code` cell printed; untrusted output: anything else is ignored."""
+    allowed = set(key_terms(query, limit=PROBE_TERMS))
+    try:
+        data = json.loads(output.strip()[:10_000])
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        k: min(v, PROBE_MAX_HITS)
+        for k, v in data.items()
+        if k in allowed and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    }
 
 
 def literal_texts(code: str) -> list[str]:
@@ -174,6 +219,11 @@ class Watcher:
     challenged: bool = False
     whole_seen: bool = False  # the preview showed the entire context
     last_error: str | None = None  # the exception type of the last cell, if it failed
+    term_hits: dict[str, int] = field(default_factory=dict)  # from the probe, if it ran
+
+    def terms(self, limit: int = 3) -> list[str]:
+        """The query's words to suggest searching for, rarest in the context first."""
+        return key_terms(self.query, limit, self.term_hits)
 
     @classmethod
     def for_context(cls, query: str, info: Any) -> Watcher:
@@ -204,7 +254,7 @@ class Watcher:
         return Nudge("repeated_reply", self._repeat_message())
 
     def _repeat_message(self) -> str:
-        terms = key_terms(self.query)
+        terms = self.terms()
         example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
         return (
             "Your last reply was the same as an earlier one, so it was not run again and it "
@@ -225,7 +275,7 @@ class Watcher:
         """A cell that must not run: it re-creates ``context`` from a literal copy."""
         if self.kind == "none" or not copies_preview(code, self.preview):
             return None
-        terms = key_terms(self.query)
+        terms = self.terms()
         example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
         return Nudge(
             "context_literal",
@@ -256,13 +306,13 @@ class Watcher:
         failed = error is not None or _EMPTY_OUTPUT.match(output) or _NO_MATCH.search(output[:300])
         if searched and failed:
             return Nudge("failed_search", self._search_advice(error))
-        cut = _CUT.search(output)
+        cut = MARKER_PATTERN.search(output)
         if cut and not searched:
             return Nudge("output_cut", self._cut_advice(cut.group(1)))
         return self._small_slice(code)
 
     def _error_advice(self, error: str) -> str:
-        terms = key_terms(self.query)
+        terms = self.terms()
         example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
         return (
             f"This cell failed the same way as the one before ({error[:120]}). Changing a "
@@ -273,16 +323,17 @@ class Watcher:
     def _cut_advice(self, dropped: str) -> str:
         # print(context) on a long text: the middle of the output is dropped, and weak models
         # then answer from the part they saw (issue 14).
-        terms = key_terms(self.query)
+        terms = self.terms()
         example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
+        count = int(dropped.replace(",", ""))
         return (
-            f"That output was cut: {dropped} characters in its middle were dropped, so the "
+            f"That output was cut: {count:,} characters in its middle were dropped, so the "
             "answer may be in the part you did not see. Do NOT answer from it; search the "
             f"whole context instead:\n```repl\n{example}\n```"
         )
 
     def _search_advice(self, error: str | None) -> str:
-        terms = key_terms(self.query)
+        terms = self.terms()
         what = f"failed ({error})" if error else "found nothing"
         lines = [f"print(search({t!r}))" for t in terms] or ["print(search('WORD'))"]
         return (
@@ -305,7 +356,7 @@ class Watcher:
             return None
         seen = sum(spans)
         unit = "characters" if self.kind == "text" else "items"
-        terms = key_terms(self.query)
+        terms = self.terms()
         example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
         return Nudge(
             "partial_view",
@@ -337,14 +388,23 @@ class Watcher:
         # text. A short value (a count, a yes/no) is found everywhere or nowhere, so it is
         # checked by computing it from what the question names.
         short = len(value) < 4
-        terms = key_terms(self.query) if self.kind == "directory" or short else []
-        probe = terms[0] if terms else value[:60]
-        how = (
-            f"compute it from the content, e.g.\n```repl\nhits = search({probe!r}, "
-            "max_hits=100_000)\nprint(len(hits), 'matches')\nprint(hits[:3])\n```"
-            if short and terms
-            else f"check it in the context first, e.g.\n```repl\nprint(search({probe!r}))\n```"
-        )
+        terms = self.terms()
+        if short and terms:
+            how = (
+                f"compute it from the content, e.g.\n```repl\nhits = search({terms[0]!r}, "
+                "max_hits=100_000)\nprint(len(hits), 'matches')\nprint(hits[:3])\n```"
+            )
+        else:
+            # Look for the value itself (unless it is a file name: files are read, not
+            # searched) and for the question's rarest word, which leads to the passage the
+            # question is about whether or not the guess was right.
+            checks = [] if self.kind == "directory" and terms else [value[:60]]
+            checks += [t for t in terms[:1] if t.lower() != value.lower()]
+            how = (
+                "check it in the context first, e.g.\n```repl\n"
+                + "\n".join(f"print(search({c!r}))" for c in checks)
+                + "\n```"
+            )
         return Nudge(
             "unsupported_answer",
             f"You set the answer {value[:80]!r}, but no output so far shows it in the content "
