@@ -12,6 +12,8 @@ import signal
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -56,6 +58,34 @@ async def _start(service: Service) -> RssMeter:
     return RssMeter(service.proc.pid).start()
 
 
+@dataclass
+class Running:
+    """A started service under attack and the meter of its process's memory."""
+
+    service: Service
+    meter: RssMeter
+
+    async def restarted(self) -> None:
+        """The service was started again: measure the new process from its start."""
+        self.meter = await _start(self.service)
+
+    async def survived(self) -> int:
+        """Check an innocent tenant still gets its answer; the RSS growth (service still up)."""
+        assert await innocent_answer(self.service) == "45"
+        return self.meter.growth()
+
+
+@asynccontextmanager
+async def running(tmp_path: Path, replay: ReplayServer, *flags: str) -> AsyncIterator[Running]:
+    """A real `rlm serve` with ``flags`` for the block, stopped after it (also on failure)."""
+    service = Service(tmp_path / "data", replay.base_url, *flags)
+    attacked = Running(service, await _start(service))
+    try:
+        yield attacked
+    finally:
+        await anyio.to_thread.run_sync(service.stop)
+
+
 def _dir_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -63,9 +93,8 @@ def _dir_bytes(folder: Path) -> int:
 async def test_attack_metrics_and_health_without_the_operator_key(
     tmp_path: Path, replay: ReplayServer, attack_report: AttackReport
 ) -> None:
-    service = Service(tmp_path / "data", replay.base_url)
-    meter = await _start(service)
-    try:
+    async with running(tmp_path, replay) as attacked:
+        service = attacked.service
         async with service.client() as tenant:
             job = (await tenant.post("/v1/jobs", json={"query": "QUICK"})).json()
             await wait_final(tenant, job["id"])
@@ -77,10 +106,7 @@ async def test_attack_metrics_and_health_without_the_operator_key(
             assert health.json() == {"status": "ok"}  # no job counts, no load
         async with service.client(key=METRICS_KEY) as operator:
             assert 'rlm_jobs{state="succeeded"} 1' in (await operator.get("/metrics")).text
-        assert await innocent_answer(service) == "45"
-        growth = meter.growth()  # while the service still runs
-    finally:
-        await anyio.to_thread.run_sync(service.stop)
+        growth = await attacked.survived()
     attack_report(
         "read every tenant's counts from /metrics, /healthz",
         "/metrics needs an operator key (RLM_METRICS_KEYS); /healthz says only ok",
@@ -92,9 +118,8 @@ async def test_attack_metrics_and_health_without_the_operator_key(
 async def test_attack_one_key_hogs_every_sandbox_slot(
     tmp_path: Path, replay: ReplayServer, attack_report: AttackReport
 ) -> None:
-    service = Service(tmp_path / "data", replay.base_url, "--max-sandboxes", "2")
-    meter = await _start(service)
-    try:
+    async with running(tmp_path, replay, "--max-sandboxes", "2") as attacked:
+        service = attacked.service
         async with service.client() as hog, service.client(OTHER_KEY) as other:
             hogs = [
                 (await hog.post("/v1/jobs", json={"query": f"STEADY {i}"})).json() for i in range(6)
@@ -110,9 +135,7 @@ async def test_attack_one_key_hogs_every_sandbox_slot(
         # The victim ran before the hog's later jobs (FIFO would have run it last).
         later = sorted(job["started_at"] for job in ended)[2:]
         assert all(done["started_at"] < started for started in later), (done, ended)
-        growth = meter.growth()  # while the service still runs
-    finally:
-        await anyio.to_thread.run_sync(service.stop)
+        growth = attacked.meter.growth()  # while the service still runs
     attack_report(
         "one key queues jobs to hold every sandbox slot",
         "--max-sandboxes shared by turns between keys (fewest slots held first)",
@@ -125,10 +148,9 @@ async def test_attack_storage_quota(
     tmp_path: Path, replay: ReplayServer, attack_report: AttackReport
 ) -> None:
     quota = 1 << 20
-    service = Service(tmp_path / "data", replay.base_url, "--max-storage-per-key", str(quota))
-    meter = await _start(service)
-    before = _dir_bytes(service.data_dir)
-    try:
+    async with running(tmp_path, replay, "--max-storage-per-key", str(quota)) as attacked:
+        service = attacked.service
+        before = _dir_bytes(service.data_dir)
         refused = None
         async with service.client() as attacker:
 
@@ -153,10 +175,7 @@ async def test_attack_storage_quota(
             refused = (statuses, inline.status_code)
         assert all(status == 413 for status in statuses) and inline.status_code == 413
         written = _dir_bytes(service.data_dir) - before
-        assert await innocent_answer(service) == "45"
-        growth = meter.growth()  # while the service still runs
-    finally:
-        await anyio.to_thread.run_sync(service.stop)
+        growth = await attacked.survived()
     attack_report(
         "fill the service's disk with uploads and inline contexts",
         f"--max-storage-per-key {quota >> 20} MiB (uploads in progress counted)",
@@ -170,9 +189,8 @@ async def test_attack_storage_quota(
 async def test_attack_store_error_inside_a_job(
     tmp_path: Path, replay: ReplayServer, attack_report: AttackReport
 ) -> None:
-    service = Service(tmp_path / "data", replay.base_url)
-    meter = await _start(service)
-    try:
+    async with running(tmp_path, replay) as attacked:
+        service = attacked.service
         async with service.client() as client:
             job = (await client.post("/v1/jobs", json={"query": "STEADY store"})).json()
             with anyio.fail_after(120):
@@ -194,10 +212,7 @@ async def test_attack_store_error_inside_a_job(
             assert not [n for n in engine_container_names() if job["id"] in n]
             assert (await client.get("/healthz")).json() == {"status": "ok"}
         assert service.proc is not None and service.proc.poll() is None
-        assert await innocent_answer(service) == "45"
-        growth = meter.growth()  # while the service still runs
-    finally:
-        await anyio.to_thread.run_sync(service.stop)
+        growth = await attacked.survived()
     attack_report(
         "a store error (database locked) inside a running job",
         "errors inside a job fail that job; the final state is stored with retries",
@@ -209,10 +224,9 @@ async def test_attack_store_error_inside_a_job(
 async def test_attack_job_that_crashes_the_service_every_time(
     tmp_path: Path, replay: ReplayServer, attack_report: AttackReport
 ) -> None:
-    service = Service(tmp_path / "data", replay.base_url)
-    meter = await _start(service)
-    crashes = 0
-    try:
+    async with running(tmp_path, replay) as attacked:
+        service = attacked.service
+        crashes = 0
         async with service.client() as client:
             job = (
                 await client.post("/v1/jobs", json={"query": "CRASHER", "max_retries": 1})
@@ -232,7 +246,7 @@ async def test_attack_job_that_crashes_the_service_every_time(
             time.sleep(1)
             service.kill(signal.SIGKILL)
             crashes += 1
-            meter = await _start(service)  # a new process: measure it from its start
+            await attacked.restarted()
         async with service.client() as client:
             final = await wait_final(client, job["id"])
             events = (await client.get(f"/v1/jobs/{job['id']}/trajectory")).text
@@ -243,10 +257,7 @@ async def test_attack_job_that_crashes_the_service_every_time(
             2,
         )
         assert all(json.loads(line)["type"] for line in events.splitlines())
-        assert await innocent_answer(service) == "45"
-        growth = meter.growth()  # while the service still runs
-    finally:
-        await anyio.to_thread.run_sync(service.stop)
+        growth = await attacked.survived()
     attack_report(
         "a job that crashes the service on every attempt (restart loop)",
         "attempts counted in the database before each run; max_retries",
