@@ -127,6 +127,9 @@ class EngineConfig:
     cache: str = "deterministic"
     cache_dir: Path | None = None
     cache_size: int | None = None
+    #: compaction: summarise older turns at this share of the root's window, at most this often
+    compact_at: float = 0.8
+    max_compactions: int = 2
 
     def __post_init__(self) -> None:
         if not self.prompt_profile:
@@ -135,6 +138,10 @@ class EngineConfig:
             raise ConfigError("record and replay cannot be used together; pick one")
         if self.cache not in CACHE_MODES:
             raise ConfigError(f"cache must be one of {', '.join(CACHE_MODES)} (got {self.cache!r})")
+        if not 0 < self.compact_at <= 1:
+            raise ConfigError(f"compact_at must be above 0 and at most 1 (got {self.compact_at})")
+        if self.max_compactions < 0:
+            raise ConfigError(f"max_compactions must be 0 or more (got {self.max_compactions})")
         if self.max_in_flight < 1:
             raise ConfigError(f"max_in_flight must be at least 1 (got {self.max_in_flight})")
 
@@ -290,7 +297,15 @@ def build_config(values: Mapping[str, Any]) -> EngineConfig:
         sandbox = SandboxConfig.from_env(**sandbox_values)
 
     extra: dict[str, Any] = {}
-    for name in ("max_in_flight", "cache", "cache_dir", "cache_size", "output_schema"):
+    for name in (
+        "max_in_flight",
+        "cache",
+        "cache_dir",
+        "cache_size",
+        "output_schema",
+        "compact_at",
+        "max_compactions",
+    ):
         if name in values:
             extra[name] = values[name]
     extra["tools"] = _tools_config(values)

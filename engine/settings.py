@@ -182,6 +182,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("prompt_profile", str, _parse_str, "RLM_PROMPT_PROFILE",
             "prompt profile: auto (default: chosen from what the model can do), frontier, "
             "small or rlm-trained", default="auto", flag="--profile", metavar="NAME"),
+    Setting("compact_at", float, _parse_float, "RLM_COMPACT_AT",
+            "share of the root model's context window at which older turns are summarised "
+            "into a note (compaction; 0 < x <= 1)", default=0.8, commands=_NONE,
+            minimum=_POSITIVE),
+    Setting("max_compactions", int, _parse_int, "RLM_MAX_COMPACTIONS",
+            "compactions per run; past it older outputs are only elided", default=2,
+            commands=_NONE, minimum=0),
     # --- the model-call cache --------------------------------------------------------------
     Setting("cache", str, _parse_cache_mode, "RLM_CACHE",
             "model-call cache: off, deterministic (calls with temperature 0 or a seed; the "

@@ -404,7 +404,8 @@ async def test_loop_old_outputs_are_elided_to_fit_the_window(run: Run) -> None:
         small_root = ModelSpec(
             "openai/root", api_base=server.base_url, api_key="x", context_window=4000
         )
-        config = EngineConfig(**{**config.__dict__, "model": small_root})
+        # Without compaction (tests/test_loop_compaction.py): eliding is what is left.
+        config = EngineConfig(**{**config.__dict__, "model": small_root, "max_compactions": 0})
         async with Engine(config, backend=run.backend) as engine:
             result = await engine.run("q", "ctx")
     run.events = read_trajectory(run.trajectory)

@@ -22,7 +22,7 @@ _ENTRY = (
 )
 
 
-def rlm(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+def rlm(*args: str | Path, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     env = {k: v for k, v in env.items() if not k.startswith("RLM_")}
     return subprocess.run(
@@ -32,6 +32,7 @@ def rlm(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=300,
+        input=stdin,
     )
 
 

@@ -148,3 +148,32 @@ def test_jobs_keep_submission_order_and_filters(store: JobStore) -> None:
     store.mark_running("j1")
     assert [j.id for j in store.jobs(status=QUEUED)] == ["j0", "j2"]
     assert store.get_job("j1") is not None and store.get_job("nope") is None
+
+
+def test_sessions_keep_their_turns_and_close_once(opener: Opener) -> None:
+    from engine.service.store import SESSION_CLOSED, SESSION_OPEN
+
+    with opener() as store:
+        created = store.add_session("s1", owner="o", request={"model": None}, holder="h1")
+        store.add_session("s2", owner="o", request={}, holder="h1")
+        store.add_session("s3", owner="other", request={}, holder="h1")
+        assert created.open and created.turns == [] and created.holder == "h1"
+        store.add_turn("s1", {"job_id": "j1", "query": "q1", "answer": "a1"}, holder="h2")
+        store.add_turn("s1", {"job_id": "j2", "query": "q2", "answer": "a2"}, holder="h2")
+        assert store.count_open_sessions("o") == 2
+        assert store.close_session("s2", "closed by the user")
+        assert not store.close_session("s2", "again")  # closed once
+        assert store.count_open_sessions("o") == 1
+    # Another process (or replica) reads what the first wrote.
+    with opener() as store:
+        session = store.get_session("s1")
+        assert session is not None and session.holder == "h2"
+        assert [t["query"] for t in session.turns] == ["q1", "q2"]
+        assert session.last_active >= session.created_at
+        closed = store.get_session("s2")
+        assert closed is not None and closed.status == SESSION_CLOSED
+        assert closed.closed_reason == "closed by the user" and closed.closed_at is not None
+        assert [s.id for s in store.sessions(owner="o")] == ["s1", "s2"]
+        assert [s.id for s in store.sessions(status=SESSION_OPEN)] == ["s1", "s3"]
+        assert store.delete_session("s2") and store.get_session("s2") is None
+        assert store.get_session("missing") is None

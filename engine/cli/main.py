@@ -27,6 +27,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "engine.cli.replay",
     "engine.cli.mcp",
     "engine.cli.export",
+    "engine.cli.chat",
 )
 
 

@@ -48,17 +48,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     parser.add_argument("--query", "-q", required=True, help="the question to answer")
+    add_context_arguments(
+        parser,
+        "context file or folder, or - for standard input; repeat it for several (context "
+        "is then a dict by path, like a folder's). PDF, DOCX and HTML become text on the "
+        "host; folders honour .gitignore and skip binary files and outside symlinks",
+    )
+    add_engine_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument(
-        "--context",
-        "-c",
-        action="append",
-        default=None,
-        metavar="PATH",
-        help=(
-            "context file or folder, or - for standard input; repeat it for several (context "
-            "is then a dict by path, like a folder's). PDF, DOCX and HTML become text on the "
-            "host; folders honour .gitignore and skip binary files and outside symlinks"
-        ),
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress on stderr (live on a terminal, else a line per step)",
+    )
+    parser.set_defaults(func=handle)
+
+
+def add_context_arguments(parser: argparse.ArgumentParser, context_help: str) -> None:
+    """``--context`` (repeatable) and the folder filters, as :func:`_context_from_args` reads
+    them; ``rlm chat`` shares them."""
+    parser.add_argument(
+        "--context", "-c", action="append", default=None, metavar="PATH", help=context_help
     )
     parser.add_argument(
         "--include",
@@ -80,15 +91,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_false",
         help="do not apply .gitignore files in context folders",
     )
-    add_engine_arguments(parser)
-    parser.add_argument("--json", action="store_true", help="print the full result as JSON")
-    parser.add_argument(
-        "--no-progress",
-        dest="progress",
-        action="store_false",
-        help="no progress on stderr (live on a terminal, else a line per step)",
-    )
-    parser.set_defaults(func=handle)
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +55,8 @@ from engine.tools.sub_model import run_tool_loop
 from engine.truncate import truncate_middle
 
 if TYPE_CHECKING:
-    from engine.sandbox.protocol import SandboxBackend
+    from engine.rlm.session import EngineSession, SessionTurn
+    from engine.sandbox.protocol import CodeSandbox, SandboxBackend
 
 log = get_logger(__name__)
 
@@ -220,6 +222,11 @@ class Engine(AsyncResource):
         return ModelClient(
             CallScheduler(self.config.max_in_flight), recorder=self._recorder, cache=self._cache
         )
+
+    @property
+    def answer_schema(self) -> AnswerSchema | None:
+        """The configured output schema (``output_schema`` file), if any."""
+        return self._schema
 
     @property
     def root_spec(self) -> ModelSpec:
@@ -398,36 +405,67 @@ class Engine(AsyncResource):
             async with backend.open(
                 context=staged, task_id=task_id, depth=depth, handler=handler, env=env
             ) as sandbox:
-                info = sandbox.context_info
-                notes = prepared.describe() if prepared is not None else None
-                if info is not None and notes:
-                    info = dataclasses.replace(info, notes=notes)
-                events.emit(
-                    "sandbox_ready",
-                    startup_s=round(time.monotonic() - started, 3),
-                    context=dataclasses.asdict(info) if info is not None else None,
-                )
-                settings = LoopSettings(
+                outcome = await self.loop_in(
+                    tree,
+                    events,
+                    sandbox,
                     query=query,
-                    client=tree.client,
                     spec=spec,
                     role=role,
-                    profile=self.profile,
-                    limits=cfg.limits,
-                    budget=tree.budget,
-                    events=events,
-                    context_info=info,
-                    sub_context_window=self.sub_spec.context_window,
-                    tools_prompt=tree.tools.prompt_section(),
-                    answer_schema=tree.schema if depth == TOP_DEPTH else None,
+                    prepared=prepared,
+                    started=started,
                 )
-                outcome = await run_root_loop(settings, sandbox)
         except RLMError as exc:
             outcome = LoopOutcome("", False, "error", 0, str(exc))
         except anyio.get_cancelled_exc_class():
             self._end_event(tree, events, LoopOutcome("", False, "cancelled", 0), started)
             raise
         return self._end_event(tree, events, outcome, started)
+
+    async def loop_in(
+        self,
+        tree: _Tree,
+        events: RunEvents,
+        sandbox: CodeSandbox,
+        *,
+        query: str,
+        spec: ModelSpec,
+        role: str,
+        prepared: PreparedContext | None = None,
+        earlier: str = "",
+        started: float | None = None,
+    ) -> LoopOutcome:
+        """Run one root loop in an open sandbox (a task's own, or a session's live kernel).
+
+        ``earlier`` is the account of a session's earlier queries for the first message.
+        """
+        info = sandbox.context_info
+        notes = prepared.describe() if prepared is not None else None
+        if info is not None and notes:
+            info = dataclasses.replace(info, notes=notes)
+        events.emit(
+            "sandbox_ready",
+            startup_s=round(time.monotonic() - (started or time.monotonic()), 3),
+            context=dataclasses.asdict(info) if info is not None else None,
+        )
+        settings = LoopSettings(
+            query=query,
+            client=tree.client,
+            spec=spec,
+            role=role,
+            profile=self.profile,
+            limits=self.config.limits,
+            budget=tree.budget,
+            events=events,
+            context_info=info,
+            sub_context_window=self.sub_spec.context_window,
+            tools_prompt=tree.tools.prompt_section(),
+            answer_schema=tree.schema if events.depth == TOP_DEPTH else None,
+            earlier=earlier,
+            max_compactions=self.config.max_compactions,
+            compact_at=self.config.compact_at,
+        )
+        return await run_root_loop(settings, sandbox)
 
     def _end_event(
         self, tree: _Tree, events: RunEvents, outcome: LoopOutcome, started: float
@@ -472,6 +510,32 @@ class Engine(AsyncResource):
         if result.error:
             log.info("run failed", task_id=result.task_id, error=result.error)
         return result
+
+    def session(
+        self,
+        context: Any = None,
+        *,
+        session_id: str | None = None,
+        tools: list[str] | None = None,
+        history: Sequence[SessionTurn] = (),
+        kernel_note: str = "",
+    ) -> EngineSession:
+        """A session: several queries on one live kernel (``async with``, then ``ask``).
+
+        ``context`` is as for :meth:`run`. Each query has its own budgets and trajectory; the
+        variables of earlier queries survive, and the root is told a short account of them.
+        ``history`` and ``kernel_note`` continue a session whose kernel was lost.
+        """
+        from engine.rlm.session import EngineSession
+
+        return EngineSession(
+            self,
+            context,
+            session_id=session_id,
+            tools=tools,
+            history=history,
+            kernel_note=kernel_note,
+        )
 
     # --- BridgeHandler for callers outside a run ----------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ _CHARS_PER_TOKEN = 3.5
 _WINDOW_SHARE = 0.8
 # The search-word probe is advice, not work: it gets a few seconds at most.
 PROBE_TIMEOUT_S = 10.0
+# Compaction keeps the system prompt and the query, and the last exchange (reply, outputs).
+_KEPT_HEAD = 2
+_KEPT_TAIL = 2
 
 
 @dataclass
@@ -103,6 +107,12 @@ class LoopSettings:
     sub_context_window: int | None = None
     tools_prompt: str = ""
     answer_schema: AnswerSchema | None = None
+    #: a session's account of its earlier queries (prompts.session_account), "" otherwise
+    earlier: str = ""
+    #: compaction: at this share of the root's window older turns become a note, at most
+    #: ``max_compactions`` times per run (0: never; older outputs are then only elided)
+    compact_at: float = 0.8
+    max_compactions: int = 2
 
 
 @dataclass
@@ -115,6 +125,12 @@ class _State:
     messages: list[dict[str, str]] = field(default_factory=list)
     cells_run: set[str] = field(default_factory=set)
     watcher: Watcher = field(default_factory=lambda: Watcher(""))
+    #: compaction: the system prompt and query as first sent, and the messages summarised so
+    #: far; with the current ones they make the kernel's ``history``
+    original_head: list[dict[str, str]] = field(default_factory=list)
+    archived: list[dict[str, str]] = field(default_factory=list)
+    compactions: int = 0
+    note: str = ""
 
     def best_answer(self) -> str:
         return self.answer_content or self.last_prose
@@ -169,6 +185,14 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
             state.stop(reason)
             return
         state.iterations = turn
+        if needs_compaction(state.messages, s.spec.context_window, s.compact_at) and (
+            state.compactions < s.max_compactions
+        ):
+            unsent = len(state.messages) - sent
+            if await compact(s, sandbox, state, turn):
+                sent = len(state.messages) - unsent
+            if state.done is not None:
+                return
         # After a repeated reply under greedy decoding, the same prompt would repeat it again.
         varied = state.watcher.sampling(s.spec.temperature)
         try:
@@ -432,6 +456,8 @@ async def _resolve_final(
 
 def _first_message(s: LoopSettings, inputs: prompts.PromptInputs) -> str:
     message = s.profile.first_user_message(s.query, inputs)
+    if s.earlier:
+        message = f"{s.earlier}\n\n{message}"
     if s.answer_schema is not None:
         message = f"{message}\n\n{s.answer_schema.instructions()}"
     return message
@@ -480,6 +506,87 @@ def looks_like_answer(prose: str) -> bool:
 def _sub_calls_left(budget: Budget) -> int | None:
     limit = budget.limits.max_sub_calls
     return None if limit is None else max(limit - budget.sub_calls, 0)
+
+
+def _chars(messages: list[dict[str, str]]) -> int:
+    return sum(len(m["content"]) for m in messages)
+
+
+def needs_compaction(
+    messages: list[dict[str, str]], context_window: int | None, share: float
+) -> bool:
+    """Whether the conversation has reached ``share`` of the window and has older turns to
+    summarise (beyond the system prompt, the query and the last exchange)."""
+    if not context_window or len(messages) <= _KEPT_HEAD + _KEPT_TAIL:
+        return False
+    return _chars(messages) > context_window * _CHARS_PER_TOKEN * share
+
+
+async def compact(s: LoopSettings, sandbox: CodeSandbox, state: _State, turn: int) -> bool:
+    """Summarise the older turns into a note; the full history goes to the kernel.
+
+    The conversation becomes: system prompt, query (with the note), last exchange. The
+    kernel's ``history`` holds every message as first sent, so nothing is lost to the root.
+    Returns whether it compacted (a failed summary leaves the conversation as it is; the
+    oldest outputs are then elided to fit, as without compaction).
+    """
+    head, older, tail = (
+        state.messages[:_KEPT_HEAD],
+        state.messages[_KEPT_HEAD:-_KEPT_TAIL],
+        state.messages[-_KEPT_TAIL:],
+    )
+    if not state.original_head:
+        state.original_head = [dict(m) for m in head]
+    window_chars = int((s.spec.context_window or 0) * _CHARS_PER_TOKEN * s.compact_at)
+    turns = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in older)
+    if state.note:  # an earlier summary covers what came before these turns
+        turns = f"[summary of the turns before]\n{state.note}\n\n{turns}"
+    transcript = truncate_middle(turns, max(window_chars // 2, 2000))
+    request = [
+        {"role": "system", "content": prompts.COMPACTION_SYSTEM},
+        {"role": "user", "content": prompts.compaction_request(s.query, transcript)},
+    ]
+    before = _chars(state.messages)
+    try:
+        completion = await s.client.complete(s.spec, request, role=s.role, ledger=s.budget.ledger)
+    except BudgetExceededError as exc:
+        state.stop(exc.budget)
+        return False
+    except RLMError as exc:
+        s.events.emit("compaction", iteration=turn, status="error", error=str(exc))
+        state.compactions = s.max_compactions  # do not ask again every turn
+        return False
+    note = completion.text.strip() or "(the summary came back empty)"
+    state.archived.extend(older)
+    await _store_history(s, sandbox, [*state.original_head, *state.archived, *tail])
+    state.compactions += 1
+    state.note = note
+    first = dict(state.original_head[-1])
+    first["content"] = f"{first['content']}\n\n{prompts.compaction_note(note, state.compactions)}"
+    state.messages = [*head[:-1], first, *tail]
+    s.events.emit(
+        "compaction",
+        iteration=turn,
+        status="ok",
+        messages_summarised=len(older),
+        chars_before=before,
+        chars_after=_chars(state.messages),
+        note=note,
+        usage=usage_dict(completion.usage),
+        compactions=state.compactions,
+    )
+    return True
+
+
+async def _store_history(
+    s: LoopSettings, sandbox: CodeSandbox, history: list[dict[str, str]]
+) -> None:
+    """Set the kernel's ``history`` to the full conversation (JSON decoded in the kernel)."""
+    payload = json.dumps(history, ensure_ascii=False)
+    code = f"import json as _json\nhistory = _json.loads({payload!r})\ndel _json"
+    result = await sandbox.execute(code, cell_timeout_s=s.limits.cell_timeout_s)
+    if result.error is not None:
+        raise RLMError(f"could not store the history in the kernel: {result.error.evalue}")
 
 
 def fit_to_window(

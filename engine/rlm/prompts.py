@@ -486,3 +486,83 @@ def resolve_profile(name: str, *, local_model: bool) -> Profile:
 FRONTIER = register_profile(Profile())
 SMALL = register_profile(SmallProfile())
 TRAINED = register_profile(TrainedProfile())
+
+
+# --- compaction and sessions: text every profile shares ------------------------------------
+
+COMPACTION_SYSTEM = (
+    "You summarise the earlier turns of a coding session into a compact note for the same "
+    "assistant to continue from. Keep every fact found (numbers, names, partial results), the "
+    "names of the Python variables that hold results, what was tried and failed, and what is "
+    "left to do. Do not solve the task; write at most 25 short lines, no code blocks."
+)
+
+#: Per earlier query in a session's account: the most characters of its query and answer.
+SESSION_QUERY_CHARS = 300
+SESSION_ANSWER_CHARS = 600
+#: The most earlier queries and kernel variables a session's account lists.
+SESSION_MAX_TURNS = 10
+SESSION_MAX_VARIABLES = 40
+
+
+def compaction_request(query: str, transcript: str) -> str:
+    """The user message asking the root model to summarise older turns."""
+    return (
+        f"The task: {query}\n\nSummarise these earlier turns (code the assistant ran and "
+        f"what it printed) into the note:\n\n{transcript}"
+    )
+
+
+def compaction_note(note: str, count: int) -> str:
+    """What replaces the summarised turns in the root's conversation."""
+    return (
+        f"[Earlier turns were summarised to fit the context window (compaction {count}); "
+        "the full transcript is in the kernel variable `history`, a list of "
+        "{'role', 'content'} messages, if you need a detail.]\n"
+        f"Summary of the earlier turns:\n{note}"
+    )
+
+
+def _cut(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def session_account(
+    turns: list[tuple[str, str, str]],
+    variables: dict[str, str],
+    *,
+    kernel_note: str = "",
+) -> str:
+    """A short account of a session's earlier queries for the next query's first message.
+
+    ``turns`` are (query, answer, stop reason) of the earlier queries, ``variables`` the
+    kernel's variables they left (name: type and size). Whole transcripts are never included.
+    """
+    if not turns and not kernel_note:
+        return ""
+    lines = [
+        f"This query continues a session: {len(turns)} earlier quer"
+        f"{'y' if len(turns) == 1 else 'ies'} ran on this same kernel."
+    ]
+    if kernel_note:
+        lines.append(kernel_note)
+    shown = turns[-SESSION_MAX_TURNS:]
+    if len(shown) < len(turns):
+        lines.append(f"(the first {len(turns) - len(shown)} are left out)")
+    for number, (query, answer, stop) in enumerate(shown, start=len(turns) - len(shown) + 1):
+        status = "" if stop in ("answer", "final") else f" [stopped: {stop}]"
+        lines.append(
+            f"{number}. Q: {_cut(query, SESSION_QUERY_CHARS)}\n"
+            f"   A: {_cut(answer, SESSION_ANSWER_CHARS) or '(no answer)'}{status}"
+        )
+    if variables:
+        listed = list(variables.items())[:SESSION_MAX_VARIABLES]
+        names = ", ".join(f"{name} ({kind})" for name, kind in listed)
+        more = len(variables) - len(listed)
+        lines.append(
+            f"Variables they left in the kernel, still set: {names}"
+            + (f" and {more} more (SHOW_VARS() lists them)" if more > 0 else "")
+        )
+    lines.append('`answer` was reset for this query: set answer["content"] and answer["ready"].')
+    return "\n".join(lines)

@@ -84,6 +84,35 @@ class JobRecord:
         return self.status in FINAL_STATES
 
 
+#: Session states: open (its kernel may be live on the replica in ``holder``) and closed.
+SESSION_OPEN, SESSION_CLOSED = "open", "closed"
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One row of the ``sessions`` table (``request`` and ``turns`` decoded).
+
+    ``request`` is what the session was created with (context path or file ids, models,
+    limits, tools); ``turns`` lists its queries: ``{"job_id", "query", "answer",
+    "stop_reason", "kernel_note"}``. ``holder`` names the service process that holds its kernel.
+    """
+
+    id: str
+    owner: str
+    status: str
+    request: dict[str, Any]
+    turns: list[dict[str, Any]]
+    holder: str
+    created_at: float
+    last_active: float
+    closed_at: float | None
+    closed_reason: str | None
+
+    @property
+    def open(self) -> bool:
+        return self.status == SESSION_OPEN
+
+
 @dataclass(frozen=True)
 class FileRecord:
     """One uploaded file."""
@@ -376,6 +405,84 @@ class JobStore(ABC):
         )
         return [_file(row) for row in rows]
 
+    # --- sessions -------------------------------------------------------------------------
+
+    def add_session(
+        self, session_id: str, *, owner: str, request: dict[str, Any], holder: str
+    ) -> SessionRecord:
+        """Insert a new open session held by ``holder``."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sessions (id, owner, status, request, turns, holder, created_at, "
+                "last_active) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (session_id, owner, SESSION_OPEN, json.dumps(request), "[]", holder, now, now),
+            )
+        session = self.get_session(session_id)
+        assert session is not None
+        return session
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        rows = self._query(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,))
+        return _session(rows[0]) if rows else None
+
+    def sessions(self, owner: str | None = None, status: str | None = None) -> list[SessionRecord]:
+        """Sessions in creation order, optionally filtered."""
+        where, args = [], []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._query(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions {clause} ORDER BY created_at, id",
+            tuple(args),
+        )
+        return [_session(row) for row in rows]
+
+    def count_open_sessions(self, owner: str) -> int:
+        """Open sessions of ``owner`` (for the per-key limit)."""
+        rows = self._query(
+            "SELECT COUNT(*) FROM sessions WHERE owner = ? AND status = ?", (owner, SESSION_OPEN)
+        )
+        return int(rows[0][0])
+
+    def add_turn(self, session_id: str, turn: dict[str, Any], holder: str) -> None:
+        """Append one finished query to a session; ``holder`` now holds its kernel."""
+        with self._tx() as db:
+            row = db.execute("SELECT turns FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is None:
+                return
+            turns = [*json.loads(row[0]), turn]
+            db.execute(
+                "UPDATE sessions SET turns = ?, holder = ?, last_active = ? WHERE id = ?",
+                (json.dumps(turns), holder, time.time(), session_id),
+            )
+
+    def touch_session(self, session_id: str, holder: str) -> None:
+        """Mark a session active now, held by ``holder``."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE sessions SET last_active = ?, holder = ? WHERE id = ?",
+                (time.time(), holder, session_id),
+            )
+
+    def close_session(self, session_id: str, reason: str) -> bool:
+        """open -> closed with ``reason``; False if it was closed already."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE sessions SET status = ?, closed_at = ?, closed_reason = ? "
+                "WHERE id = ? AND status = ?",
+                (SESSION_CLOSED, time.time(), reason, session_id, SESSION_OPEN),
+            )
+            return cursor.rowcount == 1
+
+    def delete_session(self, session_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount == 1
+
     # --- blobs: uploads and inline contexts every replica can read ------------------------
 
     def put_blob(self, key: str, source: Path) -> None:
@@ -416,6 +523,27 @@ JOB_COLUMNS = (
     "id, owner, kind, status, request, result, error, attempts, max_retries, "
     "created_at, started_at, finished_at"
 )
+
+
+_SESSION_COLUMNS = (
+    "id, owner, status, request, turns, holder, created_at, last_active, closed_at, closed_reason"
+)
+
+
+def _session(row: tuple[Any, ...]) -> SessionRecord:
+    sid, owner, status, request, turns, holder, created, active, closed, reason = row
+    return SessionRecord(
+        id=sid,
+        owner=owner,
+        status=status,
+        request=json.loads(request),
+        turns=json.loads(turns),
+        holder=holder,
+        created_at=float(created),
+        last_active=float(active),
+        closed_at=float(closed) if closed is not None else None,
+        closed_reason=reason,
+    )
 
 
 def _file(row: tuple[Any, ...]) -> FileRecord:

@@ -49,6 +49,19 @@ CREATE TABLE IF NOT EXISTS files (
     created_at REAL NOT NULL,
     stored_bytes INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    status TEXT NOT NULL,
+    request TEXT NOT NULL,
+    turns TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    last_active REAL NOT NULL,
+    closed_at REAL,
+    closed_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_owner ON sessions (owner, status);
 CREATE TABLE IF NOT EXISTS blobs (
     key TEXT NOT NULL,
     part INTEGER NOT NULL,
