@@ -55,8 +55,12 @@ def context_text(context: Any) -> str:
     return context if isinstance(context, str) else json.dumps(context, ensure_ascii=False)
 
 
-def truncate_middle(text: str, max_tokens: int) -> tuple[str, int]:
-    """Keep the head and tail of ``text`` within ``max_tokens``; (text, tokens dropped)."""
+def fit_tokens(text: str, max_tokens: int) -> tuple[str, int]:
+    """Keep the head and tail of ``text`` within ``max_tokens``; (text, tokens dropped).
+
+    The baseline's context cut, counted in tokens, which only the base model (one direct call)
+    sees; what the RLM root model sees is cut by :func:`engine.truncate.truncate_middle`.
+    """
     tok = get_tokenizer()
     ids = tok.encode(text)
     if len(ids) <= max_tokens:
@@ -85,7 +89,7 @@ class BaseMethod:
         # 5% slack: the model's own tokenizer may count a little more than cl100k does.
         budget = int(self.window_tokens * 0.95) - answer_room - PROMPT_OVERHEAD_TOKENS
         budget -= tok.count(item.query) + tok.count(BASE_SYSTEM)
-        text, dropped = truncate_middle(context_text(item.context), max(0, budget))
+        text, dropped = fit_tokens(context_text(item.context), max(0, budget))
         user = f"Context:\n{text}\n\nQuestion: {item.query}"
         return [{"role": "system", "content": BASE_SYSTEM}, {"role": "user", "content": user}], (
             dropped
