@@ -21,9 +21,9 @@ import anyio
 from engine.cli.run import (
     EXIT_ERROR,
     EXIT_OK,
-    _context_from_args,
     add_context_arguments,
     add_engine_arguments,
+    context_from_args,
 )
 from engine.config import EngineConfig, load_config
 from engine.errors import ContextError
@@ -65,7 +65,7 @@ def handle(args: argparse.Namespace) -> int:
     config = load_config(flag_values(args), config_file=args.config)
     interactive = sys.stdin.isatty()
     with tempfile.TemporaryDirectory(prefix="rlm-chat-") as scratch:
-        context = _context_from_args(args, Path(scratch))
+        context = context_from_args(args, Path(scratch))
         return anyio.run(_chat, config, context, interactive)
 
 

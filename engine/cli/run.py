@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def add_context_arguments(parser: argparse.ArgumentParser, context_help: str) -> None:
-    """``--context`` (repeatable) and the folder filters, as :func:`_context_from_args` reads
+    """``--context`` (repeatable) and the folder filters, as :func:`context_from_args` reads
     them; ``rlm chat`` shares them."""
     parser.add_argument(
         "--context", "-c", action="append", default=None, metavar="PATH", help=context_help
@@ -110,7 +110,7 @@ def handle(args: argparse.Namespace) -> int:
     status = RunStatus(stderr_console()) if args.progress else None
     try:
         with tempfile.TemporaryDirectory(prefix="rlm-stdin-") as scratch:
-            context = _context_from_args(args, Path(scratch))
+            context = context_from_args(args, Path(scratch))
             result = anyio.run(_run, config, args.query, context, status)
     finally:
         if status is not None:
@@ -138,7 +138,7 @@ def handle(args: argparse.Namespace) -> int:
     return EXIT_LIMIT
 
 
-def _context_from_args(args: argparse.Namespace, scratch: Path) -> ContextSpec | None:
+def context_from_args(args: argparse.Namespace, scratch: Path) -> ContextSpec | None:
     """The --context/--include/--exclude flags as a ContextSpec (stdin copied to scratch)."""
     given: list[str] = args.context or []
     if not given:

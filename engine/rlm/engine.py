@@ -72,7 +72,7 @@ def new_task_id() -> str:
 
 
 @dataclasses.dataclass
-class _Tree:
+class TaskTree:
     """What the tasks of one top-level run share."""
 
     client: ModelClient
@@ -297,7 +297,7 @@ class Engine(AsyncResource):
         if output_schema is not None:
             schema = AnswerSchema(output_schema, source="output_schema")
         task_id = task_id or new_task_id()
-        spec = _context_spec(context)
+        spec = context_spec(context)
         prepared: PreparedContext | None = None
         if spec is not None:
             prepared = await anyio.to_thread.run_sync(
@@ -334,7 +334,7 @@ class Engine(AsyncResource):
         )
         ledger = UsageLedger()
         with Trajectory(path, on_event) as trajectory:
-            tree = _Tree(
+            tree = TaskTree(
                 self._new_client(),
                 Budget(self.config.limits, ledger),
                 trajectory,
@@ -360,7 +360,7 @@ class Engine(AsyncResource):
 
     async def run_task(
         self,
-        tree: _Tree,
+        tree: TaskTree,
         *,
         query: str,
         context: Any,
@@ -424,7 +424,7 @@ class Engine(AsyncResource):
 
     async def loop_in(
         self,
-        tree: _Tree,
+        tree: TaskTree,
         events: RunEvents,
         sandbox: CodeSandbox,
         *,
@@ -468,7 +468,7 @@ class Engine(AsyncResource):
         return await run_root_loop(settings, sandbox)
 
     def _end_event(
-        self, tree: _Tree, events: RunEvents, outcome: LoopOutcome, started: float
+        self, tree: TaskTree, events: RunEvents, outcome: LoopOutcome, started: float
     ) -> RunResult:
         ledger = tree.budget.ledger
         result = RunResult(
@@ -558,7 +558,7 @@ class Engine(AsyncResource):
 class TaskBridge:
     """The :class:`BridgeHandler` of one task: sub-calls counted against the tree's budget."""
 
-    def __init__(self, engine: Engine, tree: _Tree, events: RunEvents) -> None:
+    def __init__(self, engine: Engine, tree: TaskTree, events: RunEvents) -> None:
         self._engine = engine
         self._tree = tree
         self._events = events
@@ -778,7 +778,7 @@ async def _warm_up_litellm() -> None:
     await anyio.to_thread.run_sync(load_litellm, abandon_on_cancel=True)
 
 
-def _context_spec(context: Any) -> ContextSpec | None:
+def context_spec(context: Any) -> ContextSpec | None:
     """The host-side preparation a context needs (None: a value staged as it is)."""
     if isinstance(context, ContextSpec):
         return context
@@ -792,7 +792,7 @@ def _context_spec(context: Any) -> ContextSpec | None:
 def _describe_context_arg(context: Any, prepared: PreparedContext | None) -> dict[str, Any]:
     """How the context was passed (never its content) for the run_start event."""
     if prepared is not None:
-        spec = _context_spec(context)
+        spec = context_spec(context)
         sources = [str(s.path) for s in spec.sources] if spec is not None else []
         arg: dict[str, Any] = (
             {"kind": "path", "path": sources[0]}

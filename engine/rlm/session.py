@@ -145,9 +145,9 @@ class EngineSession(AsyncResource):
 
     async def _open(self, stack: AsyncExitStack) -> None:
         from engine.contexts import prepare_context
-        from engine.rlm.engine import _context_spec
+        from engine.rlm.engine import context_spec
 
-        spec = _context_spec(self.context)
+        spec = context_spec(self.context)
         if spec is not None:
             self._prepared = await anyio.to_thread.run_sync(
                 prepare_context, spec, self.engine._scratch_root(), f"ctx-{self.id}"
@@ -264,7 +264,7 @@ class EngineSession(AsyncResource):
         task_id: str | None,
         schema: AnswerSchema | None,
     ) -> RunResult:
-        from engine.rlm.engine import TOP_DEPTH, TaskBridge, _Tree, new_task_id
+        from engine.rlm.engine import TOP_DEPTH, TaskBridge, TaskTree, new_task_id
 
         engine = self.engine
         cfg = engine.config
@@ -273,7 +273,7 @@ class EngineSession(AsyncResource):
         ledger = UsageLedger()
         kernel_note = ""
         with Trajectory(self._trajectory_path(task_id, number), on_event) as trajectory:
-            tree = _Tree(
+            tree = TaskTree(
                 engine._new_client(),
                 Budget(cfg.limits, ledger),
                 trajectory,
