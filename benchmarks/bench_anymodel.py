@@ -158,7 +158,7 @@ def summarize(outcomes: list[Outcome], wanted: list[Key]) -> list[dict[str, obje
 
 def _serve(model: str, port: int, ctx: int, threads: int) -> int:
     """Child process: serve ``model`` under :data:`SERVED_ALIAS` until terminated."""
-    from engine.local.server import ServeOptions, serve_forever
+    from engine.local.serve import ServeOptions, serve_forever
 
     options = ServeOptions(
         model_path=Path(model), port=port, ctx_size=ctx, threads=threads, alias=SERVED_ALIAS

@@ -281,7 +281,7 @@ async def test_port_held_by_another_program_is_refused(foreign_server: int, tmp_
 
 
 def test_server_parameters_suit_a_shared_cpu(tmp_path: Path) -> None:
-    from engine.local.server import ServeOptions, build_params
+    from engine.local.serve import ServeOptions, build_params
 
     params = build_params(ServeOptions(model_path=tmp_path / "m.gguf", ctx_size=8192, threads=3))
     assert (params.n_ctx, params.n_parallel, params.kv_unified) == (8192, 2, True)

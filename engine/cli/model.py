@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     cache_flag(listing)
     listing.set_defaults(func=_list)
 
-    from engine.local.server import add_serve_arguments
+    from engine.local.command import add_serve_arguments
 
     serve = sub.add_parser("serve", help="serve the model OpenAI-compatibly until Ctrl-C")
     add_serve_arguments(serve)
@@ -89,14 +89,10 @@ def _list(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from engine.local.catalog import get_entry
+    from engine.local.command import options_from_args
     from engine.local.pull import pull_model
-    from engine.local.server import (
-        ServerInfo,
-        default_port,
-        options_from_args,
-        probe,
-        serve_forever,
-    )
+    from engine.local.serve import default_port, serve_forever
+    from engine.local.server import ServerInfo, probe
 
     if args.port is None:
         args.port = default_port()

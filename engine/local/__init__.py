@@ -6,14 +6,8 @@
 
 from engine.local.catalog import CATALOG, DEFAULT_MODEL, ModelEntry, WheelPart, get_entry
 from engine.local.pull import default_cache_dir, find_model, pull_model
-from engine.local.server import (
-    LocalModelServer,
-    ServeOptions,
-    ServerInfo,
-    local_model_spec,
-    probe,
-    serve_forever,
-)
+from engine.local.serve import ServeOptions, serve_forever
+from engine.local.server import LocalModelServer, ServerInfo, local_model_spec, probe
 
 __all__ = [
     "CATALOG",

@@ -2,6 +2,6 @@
 
 import sys
 
-from engine.local.server import main
+from engine.local.command import main
 
 sys.exit(main())
