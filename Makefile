@@ -49,11 +49,12 @@ run: venv image model
 	$(RLM) demo
 
 ## test: the whole suite (real Docker, real kernels, real HTTP, the real local model)
+# --durations: every full run lists its slowest tests, so the suite's cost stays visible.
 test: venv image model
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=30
 
 test-fast: venv image
-	$(PY) -m pytest -m "not local_model"
+	$(PY) -m pytest -m "not local_model" --durations=30
 
 ## lint: ruff (lint and format) on everything, mypy --strict on engine/ (pyproject [tool.mypy]),
 ## and the layering (imports point down: pyproject [tool.importlinter])

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import anyio
 import pytest
 
 from engine.errors import ContextError, SandboxClosedError
@@ -70,12 +71,18 @@ async def test_json_jsonl_directory_and_value_contexts(tmp_path: Path) -> None:
         ("plain text value", "text", "str", "context == 'plain text value'"),
         ({"k": [1, "two"]}, "json", "dict", "context == {'k': [1, 'two']}"),
     ]
-    for context, kind, type_name, check in cases:
+
+    async def loads(context: object, kind: str, type_name: str, check: str) -> None:
         async with Sandbox(SandboxConfig(), context=context) as sandbox:
             assert sandbox.context_info is not None
             assert (sandbox.context_info.kind, sandbox.context_info.type_name) == (kind, type_name)
             result = await sandbox.execute(check)
             assert result.result == "True", (context, result.output_text())
+
+    # One sandbox per context, started side by side (the test waits for the slowest only).
+    async with anyio.create_task_group() as group:
+        for case in cases:
+            group.start_soon(loads, *case)
 
 
 async def test_no_context_and_bad_contexts(tmp_path: Path) -> None:
