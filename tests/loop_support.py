@@ -140,3 +140,20 @@ async def rlm_query_child_one_level_down(run: Run, parent: str = "", child: str 
     assert [c["depth"] for c in run.of_type("cell")] == [2, 1]
     child_context = next(e for e in run.of_type("sandbox_ready") if e["depth"] == 2)["context"]
     assert child_context["length_chars"] == len("the secret word is PLUM")
+
+
+async def sandbox_code_cannot_pick_an_unconfigured_model(run: Run) -> None:
+    """``llm_query(model=...)`` from a cell is refused for a model the run was not given."""
+    probe = (
+        "try:\n    llm_query('hello', model='openai/gpt-4o')\n"
+        "except Exception as exc:\n    print('refused:', exc)\n"
+        "print('ok:', llm_query('hello', model='openai/sub'))"
+    )
+    entries = [root(code(probe)), sub("hello", "HI"), root(done("done"))]
+    result = await run(entries, "q", "ctx")
+    assert result.answer == "done"
+    output = run.of_type("cell")[0]["output"]
+    assert "refused:" in output and "not available to sandbox code" in output
+    assert "ok: HI" in output
+    assert run.server is not None
+    assert [r["model"] for r in run.server.requests if r["model"] != "root"] == ["sub"]

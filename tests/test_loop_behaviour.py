@@ -28,6 +28,7 @@ from tests.loop_support import (
     llm_batch_under_one_cell,
     rlm_query_child_one_level_down,
     root,
+    sandbox_code_cannot_pick_an_unconfigured_model,
     sub,
 )
 
@@ -361,18 +362,7 @@ async def test_loop_max_wall_time_cancels_a_running_cell(run: Run) -> None:
 
 
 async def test_loop_sandbox_code_cannot_pick_an_unconfigured_model(run: Run) -> None:
-    probe = (
-        "try:\n    llm_query('hello', model='openai/gpt-4o')\n"
-        "except Exception as exc:\n    print('refused:', exc)\n"
-        "print('ok:', llm_query('hello', model='openai/sub'))"
-    )
-    entries = [root(code(probe)), sub("hello", "HI"), root(done("done"))]
-    result = await run(entries, "q", "ctx")
-    assert result.answer == "done"
-    output = run.of_type("cell")[0]["output"]
-    assert "refused:" in output and "not available to sandbox code" in output
-    assert "ok: HI" in output
-    assert [r["model"] for r in run.server.requests if r["model"] != "root"] == ["sub"]
+    await sandbox_code_cannot_pick_an_unconfigured_model(run)
 
 
 async def test_loop_sub_call_failure_inside_a_batch(run: Run) -> None:

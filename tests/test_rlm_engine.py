@@ -23,7 +23,7 @@ from tests.loop_support import (
     llm_batch_under_one_cell,
     rlm_query_child_one_level_down,
     root,
-    sub,
+    sandbox_code_cannot_pick_an_unconfigured_model,
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
@@ -99,22 +99,7 @@ async def test_wrong_bridge_token_is_rejected(run: Run) -> None:
 
 
 async def test_sandbox_code_cannot_pick_an_unconfigured_model(run: Run) -> None:
-    probe = (
-        "try:\n    llm_query('hello', model='openai/gpt-4o')\n"
-        "except Exception as exc:\n    print('refused:', exc)\n"
-        "print('ok:', llm_query('hello', model='openai/sub'))"
-    )
-    entries = [
-        root(code(probe)),
-        sub("hello", "HI"),
-        root(code("answer['content'] = 'done'\nanswer['ready'] = True")),
-    ]
-    result = await run(entries, "q", "ctx")
-    assert result.answer == "done"
-    output = run.of_type("cell")[0]["output"]
-    assert "refused:" in output and "not available to sandbox code" in output
-    assert "ok: HI" in output
-    assert [r["model"] for r in run.server.requests if r["model"] != "root"] == ["sub"]
+    await sandbox_code_cannot_pick_an_unconfigured_model(run)  # refused over the real bridge
 
 
 async def test_cancelling_a_run_cleans_up_and_records_it(run: Run) -> None:
