@@ -5,8 +5,10 @@
 Builds the engine and infrastructure images (cached), brings the profile up under its own
 project name and port, submits replay-driven jobs with inline contexts through the one
 published port, checks that both replicas ran some (from the jobs' leases in PostgreSQL) and
-that every answer is right, stops one replica and runs a job through the other, then takes
-everything down and checks that nothing is left. Needs no model and no network.
+that every answer is right, stops one replica and runs a job through the other, recreates
+that other one (a new container, usually on a new address, which nginx must find by name) and
+runs a job through it, then takes everything down and checks that nothing is left. Needs no
+model and no network.
 """
 
 from __future__ import annotations
@@ -38,6 +40,23 @@ JOBS = 6
 
 def compose(env: dict[str, str], *args: str, capture: bool = False) -> str:
     return smoke.compose(env, *args, project=PROJECT, profile="scale", capture=capture)
+
+
+def replica_address(env: dict[str, str], service: str) -> str:
+    """The IP address of a compose service's container on the project network."""
+    container = compose(env, "ps", "-q", service, capture=True).strip()
+    return subprocess.run(
+        [
+            "docker",
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+            container,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def run_jobs(client: httpx.Client, count: int, tag: str) -> list[str]:
@@ -121,6 +140,15 @@ def main() -> int:
             step("stopping engine-1; a job through the same port runs on engine-2")
             compose(env, "stop", "engine-1")
             ids += run_jobs(client, 1, "failover")
+            # nginx must find a replica that comes back on a new address (it resolves the
+            # replicas' names at request time, not once at its start).
+            before = replica_address(env, "engine-2")
+            step(f"recreating engine-2 (now at {before}) with engine-1 still stopped")
+            compose(env, "up", "-d", "--no-deps", "--force-recreate", "engine-2")
+            after = replica_address(env, "engine-2")
+            wait_healthy(client, 180)
+            step(f"engine-2 is back at {after}; a job through the same port")
+            ids += run_jobs(client, 1, "recreated")
         ok = True
     finally:
         ok = smoke.tear_down(env, run_dir, ids, project=PROJECT, profile="scale") and ok

@@ -20,7 +20,14 @@ import pytest
 from engine.models import Cassette, ReplayServer
 from engine.sandbox import docker_api
 from engine.service.store_pg import LOST_REASON
-from tests.service_support import Service, code, engine_container_names, root, wait_final
+from tests.service_support import (
+    Service,
+    code,
+    engine_container_names,
+    root,
+    sub,
+    wait_final,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
 
@@ -36,6 +43,14 @@ CASSETTE = [
     root("HANG-RETRY", DONE, delay_s=600, repeat=False),
     root("HANG-RETRY", DONE),
     root("HANG-CANCEL", DONE, delay_s=600),
+    root("HANG-LONG", DONE, delay_s=600),
+    # A parent whose child RLM holds the replica's second sandbox until the test ends.
+    root("PARENT", code("print(rlm_query('CHILD-TASK hold', context='x'))")),
+    root("CHILD-TASK", DONE, delay_s=600),
+    sub("CHILD-TASK", DONE, delay_s=600),
+    # The paused replica's answer arrives while it is stopped; the re-run's never does.
+    root("PAUSED", DONE, delay_s=5, repeat=False),
+    root("PAUSED", DONE, delay_s=600, repeat=False),
 ]
 LEASE = "3"
 
@@ -88,6 +103,11 @@ async def submit(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
     assert response.status_code == 201, response.text
     job: dict[str, Any] = response.json()
     return job
+
+
+async def status_of(client: httpx.AsyncClient, job_id: str) -> str:
+    status: str = (await client.get(f"/v1/jobs/{job_id}")).json()["status"]
+    return status
 
 
 def remove_containers_of(pid: int) -> None:
@@ -204,3 +224,110 @@ async def test_cancel_sent_to_one_replica_stops_the_job_on_the_other(
             events = (await client.get(f"/v1/jobs/{job['id']}/trajectory")).text.splitlines()
         assert json.loads(events[-1])["stop_reason"] == "cancelled"
         assert not [name for name in engine_container_names() if job["id"] in name]
+
+
+async def test_long_jobs_sent_to_one_replica_run_at_once_on_both(
+    tmp_path: Path, pg_url: str
+) -> None:
+    async with (
+        ReplayServer(Cassette(CASSETTE)) as replay,
+        replicas(tmp_path, pg_url, replay, 1, 1) as (one, two),
+        one.client() as client,
+    ):
+        jobs = [await submit(client, query=f"HANG-LONG {index}") for index in range(2)]
+
+        async def both_running() -> bool:
+            states = [await status_of(client, job["id"]) for job in jobs]
+            return states == ["running", "running"]
+
+        await until(both_running)
+        pids = {runner_pid(pg_url, job["id"]) for job in jobs}
+        assert pids == {one.proc.pid, two.proc.pid}  # type: ignore[union-attr]
+        for job in jobs:
+            assert (await client.post(f"/v1/jobs/{job['id']}/cancel")).status_code in (200, 202)
+        for job in jobs:
+            assert (await wait_final(client, job["id"]))["status"] == "cancelled"
+
+
+async def test_a_replica_with_no_free_slot_leaves_jobs_to_the_others(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A replica whose sandboxes are all busy (a job and its child RLM) does not claim the
+    next job to wait with it: a replica started later runs it."""
+    for name in ("busy", "free"):
+        (tmp_path / name).mkdir()
+    async with (
+        ReplayServer(Cassette(CASSETTE)) as replay,
+        replicas(tmp_path / "busy", pg_url, replay, 2) as (busy,),
+        busy.client() as client,
+    ):
+        parent = await submit(client, query="PARENT job", limits={"max_depth": 2})
+
+        async def child_asked() -> bool:
+            return any("CHILD-TASK" in json.dumps(r) for r in replay.requests)
+
+        await until(child_asked)
+        waiting = await submit(client, query="QUICK after the parent")
+        async with (
+            replicas(tmp_path / "free", pg_url, replay, 1) as (free,),
+            free.client() as other,
+        ):
+            done = await wait_final(other, waiting["id"])
+            assert done["status"] == "succeeded"
+            assert runner_pid(pg_url, waiting["id"]) == free.proc.pid  # type: ignore[union-attr]
+        assert await status_of(client, parent["id"]) == "running"
+        await client.post(f"/v1/jobs/{parent['id']}/cancel")
+        assert (await wait_final(client, parent["id"]))["status"] == "cancelled"
+
+
+async def test_a_replica_paused_past_its_lease_cannot_overwrite_the_rerun(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """SIGSTOP the replica running a job until the other re-runs it, then SIGCONT it: its
+    answer (already delivered) is never recorded; the job stays the re-run's."""
+    async with (
+        ReplayServer(Cassette(CASSETTE)) as replay,
+        replicas(tmp_path, pg_url, replay, 1, 1) as pair,
+        pair[0].client() as client,
+    ):
+        job = await submit(client, query="PAUSED job", max_retries=1)
+
+        def asked() -> int:
+            return sum("PAUSED" in json.dumps(r) for r in replay.requests)
+
+        async def asked_once() -> bool:
+            return asked() >= 1
+
+        await until(asked_once)
+        pid = runner_pid(pg_url, job["id"])
+        paused, other = sorted(pair, key=lambda s: s.proc.pid != pid)  # type: ignore[union-attr]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+
+            async def rerun_asked() -> bool:
+                return asked() >= 2
+
+            await until(rerun_asked)
+            assert runner_pid(pg_url, job["id"]) == other.proc.pid  # type: ignore[union-attr]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+        async def paused_replica_gave_up() -> bool:
+            text = paused.log_path.read_text(errors="replace")
+            return any(
+                job["id"] in line and any(word in line for word in GAVE_UP)
+                for line in text.splitlines()
+            )
+
+        await until(paused_replica_gave_up)
+        assert await status_of(client, job["id"]) == "running"
+        response = await client.post(f"/v1/jobs/{job['id']}/cancel")
+        assert response.status_code in (200, 202), response.text
+        ended = await wait_final(client, job["id"])
+        assert (ended["status"], ended["attempts"], ended.get("answer")) == ("cancelled", 2, None)
+        events = (await client.get(f"/v1/jobs/{job['id']}/trajectory")).text.splitlines()
+        assert [json.loads(line).get("type") for line in events].count("run_start") == 1
+
+
+# What the paused replica logs when it finds the job is no longer its own.
+GAVE_UP = ("replica.lease_lost", "job.claim_lost", "job.outcome_refused")

@@ -1,5 +1,6 @@
 """The job store on both backends (a real SQLite file and a real private PostgreSQL):
-states, recovery, events, blobs; SQLite's WAL mode and data-dir errors."""
+states, recovery, events, blobs, claim tokens, versioned migrations (old SQLite files
+included); SQLite's WAL mode and data-dir errors."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.service.migrate import MIGRATIONS
 from engine.service.store import (
     CANCELLED,
     FAILED,
@@ -16,6 +18,7 @@ from engine.service.store import (
     RESTART_REASON,
     RUNNING,
     SUCCEEDED,
+    ClaimLost,
     JobStore,
     open_store,
 )
@@ -177,3 +180,74 @@ def test_sessions_keep_their_turns_and_close_once(opener: Opener) -> None:
         assert [s.id for s in store.sessions(status=SESSION_OPEN)] == ["s1", "s3"]
         assert store.delete_session("s2") and store.get_session("s2") is None
         assert store.get_session("missing") is None
+
+
+def test_an_attempt_writes_only_while_it_holds_its_claim(opener: Opener) -> None:
+    """The claim token fences an attempt: once the job was queued again (and claimed by a new
+    attempt), the old attempt's events and outcome are refused."""
+    with opener() as store:
+        store.add_job("j", owner="o", kind="job", request={"query": "q"}, max_retries=1)
+        stale = store.mark_running("j")
+        assert stale is not None and stale.claim_token
+        assert store.add_event("j", {"type": "run_start"}, token=stale.claim_token) == 1
+    with opener() as store:  # the process died: the next start queues the job again
+        assert store.recover().requeued == ["j"]
+        with pytest.raises(ClaimLost):
+            store.add_event("j", {"type": "turn"}, token=stale.claim_token)
+        assert not store.finish("j", SUCCEEDED, result={"answer": "stale"}, token=stale.claim_token)
+        fresh = store.mark_running("j")
+        assert fresh is not None and fresh.claim_token not in (None, stale.claim_token)
+        with pytest.raises(ClaimLost):
+            store.add_event("j", {"type": "turn"}, token=stale.claim_token)
+        assert not store.finish("j", SUCCEEDED, result={"answer": "stale"}, token=stale.claim_token)
+        assert store.add_event("j", {"type": "run_start"}, token=fresh.claim_token) == 1
+        assert store.finish("j", SUCCEEDED, result={"answer": "fresh"}, token=fresh.claim_token)
+        job = store.get_job("j")
+        assert job is not None and (job.status, job.result) == (SUCCEEDED, {"answer": "fresh"})
+        assert [event["type"] for _, event in store.events("j")] == ["run_start"]
+
+
+MIGRATION_IDS = sorted(path.stem for path in MIGRATIONS.glob("[0-9]*.py"))
+OLD_SCHEMAS = sorted((Path(__file__).parent / "fixtures" / "sqlite").glob("schema-*.sql"))
+
+
+@pytest.mark.parametrize("schema", OLD_SCHEMAS, ids=[p.stem for p in OLD_SCHEMAS])
+def test_a_database_made_before_migrations_is_upgraded(tmp_path: Path, schema: Path) -> None:
+    """A SQLite file made by an older store (its schema SQL as it was, a job and a file in
+    it) opens with every migration applied and its rows intact."""
+    path = tmp_path / "jobs.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(schema.read_text())
+    old.execute(
+        "INSERT INTO jobs (id, owner, kind, status, request, created_at) "
+        "VALUES ('old', 'o', 'job', 'queued', '{\"query\": \"q\"}', 1.0)"
+    )
+    old.execute(
+        "INSERT INTO files (id, owner, filename, bytes, path, created_at) "
+        "VALUES ('f', 'o', 'a.txt', 3, '/x/a.txt', 1.0)"
+    )
+    old.commit()
+    old.close()
+    with SqliteJobStore(path) as store:
+        job = store.get_job("old")
+        assert job is not None and (job.status, job.request) == (QUEUED, {"query": "q"})
+        assert store.storage_used("o") == 3
+        running = store.mark_running("old")
+        assert running is not None and running.claim_token
+        store.add_event("old", {"type": "run_start"}, token=running.claim_token)
+        assert store.finish("old", SUCCEEDED, result={"answer": "a"}, token=running.claim_token)
+    with SqliteJobStore(path) as store:  # opening again applies nothing twice
+        assert store.get_job("old") is not None
+    check = sqlite3.connect(path)
+    try:
+        applied = [row[0] for row in check.execute("SELECT migration_id FROM _yoyo_migration")]
+    finally:
+        check.close()
+    assert sorted(applied) == MIGRATION_IDS
+
+
+def test_new_databases_get_every_migration_once(opener: Opener) -> None:
+    with opener() as store, opener() as again:
+        again.add_job("x", owner="o", kind="job", request={"query": "q"})
+        rows = store._query("SELECT migration_id FROM _yoyo_migration")
+    assert sorted(row[0] for row in rows) == MIGRATION_IDS

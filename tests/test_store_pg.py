@@ -1,6 +1,6 @@
 """The PostgreSQL store's queue operations on a real private cluster: claims with SKIP
 LOCKED from many connections at once, leases, reclaiming a dead replica's jobs, cancel
-requests, notifications and versioned migrations."""
+requests, notifications, and claim tokens fencing a replica that lost its lease."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from engine.errors import ServiceError
-from engine.service.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
+from engine.service.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, ClaimLost
 from engine.service.store_pg import LOST_REASON, PgJobStore
 
 
@@ -102,6 +102,30 @@ def test_reclaim_requeues_fails_or_cancels_jobs_of_a_dead_replica(
     assert sorted(store.reclaim().failed) == ["alive", "retry"]
 
 
+def test_a_replica_that_lost_its_lease_cannot_overwrite_the_rerun(pg_url: str) -> None:
+    """Replica a is paused past its lease; b re-runs the job. When a resumes, neither its
+    events nor its outcome land, while b's do."""
+    with PgJobStore(pg_url) as a, PgJobStore(pg_url) as b:
+        a.add_job("j", owner="o", kind="job", request={"query": "q"}, max_retries=1)
+        first = a.claim("a", 30)
+        assert first is not None and first.claim_token
+        a.add_event("j", {"type": "run_start", "by": "a"}, token=first.claim_token)
+        expire(pg_url, "j")
+        assert b.reclaim().requeued == ["j"]
+        second = b.claim("b", 30)
+        assert second is not None and second.claim_token != first.claim_token
+        b.add_event("j", {"type": "run_start", "by": "b"}, token=second.claim_token)
+        # a resumes: its lease renewal finds nothing, and its writes are refused.
+        assert a.renew("a", 30).held == set()
+        with pytest.raises(ClaimLost):
+            a.add_event("j", {"type": "turn", "by": "a"}, token=first.claim_token)
+        assert not a.finish("j", SUCCEEDED, result={"answer": "a"}, token=first.claim_token)
+        assert b.finish("j", SUCCEEDED, result={"answer": "b"}, token=second.claim_token)
+        job = b.get_job("j")
+        assert job is not None and (job.status, job.result) == (SUCCEEDED, {"answer": "b"})
+        assert [event["by"] for _, event in b.events("j")] == ["b"]
+
+
 def test_changes_are_notified_to_listeners(store: PgJobStore, pg_url: str) -> None:
     with psycopg.connect(pg_url, autocommit=True) as listener:
         for channel in ("rlm_job", "rlm_queue", "rlm_cancel"):
@@ -120,14 +144,6 @@ def test_changes_are_notified_to_listeners(store: PgJobStore, pg_url: str) -> No
         ("rlm_job", "n"),
         ("rlm_cancel", "n"),
     ]
-
-
-def test_migrations_are_versioned_and_applied_once(pg_url: str) -> None:
-    with PgJobStore(pg_url), PgJobStore(pg_url) as again:
-        again.add_job("x", owner="o", kind="job", request={"query": "q"})
-    with psycopg.connect(pg_url) as conn:
-        applied = [row[0] for row in conn.execute("SELECT migration_id FROM _yoyo_migration")]
-    assert applied == ["0001_initial", "0002_storage"]
 
 
 def test_unreachable_database_is_a_clear_error(pg_cluster: object) -> None:

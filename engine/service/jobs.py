@@ -56,6 +56,7 @@ from engine.service.store import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
+    ClaimLost,
     JobRecord,
     JobStore,
     StoreError,
@@ -109,8 +110,16 @@ class ServiceSettings:
 
 
 def new_job_id() -> str:
-    """A job id; it is also the task id of the job's top-level sandbox."""
+    """A job id; it is also the task id of the job's top-level sandbox (first attempt)."""
     return secrets.token_hex(8)
+
+
+def attempt_task_id(job: JobRecord) -> str:
+    """The task id (sandbox container and run dir name) of this attempt of ``job``: the job
+    id, with the attempt number from the second attempt on. A re-run may start while the
+    previous attempt's sandbox still exists on the same Docker host (a replica paused past
+    its lease, or killed and not yet reaped), and two sandboxes cannot share a name."""
+    return job.id if job.attempts <= 1 else f"{job.id}-{job.attempts}"
 
 
 class JobService(AsyncResource):
@@ -140,6 +149,7 @@ class JobService(AsyncResource):
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._user_cancelled: set[str] = set()
         self._store_failed: dict[str, str] = {}
+        self._claim_lost: set[str] = set()
         self._changed: dict[str, anyio.Event] = {}
         self._uploading: dict[str, int] = {}
         self.replica: Replica | None = None
@@ -475,21 +485,25 @@ class JobService(AsyncResource):
                 # job that takes the whole service down is not re-run more than its retries
                 # allow.
                 job = self.store.get_job(job_id)
-                if job is None or job.status != QUEUED or not self.store.mark_running(job_id):
+                if job is None or job.status != QUEUED:
+                    return
+                job = self.store.mark_running(job_id)
+                if job is None:
                     return
                 await self.run_started(job)
         except Exception as exc:  # the store (or a bug): fail this job, keep the service
             log.exception("job.crashed", job_id=job_id)
-            await self._finish(job_id, FAILED, None, f"internal error: {exc}")
+            await self._finish(job_id, FAILED, None, f"internal error: {exc}", None)
 
     async def run_started(self, job: JobRecord) -> None:
-        """Run a job this process has just moved to "running" and record its outcome (the
-        caller holds a sandbox slot). Raises nothing but cancellation."""
+        """Run a job this process has just moved to "running" (``job.claim_token`` is this
+        attempt's) and record its outcome (the caller holds a sandbox slot). Raises nothing
+        but cancellation."""
         try:
             await self._attempt(job)
         except Exception as exc:  # the store (or a bug): fail this job, keep the service
             log.exception("job.crashed", job_id=job.id)
-            await self._finish(job.id, FAILED, None, f"internal error: {exc}")
+            await self._finish(job.id, FAILED, None, f"internal error: {exc}", job.claim_token)
 
     async def _attempt(self, job: JobRecord) -> None:
         job_id = job.id
@@ -510,6 +524,13 @@ class JobService(AsyncResource):
                 status, error = FAILED, f"internal error: {exc!r}"
         self._scopes.pop(job_id, None)
         store_error = self._store_failed.pop(job_id, None)
+        if job_id in self._claim_lost:
+            # Another attempt owns the job now: record nothing (the store would refuse it).
+            self._claim_lost.discard(job_id)
+            self._user_cancelled.discard(job_id)
+            log.warning("job.claim_lost", job_id=job_id, attempt=job.attempts)
+            self._slot_gauge()
+            return
         if store_error is not None:
             status, result, error = FAILED, None, store_error
         elif scope.cancelled_caught or scope.cancel_called:
@@ -517,13 +538,19 @@ class JobService(AsyncResource):
                 return  # shutdown: leave it "running" for the restart logic
             status, error = CANCELLED, "cancelled by the user"
         self._user_cancelled.discard(job_id)
-        await self._finish(job_id, status, result, error)
+        await self._finish(job_id, status, result, error, job.claim_token)
         self.metrics.observe_job(time.time() - started, started - job.created_at, status)
 
     async def _finish(
-        self, job_id: str, status: str, result: dict[str, Any] | None, error: str | None
+        self,
+        job_id: str,
+        status: str,
+        result: dict[str, Any] | None,
+        error: str | None,
+        token: str | None,
     ) -> None:
-        """Store a job's final state, retrying while the store refuses (e.g. locked).
+        """Store a job's final state, retrying while the store refuses (e.g. locked); only
+        while the job still carries the attempt's claim ``token``.
 
         After the retries the job stays "running" in the store; the next start fails or
         re-queues it by its retries, as after a crash.
@@ -531,8 +558,10 @@ class JobService(AsyncResource):
         for delay in (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0):
             await anyio.sleep(delay)
             try:
-                if self.store.finish(job_id, status, result=result, error=error):
+                if self.store.finish(job_id, status, result=result, error=error, token=token):
                     self.metrics.inc("jobs_total", status=status)
+                else:
+                    log.warning("job.outcome_refused", job_id=job_id, status=status)
                 break
             except StoreError as exc:
                 log.warning("job.finish_failed", job_id=job_id, error=str(exc))
@@ -553,7 +582,15 @@ class JobService(AsyncResource):
 
         def on_event(event: dict[str, Any]) -> None:
             try:
-                self.store.add_event(job.id, event)
+                self.store.add_event(job.id, event, token=job.claim_token)
+            except ClaimLost:
+                # The job was queued again (this replica lost its lease) or ended: stop
+                # this attempt without writing anything more for it.
+                self._claim_lost.add(job.id)
+                scope = self._scopes.get(job.id)
+                if scope is not None:
+                    scope.cancel()
+                return
             except StoreError as exc:
                 # The trajectory cannot be kept: stop the job rather than run it blind.
                 if job.id not in self._store_failed:
@@ -573,7 +610,7 @@ class JobService(AsyncResource):
                 request["query"],
                 context,
                 on_event=on_event,
-                task_id=job.id,
+                task_id=attempt_task_id(job),
                 tools=request.get("tools"),
                 output_schema=request.get("output_schema"),
             )

@@ -2,8 +2,11 @@
 
 A :class:`Replica` runs inside a :class:`~engine.service.jobs.JobService` whose store is
 shared. Instead of scheduling the jobs it accepted itself, it runs ``max_sandboxes`` workers
-that each claim the oldest queued job of *any* replica (``FOR UPDATE SKIP LOCKED``), so a job
-runs on whichever replica has a free slot first and never on two. Each claim is a lease,
+that each take a free sandbox slot, then claim the oldest queued job of *any* replica (``FOR
+UPDATE SKIP LOCKED``), so a job runs on whichever replica has a free slot first and never on
+two, and no replica holds a job it cannot start yet. A claim also carries a claim token that
+fences the attempt's writes: a replica that lost a job's lease (paused past it) cannot record
+events or an outcome over the attempt that replaced it. Each claim is a lease,
 renewed every third of its length while the job runs; when a replica dies, its leases expire
 and every replica's lease loop re-queues those jobs (retries left) or fails them
 "replica lost". PostgreSQL LISTEN/NOTIFY carries the rest between replicas: new queued jobs
@@ -36,6 +39,9 @@ log = get_logger(__name__)
 
 CHANNELS = ("rlm_job", "rlm_queue", "rlm_cancel")
 IDLE_POLL_S = 5.0  # idle workers look for jobs this often even without a notification
+# The slot owner of every claim: the shared queue already orders jobs (oldest first), so the
+# per-key turns of the slots play no part here; children still come before any claim.
+QUEUE_OWNER = "shared-queue"
 
 
 def replica_id() -> str:
@@ -79,15 +85,19 @@ class Replica:
 
     async def _worker(self) -> None:
         while True:
-            job = self.store.claim(self.id, self.lease_s)
-            if job is None:
-                wake = self._wake
-                with anyio.move_on_after(IDLE_POLL_S):
-                    await wake.wait()
-                continue
-            log.info("replica.claimed", replica=self.id, job_id=job.id, attempt=job.attempts)
-            async with self.service.slots.job(job.owner):
-                await self.service.run_started(job)
+            wake = self._wake
+            # A slot first, then a claim: a replica whose sandboxes are all busy (its jobs'
+            # children included) leaves queued jobs to the replicas that can start them now.
+            async with self.service.slots.job(QUEUE_OWNER):
+                job = self.store.claim(self.id, self.lease_s)
+                if job is not None:
+                    log.info(
+                        "replica.claimed", replica=self.id, job_id=job.id, attempt=job.attempts
+                    )
+                    await self.service.run_started(job)
+                    continue
+            with anyio.move_on_after(IDLE_POLL_S):
+                await wake.wait()
 
     async def _keep_leases(self) -> None:
         while True:

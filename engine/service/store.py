@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -39,6 +40,11 @@ BLOB_PART_BYTES = 4 << 20
 
 class StoreError(ServiceError):
     """The job database refused a read or write (locked too long, disk full, gone)."""
+
+
+class ClaimLost(ServiceError):
+    """A write for an attempt of a job that no longer holds its claim (its replica lost the
+    lease and the job was queued again or ended): the attempt must stop without an outcome."""
 
 
 @contextmanager
@@ -78,6 +84,9 @@ class JobRecord:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    #: the fencing token of the current attempt (set when the job moves to "running"); the
+    #: attempt's outcome and events are written only while the job still carries it.
+    claim_token: str | None = None
 
     @property
     def final(self) -> bool:
@@ -275,15 +284,16 @@ class JobStore(ABC):
         counts.update({status: int(n) for status, n in rows})
         return counts
 
-    def mark_running(self, job_id: str) -> bool:
-        """queued -> running; False if the job is no longer queued (e.g. cancelled)."""
+    def mark_running(self, job_id: str) -> JobRecord | None:
+        """queued -> running with a new claim token; None if the job is no longer queued
+        (e.g. cancelled)."""
         with self._tx() as db:
-            cursor = db.execute(
-                "UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1 "
-                "WHERE id = ? AND status = ?",
-                (RUNNING, time.time(), job_id, QUEUED),
-            )
-            return cursor.rowcount == 1
+            row = db.execute(
+                "UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1, "
+                f"claim_token = ? WHERE id = ? AND status = ? RETURNING {JOB_COLUMNS}",
+                (RUNNING, time.time(), new_claim_token(), job_id, QUEUED),
+            ).fetchone()
+        return job_from_row(row) if row is not None else None
 
     def finish(
         self,
@@ -292,14 +302,17 @@ class JobStore(ABC):
         *,
         result: dict[str, Any] | None = None,
         error: str | None = None,
+        token: str | None = None,
     ) -> bool:
-        """Move a queued or running job to a final state; False if it already was final."""
+        """Move a queued or running job to a final state; False if it already was final, or
+        when ``token`` (the claim token of the attempt reporting) is no longer the job's."""
         if status not in FINAL_STATES:
             raise ValueError(f"{status!r} is not a final job state")
+        fence, fence_args = ("AND claim_token = ?", (token,)) if token is not None else ("", ())
         with self._tx() as db:
             cursor = db.execute(
                 "UPDATE jobs SET status = ?, result = ?, error = ?, finished_at = ? "
-                "WHERE id = ? AND status IN (?, ?)",
+                f"WHERE id = ? AND status IN (?, ?) {fence}",
                 (
                     status,
                     json.dumps(result) if result is not None else None,
@@ -308,6 +321,7 @@ class JobStore(ABC):
                     job_id,
                     QUEUED,
                     RUNNING,
+                    *fence_args,
                 ),
             )
             return cursor.rowcount == 1
@@ -325,7 +339,8 @@ class JobStore(ABC):
             for job_id, attempts, max_retries in rows:
                 if attempts <= max_retries:
                     db.execute(
-                        "UPDATE jobs SET status = ?, started_at = NULL WHERE id = ?",
+                        "UPDATE jobs SET status = ?, started_at = NULL, claim_token = NULL "
+                        "WHERE id = ?",
                         (QUEUED, job_id),
                     )
                     db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
@@ -340,20 +355,28 @@ class JobStore(ABC):
 
     # --- events ---------------------------------------------------------------------------
 
-    def add_event(self, job_id: str, event: dict[str, Any]) -> int:
-        """Append one trajectory event; returns its sequence number (1, 2, ...)."""
+    def add_event(self, job_id: str, event: dict[str, Any], token: str | None = None) -> int:
+        """Append one trajectory event; returns its sequence number (1, 2, ...).
+
+        With ``token`` (the claim token of the attempt writing), raise :class:`ClaimLost`
+        when the job no longer carries it. The job's row is updated first, so that its lock
+        keeps a concurrent re-queue (which drops the events) from passing this append.
+        """
         text = json.dumps(event, ensure_ascii=False, default=str)
+        fence, fence_args = ("AND claim_token = ?", (token,)) if token is not None else ("", ())
         with self._tx() as db:
+            cursor = db.execute(
+                f"UPDATE jobs SET stored_bytes = stored_bytes + ? WHERE id = ? {fence}",
+                (len(text.encode("utf-8")), job_id, *fence_args),
+            )
+            if token is not None and cursor.rowcount != 1:
+                raise ClaimLost(f"job {job_id} was claimed again; this attempt stops")
             (last,) = db.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?", (job_id,)
             ).fetchone()
             seq = int(last) + 1
             db.execute(
                 "INSERT INTO events (job_id, seq, event) VALUES (?, ?, ?)", (job_id, seq, text)
-            )
-            db.execute(
-                "UPDATE jobs SET stored_bytes = stored_bytes + ? WHERE id = ?",
-                (len(text.encode("utf-8")), job_id),
             )
         return seq
 
@@ -521,7 +544,7 @@ class JobStore(ABC):
 #: The columns of a job row, in the order :func:`job_from_row` reads them (both stores).
 JOB_COLUMNS = (
     "id, owner, kind, status, request, result, error, attempts, max_retries, "
-    "created_at, started_at, finished_at"
+    "created_at, started_at, finished_at, claim_token"
 )
 
 
@@ -546,6 +569,11 @@ def _session(row: tuple[Any, ...]) -> SessionRecord:
     )
 
 
+def new_claim_token() -> str:
+    """A fresh fencing token for one attempt of a job."""
+    return secrets.token_hex(8)
+
+
 def _file(row: tuple[Any, ...]) -> FileRecord:
     fid, owner, filename, size, path, created = row
     return FileRecord(fid, owner, filename, int(size), Path(path), float(created))
@@ -566,6 +594,7 @@ def job_from_row(row: tuple[Any, ...]) -> JobRecord:
         created,
         started,
         finished,
+        token,
     ) = row
     return JobRecord(
         id=job_id,
@@ -580,4 +609,5 @@ def job_from_row(row: tuple[Any, ...]) -> JobRecord:
         created_at=float(created),
         started_at=float(started) if started is not None else None,
         finished_at=float(finished) if finished is not None else None,
+        claim_token=token,
     )

@@ -1,11 +1,12 @@
 """The shared job store: PostgreSQL, used by any number of service replicas.
 
 The schema is versioned (``migrations/``, applied with yoyo-migrations under its lock when a
-store opens). On top of the shared SQL of :class:`JobStore`, replicas use the queue
-operations here: :meth:`PgJobStore.claim` takes the oldest queued job with
-``FOR UPDATE SKIP LOCKED`` (so a job runs on one replica only) and gives the claimer a lease
-it renews (:meth:`renew`); :meth:`reclaim` re-queues or fails the jobs whose lease expired
-(their replica died). Lease times use the database's clock, so replicas' clocks may differ.
+store opens, see :mod:`engine.service.migrate`). On top of the shared SQL of
+:class:`JobStore`, replicas use the queue operations here: :meth:`PgJobStore.claim` takes
+the oldest queued job with ``FOR UPDATE SKIP LOCKED`` (so a job runs on one replica only)
+and gives the claimer a lease it renews (:meth:`renew`) and a claim token that fences the
+attempt's writes; :meth:`reclaim` re-queues or fails the jobs whose lease expired (their
+replica died). Lease times use the database's clock, so replicas' clocks may differ.
 Triggers NOTIFY ``rlm_job``/``rlm_queue``/``rlm_cancel`` on every change (see the migration).
 """
 
@@ -15,11 +16,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from engine.errors import ServiceError
 from engine.log import get_logger
+from engine.service.migrate import migrate
 from engine.service.store import (
     CANCELLED,
     FAILED,
@@ -32,12 +33,12 @@ from engine.service.store import (
     JobStore,
     Recovery,
     job_from_row,
+    new_claim_token,
     store_errors,
 )
 
 log = get_logger(__name__)
 
-MIGRATIONS = Path(__file__).with_name("migrations")
 LOST_REASON = "replica lost"
 _NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
 
@@ -74,7 +75,8 @@ class PgJobStore(JobStore):
         from psycopg_pool import ConnectionPool
 
         self.url = url
-        self._migrate(url)
+        _, rest = url.split("://", 1)
+        migrate(f"postgresql+psycopg://{rest}", _redact(url))
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -89,28 +91,6 @@ class PgJobStore(JobStore):
         except Exception as exc:
             self._pool.close()
             raise ServiceError(f"cannot connect to the job database: {exc}") from exc
-
-    @staticmethod
-    def _migrate(url: str) -> None:
-        from yoyo import get_backend, read_migrations
-
-        _, rest = url.split("://", 1)
-        try:
-            backend = get_backend(f"postgresql+psycopg://{rest}")
-        except Exception as exc:
-            raise ServiceError(
-                f"cannot connect to the job database ({_redact(url)}): {exc}; check "
-                "--database-url (postgresql://user:password@host:port/database) and that "
-                "PostgreSQL is running"
-            ) from exc
-        try:
-            with backend.lock():
-                pending = backend.to_apply(read_migrations(str(MIGRATIONS)))
-                if pending:
-                    log.info("store.migrating", migrations=[m.id for m in pending])
-                    backend.apply_migrations(pending)
-        finally:
-            backend.connection.close()
 
     def close(self) -> None:
         self._pool.close()
@@ -138,16 +118,17 @@ class PgJobStore(JobStore):
     # --- the shared queue -----------------------------------------------------------------
 
     def claim(self, replica: str, lease_s: float) -> JobRecord | None:
-        """Take the oldest queued job for ``replica`` with a lease of ``lease_s`` seconds;
-        None when nothing is queued (or every queued row is being claimed right now)."""
+        """Take the oldest queued job for ``replica`` with a lease of ``lease_s`` seconds and
+        a new claim token (the fencing token of this attempt's writes); None when nothing is
+        queued (or every queued row is being claimed right now)."""
         with self._tx() as db:
             row = db.execute(
                 f"UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1, "
-                f"lease_owner = ?, lease_until = {_NOW} + ? "
+                f"lease_owner = ?, lease_until = {_NOW} + ?, claim_token = ? "
                 "WHERE id = (SELECT id FROM jobs WHERE status = ? ORDER BY created_at, rowid "
                 "LIMIT 1 FOR UPDATE SKIP LOCKED) "
                 f"RETURNING {JOB_COLUMNS}",
-                (RUNNING, time.time(), replica, lease_s, QUEUED),
+                (RUNNING, time.time(), replica, lease_s, new_claim_token(), QUEUED),
             ).fetchone()
         return job_from_row(row) if row is not None else None
 
@@ -219,7 +200,7 @@ class PgJobStore(JobStore):
                 else:
                     db.execute(
                         "UPDATE jobs SET status = ?, started_at = NULL, lease_owner = NULL, "
-                        "lease_until = NULL WHERE id = ?",
+                        "lease_until = NULL, claim_token = NULL WHERE id = ?",
                         (QUEUED, job_id),
                     )
                     db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))

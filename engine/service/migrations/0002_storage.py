@@ -1,17 +1,19 @@
 """Bytes each job (inline context, trajectory) and upload (unpacked) keeps on disk, for the
-per-key storage quota."""
+per-key storage quota. SQLite databases made by older versions may have the columns already."""
 
 from yoyo import step
+
+from engine.service.migrate import add_column, drop_column
 
 __depends__ = {"0001_initial"}
 
 steps = [
     step(
-        "ALTER TABLE jobs ADD COLUMN stored_bytes BIGINT NOT NULL DEFAULT 0",
-        "ALTER TABLE jobs DROP COLUMN stored_bytes",
+        add_column("jobs", "stored_bytes", "BIGINT NOT NULL DEFAULT 0"),
+        drop_column("jobs", "stored_bytes"),
     ),
     step(
-        "ALTER TABLE files ADD COLUMN stored_bytes BIGINT NOT NULL DEFAULT 0",
-        "ALTER TABLE files DROP COLUMN stored_bytes",
+        add_column("files", "stored_bytes", "BIGINT NOT NULL DEFAULT 0"),
+        drop_column("files", "stored_bytes"),
     ),
 ]
