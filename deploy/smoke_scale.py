@@ -6,9 +6,9 @@ Builds the engine and infrastructure images (cached), brings the profile up unde
 project name and port, submits replay-driven jobs with inline contexts through the one
 published port, checks that both replicas ran some (from the jobs' leases in PostgreSQL) and
 that every answer is right, stops one replica and runs a job through the other, recreates
-that other one (a new container, usually on a new address, which nginx must find by name) and
-runs a job through it, then takes everything down and checks that nothing is left. Needs no
-model and no network.
+that other one on a new address (placeholder containers hold its old one), which nginx must
+find by name, and runs a job through it, then takes everything down and checks that nothing
+is left. Needs no model and no network.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import smoke  # noqa: E402
 from smoke import free_port, step, wait_finished, wait_healthy  # noqa: E402
 
 SERVICES = ("postgres", "engine-1", "engine-2", "lb")
+NETWORK = f"{PROJECT}_default"
+FILLER_LABEL = f"{PROJECT}.filler=1"
 JOBS = 6
 
 
@@ -42,21 +44,37 @@ def compose(env: dict[str, str], *args: str, capture: bool = False) -> str:
     return smoke.compose(env, *args, project=PROJECT, profile="scale", capture=capture)
 
 
-def replica_address(env: dict[str, str], service: str) -> str:
-    """The IP address of a compose service's container on the project network."""
-    container = compose(env, "ps", "-q", service, capture=True).strip()
+def docker(*args: str) -> str:
     return subprocess.run(
-        [
-            "docker",
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-            container,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+        ["docker", *args], capture_output=True, text=True, check=True
     ).stdout.strip()
+
+
+def container_address(container: str) -> str:
+    """A container's IP address on the project network."""
+    return docker(
+        "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container
+    )
+
+
+def replica_address(env: dict[str, str], service: str) -> str:
+    """The IP address of a compose service's container."""
+    return container_address(compose(env, "ps", "-q", service, capture=True).strip())
+
+
+def take_address(image: str, address: str, most: int = 8) -> list[str]:
+    """Start placeholder containers on the project network until one holds ``address``
+    (just given up by a replica); their ids, for removal."""
+    started: list[str] = []
+    for _ in range(most):
+        started.append(
+            docker(
+                "run", "-d", "--network", NETWORK, "--label", FILLER_LABEL, image, "sleep", "3600"
+            )
+        )
+        if container_address(started[-1]) == address:
+            return started
+    raise SystemExit(f"could not take the address {address} for the test")
 
 
 def run_jobs(client: httpx.Client, count: int, tag: str) -> list[str]:
@@ -111,6 +129,7 @@ def main() -> int:
     headers = {"Authorization": f"Bearer {key}"}
     ok = False
     ids: list[str] = []
+    fillers: list[str] = []
     try:
         step(f"docker-compose --profile scale up (project {PROJECT}, port {port})")
         compose(env, "up", "-d", *SERVICES)
@@ -141,16 +160,23 @@ def main() -> int:
             compose(env, "stop", "engine-1")
             ids += run_jobs(client, 1, "failover")
             # nginx must find a replica that comes back on a new address (it resolves the
-            # replicas' names at request time, not once at its start).
+            # replicas' names at request time, not once at its start). Docker would give
+            # the recreated container its old address back, so placeholders take it first.
             before = replica_address(env, "engine-2")
-            step(f"recreating engine-2 (now at {before}) with engine-1 still stopped")
-            compose(env, "up", "-d", "--no-deps", "--force-recreate", "engine-2")
+            step(f"recreating engine-2 (at {before}) on a new address, engine-1 still stopped")
+            compose(env, "rm", "-s", "-f", "engine-2")
+            fillers += take_address(infra, before)
+            compose(env, "up", "-d", "--no-deps", "engine-2")
             after = replica_address(env, "engine-2")
+            if after == before:
+                raise SystemExit(f"engine-2 came back at its old address {before}")
             wait_healthy(client, 180)
             step(f"engine-2 is back at {after}; a job through the same port")
             ids += run_jobs(client, 1, "recreated")
         ok = True
     finally:
+        for filler in fillers:
+            subprocess.run(["docker", "rm", "-f", filler], capture_output=True, check=False)
         ok = smoke.tear_down(env, run_dir, ids, project=PROJECT, profile="scale") and ok
     step(f"{'PASS' if ok else 'FAIL'} in {time.perf_counter() - started:.0f} s")
     return 0 if ok else 1
