@@ -177,7 +177,7 @@ async def all_at_once(sandboxes: list[Sandbox], code: str) -> list[float]:
 
     async def one(sandbox: Sandbox) -> None:
         started = time.perf_counter()
-        result = await sandbox.execute(code, timeout=600)
+        result = await sandbox.execute(code, cell_timeout_s=600)
         times.append(time.perf_counter() - started)
         if result.error:
             raise RuntimeError(f"benchmark cell failed in {sandbox.task_id}: {result.error}")
