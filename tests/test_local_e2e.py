@@ -52,7 +52,4 @@ async def test_local_model_finds_the_needle_through_sandbox_code(tmp_path: Path)
             cells = [e for e in events if e["type"] == "cell"]
             assert any(hay.secret in e["output"] for e in cells), replies
             return
-    # Known regression (closing note of this stop, issue 14): on this commit the embedded model
-    # prints the context, then guesses. Only the answer's correctness is excused; the assertions
-    # above (clean run, secret kept out of the prompt) stay strict in every run.
-    pytest.xfail(f"known regression: no run of {ATTEMPTS} found {hay.secret!r}: {seen}")
+    pytest.fail(f"no run of {ATTEMPTS} found {hay.secret!r}: {seen}")
