@@ -130,6 +130,9 @@ class EngineConfig:
     #: compaction: summarise older turns at this share of the root's window, at most this often
     compact_at: float = 0.8
     max_compactions: int = 2
+    #: warm sandboxes kept ready (None: the command's default, see :mod:`engine.sandbox.pool`).
+    warm_pool: int | None = None
+    warm_pool_idle_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.prompt_profile:
@@ -144,6 +147,8 @@ class EngineConfig:
             raise ConfigError(f"max_compactions must be 0 or more (got {self.max_compactions})")
         if self.max_in_flight < 1:
             raise ConfigError(f"max_in_flight must be at least 1 (got {self.max_in_flight})")
+        setting("warm_pool").check_minimum(self.warm_pool)
+        setting("warm_pool_idle").check_minimum(self.warm_pool_idle_s)
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -305,9 +310,12 @@ def build_config(values: Mapping[str, Any]) -> EngineConfig:
         "output_schema",
         "compact_at",
         "max_compactions",
+        "warm_pool",
     ):
         if name in values:
             extra[name] = values[name]
+    if "warm_pool_idle" in values:
+        extra["warm_pool_idle_s"] = values["warm_pool_idle"]
     extra["tools"] = _tools_config(values)
     return EngineConfig(
         model=model,

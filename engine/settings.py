@@ -244,6 +244,13 @@ SETTINGS: tuple[Setting, ...] = (
             "an MCP server's tools: a command (stdio) or a streamable-HTTP URL (repeatable)",
             repeat=True, metavar="'COMMAND ARGS' | URL"),
     # --- the sandbox ----------------------------------------------------------------------
+    Setting("warm_pool", int, _parse_int, "RLM_WARM_POOL",
+            "warm sandboxes kept ready for tasks (default: 2 in rlm serve, counted within "
+            "--max-sandboxes; in rlm run 1 when --max-depth > 1, for rlm_query children, else "
+            "0)", minimum=0, metavar="N"),
+    Setting("warm_pool_idle", float, _parse_float, "RLM_WARM_POOL_IDLE",
+            "seconds without a task before the warm pool empties (default 300)",
+            minimum=_POSITIVE, metavar="SECONDS"),
     Setting("image", str, _parse_str, "RLM_SANDBOX_IMAGE", "sandbox image", "sandbox", "image",
             commands=_NONE),
     Setting("runtime", str, _parse_str, "RLM_SANDBOX_RUNTIME",

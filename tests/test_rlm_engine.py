@@ -50,6 +50,7 @@ async def test_grep_style_solve_in_one_cell(run: Run) -> None:
     assert result.trajectory_path == run.trajectory
     (ready,) = run.of_type("sandbox_ready")
     assert ready["context"]["kind"] == "text" and ready["context"]["length_chars"] == len(context)
+    assert ready["warm"] is False  # a run without children opens no pool by default
 
 
 async def test_chunks_and_llm_batch(run: Run) -> None:
@@ -61,6 +62,10 @@ async def test_rlm_query_runs_a_child_in_its_own_sandbox(run: Run) -> None:
     await rlm_query_child_one_level_down(run, depth.format("parent"), depth.format("child"))
     assert "child depth 2" in run.of_type("cell")[0]["output"]
     assert run.of_type("run_start")[1]["context_arg"]["kind"] == "path"
+    # A run that may start children opens a warm pool: the top-level run claims the sandbox
+    # it started while the engine set up (the child gets a warm or a cold one, by timing).
+    top = next(e for e in run.of_type("sandbox_ready") if e["depth"] == 1)
+    assert top["warm"] is True and top["pool_miss"] is None, top["pool_miss"]
 
 
 async def test_cell_timeout_keeps_kernel_state(run: Run) -> None:

@@ -13,6 +13,7 @@ import pytest
 from engine.errors import KernelDiedError
 from engine.sandbox import Sandbox, SandboxConfig
 from tests.conftest import engine_containers
+from tests.sandbox_support import open_sandbox
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
 
@@ -20,7 +21,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.usefixtures("do
 @pytest.fixture(scope="module")
 async def shared() -> AsyncIterator[Sandbox]:
     """One sandbox for the probes that do not break it."""
-    async with Sandbox(SandboxConfig(tmp_bytes=16 << 20), context="ctx") as sandbox:
+    async with open_sandbox(SandboxConfig(tmp_bytes=16 << 20), context="ctx") as sandbox:
         yield sandbox
 
 
@@ -95,20 +96,22 @@ print(json.dumps(out))
 
 
 async def test_run_dir_is_read_only_after_start(shared: Sandbox) -> None:
+    # A warm sandbox finds its context in ctx/, staged after the container started.
+    folders = ["ctx"] if shared.warm else []
     found = await probe(
         shared,
-        """
+        f"""
 import json, os
 run = os.environ["RLM_RUN_DIR"]
-out = {}
-for name in ["escape.bin", "ipc/escape.bin"]:
+out = {{}}
+for name in ["escape.bin", "ipc/escape.bin", *{[f + "/escape.bin" for f in folders]!r}]:
     try:
         with open(os.path.join(run, name), "wb") as f:
             f.write(b"x")
         out[name] = "written"
     except OSError as exc:
         out[name] = exc.errno
-for name in ["kernel.json", ".", "ipc"]:
+for name in ["kernel.json", ".", "ipc", *{folders!r}]:
     try:
         os.chmod(os.path.join(run, name), 0o777)
         out["chmod " + name] = "changed"
@@ -119,14 +122,15 @@ print(json.dumps(out))
     )
     # EROFS (30) from the read-only mount or EACCES/EPERM (13, 1) from the locked ipc/ folder.
     assert all(value in (1, 13, 30) for value in found.values()), found
-    assert sorted(os.listdir(shared.run_dir)) == ["context.txt", "ipc", "kernel.json"]
+    staged = folders or ["context.txt"]
+    assert sorted(os.listdir(shared.run_dir)) == sorted([*staged, "ipc", "kernel.json"])
 
 
 async def test_tmpfs_mounts_cap_files_as_well_as_bytes() -> None:
     # runc: the host kernel's tmpfs honours nr_inodes. (gVisor's own tmpfs ignores it; there
     # every file costs memory inside the sandbox's memory limit instead.)
     config = SandboxConfig(runtime="runc", tmpfs_inodes=500)
-    async with Sandbox(config) as sandbox:
+    async with open_sandbox(config) as sandbox:
         found = await probe(
             sandbox,
             """
@@ -200,7 +204,7 @@ async def test_fork_bomb_hits_the_pids_limit(runtime: str) -> None:
     # processes as threads of its own kernel, so with the cgroup full that kernel stops: the
     # sandbox dies, reported as such, and the host is unharmed either way.
     config = SandboxConfig(pids_limit=64 if runtime == "runc" else 256, runtime=runtime)
-    async with Sandbox(config) as sandbox:
+    async with open_sandbox(config) as sandbox:
         run = sandbox.execute(
             """
 import os, signal, subprocess, sys, time, json
@@ -250,7 +254,7 @@ print(json.dumps({"peak": peak}))
 
 async def test_memory_bomb_is_killed_and_reported_as_oom() -> None:
     config = SandboxConfig(memory_bytes=256 << 20)
-    async with Sandbox(config) as sandbox:
+    async with open_sandbox(config) as sandbox:
         task = f"rlm-{sandbox.task_id}"
         with pytest.raises(KernelDiedError, match=r"ran out of memory \(limit 256 MiB\)"):
             await sandbox.execute(
@@ -264,7 +268,7 @@ async def test_memory_bomb_is_killed_and_reported_as_oom() -> None:
 
 async def test_cell_that_ignores_interrupt_is_stopped_and_reported() -> None:
     config = SandboxConfig(interrupt_grace_s=1.0)
-    async with Sandbox(config) as sandbox:
+    async with open_sandbox(config) as sandbox:
         task = f"rlm-{sandbox.task_id}"
         with pytest.raises(KernelDiedError, match="kept running"):
             await sandbox.execute(

@@ -356,7 +356,10 @@ async def test_closing_a_chat_stream_cancels_its_job(service: Service) -> None:
         async with client.stream(
             "POST", "/v1/chat/completions", json={**body, "stream": True}
         ) as r:
-            first = await r.aiter_lines().__anext__()
+            # Keep the iterator: a dropped one is closed when collected, which closes the
+            # stream before the test means to hang up.
+            lines = r.aiter_lines()
+            first = await lines.__anext__()
             assert first.startswith("data: ") and '"role": "assistant"' in first
             chats = [
                 j for j in (await client.get("/v1/jobs")).json()["data"] if j["kind"] == "chat"

@@ -56,6 +56,7 @@ from engine.truncate import truncate_middle
 
 if TYPE_CHECKING:
     from engine.rlm.session import EngineSession, SessionTurn
+    from engine.sandbox.pool import WarmPool
     from engine.sandbox.protocol import CodeSandbox, SandboxBackend
 
 log = get_logger(__name__)
@@ -83,6 +84,19 @@ class TaskTree:
     schema: AnswerSchema | None = None  # the top-level run's output schema (children: none)
 
 
+def run_pool_size(config: EngineConfig) -> int:
+    """The warm pool an engine opens for itself (``rlm run``, the Python API).
+
+    ``warm_pool`` when set; by default one sandbox when runs may start ``rlm_query`` children
+    (``max_depth > 1``): the top-level run claims the one started while the model is set up
+    and the pool then keeps one ready for the first child. A run that can start no children
+    gets none: its top-level sandbox alone would not repay a second container's start.
+    """
+    if config.warm_pool is not None:
+        return config.warm_pool
+    return 1 if config.limits.max_depth > 1 else 0
+
+
 class Engine(AsyncResource):
     """Runs RLM tasks; use as an async context manager.
 
@@ -102,9 +116,13 @@ class Engine(AsyncResource):
         *,
         backend: SandboxBackend | None = None,
         slots: SandboxSlots | None = None,
+        pool: WarmPool | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self._backend = backend
+        #: the warm sandbox pool lent by the caller (a service's); None: the engine opens its
+        #: own when ``config.warm_pool`` asks for one (see :meth:`_open`).
+        self._pool = pool
         # The service's global sandbox limit: child sandboxes take a slot too.
         self.slots = slots
         self._root: ModelSpec | None = None
@@ -133,7 +151,16 @@ class Engine(AsyncResource):
         if self._backend is None:
             from engine.rlm.backend import DockerBackend
 
-            self._backend = DockerBackend(cfg.sandbox)
+            backend = DockerBackend(cfg.sandbox, pool=self._pool)
+            size = run_pool_size(cfg)
+            if backend.pool is None and size:
+                from engine.sandbox.pool import WarmPool
+
+                # Opened first: its sandboxes start while the model is being set up.
+                backend.pool = await stack.enter_async_context(
+                    WarmPool(backend.config, size, idle_s=cfg.warm_pool_idle_s)
+                )
+            self._backend = backend
         if cfg.replay is not None:
             if not cfg.replay.is_file():
                 raise ConfigError(f"replay cassette {cfg.replay} does not exist; check --replay")
@@ -446,6 +473,8 @@ class Engine(AsyncResource):
         events.emit(
             "sandbox_ready",
             startup_s=round(time.monotonic() - (started or time.monotonic()), 3),
+            warm=sandbox.warm,
+            pool_miss=sandbox.pool_miss,
             context=dataclasses.asdict(info) if info is not None else None,
         )
         settings = LoopSettings(

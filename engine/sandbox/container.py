@@ -60,6 +60,7 @@ def container_kwargs(
     memory_bytes: int,
     runtime: str | None,
     instance: str,
+    pool: str | None = None,
 ) -> dict[str, Any]:
     """Arguments for ``containers.create``: every hardening setting in one place.
 
@@ -69,6 +70,16 @@ def container_kwargs(
     the container's memory limit).
     """
     uid, gid = sandbox_ids()
+    labels = {
+        docker_api.LABEL: "1",
+        docker_api.LABEL_INSTANCE: instance,
+        docker_api.LABEL_TASK: task_id,
+        docker_api.LABEL_OWNER_PID: str(os.getpid()),
+        docker_api.LABEL_OWNER_HOST: socket.gethostname(),
+        docker_api.LABEL_RUN_DIR: str(run_dir),
+    }
+    if pool is not None:  # a warm pool's sandbox: its pool removes it by this label
+        labels[docker_api.LABEL_POOL] = pool
     volumes = {
         str(run_dir): {"bind": CONTAINER_RUN_DIR, "mode": "ro"},
         str(run_dir / IPC_DIR): {"bind": f"{CONTAINER_RUN_DIR}/{IPC_DIR}", "mode": "rw"},
@@ -81,14 +92,7 @@ def container_kwargs(
         "command": ["python", "-m", "rlm_runtime.launch", CONTAINER_CONNECTION_FILE],
         "name": f"rlm-{task_id}",
         "hostname": "sandbox",
-        "labels": {
-            docker_api.LABEL: "1",
-            docker_api.LABEL_INSTANCE: instance,
-            docker_api.LABEL_TASK: task_id,
-            docker_api.LABEL_OWNER_PID: str(os.getpid()),
-            docker_api.LABEL_OWNER_HOST: socket.gethostname(),
-            docker_api.LABEL_RUN_DIR: str(run_dir),
-        },
+        "labels": labels,
         "user": f"{uid}:{gid}",
         "environment": sandbox_environment(config),
         "network_mode": "none",

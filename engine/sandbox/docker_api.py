@@ -22,6 +22,8 @@ LABEL_OWNER_PID = "rlm-engine.owner-pid"
 LABEL_OWNER_HOST = "rlm-engine.owner-host"
 LABEL_RUN_DIR = "rlm-engine.run-dir"
 LABEL_INSTANCE = "rlm-engine.instance"
+#: Set on a warm pool's sandboxes (the pool's id), idle or claimed.
+LABEL_POOL = "rlm-engine.pool"
 
 _client: docker.DockerClient | None = None
 _lock = threading.Lock()

@@ -86,6 +86,8 @@ class FakeSandbox(AsyncResource):
     ) -> None:
         self.task_id = task_id or secrets.token_hex(6)
         self.context_info: ContextInfo | None = None
+        self.warm = False  # the fake has no pool
+        self.pool_miss: str | None = None
         self.interrupt_grace_s = interrupt_grace_s
         self._context = context
         self._handler = handler

@@ -21,6 +21,10 @@ class CodeSandbox(Protocol):
 
     #: How the context was loaded (None until started).
     context_info: ContextInfo | None
+    #: Whether the task claimed a warm sandbox from a pool (see :mod:`engine.sandbox.pool`).
+    warm: bool
+    #: Why a task that asked a warm pool got a cold sandbox (None: it did not ask, or got one).
+    pool_miss: str | None
 
     async def execute(self, code: str, cell_timeout_s: float) -> ExecResult:
         """Run ``code``; interrupt it after ``cell_timeout_s`` seconds, keeping the kernel's state.

@@ -18,6 +18,9 @@ CONTAINER_RUN_DIR = "/rlm/run"
 CONTAINER_CONTEXT_DIR = "/rlm/context"
 #: The one run-directory folder the sandbox may write, and only while its kernel starts.
 IPC_DIR = "ipc"
+#: Where a warm (pooled) sandbox finds its task's context: the host stages it here after the
+#: container started, since a running container cannot gain a bind mount.
+POOL_CONTEXT_DIR = "ctx"
 #: The run directory's files (this module owns the layout): the kernel's connection file and
 #: the bridge's Unix socket.
 CONNECTION_FILE = "kernel.json"
@@ -154,6 +157,81 @@ def _stage_path(path: Path, run_dir: Path) -> StagedContext:
     shutil.copyfile(path, target)  # sendfile: the bytes do not pass through Python
     target.chmod(0o644)
     return StagedContext(target, f"{CONTAINER_RUN_DIR}/{name}", size, mount=False)
+
+
+class ContextTooLargeError(ContextError):
+    """The context would have to be copied, and is larger than the copy limit allows."""
+
+
+def stage_context_inline(context: Any, run_dir: Path, copy_limit: int) -> StagedContext:
+    """Stage the context inside ``run_dir/ctx`` for a sandbox that is already running.
+
+    Values become files as in :func:`stage_context`. A path is hard-linked when it is
+    world-readable and on the same file system (no bytes move, and the link cannot be used
+    to change the file: the mount is read-only); otherwise it is copied, without following
+    symlinks, and :class:`ContextTooLargeError` is raised (the caller starts a cold sandbox,
+    which bind-mounts the path) once more than ``copy_limit`` bytes would be copied.
+    """
+    folder = run_dir / POOL_CONTEXT_DIR
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    if not isinstance(context, Path):
+        staged = stage_context(context, folder)
+        if staged.host_path is None:
+            return staged
+        name = staged.host_path.name
+        return StagedContext(staged.host_path, _inline_path(name), staged.size_bytes, mount=False)
+    path = context.expanduser()
+    if not path.exists():
+        raise ContextError(f"context path {path} does not exist")
+    name = _safe_name(path.name or "context")
+    target = folder / name
+    budget = _CopyBudget(copy_limit)
+    if path.is_dir():
+        shutil.copytree(path, target, ignore=_not_plain, copy_function=budget.place)
+        for sub, _dirs, _files in os.walk(target):
+            Path(sub).chmod(0o755)
+    elif path.is_file():
+        budget.place(str(path), str(target))
+    else:
+        raise ContextError(f"context path {path} is neither a regular file nor a directory")
+    return StagedContext(target, _inline_path(name), budget.total, mount=False)
+
+
+def _inline_path(name: str) -> str:
+    return f"{CONTAINER_RUN_DIR}/{POOL_CONTEXT_DIR}/{name}"
+
+
+class _CopyBudget:
+    """Places files by hard link where possible, copying at most ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.copied = 0
+        self.total = 0
+
+    def place(self, source: str, target: str) -> str:
+        size = os.stat(source).st_size
+        self.total += size
+        if _world_readable(Path(source)):
+            try:
+                os.link(source, target)
+                return target
+            except OSError:
+                pass  # another file system, or protected_hardlinks: copy it
+        self.copied += size
+        if self.copied > self.limit:
+            raise ContextTooLargeError(
+                f"the context needs more than {self.limit} bytes copied for a warm sandbox"
+            )
+        try:
+            with open(source, "rb"):
+                pass
+        except OSError as exc:
+            raise ContextError(f"cannot read the context file {source}: {exc.strerror}") from exc
+        shutil.copyfile(source, target)  # sendfile: the bytes do not pass through Python
+        os.chmod(target, 0o644)  # our own copy, never the user's file
+        return target
 
 
 def _not_plain(folder: str, names: list[str]) -> set[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import docker.errors
 from docker.models.containers import Container
 
 from engine.errors import (
@@ -29,6 +30,11 @@ from engine.settings import DEFAULT_CELL_TIMEOUT_S
 log = get_logger(__name__)
 
 _STATE_EXPRESSION = {"rlm": "__import__('rlm_runtime').state()"}
+#: What a warm kernel runs before any task is known: the runtime and everything it imports.
+_WARM_UP = "import rlm_runtime, rlm_runtime.bridge_client, rlm_runtime.tools"
+#: The environment variables a task gives a warm kernel when it claims it. The runtime reads
+#: them when it is called, never at process start, so setting them late changes nothing else.
+TASK_ENV = frozenset({"RLM_BRIDGE_TOKEN", "RLM_DEPTH", "RLM_TOOLS"})
 
 
 class Sandbox:
@@ -68,6 +74,22 @@ class Sandbox:
         self.runtime: str | None = None
         self.context_info: ContextInfo | None = None
         self.startup_seconds: float | None = None
+        #: True once a task claimed this sandbox from a warm pool (see :mod:`.pool`).
+        self.warm = False
+        #: the warm pool that started this sandbox, None for a task's own (cold) sandbox.
+        self.pool_id: str | None = None
+        #: why a task that asked a warm pool got this cold sandbox instead (None: it did not).
+        self.pool_miss: str | None = None
+
+    @classmethod
+    def for_pool(cls, config: SandboxConfig, pool_id: str) -> Sandbox:
+        """A sandbox whose :meth:`start` boots a kernel for no task yet (a warm pool's).
+
+        No task's data reaches it before :meth:`claim`, and it serves that one task only.
+        """
+        sandbox = cls(config, task_id=f"warm-{secrets.token_hex(6)}")
+        sandbox.pool_id = pool_id
+        return sandbox
 
     @property
     def run_dir(self) -> Path:
@@ -76,7 +98,8 @@ class Sandbox:
         return self._run_dir
 
     async def __aenter__(self) -> Sandbox:
-        await self.start()
+        if not self.warm:  # a claimed warm sandbox is started already
+            await self.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -97,7 +120,12 @@ class Sandbox:
 
     async def _start(self, started: float) -> None:
         self._run_dir = rundir.create_run_dir(self.config.run_root, self.task_id)
-        staged = await anyio.to_thread.run_sync(rundir.stage_context, self._context, self._run_dir)
+        if self.pool_id is None:
+            staged = await anyio.to_thread.run_sync(
+                rundir.stage_context, self._context, self._run_dir
+            )
+        else:  # a warm sandbox gets its context at claim time, inside the run directory
+            staged = rundir.StagedContext(None, None, 0, mount=False)
         self._context = None  # staged on disk; do not keep a large value alive
         self.memory_bytes = self._memory_for(staged.size_bytes)
         # A child may get the whole context back through rlm_query.
@@ -113,29 +141,100 @@ class Sandbox:
             memory_bytes=self.memory_bytes,
             runtime=choice.name,
             instance=instance_id(),
+            pool=self.pool_id,
         )
         self._container = await docker_api.call(containers.create, kwargs)
         await kernel.wait_for_sockets(self._run_dir, self.config.start_timeout_s, self._check_alive)
         self._kernel = kernel.KernelSession(connection, self.config.output_limit_chars)
         with anyio.fail_after(self.config.start_timeout_s + 5):
             await self._kernel.wait_ready(self.config.start_timeout_s)
-        self.context_info = await self._setup_runtime(staged.container_path)
+        if self.pool_id is None:
+            self.context_info = await self._setup_runtime(staged.container_path)
+        else:
+            await self._warm_up()
         rundir.lock_run_dir(self._run_dir)
         self.startup_seconds = time.perf_counter() - started
         log.info(
             "sandbox.started",
             task_id=self.task_id,
             seconds=round(self.startup_seconds, 3),
-            context=self.context_info.kind,
-            context_chars=self.context_info.length_chars,
+            context=self.context_info.kind if self.context_info else None,
+            context_chars=self.context_info.length_chars if self.context_info else 0,
             memory=format_size(self.memory_bytes),
             runtime=choice.label,
+            pool=self.pool_id,
         )
 
-    def _memory_for(self, context_bytes: int) -> int:
+    async def _warm_up(self) -> None:
+        """Import the runtime now, so that a task's :meth:`claim` pays only for its context."""
+        outcome = await self._run_raw(
+            _WARM_UP, self.config.start_timeout_s, silent=True, expressions={}
+        )
+        if outcome.error is not None:
+            raise KernelStartError(
+                f"the warm sandbox could not import its runtime: {outcome.error.ename}: "
+                f"{outcome.error.evalue}; rebuild the image (`rlm image build`)"
+            )
+
+    async def claim(
+        self, config: SandboxConfig, *, context: Any, task_id: str, copy_limit: int
+    ) -> None:
+        """Hand this warm sandbox to one task (called once, by its pool).
+
+        Stages the context inside the read-only run directory (see
+        :func:`rundir.stage_context_inline`), gives the kernel the task's environment
+        (:data:`TASK_ENV` only: the rest was fixed when the container started, and the pool
+        checked that it equals ``config``'s) and loads the context. Raises
+        :class:`rundir.ContextTooLargeError` when the context does not fit this sandbox's
+        limits (the caller then closes it and starts a cold one).
+        """
+        if self.pool_id is None or self.warm or self._kernel is None or self._closed:
+            raise SandboxError("only an idle warm sandbox can be claimed, and only once")
+        started = time.perf_counter()
+        self.warm = True
+        self.task_id = task_id
+        staged = await anyio.to_thread.run_sync(
+            rundir.stage_context_inline, context, self.run_dir, copy_limit
+        )
+        if self._memory_needed(staged.size_bytes) > self.memory_bytes:
+            raise rundir.ContextTooLargeError(
+                f"the context ({format_size(staged.size_bytes)}) needs more memory than the "
+                f"warm sandbox has ({format_size(self.memory_bytes)})"
+            )
+        self.disk_limit_bytes = max(config.disk_bytes, 2 * staged.size_bytes)
+        self.config = config
+        env = {key: value for key, value in config.env.items() if key in TASK_ENV}
+        self.context_info = await self._setup_runtime(staged.container_path, env)
+        self.startup_seconds = time.perf_counter() - started
+        log.info(
+            "sandbox.claimed",
+            task_id=task_id,
+            sandbox=self.pool_id,
+            seconds=round(self.startup_seconds, 4),
+            context=self.context_info.kind,
+            context_chars=self.context_info.length_chars,
+        )
+
+    async def name_after_task(self) -> None:
+        """Rename a claimed warm sandbox's container ``rlm-<task id>``, as a cold one is named,
+        so that ``docker ps`` shows whose it is (labels cannot change; they keep the pool's)."""
+        if self._container is None or self._closed:
+            return
+        try:
+            await docker_api.call(self._container.rename, f"rlm-{self.task_id}")
+        except docker.errors.APIError as exc:  # removed meanwhile, or the name is taken
+            log.debug("sandbox.rename_failed", task_id=self.task_id, error=str(exc))
+
+    def _memory_needed(self, context_bytes: int) -> int:
+        """The memory limit a context of ``context_bytes`` needs (the configured one or more)."""
+        if not self.config.auto_memory or not context_bytes:
+            return self.config.memory_bytes
         # Reading text needs the bytes and the decoded str at once; leave room for work too.
-        needed = int(context_bytes * 2.5) + (256 << 20)
-        if not self.config.auto_memory or not context_bytes or needed <= self.config.memory_bytes:
+        return max(self.config.memory_bytes, int(context_bytes * 2.5) + (256 << 20))
+
+    def _memory_for(self, context_bytes: int) -> int:
+        needed = self._memory_needed(context_bytes)
+        if needed <= self.config.memory_bytes:
             return self.config.memory_bytes
         log.info(
             "sandbox.memory_raised",
@@ -145,14 +244,19 @@ class Sandbox:
         )
         return needed
 
-    async def _setup_runtime(self, context_path: str | None) -> ContextInfo:
+    async def _setup_runtime(
+        self, context_path: str | None, env: dict[str, str] | None = None
+    ) -> ContextInfo:
+        # A warm kernel learns its task's environment here; the runtime reads these
+        # variables when it is called, never at start-up.
+        code = f"__import__('os').environ.update({env!r})" if env else ""
         call = (
             f"__import__('rlm_runtime').setup({context_path!r}, "
             f"output_limit={self.config.output_limit_chars})"
         )
         # Loading a 1 GB context takes seconds, not minutes; the cell timeout still bounds it.
         cell_timeout_s = max(DEFAULT_CELL_TIMEOUT_S, self.config.start_timeout_s)
-        outcome = await self._run_raw("", cell_timeout_s, silent=True, expressions={"info": call})
+        outcome = await self._run_raw(code, cell_timeout_s, silent=True, expressions={"info": call})
         value = outcome.user_expressions.get("info", {})
         if value.get("status") != "ok":
             message = f"{value.get('ename', 'Error')}: {value.get('evalue', 'no details')}"

@@ -39,6 +39,7 @@ from engine.log import get_logger
 from engine.models import ModelSpec
 from engine.models.pricing import price_of, unpriced_message
 from engine.rlm.slots import SandboxSlots
+from engine.sandbox.pool import DEFAULT_SERVICE_POOL, WarmPool
 from engine.service.allowlist import ModelAllowList
 from engine.service.files import context_spec, local_record
 from engine.service.metrics import Metrics
@@ -153,6 +154,7 @@ class JobService(AsyncResource):
         self._changed: dict[str, anyio.Event] = {}
         self._uploading: dict[str, int] = {}
         self.replica: Replica | None = None
+        self.pool: WarmPool | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -206,8 +208,10 @@ class JobService(AsyncResource):
         from engine.models import load_litellm
 
         await anyio.to_thread.run_sync(load_litellm)
+        # Every job's sandboxes (children too) claim from one warm pool, within the slots.
+        self.pool = await stack.enter_async_context(self._new_pool())
         # The base engine owns what every job shares: the replay server or local model.
-        engine = await stack.enter_async_context(Engine(self.base_config))
+        engine = await stack.enter_async_context(Engine(self.base_config, pool=self.pool))
         self._profile = engine.profile.name
         self._allow_models(engine)
         if self.replica is not None:
@@ -570,6 +574,19 @@ class JobService(AsyncResource):
         self._slot_gauge()
         self._notify(job_id)
 
+    def _new_pool(self) -> WarmPool:
+        """The service's warm pool: ``warm_pool`` sandboxes (default 2) within the slots."""
+        from engine.sandbox import SandboxConfig
+
+        cfg = self.base_config
+        size = DEFAULT_SERVICE_POOL if cfg.warm_pool is None else cfg.warm_pool
+        return WarmPool(
+            cfg.sandbox or SandboxConfig.from_env(),
+            min(size, self.settings.max_sandboxes),
+            idle_s=cfg.warm_pool_idle_s,
+            max_sandboxes=self.settings.max_sandboxes,
+        )
+
     def _slot_gauge(self) -> None:
         self.metrics.set_gauge("sandbox_slots_in_use", self.slots.in_use)
 
@@ -605,7 +622,7 @@ class JobService(AsyncResource):
             self.metrics.on_event(event)
             self._notify(job.id)
 
-        async with Engine(config, tools=self.tools, slots=self.slots) as engine:
+        async with Engine(config, tools=self.tools, slots=self.slots, pool=self.pool) as engine:
             result = await engine.run(
                 request["query"],
                 context,

@@ -26,6 +26,7 @@ from engine.bridge import BridgeServer
 from engine.models import Cassette, ModelSpec, ReplayServer
 from engine.sandbox import Sandbox, SandboxConfig
 from tests.attacks.conftest import AttackReport, RssMeter
+from tests.sandbox_support import open_sandbox
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
 
@@ -45,7 +46,7 @@ class Orchestrator:
 async def bridged(**server_kwargs: Any) -> AsyncIterator[tuple[Sandbox, BridgeServer]]:
     token = secrets.token_urlsafe(24)
     config = dataclasses.replace(SandboxConfig(), env={"RLM_BRIDGE_TOKEN": token})
-    async with Sandbox(config) as sandbox:
+    async with open_sandbox(config) as sandbox:
         socket_path = sandbox.run_dir / "bridge.sock"
         async with BridgeServer(socket_path, token, Orchestrator(), **server_kwargs) as server:
             yield sandbox, server

@@ -19,6 +19,7 @@ import pytest
 
 from engine.sandbox import Sandbox, SandboxConfig, docker_api
 from tests.attacks.conftest import AttackReport, RssMeter
+from tests.sandbox_support import open_sandbox
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
 
@@ -66,7 +67,7 @@ def host_bytes(sandbox: Sandbox) -> int:
 
 async def innocent_work() -> None:
     """A well-behaved task in its own sandbox, running while the attack does."""
-    async with Sandbox(SandboxConfig()) as sandbox:
+    async with open_sandbox(SandboxConfig()) as sandbox:
         result = await sandbox.execute(
             "import hashlib\n"
             "data = b'innocent' * 100_000\n"
@@ -89,7 +90,7 @@ async def attack(
 
     async def attacker() -> None:
         nonlocal found, written
-        async with Sandbox(_config(runtime), context="the task's context") as sandbox:
+        async with open_sandbox(_config(runtime), context="the task's context") as sandbox:
             before = host_bytes(sandbox)
             result = await sandbox.execute(PRELUDE + code, cell_timeout_s=300)
             assert result.error is None, result.output_text()

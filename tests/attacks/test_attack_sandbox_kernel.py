@@ -6,8 +6,9 @@ import anyio
 import pytest
 
 from engine.errors import KernelDiedError
-from engine.sandbox import Sandbox, SandboxConfig
+from engine.sandbox import SandboxConfig
 from tests.attacks.conftest import AttackReport, RssMeter
+from tests.sandbox_support import open_sandbox
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
 
@@ -25,7 +26,7 @@ print("flooding")
 
 
 async def innocent_cells() -> None:
-    async with Sandbox(SandboxConfig()) as sandbox:
+    async with open_sandbox(SandboxConfig()) as sandbox:
         for n in range(3):
             result = await sandbox.execute(f"print(sum(range({n} * 1000)))", cell_timeout_s=60)
             assert result.ok and result.stdout == f"{sum(range(n * 1000))}\n"
@@ -36,7 +37,7 @@ async def test_iopub_flood_between_cells(rss_meter: RssMeter, attack_report: Att
 
     async def attacker() -> None:
         nonlocal reason
-        async with Sandbox(SandboxConfig()) as sandbox:
+        async with open_sandbox(SandboxConfig()) as sandbox:
             with pytest.raises(KernelDiedError) as stopped:
                 await sandbox.execute(FLOOD, cell_timeout_s=60)
                 for _ in range(60):  # the task goes on working, cell after cell
