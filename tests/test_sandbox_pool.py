@@ -128,7 +128,7 @@ async def test_a_warm_sandbox_serves_one_task_then_the_pool_refills() -> None:
                 "print(context['rows'], llm_query('hi'), os.environ['RLM_DEPTH'])\n"
                 "print(sorted(os.listdir('/rlm/run')))\n"
                 "open('/rlm/run/ipc/x', 'w')",
-                timeout=60,
+                cell_timeout_s=60,
             )
             assert result.stdout.splitlines()[:2] == [
                 "[1, 2] HI 2",
@@ -147,7 +147,7 @@ async def test_a_warm_sandbox_serves_one_task_then_the_pool_refills() -> None:
         # Two tasks at once from a pool of one: never the same sandbox twice.
         async def task(name: str) -> None:
             async with pool.open(config, context=name, task_id=name) as box:
-                out = await box.execute("print(context)", timeout=60)
+                out = await box.execute("print(context)", cell_timeout_s=60)
                 assert out.stdout == f"{name}\n"
                 seen.append(box._container.id if box._container else "")
 
@@ -179,12 +179,12 @@ async def test_tasks_the_pool_cannot_serve_start_cold(tmp_path: Path) -> None:
         # sandbox bind-mounts the file instead.
         async with pool.open(config, context=private, task_id="big") as sandbox:
             assert not sandbox.warm and "1024 bytes copied" in (sandbox.pool_miss or "")
-            out = await sandbox.execute("print(len(context))", timeout=60)
+            out = await sandbox.execute("print(len(context))", cell_timeout_s=60)
             assert out.stdout == "4096\n"
         await until(lambda: pool.ready == 1)
         async with pool.open(config, context=public, task_id="small") as sandbox:
             assert sandbox.warm
-            out = await sandbox.execute("print(context)", timeout=60)
+            out = await sandbox.execute("print(context)", cell_timeout_s=60)
             assert out.stdout == "hello pool\n"
         assert (pool.hits, pool.misses) == (1, 2)
 
