@@ -109,6 +109,7 @@ bench-local: venv image model
 
 ## bench-anymodel: S-NIAH/OOLONG/Pairs, RLM vs base, embedded and served (alias, engine defaults)
 bench-anymodel: venv image model
+	$(DATA_PULL) sniah oolong oolong-pairs
 	$(PY) benchmarks/bench_anymodel.py $(BENCH_ANYMODEL_ARGS)
 
 eval-sniah: venv image
