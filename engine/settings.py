@@ -189,6 +189,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_compactions", int, _parse_int, "RLM_MAX_COMPACTIONS",
             "compactions per run; past it older outputs are only elided", default=2,
             commands=_NONE, minimum=0),
+    # --- service sessions -------------------------------------------------------------------
+    Setting("session_idle", float, _parse_float, "RLM_SESSION_IDLE",
+            "seconds a session may sit idle before its kernel is closed (its history stays "
+            "readable)", default=900.0, commands=frozenset({"serve"}), minimum=_POSITIVE),
+    Setting("max_sessions_per_key", int, _parse_int, "RLM_MAX_SESSIONS_PER_KEY",
+            "open sessions (each a live kernel) one API key may have", default=4,
+            commands=frozenset({"serve"}), minimum=_POSITIVE),
     # --- the model-call cache --------------------------------------------------------------
     Setting("cache", str, _parse_cache_mode, "RLM_CACHE",
             "model-call cache: off, deterministic (calls with temperature 0 or a seed; the "

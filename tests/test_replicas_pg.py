@@ -331,3 +331,41 @@ async def test_a_replica_paused_past_its_lease_cannot_overwrite_the_rerun(
 
 # What the paused replica logs when it finds the job is no longer its own.
 GAVE_UP = ("replica.lease_lost", "job.claim_lost", "job.outcome_refused")
+
+
+async def test_a_session_runs_on_the_replica_that_holds_its_kernel(
+    tmp_path: Path, pg_url: str
+) -> None:
+    entries = [
+        root("SESSION-SUM", code("answer['content'] = str(sum(nums))\nanswer['ready'] = True")),
+        root(
+            "SESSION-PARSE",
+            code(
+                "nums = [int(x) for x in context.split()]\nanswer['content'] = 'parsed'\n"
+                "answer['ready'] = True"
+            ),
+        ),
+    ]
+    async with (
+        ReplayServer(Cassette(entries)) as replay,
+        replicas(tmp_path, pg_url, replay, 1, 1) as (one, two),
+        one.client() as first,
+        two.client() as second,
+    ):
+        created = await first.post("/v1/sessions", json={"context": "5 6"})
+        assert created.status_code == 201, created.text
+        session_id = created.json()["id"]
+        path = f"/v1/sessions/{session_id}/messages"
+        parsed = await first.post(path, json={"query": "SESSION-PARSE the numbers"})
+        assert parsed.json()["answer"] == "parsed", parsed.text
+        # The kernel lives on replica one: replica two says where to send it.
+        elsewhere = await second.post(path, json={"query": "SESSION-SUM them"})
+        assert elsewhere.status_code == 409
+        assert "lives on replica" in elsewhere.json()["error"]["message"]
+        summed = await first.post(path, json={"query": "SESSION-SUM them"})
+        assert summed.json()["answer"] == "11", summed.text
+        # Its history is readable from every replica.
+        turns = (await second.get(f"/v1/sessions/{session_id}")).json()["turns"]
+        assert [t["answer"] for t in turns] == ["parsed", "11"]
+        assert (await first.delete(f"/v1/sessions/{session_id}")).status_code == 200
+        assert not any(session_id in name for name in engine_container_names())

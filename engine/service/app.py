@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from engine.log import get_logger
 from engine.service.auth import ApiKeys
 from engine.service.jobs import JobService
-from engine.service.routes import admin, files, jobs, openai
+from engine.service.routes import admin, files, jobs, openai, sessions
 from engine.service.routes.admin import viewer_dir
 from engine.service.web import Api, job_json
 
@@ -52,6 +52,7 @@ def create_app(
             *openai.routes(api),
             *files.routes(api),
             *jobs.routes(api),
+            *sessions.routes(api),
         ],
         lifespan=lifespan,
         exception_handlers={404: _http_error, 405: _http_error},

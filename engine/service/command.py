@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.config import build_config, load_values
 from engine.errors import ConfigError
-from engine.settings import add_arguments, flag_values, parse_size, service_ceilings
+from engine.settings import add_arguments, flag_values, parse_size, service_ceilings, setting
 
 DEFAULT_PORT = 8080
 
@@ -154,6 +154,10 @@ def handle(args: argparse.Namespace) -> int:
         database_url=url,
         lease_s=args.lease_s,
         ceilings=service_ceilings(values),
+        session_idle_s=values.get("session_idle", setting("session_idle").default),
+        max_sessions_per_key=values.get(
+            "max_sessions_per_key", setting("max_sessions_per_key").default
+        ),
         models=load_allow_list(args.models),
     )
     keys = ApiKeys.from_env(enabled=not args.no_auth)

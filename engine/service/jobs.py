@@ -23,7 +23,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +60,7 @@ from engine.service.store import (
     ClaimLost,
     JobRecord,
     JobStore,
+    SessionRecord,
     StoreError,
 )
 from engine.service.store_pg import PgJobStore
@@ -83,6 +84,9 @@ class ServiceSettings:
     max_inline_context_bytes: int = 64 << 20
     max_storage_per_key: int | None = 10 << 30
     retention_days: float | None = None
+    #: seconds a session may sit idle before its kernel is closed; open sessions per key
+    session_idle_s: float = 900.0
+    max_sessions_per_key: int = 4
     # The models jobs may name (besides the service's own root and sub model).
     models: ModelAllowList = field(default_factory=lambda: ModelAllowList({}))
     # A postgresql:// URL: the jobs live there, shared with other replicas (else SQLite).
@@ -155,6 +159,9 @@ class JobService(AsyncResource):
         self._uploading: dict[str, int] = {}
         self.replica: Replica | None = None
         self.pool: WarmPool | None = None
+        from engine.service.sessions import SessionManager
+
+        self.sessions = SessionManager(self, settings.session_idle_s, settings.max_sessions_per_key)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -228,6 +235,7 @@ class JobService(AsyncResource):
                 self._tg.start_soon(self._run_job, job.id)
         if self.settings.retention_days is not None:
             self._tg.start_soon(self._sweep_forever, self.settings.retention_days)
+        self._tg.start_soon(self.sessions.close_idle_forever)
         # Runs first on exit. Running jobs are cancelled but keep status "running": the next
         # start marks them failed ("service restarted") or runs them again, as after a crash.
         stack.callback(setattr, self, "ready", False)
@@ -256,17 +264,11 @@ class JobService(AsyncResource):
             )
         limits = limits_with(self.base_config.limits, request.limits)
         self.check_models(request.model, request.sub_model, limits)
-        for file_id in request.file_ids:
-            record = self.store.get_file(file_id)
-            if record is None or record.owner != owner:
-                raise ApiError(
-                    404,
-                    "not_found",
-                    f"no file {file_id!r}; upload it with POST /v1/files",
-                    "file_id",
-                )
+        self.check_files(owner, request.file_ids)
         job_id = new_job_id()
         stored = request.to_dict()
+        if request.session_id is not None and self.replica is not None:
+            return self._add_held(job_id, owner, kind, stored)
         stored_bytes = 0
         if request.context is not None:
             path, stored_bytes = self._write_inline_context(owner, job_id, request.context)
@@ -289,6 +291,47 @@ class JobService(AsyncResource):
         else:
             self._tg.start_soon(self._run_job, job_id)
         return job
+
+    def check_files(self, owner: str, file_ids: tuple[str, ...]) -> None:
+        """404 for a file id that does not exist or is another key's."""
+        for file_id in file_ids:
+            record = self.store.get_file(file_id)
+            if record is None or record.owner != owner:
+                raise ApiError(
+                    404,
+                    "not_found",
+                    f"no file {file_id!r}; upload it with POST /v1/files",
+                    "file_id",
+                )
+
+    def _add_held(self, job_id: str, owner: str, kind: str, stored: dict[str, Any]) -> JobRecord:
+        """A session message on a shared store: stored running under this replica's lease
+        (never in the queue, so no other replica claims it) and started here."""
+        assert self.replica is not None and self._tg is not None
+        assert isinstance(self.store, PgJobStore)
+        try:
+            job = self.store.add_held(
+                job_id,
+                owner=owner,
+                kind=kind,
+                request=stored,
+                replica=self.replica.id,
+                lease_s=self.settings.lease_s,
+            )
+        except StoreError as exc:
+            raise ApiError(503, "service_unavailable", f"{exc}; retry later") from exc
+        self._tg.start_soon(self._run_held, job)
+        return job
+
+    async def _run_held(self, job: JobRecord) -> None:
+        async with self.slots.job(job.owner):
+            await self.run_started(job)
+
+    def start_task(self, func: Any, *args: Any) -> None:
+        """Run ``func(*args)`` in the service's task group (e.g. a session's actor)."""
+        if self._tg is None:
+            raise ApiError(503, "service_unavailable", "the service is starting or stopping")
+        self._tg.start_soon(func, *args)
 
     def _write_inline_context(self, owner: str, job_id: str, context: Any) -> tuple[Path, int]:
         if isinstance(context, str):
@@ -594,8 +637,30 @@ class JobService(AsyncResource):
         from engine.rlm import Engine
 
         request = job.request
+        if request.get("session_id"):
+            return await self._execute_message(job)
         config = self._job_config(job)
         context = self._context_for(job.id, request)
+
+        on_event = self._recorder(job)
+        async with Engine(config, tools=self.tools, slots=self.slots, pool=self.pool) as engine:
+            result = await engine.run(
+                request["query"],
+                context,
+                on_event=on_event,
+                task_id=attempt_task_id(job),
+                tools=request.get("tools"),
+                output_schema=request.get("output_schema"),
+            )
+        data = result.to_dict()
+        if result.stop_reason == "error":
+            return FAILED, data, result.error or "the run failed"
+        if result.stop_reason == "cancelled":
+            return CANCELLED, data, "cancelled"
+        return SUCCEEDED, data, None
+
+    def _recorder(self, job: JobRecord) -> Callable[[dict[str, Any]], None]:
+        """The ``on_event`` of a job: each trajectory event into the store, waiters woken."""
 
         def on_event(event: dict[str, Any]) -> None:
             try:
@@ -622,24 +687,27 @@ class JobService(AsyncResource):
             self.metrics.on_event(event)
             self._notify(job.id)
 
-        async with Engine(config, tools=self.tools, slots=self.slots, pool=self.pool) as engine:
-            result = await engine.run(
-                request["query"],
-                context,
-                on_event=on_event,
-                task_id=attempt_task_id(job),
-                tools=request.get("tools"),
-                output_schema=request.get("output_schema"),
-            )
-        data = result.to_dict()
+        return on_event
+
+    async def _execute_message(
+        self, job: JobRecord
+    ) -> tuple[str, dict[str, Any] | None, str | None]:
+        """A session message: run on the session's live kernel (see ``sessions``)."""
+        result, kernel_note = await self.sessions.run_message(job, self._recorder(job))
+        data = {**result.to_dict(), "session_id": job.request["session_id"]}
+        data["kernel_note"] = kernel_note
         if result.stop_reason == "error":
-            return FAILED, data, result.error or "the run failed"
-        if result.stop_reason == "cancelled":
-            return CANCELLED, data, "cancelled"
+            return FAILED, data, result.error or "the query failed"
         return SUCCEEDED, data, None
 
+    def session_config(self, record: SessionRecord) -> EngineConfig:
+        """The engine configuration of a session (its models and budgets)."""
+        return self._config_for(record.request, self.settings.jobs_dir / record.id)
+
     def _job_config(self, job: JobRecord) -> EngineConfig:
-        request = job.request
+        return self._config_for(job.request, self.settings.jobs_dir / job.id)
+
+    def _config_for(self, request: dict[str, Any], trajectory_dir: Path) -> EngineConfig:
         limits = limits_with(self.base_config.limits, request.get("limits") or {})
         root, sub = self.check_models(request.get("model"), request.get("sub_model"), limits)
         return EngineConfig(
@@ -648,7 +716,7 @@ class JobService(AsyncResource):
             limits=limits,
             sandbox=self.base_config.sandbox,
             prompt_profile=self._profile,
-            trajectory_dir=self.settings.jobs_dir / job.id,
+            trajectory_dir=trajectory_dir,
             max_in_flight=self.base_config.max_in_flight,
         )
 

@@ -43,6 +43,8 @@ class ChatRequest:
     model: str
     stream: bool
     include_usage: bool
+    #: the last user message as sent (a session's query: the session holds the history)
+    last_user: str = ""
 
 
 def parse_chat_request(body: Any) -> ChatRequest:
@@ -93,7 +95,10 @@ def parse_chat_request(body: Any) -> ChatRequest:
         limits=parse_limits(extension.get("limits"), "rlm.limits"),
         output_schema=response_schema(body.get("response_format")),
     )
-    return ChatRequest(job, model, stream, bool(options.get("include_usage", False)))
+    last_user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+    return ChatRequest(
+        job, model, stream, bool(options.get("include_usage", False)), last_user=last_user
+    )
 
 
 def response_schema(raw: Any) -> dict[str, Any] | None:

@@ -114,12 +114,48 @@ _CHAT_REQUEST = {
     },
 }
 
+_SESSION_REQUEST = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        key: value
+        for key, value in _JOB_REQUEST["properties"].items()  # type: ignore[attr-defined]
+        if key in ("context", "file_id", "file_ids", "model", "sub_model", "limits", "tools")
+    },
+}
+
+_MESSAGE_REQUEST = {
+    "type": "object",
+    "required": ["query"],
+    "additionalProperties": False,
+    "properties": {
+        "query": {"type": "string"},
+        "wait": {"type": "boolean", "description": "wait for the answer (default true)"},
+        "output_schema": {"type": "object", "description": "a JSON Schema for this answer"},
+    },
+}
+
+_SESSION = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "session"},
+        "status": {"enum": ["open", "closed"]},
+        "created_at": {"type": "number"},
+        "last_active": {"type": "number"},
+        "closed_at": {"type": ["number", "null"]},
+        "closed_reason": {"type": ["string", "null"]},
+        "turns": {"type": "array", "items": {"type": "object"}},
+        "links": {"type": "object"},
+    },
+}
+
 _JOB = {
     "type": "object",
     "properties": {
         "id": {"type": "string"},
         "object": {"const": "job"},
-        "kind": {"enum": ["job", "chat"]},
+        "kind": {"enum": ["job", "chat", "session"]},
         "status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
         "created_at": {"type": "number"},
         "started_at": {"type": ["number", "null"]},
@@ -189,6 +225,7 @@ def openapi_document(ceilings: Mapping[str, float] | None = None) -> dict[str, A
     """The OpenAPI document; static apart from the schemas derived from the code and the
     service's ceilings."""
     job_ref = {"$ref": "#/components/schemas/Job"}
+    session_ref = {"$ref": "#/components/schemas/Session"}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -285,6 +322,46 @@ def openapi_document(ceilings: Mapping[str, float] | None = None) -> dict[str, A
                     content_type="application/x-ndjson",
                 )
             },
+            "/v1/sessions": {
+                "post": _op(
+                    "Create a session: several queries on one live kernel. Body: a job's "
+                    "fields without query (context or file_id/file_ids, model, sub_model, "
+                    "limits, tools). At most --max-sessions-per-key open sessions per key "
+                    "(429); closed after --session-idle seconds without a message.",
+                    ok=session_ref,
+                    body=_SESSION_REQUEST,
+                    errors=(400, 404, 413, 422, 429),
+                    ok_status="201",
+                ),
+                "get": _op("This key's sessions (?status=open|closed filters)"),
+            },
+            "/v1/sessions/{session_id}": {
+                "get": _op(
+                    "A session and its turns (job_id, query, answer, stop_reason, kernel_note)",
+                    ok=session_ref,
+                    params=["session_id"],
+                    errors=(404,),
+                ),
+                "delete": _op(
+                    "End a session: its kernel and sandbox are removed, its history stays",
+                    ok=session_ref,
+                    params=["session_id"],
+                    errors=(404,),
+                ),
+            },
+            "/v1/sessions/{session_id}/messages": {
+                "post": _op(
+                    "Ask a query on the session's kernel (variables of earlier queries are "
+                    "still set). Returns the ended job (wait=true, the default) or the job at "
+                    "once with 202 (wait=false; follow it with the jobs API). result.kernel_note "
+                    "says when the query ran on a fresh kernel (after a restart). 409: the "
+                    "session is closed, or (replicas) its kernel lives on another replica.",
+                    ok=job_ref,
+                    body=_MESSAGE_REQUEST,
+                    params=["session_id"],
+                    errors=(400, 404, 409, 422, 429),
+                )
+            },
             "/healthz": {"get": _op("Liveness and readiness (nothing about tenants)", auth=False)},
             "/metrics": {
                 "get": _op(
@@ -309,6 +386,7 @@ def openapi_document(ceilings: Mapping[str, float] | None = None) -> dict[str, A
                 "Limits": limits_schema(ceilings),
                 "JobRequest": _JOB_REQUEST,
                 "Job": _JOB,
+                "Session": _SESSION,
             },
         },
     }

@@ -55,6 +55,8 @@ class JobRequest:
     tools: tuple[str, ...] | None = None
     #: a JSON Schema the final answer must match (checked when the request is parsed).
     output_schema: dict[str, Any] | None = None
+    #: the session whose kernel runs this query (a session message), else None
+    session_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON stored with the job (inline context excluded: it is stored as a file)."""
@@ -67,6 +69,7 @@ class JobRequest:
             "max_retries": self.max_retries,
             "tools": None if self.tools is None else list(self.tools),
             "output_schema": self.output_schema,
+            **({"session_id": self.session_id} if self.session_id else {}),
         }
 
 

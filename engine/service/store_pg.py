@@ -12,6 +12,7 @@ Triggers NOTIFY ``rlm_job``/``rlm_queue``/``rlm_cancel`` on every change (see th
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,6 +132,38 @@ class PgJobStore(JobStore):
                 (RUNNING, time.time(), replica, lease_s, new_claim_token(), QUEUED),
             ).fetchone()
         return job_from_row(row) if row is not None else None
+
+    def add_held(
+        self,
+        job_id: str,
+        *,
+        owner: str,
+        kind: str,
+        request: dict[str, Any],
+        replica: str,
+        lease_s: float,
+    ) -> JobRecord:
+        """Insert a job already running on ``replica`` under its lease (a session message:
+        it must run where the session's kernel lives, so it never enters the queue)."""
+        with self._tx() as db:
+            row = db.execute(
+                "INSERT INTO jobs (id, owner, kind, status, request, created_at, started_at, "
+                f"attempts, lease_owner, lease_until, claim_token) VALUES (?, ?, ?, ?, ?, ?, ?, "
+                f"1, ?, {_NOW} + ?, ?) RETURNING {JOB_COLUMNS}",
+                (
+                    job_id,
+                    owner,
+                    kind,
+                    RUNNING,
+                    json.dumps(request),
+                    time.time(),
+                    time.time(),
+                    replica,
+                    lease_s,
+                    new_claim_token(),
+                ),
+            ).fetchone()
+        return job_from_row(row)
 
     def renew(self, replica: str, lease_s: float) -> Renewal:
         """Extend the leases of every job ``replica`` runs."""

@@ -14,6 +14,9 @@ from engine.service.jobs import JobService
 from engine.service.store import JobRecord
 from engine.service.web import SSE_HEADERS, Api, Idle, Progress, error_response, follow_job
 
+#: The header that makes a chat request a message of an existing session (POST /v1/sessions).
+SESSION_HEADER = "x-rlm-session"
+
 
 def routes(api: Api) -> list[Route]:
     """The OpenAI-compatible routes of ``api``."""
@@ -25,7 +28,16 @@ def routes(api: Api) -> list[Route]:
 
     async def chat(request: Request, owner: str) -> Response:
         chat_request = oa.parse_chat_request(await api.read_json(request))
-        job = api.submit(owner, chat_request.job, "chat")
+        session_id = request.headers.get(SESSION_HEADER)
+        if session_id:
+            # A session's message: the last user message is the query, on its live kernel.
+            body = {
+                "query": chat_request.last_user,
+                "output_schema": chat_request.job.output_schema,
+            }
+            job = service.sessions.submit_message(owner, session_id, body)
+        else:
+            job = api.submit(owner, chat_request.job, "chat")
         if chat_request.stream:
             return StreamingResponse(
                 _chat_stream(service, job.id, chat_request),
