@@ -33,6 +33,8 @@ CASSETTE = [
             "answer['ready'] = True"
         ),
     ),
+    # Held back until the test cancels the message.
+    root("SLOW-SESSION", code("answer['content'] = 'late'\nanswer['ready'] = True"), delay_s=300),
     root(
         "PARSE-FIRST",
         code(
@@ -111,6 +113,28 @@ async def test_session_messages_share_one_kernel_and_end_with_delete(service: Se
         # Its history stays readable.
         kept = (await http.get(f"/v1/sessions/{session_id}")).json()
         assert kept["closed_reason"] == "ended by the user" and len(kept["turns"]) == 2
+
+
+async def test_cancelling_a_message_keeps_the_session_and_its_kernel(service: Service) -> None:
+    async with service.client() as http:
+        session_id = (await http.post("/v1/sessions", json={"context": "1 2"})).json()["id"]
+        assert (await ask(http, session_id, "PARSE-FIRST how many?"))["answer"] == "2"
+        slow = await http.post(
+            f"/v1/sessions/{session_id}/messages",
+            json={"query": "SLOW-SESSION take your time", "wait": False},
+        )
+        job_id = slow.json()["id"]
+        with anyio.fail_after(60):
+            while "sandbox_ready" not in (await http.get(f"/v1/jobs/{job_id}/trajectory")).text:
+                await anyio.sleep(0.2)
+        assert (await http.post(f"/v1/jobs/{job_id}/cancel")).status_code in (200, 202)
+        cancelled = await wait_final(http, job_id)
+        assert cancelled["status"] == "cancelled"
+        # The kernel (and `numbers`) is still there for the next message.
+        assert (await ask(http, session_id, "SUM-LATER the sum?"))["answer"] == "3"
+        turns = (await http.get(f"/v1/sessions/{session_id}")).json()["turns"]
+        assert [t["answer"] for t in turns] == ["2", "3"]
+        await http.delete(f"/v1/sessions/{session_id}")
 
 
 async def test_session_limits_and_bad_requests(service: Service) -> None:
