@@ -319,7 +319,10 @@ async def test_a_replica_paused_past_its_lease_cannot_overwrite_the_rerun(
                 for line in text.splitlines()
             )
 
-        await until(paused_replica_gave_up)
+        try:
+            await until(paused_replica_gave_up, timeout=240)
+        except TimeoutError:
+            pytest.fail(f"the paused replica never gave the job up:\n{paused.log()}")
         assert await status_of(client, job["id"]) == "running"
         response = await client.post(f"/v1/jobs/{job['id']}/cancel")
         assert response.status_code in (200, 202), response.text
