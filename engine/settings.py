@@ -253,8 +253,8 @@ SETTINGS: tuple[Setting, ...] = (
     # --- the sandbox ----------------------------------------------------------------------
     Setting("warm_pool", int, _parse_int, "RLM_WARM_POOL",
             "warm sandboxes kept ready for tasks (default: 2 in rlm serve, counted within "
-            "--max-sandboxes; in rlm run 1 when --max-depth > 1, for rlm_query children, else "
-            "0)", minimum=0, metavar="N"),
+            "--max-sandboxes; rlm run starts 1 while it sets up, and keeps 1 ready for "
+            "rlm_query children when --max-depth > 1)", minimum=0, metavar="N"),
     Setting("warm_pool_idle", float, _parse_float, "RLM_WARM_POOL_IDLE",
             "seconds without a task before the warm pool empties (default 300)",
             minimum=_POSITIVE, metavar="SECONDS"),

@@ -311,15 +311,16 @@ async def test_capability_engine_records_why_auto_chose(
     from engine import Engine, EngineConfig
 
     spec = ModelSpec("openai/house-model", api_base=f"{llama_cpp.root}/v1")
-    async with Engine(EngineConfig(model=spec)) as engine:
+    # These engines run no task: no warm sandbox either.
+    async with Engine(EngineConfig(model=spec, warm_pool=0)) as engine:
         assert engine.profile.name == "small"
         assert "server" in engine.profile_reason
         # The served context size fills the window the spec left open.
         assert engine.root_spec.context_window == 16384
     rules = (ModelProfileRule("*house*", "frontier"),)
-    async with Engine(EngineConfig(model=spec, model_profiles=rules)) as engine:
+    async with Engine(EngineConfig(model=spec, model_profiles=rules, warm_pool=0)) as engine:
         assert (engine.profile.name, engine.profile_reason) == ("frontier", "config rule '*house*'")
     unknown = (ModelProfileRule("*house*", "tiny"),)
     with pytest.raises(ConfigError, match="unknown prompt profile 'tiny'"):
-        async with Engine(EngineConfig(model=spec, model_profiles=unknown)):
+        async with Engine(EngineConfig(model=spec, model_profiles=unknown, warm_pool=0)):
             pass

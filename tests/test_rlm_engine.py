@@ -50,7 +50,8 @@ async def test_grep_style_solve_in_one_cell(run: Run) -> None:
     assert result.trajectory_path == run.trajectory
     (ready,) = run.of_type("sandbox_ready")
     assert ready["context"]["kind"] == "text" and ready["context"]["length_chars"] == len(context)
-    assert ready["warm"] is False  # a run without children opens no pool by default
+    # By default the engine starts one sandbox while it sets up, and the run claims it.
+    assert ready["warm"] is True and ready["pool_miss"] is None
 
 
 async def test_chunks_and_llm_batch(run: Run) -> None:

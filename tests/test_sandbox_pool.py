@@ -78,6 +78,16 @@ def test_pool_names_the_settings_a_task_differs_in() -> None:
     assert WarmPool(base, 0).mismatch(base) == "the warm pool is off (size 0)"
 
 
+def test_a_pool_that_does_not_refill_starts_its_size_once() -> None:
+    once = WarmPool(SandboxConfig(), 1, refill=False)
+    assert once._should_start()
+    once.started = 1  # claimed (or failed): nothing replaces it
+    assert not once._should_start()
+    refilling = WarmPool(SandboxConfig(), 1)
+    refilling.started = 5
+    assert refilling._should_start()
+
+
 # --- real pools --------------------------------------------------------------------------------
 
 

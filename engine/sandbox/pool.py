@@ -60,7 +60,9 @@ class WarmPool(AsyncResource):
 
     ``config``'s per-task variables (:data:`TASK_ENV`) are ignored: each task brings its own.
     ``max_sandboxes`` (None: no limit) bounds busy plus warm sandboxes, so a pool never holds
-    a slot a task needs. Use from one event loop, as an async context manager.
+    a slot a task needs. ``refill`` False starts ``size`` sandboxes once and never replaces
+    a claimed one (a one-shot run's first sandbox, started while it sets up). Use from one
+    event loop, as an async context manager.
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class WarmPool(AsyncResource):
         idle_s: float = 300.0,
         max_sandboxes: int | None = None,
         copy_limit: int = DEFAULT_COPY_LIMIT,
+        refill: bool = True,
     ) -> None:
         if size < 0:
             raise SandboxError(f"the warm pool size must be 0 or more, got {size}")
@@ -82,6 +85,9 @@ class WarmPool(AsyncResource):
         self.idle_s = idle_s
         self.max_sandboxes = max_sandboxes
         self.copy_limit = copy_limit
+        self.refill = refill
+        #: sandboxes started so far (a pool that does not refill stops at ``size``).
+        self.started = 0
         self.pool_id = secrets.token_hex(6)
         #: sandboxes open for tasks (warm or cold) through :meth:`open`.
         self.busy = 0
@@ -225,8 +231,12 @@ class WarmPool(AsyncResource):
             return self.size
         return min(self.size, max(0, self.max_sandboxes - self.busy))
 
-    def _asked_lately(self) -> bool:
-        return time.monotonic() - self._last_asked <= self.idle_s
+    def _should_start(self) -> bool:
+        if not self.refill and self.started >= self.size:
+            return False
+        if time.monotonic() - self._last_asked > self.idle_s:
+            return False  # idle: start again when a task asks
+        return len(self._ready) + self._starting < self._capacity()
 
     async def _refill(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         reported = False
@@ -240,7 +250,7 @@ class WarmPool(AsyncResource):
         failures = 0
         while True:
             self._drop_excess()
-            if self._asked_lately() and len(self._ready) + self._starting < self._capacity():
+            if self._should_start():
                 if await self._start_one(report):
                     failures = 0
                 else:
@@ -254,6 +264,7 @@ class WarmPool(AsyncResource):
 
     async def _start_one(self, report: Callable[[], None]) -> bool:
         sandbox = Sandbox.for_pool(self.config, self.pool_id)
+        self.started += 1
         self._starting += 1
         report()
         try:
