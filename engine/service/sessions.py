@@ -276,7 +276,9 @@ class SessionManager:
                 for t in record.turns
             ]
             async with (
-                Engine(config, tools=service.tools, slots=service.slots) as engine,
+                Engine(
+                    config, tools=service.tools, slots=service.slots, pool=service.pool
+                ) as engine,
                 engine.session(
                     context,
                     session_id=record.id,
