@@ -107,6 +107,8 @@ async def test_retention_deletes_ended_jobs_and_old_files(tmp_path: Path) -> Non
         try:
             async with svc.client() as client:
                 upload = await client.post("/v1/files?filename=a.txt", content=b"abcd")
+                session = (await client.post("/v1/sessions", json={"context": "s"})).json()
+                await client.delete(f"/v1/sessions/{session['id']}")  # closed: history kept
                 job = await client.post("/v1/jobs", json={"query": "LENGTH", "context": "ab"})
                 job_id = job.json()["id"]
                 assert (await wait_final(client, job_id))["status"] == "succeeded"
@@ -115,6 +117,9 @@ async def test_retention_deletes_ended_jobs_and_old_files(tmp_path: Path) -> Non
                         await anyio.sleep(0.5)
                     file_id = upload.json()["id"]
                     while (await client.get(f"/v1/files/{file_id}")).status_code != 404:
+                        await anyio.sleep(0.5)
+                    # ... until the retention period ends.
+                    while (await client.get(f"/v1/sessions/{session['id']}")).status_code != 404:
                         await anyio.sleep(0.5)
             assert not _files(svc.data_dir / "jobs") and not _files(svc.data_dir / "files")
         finally:

@@ -56,6 +56,7 @@ from engine.service.store import (
     FAILED,
     QUEUED,
     RUNNING,
+    SESSION_CLOSED,
     SUCCEEDED,
     ClaimLost,
     JobRecord,
@@ -423,12 +424,19 @@ class JobService(AsyncResource):
             )
 
     async def sweep(self, retention_days: float) -> int:
-        """Delete ended jobs and unused uploads older than ``retention_days``; returns how many."""
+        """Delete ended jobs, unused uploads and closed sessions older than
+        ``retention_days``; returns how many."""
         cutoff = time.time() - retention_days * 86_400
         removed = 0
         for job_id in self.store.ended_before(cutoff):
             await self.delete(job_id)
             removed += 1
+        for session in self.store.sessions(status=SESSION_CLOSED):
+            if session.closed_at is not None and session.closed_at < cutoff:
+                self.store.delete_session(session.id)
+                folder = self.settings.jobs_dir / session.id
+                await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
+                removed += 1
         in_use = self.store.files_in_use()
         for record in self.store.files_created_before(cutoff):
             if record.id not in in_use:
