@@ -104,7 +104,7 @@ def pool_containers(pool: WarmPool) -> list[str]:
     return [c.id for c in listed]
 
 
-async def until(check: Callable[[], bool], timeout: float = 60) -> None:
+async def until(check: Callable[[], bool], timeout: float = 120) -> None:
     """Wait (bounded) for ``check``: what a background task does takes its time."""
     with anyio.fail_after(timeout):
         while not check():

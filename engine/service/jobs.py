@@ -638,6 +638,17 @@ class JobService(AsyncResource):
             max_sandboxes=self.settings.max_sandboxes,
         )
 
+    def pool_gauges(self) -> dict[str, float]:
+        """The warm pool's state for ``/metrics`` (empty before the service opened it)."""
+        pool = self.pool
+        if pool is None:
+            return {}
+        return {
+            "sandbox_pool_ready": pool.ready,
+            "sandbox_pool_hits": pool.hits,
+            "sandbox_pool_misses": pool.misses,
+        }
+
     def _slot_gauge(self) -> None:
         self.metrics.set_gauge("sandbox_slots_in_use", self.slots.in_use)
 

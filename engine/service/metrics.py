@@ -135,6 +135,9 @@ class Metrics:
 _GAUGE_HELP = {
     "sandbox_slots_in_use": "Admission slots held by running jobs.",
     "sandbox_slots_total": "Admission slots (the most jobs running at once).",
+    "sandbox_pool_ready": "Warm sandboxes waiting for a task (they count within the slots).",
+    "sandbox_pool_hits": "Tasks that got a warm sandbox since the service started.",
+    "sandbox_pool_misses": "Tasks that asked the warm pool and started cold (see pool.miss logs).",
 }
 _COUNTER_HELP = {
     "model_calls_total": "Model calls by role (root, sub) and status.",

@@ -51,6 +51,7 @@ def routes(api: Api) -> list[BaseRoute]:
                 "sandbox_slots_in_use": service.slots.in_use,
                 "sandbox_slots_waiting": service.slots.waiting,
                 "sandbox_slots_total": settings.max_sandboxes,
+                **service.pool_gauges(),
             },
         )
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
