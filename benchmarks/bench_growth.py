@@ -30,6 +30,7 @@ Prints a table, writes ``out/bench/growth.json`` and a plot ``out/bench/growth.p
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -331,6 +332,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
             values = [r[state][source] for r in rows]
             memory.plot(live, values, marker + style, label=f"{state} ({source})")
     memory.set(title="memory per sandbox", xlabel="live sandboxes", ylabel="MB")
+    memory.set_ylim(bottom=0)
     for axis in (starts, cells, memory):
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=8)
@@ -342,6 +344,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.replot:
+        source = args.json or DEFAULT_DIR / "growth.json"
+        rows = json.loads(source.read_text())["levels"]
+        print(f"wrote {plot(rows, args.replot)}")
+        return
     config = SandboxConfig.from_env(**({"runtime": args.runtime} if args.runtime else {}))
     levels = sorted(set(args.levels))
     baseline = {
@@ -399,6 +406,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ramp-to", type=int, default=0, help="then start more until this many")
     parser.add_argument("--min-free-mb", type=int, default=2048)
     parser.add_argument("--json", type=Path, default=None, help="default out/bench/growth.json")
+    parser.add_argument(
+        "--replot", type=Path, default=None, help="only draw --json's levels into this PNG"
+    )
     return parser.parse_args(argv)
 
 

@@ -91,13 +91,16 @@ def _mem_total_mb() -> int | None:
 
 
 def machine_meta(name: str, argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Where and when a result was measured: name, UTC time, commit, CPUs, memory, Python."""
+    """Where and when a result was measured: name, UTC time, commit, CPUs, memory, load,
+    Python."""
     return {
         "benchmark": name,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "commit": _git_commit(),
         "cpus": os.cpu_count(),
         "mem_total_mb": _mem_total_mb(),
+        # A shared machine's load at the end of the run: numbers taken under load read so.
+        "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "platform": platform.platform(),
         "python": platform.python_version(),
         "argv": list(sys.argv[1:] if argv is None else argv),

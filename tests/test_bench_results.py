@@ -73,6 +73,7 @@ def test_write_results_adds_meta_replaces_atomically_and_nulls_nan(tmp_path: Pat
     assert data["a"] == 1.5 and data["bad"] is None and data["nested"] == {"p": "/p"}
     assert data["meta"]["benchmark"] == "x" and data["meta"]["cpus"] >= 1
     assert data["meta"]["measured_at"].endswith("Z")
+    assert len(data["meta"]["load_avg_1_5_15"]) == 3
     write_results("x", {"a": 2}, target, argv=["--n", "3"])
     again = json.loads(target.read_text())
     assert again["a"] == 2 and "bad" not in again and again["meta"]["argv"] == ["--n", "3"]
