@@ -182,7 +182,9 @@ CHILD_CELL = """
 import json, time
 took = []
 for i in range({n}):
-    time.sleep({pause})  # a child's own model calls take seconds: the pool refills meanwhile
+    # A child's own model calls take seconds: the pool refills meanwhile (one sandbox at a
+    # time, a cold start each), which a shorter pause on a loaded machine does not allow.
+    time.sleep({pause})
     t = time.perf_counter(); rlm_query(f"child {{i}}"); took.append(time.perf_counter() - t)
 answer['content'] = json.dumps(took); answer['ready'] = True
 """
@@ -448,7 +450,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrent", type=int, default=20)
     parser.add_argument("--children", type=int, default=5, help="rlm_query children to time")
     parser.add_argument(
-        "--child-pause", type=float, default=3.0, help="seconds between children (untimed)"
+        "--child-pause", type=float, default=8.0, help="seconds between children (untimed)"
     )
     parser.add_argument("--runtime", default=None, help="OCI runtime for ours (runsc, runc)")
     parser.add_argument(
