@@ -196,6 +196,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_sessions_per_key", int, _parse_int, "RLM_MAX_SESSIONS_PER_KEY",
             "open sessions (each a live kernel) one API key may have", default=4,
             commands=frozenset({"serve"}), minimum=_POSITIVE),
+    Setting("max_session_kernels", int, _parse_int, "RLM_MAX_SESSION_KERNELS",
+            "session kernels this service process keeps alive at once, over all keys (an idle "
+            "session's kernel holds no job slot, so this bounds them)", default=16,
+            commands=frozenset({"serve"}), minimum=_POSITIVE),
     # --- the model-call cache --------------------------------------------------------------
     Setting("cache", str, _parse_cache_mode, "RLM_CACHE",
             "model-call cache: off, deterministic (calls with temperature 0 or a seed; the "

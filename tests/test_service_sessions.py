@@ -211,3 +211,23 @@ async def test_idle_sessions_are_closed_and_stay_readable(service: Service) -> N
         assert not any(session_id in name for name in engine_container_names())
         late = await http.post(f"/v1/sessions/{session_id}/messages", json={"query": "q"})
         assert late.status_code == 409
+
+
+async def test_session_kernels_have_a_service_wide_ceiling(service: Service) -> None:
+    # Idle session kernels hold no job slot; the operator's ceiling bounds them over all keys.
+    await anyio.to_thread.run_sync(service.stop)
+    await anyio.to_thread.run_sync(service.start, "--max-session-kernels", "1")
+    async with service.client() as http, service.client(OTHER_KEY) as other:
+        mine = (await http.post("/v1/sessions", json={"context": "1 2"})).json()["id"]
+        theirs = (await other.post("/v1/sessions", json={"context": "3 4 5"})).json()["id"]
+        assert (await ask(http, mine, "PARSE-FIRST how many?"))["answer"] == "2"
+        refused = await other.post(
+            f"/v1/sessions/{theirs}/messages", json={"query": "PARSE-FIRST how many?"}
+        )
+        assert refused.status_code == 429, refused.text
+        assert "--max-session-kernels" in refused.json()["error"]["message"]
+        # The session that holds the kernel goes on; ending it frees the place.
+        assert (await ask(http, mine, "SUM-LATER the sum?"))["answer"] == "3"
+        await http.delete(f"/v1/sessions/{mine}")
+        assert (await ask(other, theirs, "PARSE-FIRST how many?"))["answer"] == "3"
+        await other.delete(f"/v1/sessions/{theirs}")

@@ -158,6 +158,9 @@ def handle(args: argparse.Namespace) -> int:
         max_sessions_per_key=values.get(
             "max_sessions_per_key", setting("max_sessions_per_key").default
         ),
+        max_session_kernels=values.get(
+            "max_session_kernels", setting("max_session_kernels").default
+        ),
         models=load_allow_list(args.models),
     )
     keys = ApiKeys.from_env(enabled=not args.no_auth)

@@ -88,6 +88,8 @@ class ServiceSettings:
     #: seconds a session may sit idle before its kernel is closed; open sessions per key
     session_idle_s: float = 900.0
     max_sessions_per_key: int = 4
+    #: live session kernels in this process, over all keys
+    max_session_kernels: int = 16
     # The models jobs may name (besides the service's own root and sub model).
     models: ModelAllowList = field(default_factory=lambda: ModelAllowList({}))
     # A postgresql:// URL: the jobs live there, shared with other replicas (else SQLite).
@@ -162,7 +164,12 @@ class JobService(AsyncResource):
         self.pool: WarmPool | None = None
         from engine.service.sessions import SessionManager
 
-        self.sessions = SessionManager(self, settings.session_idle_s, settings.max_sessions_per_key)
+        self.sessions = SessionManager(
+            self,
+            settings.session_idle_s,
+            settings.max_sessions_per_key,
+            max_kernels=settings.max_session_kernels,
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -272,8 +279,8 @@ class JobService(AsyncResource):
             return self._add_held(job_id, owner, kind, stored)
         stored_bytes = 0
         if request.context is not None:
-            path, stored_bytes = self._write_inline_context(owner, job_id, request.context)
-            share_file(self.store, _context_key(job_id), path)
+            path, stored_bytes = self.write_inline_context(owner, job_id, request.context)
+            share_file(self.store, context_key(job_id), path)
             stored["context_path"] = str(path)
         try:
             job = self.store.add_job(
@@ -334,7 +341,7 @@ class JobService(AsyncResource):
             raise ApiError(503, "service_unavailable", "the service is starting or stopping")
         self._tg.start_soon(func, *args)
 
-    def _write_inline_context(self, owner: str, job_id: str, context: Any) -> tuple[Path, int]:
+    def write_inline_context(self, owner: str, job_id: str, context: Any) -> tuple[Path, int]:
         if isinstance(context, str):
             name, data = "context.txt", context.encode("utf-8")
         else:
@@ -399,7 +406,7 @@ class JobService(AsyncResource):
                 )
         self.store.delete_job(job_id)
         if self.store.shared:
-            self.store.delete_blob(_context_key(job_id))
+            self.store.delete_blob(context_key(job_id))
         self.forget(job_id)
         await anyio.to_thread.run_sync(
             lambda: shutil.rmtree(self.settings.jobs_dir / job_id, ignore_errors=True)
@@ -659,7 +666,7 @@ class JobService(AsyncResource):
         if request.get("session_id"):
             return await self._execute_message(job)
         config = self._job_config(job)
-        context = self._context_for(job.id, request)
+        context = self.context_for(job.id, request)
 
         on_event = self._recorder(job)
         async with Engine(config, tools=self.tools, slots=self.slots, pool=self.pool) as engine:
@@ -739,13 +746,13 @@ class JobService(AsyncResource):
             max_in_flight=self.base_config.max_in_flight,
         )
 
-    def _context_for(self, job_id: str, request: dict[str, Any]) -> Any:
+    def context_for(self, job_id: str, request: dict[str, Any]) -> Any:
         if request.get("context_path"):
             # Submitted to this replica, or copied from the shared store to our data dir.
             path = Path(request["context_path"])
             if not path.exists():
                 path = self.settings.jobs_dir / job_id / path.name
-            return local_file(self.store, _context_key(job_id), path)
+            return local_file(self.store, context_key(job_id), path)
         file_ids = request.get("file_ids") or []
         records = []
         for file_id in file_ids:
@@ -762,7 +769,7 @@ class JobService(AsyncResource):
         return context_spec(records)
 
 
-def _context_key(job_id: str) -> str:
+def context_key(job_id: str) -> str:
     """The shared-store key of a job's inline context."""
     return f"context/{job_id}"
 

@@ -86,10 +86,13 @@ class _Live:
 class SessionManager:
     """The sessions whose kernels live in this service process."""
 
-    def __init__(self, service: JobService, idle_s: float, max_per_key: int) -> None:
+    def __init__(
+        self, service: JobService, idle_s: float, max_per_key: int, *, max_kernels: int = 16
+    ) -> None:
         self.service = service
         self.idle_s = idle_s
         self.max_per_key = max_per_key
+        self.max_kernels = max_kernels
         self._live: dict[str, _Live] = {}
 
     @property
@@ -102,7 +105,7 @@ class SessionManager:
 
     def create(self, owner: str, body: Any) -> SessionRecord:
         """``POST /v1/sessions``: validate, store the context, record the session."""
-        from engine.service.jobs import _context_key, validate_limits, validate_tools
+        from engine.service.jobs import context_key, validate_limits, validate_tools
         from engine.service.replicas import share_file
         from engine.service.requests import limits_with, parse_job_request
 
@@ -140,8 +143,8 @@ class SessionManager:
         stored = request.to_dict()
         del stored["query"]
         if request.context is not None:
-            path, _ = service._write_inline_context(owner, session_id, request.context)
-            share_file(service.store, _context_key(session_id), path)
+            path, _ = service.write_inline_context(owner, session_id, request.context)
+            share_file(service.store, context_key(session_id), path)
             stored["context_path"] = str(path)
         return service.store.add_session(
             session_id, owner=owner, request=stored, holder=self.holder
@@ -180,6 +183,15 @@ class SessionManager:
                 "readable, create a new session to ask more",
             )
         self._check_holder(record)
+        if session_id not in self._live and len(self._live) >= self.max_kernels:
+            # An idle session's kernel holds no job slot: without this ceiling, many keys'
+            # sessions would keep any number of containers alive.
+            raise ApiError(
+                429,
+                "rate_limit_exceeded",
+                f"this service already keeps {len(self._live)} session kernels alive (limit "
+                f"{self.max_kernels}, --max-session-kernels); retry when one is ended or idle",
+            )
         request = JobRequest(
             query=query,
             output_schema=parse_output_schema(body.get("output_schema"), "output_schema"),
@@ -214,14 +226,14 @@ class SessionManager:
 
     def _drop_context(self, session_id: str) -> None:
         """Remove a closed session's inline context (its turns and jobs stay)."""
-        from engine.service.jobs import _context_key
+        from engine.service.jobs import context_key
 
         record = self.service.store.get_session(session_id)
         if record is None or not record.request.get("context_path"):
             return
         Path(record.request["context_path"]).unlink(missing_ok=True)
         if self.service.store.shared:
-            self.service.store.delete_blob(_context_key(session_id))
+            self.service.store.delete_blob(context_key(session_id))
 
     # --- running a message (called by the job runner) --------------------------------------
 
@@ -234,6 +246,11 @@ class SessionManager:
             raise RLMError(f"session {session_id} is closed; create a new session")
         live = self._live.get(session_id)
         if live is None:
+            if len(self._live) >= self.max_kernels:  # the strict check (submit's may race)
+                raise RLMError(
+                    f"this service already keeps {len(self._live)} session kernels alive "
+                    f"(limit {self.max_kernels}); send the message again when one is ended"
+                )
             live = self._start(record)
         message = _Message(job.request["query"], job.id, job.request.get("output_schema"), on_event)
         try:
@@ -270,7 +287,7 @@ class SessionManager:
         pending: _Message | None = None
         try:
             config = service.session_config(record)
-            context = service._context_for(record.id, record.request)
+            context = service.context_for(record.id, record.request)
             history = [
                 SessionTurn(t["query"], t.get("answer", ""), t.get("stop_reason", ""), t["job_id"])
                 for t in record.turns
