@@ -39,8 +39,26 @@ def test_exec_prints_output_and_exit_status(tmp_path: Path) -> None:
 def test_exec_reports_a_missing_context_clearly() -> None:
     missing = rlm("sandbox", "exec", "--context", "/nonexistent/ctx.txt", "--code", "1")
     assert missing.returncode == 1
-    assert missing.stderr.startswith("rlm: error: context path /nonexistent/ctx.txt")
+    assert missing.stderr.startswith("rlm: error: context /nonexistent/ctx.txt does not exist")
     assert "Traceback" not in missing.stderr
+
+
+def test_exec_prepares_a_context_folder_as_rlm_run_does(tmp_path: Path) -> None:
+    folder = tmp_path / "repo"
+    (folder / "build").mkdir(parents=True)
+    (folder / ".gitignore").write_text("build/\n")
+    (folder / "main.py").write_text("print('hi')\n")
+    (folder / "build" / "out.txt").write_text("generated\n")
+    (folder / "logo.png").write_bytes(b"\x89PNG\x00\x01binary")
+    listed = rlm("sandbox", "exec", "--context", str(folder), "--code", "print(sorted(context))")
+    assert listed.returncode == 0, listed.stderr
+    # .gitignore honoured, the binary file skipped: the same folder `rlm run` would give.
+    assert listed.stdout == "['.gitignore', 'main.py']\n"
+    only = rlm(
+        "sandbox", "exec", "--context", str(folder), "--include", "*.py",
+        "--code", "print(sorted(context))",
+    )  # fmt: skip
+    assert only.stdout == "['main.py']\n", only.stderr
 
 
 def test_doctor_checks_isolation() -> None:

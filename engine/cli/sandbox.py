@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import anyio
 
+from engine.cli.run import add_context_arguments, context_from_args
 from engine.errors import ConfigError
 from engine.settings import DEFAULT_CELL_TIMEOUT_S
 
@@ -26,7 +28,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", metavar="ACTION", required=True)
     run = sandbox_sub.add_parser("exec", help="run code in a fresh sandbox and print its output")
     run.add_argument("--code", required=True, help="Python code to run ('-' reads stdin)")
-    run.add_argument("--context", type=Path, default=None, help="context file or directory")
+    # The same context flags as `rlm run`, prepared the same way (.gitignore, binary skip,
+    # PDF/DOCX/HTML to text), so what a cell sees here is what a run's root would see.
+    add_context_arguments(
+        run, "context file or folder, '-' for standard input (repeatable, as for rlm run)"
+    )
     run.add_argument(
         "--cell-timeout",
         "--timeout",  # the flag's earlier name, still accepted
@@ -64,9 +70,9 @@ def _image_build(args: argparse.Namespace) -> int:
 def _sandbox_exec(args: argparse.Namespace) -> int:
     from engine.sandbox import Sandbox, SandboxConfig, parse_size
 
+    if args.code == "-" and "-" in (args.context or []):
+        raise ConfigError("--code - and --context - both read standard input; give one a file")
     code = sys.stdin.read() if args.code == "-" else args.code
-    if args.context is not None and not args.context.exists():
-        raise ConfigError(f"context path {args.context} does not exist")
     overrides: dict[str, object] = {}
     if args.memory:
         overrides["memory_bytes"] = parse_size(args.memory)
@@ -75,8 +81,22 @@ def _sandbox_exec(args: argparse.Namespace) -> int:
     config = SandboxConfig.from_env(**overrides)
 
     async def main() -> int:
-        async with Sandbox(config, context=args.context) as sandbox:
-            result = await sandbox.execute(code, cell_timeout_s=args.cell_timeout)
+        from engine.contexts import PreparedContext, prepare_context
+
+        prepared: PreparedContext | None = None
+        with tempfile.TemporaryDirectory(prefix="rlm-exec-") as scratch:
+            spec = context_from_args(args, Path(scratch))
+            try:
+                if spec is not None:
+                    prepared = await anyio.to_thread.run_sync(
+                        prepare_context, spec, config.run_root, "ctx-exec"
+                    )
+                context = None if prepared is None else prepared.path
+                async with Sandbox(config, context=context) as sandbox:
+                    result = await sandbox.execute(code, cell_timeout_s=args.cell_timeout)
+            finally:
+                if prepared is not None:
+                    prepared.cleanup()
         if args.json:
             payload = {
                 "stdout": result.stdout,
