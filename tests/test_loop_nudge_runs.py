@@ -142,3 +142,33 @@ async def test_loop_cut_print_then_guess_is_steered_to_the_rare_word(tmp_path: P
         "print(search('secret'))",
         "answer['content'] = '88-XQ-41'\nanswer['ready'] = True",
     ]
+
+
+async def test_loop_a_model_stuck_on_one_reply_gets_the_search_run_for_it(tmp_path: Path) -> None:
+    # Seen in the served S-NIAH bench: the same guess sent for 12 turns, nudges and varied
+    # sampling notwithstanding. At the second repeat the loop runs the search itself.
+    filler = "A travelling merchant sang a song about the old mill by the river. " * 200
+    text = filler + "For the record, the vault number for amber-fox is 5512093. " + filler
+    query = "What is the vault number for amber-fox mentioned in the provided text?"
+    guess = cell("answer['content'] = '12345'\nanswer['ready'] = True", "The answer is 12345.")
+    entries = [
+        cell("print(len(context))"),
+        guess,  # doubted: no output has shown it
+        guess,  # repeated once: asked again, sampling varied
+        guess,  # repeated twice: the loop runs the search
+        cell("answer['content'] = '5512093'\nanswer['ready'] = True"),
+    ]
+    runner = Run(tmp_path, FakeBackend())
+    result = await runner(entries, query, text, "small", max_iterations=5)
+    assert (result.answer, result.ready) == ("5512093", True)
+    assert reasons(runner.events) == [
+        "unsupported_answer",
+        "repeated_reply",
+        "repeated_reply",
+        "auto_step",
+    ]
+    auto = [e for e in runner.of_type("cell") if e["kind"] == "auto_step"]
+    assert [e["code"] for e in auto] == ["print(search('amber-fox'))"]
+    assert "5512093" in auto[0]["output"]
+    told = runner.last_user(4)
+    assert "The engine ran this step for you" in told and "5512093" in told

@@ -225,7 +225,11 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
             # the reply stays out of the conversation and the prompt changes instead.
             _nudge(s, turn_id, turn, repeated)
             sent = len(state.messages)
-            state.messages.append({"role": "user", "content": repeated.message})
+            message = repeated.message
+            step = state.watcher.auto_step(state.cells_run)
+            if step is not None:
+                message = await _auto_step(s, sandbox, state, turn, turn_id, step)
+            state.messages.append({"role": "user", "content": message})
             continue
         # An empty assistant message is rejected by some servers; keep the turn visible.
         state.messages.append({"role": "assistant", "content": reply or "(empty reply)"})
@@ -237,6 +241,29 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
             await _no_code(s, sandbox, state, turn, turn_id, reply)
         if state.done is not None:
             return
+
+
+async def _auto_step(
+    s: LoopSettings, sandbox: CodeSandbox, state: _State, turn: int, turn_id: int, code: str
+) -> str:
+    """Run the suggested search for a model that keeps sending one reply; what it is told.
+
+    Asking again has failed twice (even with varied sampling), so the loop takes the step
+    itself: a read-only search, recorded as a cell of kind ``auto_step``.
+    """
+    state.cells_run.add(code)
+    s.events.emit(
+        "nudge",
+        parent_id=turn_id,
+        iteration=turn,
+        reason="auto_step",
+        message=f"the reply repeated {state.watcher.repeats} times; the engine ran {code}",
+    )
+    output, _, error = await _run_cell(s, sandbox, state, turn, turn_id, 1, code, "auto_step")
+    state.watcher.after_cell(code, output, error)
+    return s.profile.auto_step_message(
+        code, output, left=s.limits.max_iterations - turn, query=s.query
+    )
 
 
 async def _probe_search_words(s: LoopSettings, sandbox: CodeSandbox, watcher: Watcher) -> None:

@@ -26,6 +26,9 @@ LITERAL_SHARED_RUN = 60
 # The search-word probe: how many words of the query it counts, and where it stops counting.
 PROBE_TERMS = 6
 PROBE_MAX_HITS = 1_000
+# After this many repeated replies the loop stops asking: it runs the suggested search itself
+# and shows the model its output (a model stuck on one reply under varied sampling too).
+AUTO_STEP_AFTER = 2
 # Sampling used after a repeated reply when decoding was greedy: varied, but reproducible.
 VARIED_TEMPERATURE = 0.7
 VARIED_SEED_BASE = 1_000
@@ -262,6 +265,22 @@ class Watcher:
             f"the whole context for a word from the question:\n```repl\n{example}\n```\n"
             "If you already have the answer, set answer['content'] and answer['ready'] = True."
         )
+
+    def auto_step(self, already_run: set[str]) -> str | None:
+        """The cell the loop runs for a model stuck repeating itself, or None.
+
+        A search for the question's rarest word the context holds that has not run yet; None
+        before :data:`AUTO_STEP_AFTER` repeats, or when there is nothing worth searching.
+        """
+        if self.repeats < AUTO_STEP_AFTER or self.kind == "none":
+            return None
+        for term in self.terms(limit=PROBE_TERMS):
+            if self.term_hits.get(term) == 0:
+                continue  # the probe found it nowhere: its search shows nothing
+            code = f"print(search({term!r}))"
+            if code not in already_run:
+                return code
+        return None
 
     def sampling(self, temperature: float | None) -> dict[str, Any]:
         """Sampling overrides for the next call: varied (fixed seed) after a repeat when greedy."""

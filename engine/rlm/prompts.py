@@ -308,6 +308,17 @@ class Profile:
             "shown earlier. Change the code, or set the answer if you have it.]"
         )
 
+    def auto_step_message(self, code: str, output: str, *, left: int, query: str) -> str:
+        """What a model stuck repeating one reply is told after the loop ran ``code`` for it."""
+        body = output if output.strip() else "(no output)"
+        return (
+            "Your reply was the same as earlier ones again, so it was not run. The engine ran "
+            f"this step for you instead:\n```repl\n{code}\n```\nIt printed:\n```\n{body}\n```"
+            f'\nThe question is: "{query}"\nIf this output shows the answer, store that value '
+            'in a ```repl block (answer["content"] = ..., then answer["ready"] = True); if not, '
+            f"write different code. {left} replies left."
+        )
+
     def final_var_missing_note(self, name: str) -> str:
         """Reply when ``FINAL_VAR(name)`` names a variable the kernel does not have."""
         return (
