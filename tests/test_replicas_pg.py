@@ -280,62 +280,6 @@ async def test_a_replica_with_no_free_slot_leaves_jobs_to_the_others(
         assert (await wait_final(client, parent["id"]))["status"] == "cancelled"
 
 
-async def test_a_replica_paused_past_its_lease_cannot_overwrite_the_rerun(
-    tmp_path: Path, pg_url: str
-) -> None:
-    """SIGSTOP the replica running a job until the other re-runs it, then SIGCONT it: its
-    answer (already delivered) is never recorded; the job stays the re-run's."""
-    async with (
-        ReplayServer(Cassette(CASSETTE)) as replay,
-        replicas(tmp_path, pg_url, replay, 1, 1) as pair,
-        pair[0].client() as client,
-    ):
-        job = await submit(client, query="PAUSED job", max_retries=1)
-
-        def asked() -> int:
-            return sum("PAUSED" in json.dumps(r) for r in replay.requests)
-
-        async def asked_once() -> bool:
-            return asked() >= 1
-
-        await until(asked_once)
-        pid = runner_pid(pg_url, job["id"])
-        paused, other = sorted(pair, key=lambda s: s.proc.pid != pid)  # type: ignore[union-attr]
-        os.kill(pid, signal.SIGSTOP)
-        try:
-
-            async def rerun_asked() -> bool:
-                return asked() >= 2
-
-            await until(rerun_asked)
-            assert runner_pid(pg_url, job["id"]) == other.proc.pid  # type: ignore[union-attr]
-        finally:
-            os.kill(pid, signal.SIGCONT)
-
-        async def paused_replica_gave_up() -> bool:
-            text = paused.log_path.read_text(errors="replace")
-            return any(
-                job["id"] in line and any(word in line for word in GAVE_UP)
-                for line in text.splitlines()
-            )
-
-        try:
-            await until(paused_replica_gave_up, timeout=240)
-        except TimeoutError:
-            pytest.fail(f"the paused replica never gave the job up:\n{paused.log()}")
-        assert await status_of(client, job["id"]) == "running"
-        response = await client.post(f"/v1/jobs/{job['id']}/cancel")
-        assert response.status_code in (200, 202), response.text
-        ended = await wait_final(client, job["id"])
-        assert (ended["status"], ended["attempts"], ended.get("answer")) == ("cancelled", 2, None)
-        events = (await client.get(f"/v1/jobs/{job['id']}/trajectory")).text.splitlines()
-        assert [json.loads(line).get("type") for line in events].count("run_start") == 1
-
-
-# What the paused replica logs when it finds the job is no longer its own.
-GAVE_UP = ("replica.lease_lost", "job.claim_lost", "job.outcome_refused")
-
-
 async def test_a_session_runs_on_the_replica_that_holds_its_kernel(
     tmp_path: Path, pg_url: str
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,17 +42,20 @@ def serve_command(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         async with server:
-            print(server.base_url, flush=True)
-            print(
-                f"rlm: replaying {len(server.cassette)} entries from {args.cassette}; "
-                "Ctrl-C to stop",
-                file=sys.stderr,
-                flush=True,
-            )
-            await anyio.sleep_forever()
+            # Listen for Ctrl-C (and SIGTERM) before the URL is printed: a client that got
+            # the URL may signal at once. Stopping is then a normal return, not an interrupt
+            # that lands wherever the event loop happens to be.
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                print(server.base_url, flush=True)
+                print(
+                    f"rlm: replaying {len(server.cassette)} entries from {args.cassette}; "
+                    "Ctrl-C to stop",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                async for _ in signals:
+                    break
 
-    try:
-        anyio.run(main)
-    except KeyboardInterrupt:
-        print(f"rlm: replay server stopped after {len(server.requests)} requests", file=sys.stderr)
+    anyio.run(main)
+    print(f"rlm: replay server stopped after {len(server.requests)} requests", file=sys.stderr)
     return 0
