@@ -121,7 +121,7 @@ class Engine(AsyncResource):
         pool: WarmPool | None = None,
     ) -> None:
         self.config = config or EngineConfig()
-        self._backend = backend
+        self.backend = backend
         #: the warm sandbox pool lent by the caller (a service's); None: the engine opens its
         #: own when ``config.warm_pool`` asks for one (see :meth:`_open`).
         self._pool = pool
@@ -150,7 +150,7 @@ class Engine(AsyncResource):
 
     async def _open(self, stack: AsyncExitStack) -> None:
         cfg = self.config
-        if self._backend is None:
+        if self.backend is None:
             from engine.rlm.backend import DockerBackend
 
             backend = DockerBackend(cfg.sandbox, pool=self._pool)
@@ -162,7 +162,7 @@ class Engine(AsyncResource):
                 backend.pool = await stack.enter_async_context(
                     WarmPool(backend.config, size, idle_s=cfg.warm_pool_idle_s, refill=refill)
                 )
-            self._backend = backend
+            self.backend = backend
         if cfg.replay is not None:
             if not cfg.replay.is_file():
                 raise ConfigError(f"replay cassette {cfg.replay} does not exist; check --replay")
@@ -200,7 +200,7 @@ class Engine(AsyncResource):
         if cfg.cache != "off" and self._replay_url is None:
             self._cache = CallCache.at(cfg.cache_dir, mode=cfg.cache, max_bytes=cfg.cache_size)
             stack.callback(self._cache.close)
-        self._client = self._new_client()
+        self._client = self.new_client()
 
     async def _choose_profile(self, root: ModelSpec) -> ModelSpec:
         """Settle ``auto`` from what the root model can do; fill in its context window.
@@ -247,7 +247,8 @@ class Engine(AsyncResource):
         """``spec`` as this engine calls it (pointed at the replay server when replaying)."""
         return self._effective(spec)
 
-    def _new_client(self) -> ModelClient:
+    def new_client(self) -> ModelClient:
+        """A model client with this engine's recorder and cache (one per run or session)."""
         return ModelClient(
             CallScheduler(self.config.max_in_flight), recorder=self._recorder, cache=self._cache
         )
@@ -330,7 +331,7 @@ class Engine(AsyncResource):
         prepared: PreparedContext | None = None
         if spec is not None:
             prepared = await anyio.to_thread.run_sync(
-                prepare_context, spec, self._scratch_root(), f"ctx-{task_id}"
+                prepare_context, spec, self.scratch_root(), f"ctx-{task_id}"
             )
         try:
             return await self._run_top(
@@ -341,7 +342,8 @@ class Engine(AsyncResource):
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(prepared.cleanup)
 
-    def _scratch_root(self) -> Path:
+    def scratch_root(self) -> Path:
+        """Where prepared contexts are built (beside the run directories)."""
         # Prepared contexts are bind-mounted like run directories, so they live beside them.
         from engine.sandbox import SandboxConfig
 
@@ -364,7 +366,7 @@ class Engine(AsyncResource):
         ledger = UsageLedger()
         with Trajectory(path, on_event) as trajectory:
             tree = TaskTree(
-                self._new_client(),
+                self.new_client(),
                 Budget(self.config.limits, ledger),
                 trajectory,
                 registry,
@@ -407,7 +409,7 @@ class Engine(AsyncResource):
         what the caller passed, for the trajectory); children get their context as is.
         """
         cfg = self.config
-        backend = self._backend
+        backend = self.backend
         if backend is None:
             raise RLMError("the engine is not started; use `async with Engine(config)`")
         events = RunEvents(tree.trajectory, task_id, depth)
@@ -447,9 +449,9 @@ class Engine(AsyncResource):
         except RLMError as exc:
             outcome = LoopOutcome("", False, "error", 0, str(exc))
         except anyio.get_cancelled_exc_class():
-            self._end_event(tree, events, LoopOutcome("", False, "cancelled", 0), started)
+            self.end_event(tree, events, LoopOutcome("", False, "cancelled", 0), started)
             raise
-        return self._end_event(tree, events, outcome, started)
+        return self.end_event(tree, events, outcome, started)
 
     async def loop_in(
         self,
@@ -498,9 +500,10 @@ class Engine(AsyncResource):
         )
         return await run_root_loop(settings, sandbox)
 
-    def _end_event(
+    def end_event(
         self, tree: TaskTree, events: RunEvents, outcome: LoopOutcome, started: float
     ) -> RunResult:
+        """Write the run's ``run_end`` event and return its result."""
         ledger = tree.budget.ledger
         result = RunResult(
             answer=outcome.answer,

@@ -150,14 +150,14 @@ class EngineSession(AsyncResource):
         spec = context_spec(self.context)
         if spec is not None:
             self._prepared = await anyio.to_thread.run_sync(
-                prepare_context, spec, self.engine._scratch_root(), f"ctx-{self.id}"
+                prepare_context, spec, self.engine.scratch_root(), f"ctx-{self.id}"
             )
             stack.callback(self._prepared.cleanup)
         stack.push_async_callback(self._stop_kernel)
         await self._start_kernel()
 
     async def _start_kernel(self) -> CodeSandbox:
-        backend = self.engine._backend
+        backend = self.engine.backend
         if backend is None:
             raise RLMError("the engine is not started; use `async with Engine(config)`")
         from engine.rlm.engine import TOP_DEPTH
@@ -274,7 +274,7 @@ class EngineSession(AsyncResource):
         kernel_note = ""
         with Trajectory(self._trajectory_path(task_id, number), on_event) as trajectory:
             tree = TaskTree(
-                engine._new_client(),
+                engine.new_client(),
                 Budget(cfg.limits, ledger),
                 trajectory,
                 self._registry,
@@ -316,11 +316,11 @@ class EngineSession(AsyncResource):
             except RLMError as exc:
                 outcome = LoopOutcome("", False, "error", 0, str(exc))
             except anyio.get_cancelled_exc_class():
-                engine._end_event(tree, events, LoopOutcome("", False, "cancelled", 0), started)
+                engine.end_event(tree, events, LoopOutcome("", False, "cancelled", 0), started)
                 raise
             finally:
                 self._bridge.current = None
-            result = engine._end_event(tree, events, outcome, started)
+            result = engine.end_event(tree, events, outcome, started)
         self._variables = await self._read_variables()
         self.turns.append(
             SessionTurn(query, result.answer, result.stop_reason, task_id, kernel_note)
