@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,9 +24,13 @@ _ENTRY = (
 )
 
 
-def rlm(*args: str | Path, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def _env() -> dict[str, str]:
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    env = {k: v for k, v in env.items() if not k.startswith("RLM_")}
+    return {k: v for k, v in env.items() if not k.startswith("RLM_")}
+
+
+def rlm(*args: str | Path, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = _env()
     return subprocess.run(
         [sys.executable, "-c", _ENTRY, *map(str, args)],
         cwd=cwd,
@@ -144,3 +150,42 @@ def test_docker_down_exit_1_with_clear_message(
     assert done.returncode == 1
     assert "rlm: error: cannot reach the Docker daemon" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_ready")
+@pytest.mark.parametrize(("sig", "status", "said"), [
+    (signal.SIGINT, 130, "rlm: interrupted"),
+    (signal.SIGTERM, 143, "rlm: stopped by SIGTERM"),
+])  # fmt: skip
+def test_signal_mid_cell_stops_the_run_and_removes_its_sandbox(
+    files: Path, sig: signal.Signals, status: int, said: str
+) -> None:
+    """Ctrl-C, and the SIGTERM of `kill`, `timeout` or `docker stop`, both end a run whose cell
+    is busy: the run is cancelled, its sandbox removed, and the status says which it was."""
+    cassette = _cassette(files / "c.jsonl", "```repl\nimport time\ntime.sleep(300)\n```")
+    trajectory = files / "t.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _ENTRY, "run", "--context", str(files / "ctx.txt"), "--query",
+         "q", "--model", "openai/root", "--replay", str(cassette), "--trajectory",
+         str(trajectory), "--no-progress"],
+        cwd=files, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        # The cell is running once its turn is recorded and the task's container exists.
+        while time.monotonic() < deadline and proc.poll() is None:
+            text = trajectory.read_text() if trajectory.is_file() else ""
+            events = [json.loads(line) for line in text.split("\n")[:-1]]  # whole lines only
+            task_ids = {e["task_id"] for e in events if e["type"] == "turn"}
+            if any(t in name for t in task_ids for name in engine_containers()):
+                break
+            time.sleep(0.3)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == status, err
+    assert said in err and "Traceback" not in err
+    assert_cleaned_up(trajectory)
