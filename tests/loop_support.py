@@ -120,6 +120,36 @@ async def llm_batch_under_one_cell(run: Run) -> None:
     assert sorted(s["response"] for s in subs) == sorted(str(n) for n in counts)
 
 
+async def sub_call_waits_do_not_count_toward_the_cell_timeout(run: Run) -> None:
+    """A cell waits 3 s on two slow sub-calls under a 2 s cell timeout and still finishes:
+    the timeout stops the sandbox's own code, not waiting on the orchestrator."""
+    reply = code(
+        "a = llm_query('slow one')\nb = llm_query('slow two')\n"
+        "answer['content'] = a + b\nanswer['ready'] = True"
+    )
+    entries = [root(reply), sub("slow one", "A", delay_s=1.5), sub("slow two", "B", delay_s=1.5)]
+    result = await run(entries, "q", "ctx", cell_timeout_s=2)
+    (cell,) = run.of_type("cell")
+    assert cell["timed_out"] is False and cell["error"] is None
+    assert (result.answer, result.ready) == ("AB", True)
+
+
+async def llm_map_with_choices_counts_labels(run: Run) -> None:
+    """``llm_map(..., choices=...)`` in a cell: answers come back as the labels, ready to count."""
+    reply = code(
+        "from collections import Counter\n"
+        "labels = llm_map(context.split('\\n'), 'Label the question.', "
+        "choices=['location', 'human being'])\n"
+        "answer['content'] = str(sorted(Counter(labels).items()))\nanswer['ready'] = True"
+    )
+    questions = "Where is Lima ?\nWho wrote Hamlet ?\nWhere is Oslo ?"
+    entries = [root(reply), sub("Items:", "[1] Location.\n[2] **Human being**\n[3] location")]
+    result = await run(entries, "Count the labels.", questions)
+    assert result.answer == "[('human being', 1), ('location', 2)]"
+    (call,) = run.of_type("sub_call")
+    assert "one of these labels" in call["prompt"]
+
+
 async def rlm_query_child_one_level_down(run: Run, parent: str = "", child: str = "") -> None:
     """``rlm_query`` runs a child loop at depth 2 on its own context; ``parent``/``child`` are
     extra lines at the start of each cell."""

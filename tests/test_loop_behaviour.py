@@ -26,10 +26,12 @@ from tests.loop_support import (
     code,
     done,
     llm_batch_under_one_cell,
+    llm_map_with_choices_counts_labels,
     rlm_query_child_one_level_down,
     root,
     sandbox_code_cannot_pick_an_unconfigured_model,
     sub,
+    sub_call_waits_do_not_count_toward_the_cell_timeout,
 )
 
 pytestmark = pytest.mark.anyio
@@ -453,3 +455,11 @@ async def test_loop_cancelling_a_run_records_it(run: Run) -> None:
     run.events = read_trajectory(run.trajectory)
     assert run.events[-1]["type"] == "run_end"
     assert run.events[-1]["stop_reason"] == "cancelled"
+
+
+async def test_sub_call_waits_do_not_count_toward_the_cell_timeout(run: Run) -> None:
+    await sub_call_waits_do_not_count_toward_the_cell_timeout(run)
+
+
+async def test_llm_map_with_choices_counts_labels(run: Run) -> None:
+    await llm_map_with_choices_counts_labels(run)

@@ -21,9 +21,11 @@ from tests.loop_support import (
     Run,
     code,
     llm_batch_under_one_cell,
+    llm_map_with_choices_counts_labels,
     rlm_query_child_one_level_down,
     root,
     sandbox_code_cannot_pick_an_unconfigured_model,
+    sub_call_waits_do_not_count_toward_the_cell_timeout,
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
@@ -183,3 +185,11 @@ async def test_concurrent_runs_on_one_engine_keep_separate_trajectories(tmp_path
         assert {e["task_id"] for e in events} == {result.task_id}
         assert events[-1]["answer"] == result.answer
         assert not [n for n in engine_containers() if result.task_id in n]
+
+
+async def test_sub_call_waits_do_not_count_toward_the_cell_timeout(run: Run) -> None:
+    await sub_call_waits_do_not_count_toward_the_cell_timeout(run)
+
+
+async def test_llm_map_with_choices_counts_labels(run: Run) -> None:
+    await llm_map_with_choices_counts_labels(run)

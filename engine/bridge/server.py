@@ -40,6 +40,7 @@ import anyio.abc
 import anyio.lowlevel
 import h11
 
+from engine.bridge.busy import BusyClock
 from engine.bridge.contexts import ChildContextStore
 from engine.bridge.handler import BridgeHandler, ToolHandler, answer_batch, checked_text
 from engine.bridge.protocol import (
@@ -178,6 +179,8 @@ class BridgeServer(AsyncResource):
         #: connections refused because ``max_connections`` were open.
         self.connections_refused = 0
         self._open_connections = 0
+        #: time the sandbox spent waiting on calls here (its cell timeout does not count it).
+        self.waits = BusyClock()
 
     async def _open(self, stack: AsyncExitStack) -> None:
         stack.callback(log.debug, "bridge stopped", socket=str(self.socket_path))
@@ -475,7 +478,8 @@ class BridgeServer(AsyncResource):
                 conn.receive_data(data)  # a pipelined next request: h11 keeps it for later
 
             task_group.start_soon(watch)
-            outcome = await self._dispatch(path, body)
+            with self.waits.busy():
+                outcome = await self._dispatch(path, body)
             task_group.cancel_scope.cancel()
         return outcome
 

@@ -54,5 +54,6 @@ class DockerBackend:
                 handler,
                 max_child_context_bytes=sandbox.disk_limit_bytes,
             )
+            sandbox.wait_clock = bridge.waits.seconds
             async with bridge:
                 yield sandbox

@@ -75,7 +75,10 @@ def describe_budget(inputs: PromptInputs) -> str:
         lines.append(f"- {limits.max_tokens:,} tokens in total (you and all sub-calls);")
     if limits.max_cost_usd is not None:
         lines.append(f"- ${limits.max_cost_usd:g} in total;")
-    lines.append(f"- each cell may run for {limits.cell_timeout_s:g} seconds;")
+    lines.append(
+        f"- each cell may run for {limits.cell_timeout_s:g} seconds (time spent waiting on "
+        "sub-LLM calls does not count);"
+    )
     lines.append(
         f"- you see at most {limits.output_max_chars:,} characters of each cell's output "
         "(the middle of longer output is cut), so print summaries, not whole chunks."
@@ -99,8 +102,9 @@ answers in order; far faster than a loop. A failed item is a string starting wit
 - `search(pattern, context=None, *, regex=False, window=200, max_hits=20)`: numbered \
 snippets around each match (case-insensitive; positions, lines, file names for a dict of \
 files); never raises, and says what to try when nothing matches. Print the result.
-- `llm_map(items, instruction, *, batch_size=10) -> list[str]`: one sub-LLM answer per item \
-(several items per call, unreadable answers retried); a dict gives a dict.
+- `llm_map(items, instruction, *, choices=None, batch_size=10) -> list[str]`: one sub-LLM \
+answer per item (several items per call, unreadable answers retried); a dict gives a dict. \
+With `choices=[...labels]` each answer is exactly one of the labels, ready to count.
 - `answer`: a dict. When you are certain, set `answer["content"]` (a string) and then \
 `answer["ready"] = True`; the run ends after that cell. `FINAL(value)` does both at once.
 - `SHOW_VARS()` lists your variables. Variables persist between cells.
@@ -194,6 +198,18 @@ answer["ready"] = True
 
 For counting questions, count with code, e.g. \
 `print(sum(1 for line in context.split("\\n") if "CANCELLED" in line))`.
+
+When the question needs a judgement about every line or item (its kind, category, topic or \
+sentiment, which a word search cannot tell), let a sub-model label each one with `llm_map` \
+and `choices`, then count with code:
+```repl
+lines = [line for line in context.split("\\n") if line.strip()]
+kinds = llm_map(lines, "What is this line about?", choices=["refund", "delivery", "other"])
+from collections import Counter
+print(Counter(kinds).most_common())
+```
+Use the labels the question names. `kinds[i]` is the label of `lines[i]`, so you can also \
+count by other fields of the line (a user, a date).
 
 YOUR TASK
 {context}
@@ -403,8 +419,9 @@ KERNEL_HELPERS = {
     "search": "`search(pattern, context=None, *, regex=False, window=200, max_hits=20)`: "
     "numbered snippets around each match of `pattern` (case-insensitive) with positions; "
     "never raises, says what to try when nothing matches. Print the result.",
-    "llm_map": "`llm_map(items, instruction, *, batch_size=10) -> list[str]`: one sub-LLM "
-    "answer per item, several items packed per call, unreadable answers retried.",
+    "llm_map": "`llm_map(items, instruction, *, choices=None, batch_size=10) -> list[str]`: one "
+    "sub-LLM answer per item, several items packed per call, unreadable answers retried; with "
+    "`choices=[...]` each answer is exactly one of those labels.",
 }
 
 

@@ -38,6 +38,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
+from engine.bridge.busy import BusyClock
 from engine.bridge.handler import BridgeHandler, answer_batch
 from engine.errors import BudgetExceededError, KernelDiedError, RLMError, SandboxClosedError
 from engine.lifecycle import AsyncResource
@@ -101,6 +102,7 @@ class FakeSandbox(AsyncResource):
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._lock = anyio.Lock()
         self._restored = False
+        self._waits = BusyClock()  # sub-calls, which the cell timeout does not count
 
     async def _open(self, stack: AsyncExitStack) -> None:
         self._run_dir = Path(tempfile.mkdtemp(prefix=f"rlm-fake-{self.task_id}-"))
@@ -131,7 +133,8 @@ class FakeSandbox(AsyncResource):
     # --- executing cells ------------------------------------------------------------------
 
     async def execute(self, code: str, cell_timeout_s: float) -> ExecResult:
-        """Run ``code``; interrupt it after ``cell_timeout_s`` seconds (state is kept)."""
+        """Run ``code``; interrupt it after ``cell_timeout_s`` seconds (state is kept), not
+        counting time the cell spent waiting on sub-calls, as the Docker sandbox does."""
         if self._closed or self._run_dir is None:
             raise SandboxClosedError("the fake sandbox is not open")
         if self._dead_reason is not None:
@@ -141,8 +144,19 @@ class FakeSandbox(AsyncResource):
             started = time.perf_counter()
             worker = threading.Thread(target=self._run, args=(cell,), daemon=True)
             worker.start()
+            waited_before = self._waits.seconds()
+
+            def remaining() -> float:
+                spent = time.perf_counter() - started - (self._waits.seconds() - waited_before)
+                return cell_timeout_s - spent
+
             try:
-                timed_out = not await cell.wait(cell_timeout_s)
+                timed_out = False
+                # Woken at the deadline, the cell may have earned more time by waiting.
+                while not await cell.wait(max(0.0, remaining())):
+                    if remaining() <= 0:
+                        timed_out = True
+                        break
                 if timed_out:
                     cell.interrupt()
                     if not await cell.wait(self.interrupt_grace_s):
@@ -235,7 +249,8 @@ class FakeSandbox(AsyncResource):
         if self._token is None:
             raise BridgeCallError("the bridge is not available in this sandbox")
         try:
-            return anyio.from_thread.run(func, *args, token=self._token)
+            with self._waits.busy():
+                return anyio.from_thread.run(func, *args, token=self._token)
         except BudgetExceededError as exc:
             raise BudgetExhausted(str(exc)) from None
         except RLMError as exc:

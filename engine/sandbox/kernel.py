@@ -147,8 +147,12 @@ class KernelSession:
         check_alive: Callable[[], Awaitable[None]],
         interrupt: Callable[[], Awaitable[None]],
         interrupt_grace: float,
+        waited: Callable[[], float] | None = None,
     ) -> RawOutcome:
         """Run ``code``; after ``cell_timeout_s`` s interrupt it and wait ``interrupt_grace``.
+
+        ``waited`` (seconds the kernel has spent waiting on the orchestrator's sub-calls, a
+        growing total) extends the deadline by the waiting this cell did.
 
         ``check_alive`` raises when the kernel has died; it is called whenever the kernel is
         quiet for a moment, so a dead kernel is reported within a fraction of a second.
@@ -168,6 +172,7 @@ class KernelSession:
         error: CellError | None = None
         interrupted = False
         deadline = time.monotonic() + cell_timeout_s
+        waited_before = waited() if waited is not None else 0.0
         iopub = self._client.iopub_channel
         reply: dict[str, Any] | None = None
         reply_seen_at = 0.0
@@ -175,6 +180,8 @@ class KernelSession:
         last_check = time.monotonic()
         while True:
             remaining = deadline - time.monotonic()
+            if waited is not None and not interrupted:
+                remaining += waited() - waited_before
             if remaining <= 0:
                 if interrupted:
                     raise InterruptIgnoredError()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,9 @@ class Sandbox:
         self._lock = anyio.Lock()
         self._dead_reason: str | None = None
         self._closed = False
+        #: seconds the kernel has spent waiting on its bridge's sub-calls (set by whoever
+        #: serves the bridge); a cell's timeout does not count that waiting.
+        self.wait_clock: Callable[[], float] | None = None
         self.memory_bytes = self.config.memory_bytes
         #: the bytes of child contexts the sandbox may hand over at once through the bridge
         #: (see ``SandboxConfig.disk_bytes``).
@@ -269,9 +273,10 @@ class Sandbox:
     ) -> ExecResult:
         """Run ``code`` in the kernel and return what it printed, returned or raised.
 
-        A cell running longer than ``cell_timeout_s`` seconds is interrupted (the kernel keeps its
-        state) and reported with ``timed_out=True``. Raises :class:`KernelDiedError` when the
-        kernel dies, with the reason.
+        A cell running longer than ``cell_timeout_s`` seconds, not counting time spent waiting
+        on sub-calls (see :attr:`wait_clock`), is interrupted (the kernel keeps its state) and
+        reported with ``timed_out=True``. Raises :class:`KernelDiedError` when the kernel dies,
+        with the reason.
         """
         if not isinstance(code, str):
             raise TypeError("code must be a str")
@@ -316,6 +321,7 @@ class Sandbox:
                     check_alive=self._check_alive,
                     interrupt=self._interrupt,
                     interrupt_grace=self.config.interrupt_grace_s,
+                    waited=self.wait_clock,
                 )
             except kernel.InterruptIgnoredError:
                 reason = (

@@ -6,15 +6,16 @@ raise on "nothing found" and say what to try instead (issue 14).
 
 - ``search(pattern, context=None, *, regex=False, window=200, max_hits=20)``: numbered
   snippets with their positions over a ``str``, a ``list`` or a ``dict`` of files;
-- ``llm_map(items, instruction, *, batch_size=10, max_chars=..., model=None)``: one answer per
-  item, several items packed into each sub-call, unparsed items retried.
+- ``llm_map(items, instruction, *, choices=None, batch_size=10, max_chars=..., model=None)``: one
+  answer per item, several items packed into each sub-call, unparsed items retried; with
+  ``choices`` every answer is one of them exactly (a label per line, ready to count).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,6 +192,36 @@ def _pack(indices: list[int], items: list[str], batch_size: int, max_chars: int)
     return packs
 
 
+def _choice_key(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def match_choice(answer: str, choices: Sequence[str]) -> str | None:
+    """The one choice ``answer`` names, spelled as in ``choices``; None when it names none or
+    several.
+
+    Small models wrap a label in words ("Label: Location.", "**entity**") or shorten it
+    ("description" for "description and abstract concept"); all of these count, an answer
+    that fits two choices does not.
+    """
+    said = _choice_key(answer)
+    if not said:
+        return None
+    keys = {_choice_key(c): c for c in choices}
+    if said in keys:
+        return keys[said]
+    padded = f" {said} "
+    named = [k for k in keys if k and f" {k} " in padded]
+    # A label inside a longer named one ("being" in "human being") is not a second answer.
+    named = [k for k in named if not any(k != other and k in other for other in named)]
+    if len(named) == 1:
+        return keys[named[0]]
+    if named:
+        return None  # "location or entity": ask again rather than pick one
+    starts = [k for k in keys if k.startswith(said + " ")]
+    return keys[starts[0]] if len(starts) == 1 else None
+
+
 def _packed_prompt(instruction: str, texts: list[str]) -> str:
     if len(texts) == 1:
         return f"{instruction}\n\nText:\n{texts[0]}\n\nReply with the answer only."
@@ -221,6 +252,7 @@ def llm_map(
     items: Any,
     instruction: str,
     *,
+    choices: Sequence[str] | None = None,
     batch_size: int = 10,
     max_chars: int = MAP_MAX_CHARS,
     model: str | None = None,
@@ -233,16 +265,31 @@ def llm_map(
     numbered reply, and retries only the items it could not read (in smaller packs, finally
     one per call). ``items`` is a list (returns a list) or a dict (returns a dict with the
     same keys); an item that still failed is a string starting with ``"[ERROR]"``.
+
+    ``choices`` (a list of labels) asks for exactly one of them per item: an answer counts
+    only when it names one choice (see :func:`match_choice`) and is returned spelled as in
+    ``choices``, so the results can be counted; other answers are asked again.
     """
     if _batch is None:
         from rlm_runtime.bridge_client import llm_batch as _batch
     if not isinstance(instruction, str) or not instruction.strip():
         raise TypeError("llm_map(items, instruction): instruction must be a non-empty string")
+    if choices is not None:
+        if isinstance(choices, str) or not all(isinstance(c, str) and c.strip() for c in choices):
+            raise TypeError("llm_map(..., choices=[...]): choices must be a list of labels")
+        choices = list(dict.fromkeys(choices))
+        if len(choices) < 2:
+            raise TypeError("llm_map(..., choices=[...]): give at least two different labels")
+        instruction = (
+            f"{instruction.rstrip()}\nAnswer with exactly one of these labels, as written: "
+            + "; ".join(choices)
+        )
     keys = list(items) if isinstance(items, dict) else None
     values = list(items.values()) if isinstance(items, dict) else list(items)
     texts = [v if isinstance(v, str) else _as_text(v) for v in values]
     answers: list[str | None] = [None] * len(texts)
     errors: dict[int, str] = {}
+    unmatched: dict[int, str] = {}  # the last answer that named no choice, per item
     pending = list(range(len(texts)))
     size = max(1, int(batch_size))
     for round_ in range(MAP_ROUNDS):
@@ -259,15 +306,28 @@ def llm_map(
                 errors.update((i, reply) for i in pack)
                 continue
             if len(pack) == 1 and not parse_numbered(reply, 1):
-                answers[pack[0]] = reply.strip()
-                continue
-            parsed = parse_numbered(reply, len(pack))
+                parsed = {1: reply.strip()}
+            else:
+                parsed = parse_numbered(reply, len(pack))
             for n, index in enumerate(pack, start=1):
-                if n in parsed:
+                if n not in parsed:
+                    continue
+                if choices is None:
                     answers[index] = parsed[n]
+                elif (label := match_choice(parsed[n], choices)) is not None:
+                    answers[index] = label
+                else:
+                    unmatched[index] = parsed[n]
         pending = [i for i in pending if answers[i] is None]
     result = [
-        a if a is not None else errors.get(i, "[ERROR] no answer could be read for this item")
+        a
+        if a is not None
+        else errors.get(i)
+        or (
+            f"[ERROR] the answer {unmatched[i][:80]!r} is none of the choices"
+            if i in unmatched
+            else "[ERROR] no answer could be read for this item"
+        )
         for i, a in enumerate(answers)
     ]
     return dict(zip(keys, result, strict=True)) if keys is not None else result
@@ -307,6 +367,7 @@ def make_helpers(
         items: Any,
         instruction: str,
         *,
+        choices: Sequence[str] | None = None,
         batch_size: int = 10,
         max_chars: int = MAP_MAX_CHARS,
         model: str | None = None,
@@ -314,6 +375,7 @@ def make_helpers(
         return llm_map(
             items,
             instruction,
+            choices=choices,
             batch_size=batch_size,
             max_chars=max_chars,
             model=model,
