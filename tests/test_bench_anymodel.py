@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.module_support import load_module
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -18,13 +19,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def bench() -> ModuleType:
     sys.path.insert(0, str(BENCHMARKS))  # as when the script runs: its sibling is importable
     try:
-        spec = importlib.util.spec_from_file_location(
-            "bench_anymodel", BENCHMARKS / "bench_anymodel.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_anymodel"] = module  # dataclasses resolve annotations through it
-        spec.loader.exec_module(module)
+        module = load_module("bench_anymodel", BENCHMARKS / "bench_anymodel.py")
     finally:
         sys.path.remove(str(BENCHMARKS))
     return module

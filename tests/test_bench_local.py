@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.module_support import load_module
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_local.py"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_local", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_local"] = module  # dataclasses resolve annotations through it
-    spec.loader.exec_module(module)
-    return module
+    return load_module("bench_local", BENCH)
 
 
 def _outcome(bench: ModuleType, length: int, method: str, seed: int, correct: bool, wall: float):

@@ -5,7 +5,6 @@ The benchmarks' measurements themselves are not tests; what they compute from th
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -19,15 +18,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.results import percentile, ratio, summary, write_results  # noqa: E402
+from tests.module_support import load_module  # noqa: E402
 
 
 def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(name, ROOT / "benchmarks" / f"{name}.py")
 
 
 def test_percentile_is_nearest_rank_and_always_a_measured_value() -> None:

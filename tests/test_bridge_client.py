@@ -7,13 +7,10 @@ called from worker threads exactly as the kernel would call it.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import anyio
@@ -21,21 +18,13 @@ import pytest
 
 from engine.bridge import BridgeServer
 from engine.errors import BudgetExceededError, ModelError
+from tests.module_support import load_module
 
 TOKEN = "per-task-token"
 CLIENT_FILE = Path(__file__).parents[1] / "sandbox-image" / "rlm_runtime" / "bridge_client.py"
 
 
-def _load_client() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("rlm_bridge_client_under_test", CLIENT_FILE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bc = _load_client()
+bc = load_module("rlm_bridge_client_under_test", CLIENT_FILE)
 
 
 class Orchestrator:

@@ -7,29 +7,19 @@ through the real bridge is covered in ``test_helpers_kernel.py``).
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.module_support import load_module
 
 HELPERS_FILE = Path(__file__).parents[1] / "sandbox-image" / "rlm_runtime" / "helpers.py"
 LABELS = ["abbreviation", "entity", "description and abstract concept", "human being", "location"]
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("rlm_helpers_under_test", HELPERS_FILE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-helpers = _load()
+helpers = load_module("rlm_helpers_under_test", HELPERS_FILE)
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,6 +19,7 @@ from engine.rlm.trajectory import Trajectory, read_trajectory
 from engine.sandbox import ContextInfo
 from engine.sandbox.image import image_source_dir
 from engine.truncate import marker, truncate_middle
+from tests.module_support import load_module
 
 
 def test_truncate_keeps_head_and_tail_and_counts_dropped() -> None:
@@ -39,12 +39,9 @@ def test_truncate_leaves_short_text_alone() -> None:
 def test_the_kernels_output_cap_writes_the_one_truncation_marker() -> None:
     # The runtime cannot import the engine, so it spells the marker itself: the model must
     # see the same text from the kernel's cap as from the orchestrator's cuts.
-    spec = importlib.util.spec_from_file_location(
+    output_cap = load_module(
         "output_cap_under_test", image_source_dir() / "rlm_runtime" / "output_cap.py"
     )
-    assert spec is not None and spec.loader is not None
-    output_cap = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(output_cap)
     written: list[str] = []
     stream = SimpleNamespace(write=written.append)
     cap = output_cap.StreamCap(stream, 1000)
