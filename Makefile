@@ -49,12 +49,16 @@ run: venv image model
 	$(RLM) demo
 
 ## test: the whole suite (real Docker, real kernels, real HTTP, the real local model)
+# In parallel (pytest-xdist): most tests wait on containers, subprocesses and sockets, not the
+# CPU. TEST_WORKERS=0 runs serially; tests/conftest.py says which tests share a worker.
 # --durations: every full run lists its slowest tests, so the suite's cost stays visible.
+TEST_WORKERS ?= 3
+PYTEST_ARGS   = -n $(TEST_WORKERS) --dist loadgroup --durations=30
 test: venv image model
-	$(PY) -m pytest --durations=30
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv image
-	$(PY) -m pytest -m "not local_model" --durations=30
+	$(PY) -m pytest -m "not local_model" $(PYTEST_ARGS)
 
 ## lint: ruff (lint and format) on everything, mypy --strict on engine/ (pyproject [tool.mypy]),
 ## and the layering (imports point down: pyproject [tool.importlinter])

@@ -1,4 +1,8 @@
-"""Shared fixtures: the anyio backend, Docker availability, and a leak check."""
+"""Shared fixtures: the anyio backend, Docker availability, and a leak check.
+
+Also how pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``) splits the suite; see
+:func:`pytest_itemcollected`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,66 @@ from collections.abc import Iterator
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import pytest
+
+# Scopes whose fixture a worker builds once for all the tests it runs from that module.
+_SHARED_SCOPES = frozenset({"module", "class", "package"})
+
+
+def _shared_fixture_module(item: pytest.Item) -> str | None:
+    """The module of ``item`` when it uses a module-, class- or package-scoped fixture."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    for definitions in info.name2fixturedefs.values():
+        if definitions and definitions[-1].scope in _SHARED_SCOPES:  # the one in force
+            return item.nodeid.split("::", 1)[0]
+    return None
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Group tests for ``--dist loadgroup`` so that parallel workers share nothing costly.
+
+    - ``local_model`` tests all go to one worker: they share the real llama.cpp server on the
+      default port (leases keep that safe) and each saturates the CPU, so running two at once
+      only makes both slower.
+    - Tests that use a module-scoped fixture (a started service, a built wheel) go to one worker
+      per module, so the fixture is built once, not once per worker.
+    Everything else is spread test by test. An explicit ``xdist_group`` mark wins. xdist hands
+    out the groups first (biggest first), so no worker starts a long group at the end. Without
+    xdist the marks are inert. (Done per item as it is collected: xdist reads the marks in its
+    own ``pytest_collection_modifyitems``, which may run before ours would.)
+    """
+    if item.get_closest_marker("xdist_group") is not None:
+        return
+    if item.get_closest_marker("local_model") is not None:
+        item.add_marker(pytest.mark.xdist_group("local_model"))
+        return
+    module = _shared_fixture_module(item)
+    if module is not None:
+        item.add_marker(pytest.mark.xdist_group(module))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give grouped tests the ``@group`` node id suffix ``--dist loadgroup`` schedules by.
+
+    pytest-xdist 3.8 writes the suffix into ``item._nodeid``, which pytest 9.2 no longer reads
+    (its node ids are structured): every group is silently spread over all workers
+    (pytest-dev/pytest-xdist#1386). This sets the structured id the way the proposed fix
+    (#1388) does, and does nothing once xdist's own suffix is in place.
+    """
+    if not getattr(config.option, "loadgroup", False):  # xdist sets it on its workers
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        names = {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+        suffix = "@" + "_".join(sorted(names))
+        if names and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+            item._id = NodeId.parse(item.nodeid + suffix)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ Select with ``-m package``; about 2-3 minutes when the wheelhouse is cached.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -63,17 +64,23 @@ def _requirements(wheel: Path) -> list[str]:
 def _wheelhouse(wheel: Path) -> Path:
     """Wheels of every dependency of ``wheel`` (not of extras), downloaded once per set."""
     key = json.dumps([_requirements(wheel), sys.version_info[:2]]).encode()
-    cache = Path(os.environ.get("RLM_CACHE_DIR", Path.home() / ".cache" / "rlm"))
-    target = cache / "test-wheels" / hashlib.sha256(key).hexdigest()[:16]
-    if not (target / ".complete").exists():
-        target.mkdir(parents=True, exist_ok=True)
-        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-        _checked([*pip, "download", "-q", "-d", str(target), str(wheel)], timeout=900)
-        (target / ".complete").write_text("")
-    # Sets for older dependency lists are not needed again (about 100 MB each).
-    for stale in target.parent.iterdir():
-        if stale != target:
-            shutil.rmtree(stale, ignore_errors=True)
+    # The user's cache, not $RLM_CACHE_DIR: conftest.py points that at a per-session call
+    # cache, which would download the whole set again on every run.
+    wheels = Path.home() / ".cache" / "rlm" / "test-wheels"
+    target = wheels / hashlib.sha256(key).hexdigest()[:16]
+    wheels.mkdir(parents=True, exist_ok=True)
+    # Another test session (a parallel run, another checkout) may fill the same set.
+    with (wheels / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / ".complete").exists():
+            target.mkdir(exist_ok=True)
+            pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+            _checked([*pip, "download", "-q", "-d", str(target), str(wheel)], timeout=900)
+            (target / ".complete").write_text("")
+        # Sets for older dependency lists are not needed again (about 100 MB each).
+        for stale in wheels.iterdir():
+            if stale not in (target, wheels / ".lock"):
+                shutil.rmtree(stale, ignore_errors=True)
     return target
 
 

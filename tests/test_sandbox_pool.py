@@ -218,6 +218,10 @@ async def test_an_idle_pool_shrinks_and_a_task_fills_it_again() -> None:
     async with WarmPool(config, 1, idle_s=1.0) as pool:
         await until(lambda: pool.ready == 1)
         await until(lambda: pool.ready == 0 and pool_containers(pool) == [])
+        # Shrunk. Now a longer idle time: under load the cold task below can outlast one
+        # second after the refill's sandbox is ready, which would then be dropped as idle
+        # again before this test looks (seen in a parallel run).
+        pool.idle_s = 120.0
         # A task after the idle time gets a cold sandbox, and the pool warms up again.
         async with pool.open(config, context=None, task_id="late") as sandbox:
             assert not sandbox.warm
