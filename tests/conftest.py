@@ -1,6 +1,6 @@
 """Shared fixtures: the anyio backend, Docker availability, and a leak check.
 
-Also how pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``) splits the suite; see
+Also how pytest-xdist (``make test`` runs ``-n 3 --dist loadgroup``) splits the suite; see
 :func:`pytest_itemcollected`.
 """
 

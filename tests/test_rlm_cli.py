@@ -152,6 +152,10 @@ def test_docker_down_exit_1_with_clear_message(
     assert "Traceback" not in done.stderr
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.docker
 @pytest.mark.usefixtures("docker_ready")
 @pytest.mark.parametrize(("sig", "status", "said"), [
@@ -170,6 +174,8 @@ def test_signal_mid_cell_stops_the_run_and_removes_its_sandbox(
          "q", "--model", "openai/root", "--replay", str(cassette), "--trajectory",
          str(trajectory), "--no-progress"],
         cwd=files, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As from a terminal: a pytest-xdist worker ignores SIGINT, and children inherit that.
+        preexec_fn=_default_sigint,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
