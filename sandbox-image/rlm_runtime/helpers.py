@@ -319,17 +319,15 @@ def llm_map(
                 else:
                     unmatched[index] = parsed[n]
         pending = [i for i in pending if answers[i] is None]
-    result = [
-        a
-        if a is not None
-        else errors.get(i)
-        or (
-            f"[ERROR] the answer {unmatched[i][:80]!r} is none of the choices"
-            if i in unmatched
-            else "[ERROR] no answer could be read for this item"
-        )
-        for i, a in enumerate(answers)
-    ]
+
+    def failure(index: int) -> str:
+        if index in errors:
+            return errors[index]
+        if index in unmatched:
+            return f"[ERROR] the answer {unmatched[index][:80]!r} is none of the choices"
+        return "[ERROR] no answer could be read for this item"
+
+    result = [a if a is not None else failure(i) for i, a in enumerate(answers)]
     return dict(zip(keys, result, strict=True)) if keys is not None else result
 
 
