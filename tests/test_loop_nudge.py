@@ -14,9 +14,11 @@ from engine.rlm.nudges import (
     Watcher,
     copies_preview,
     key_terms,
+    named_options,
     parse_probe,
     probe_code,
     reads_content,
+    record_lines,
     typed_values,
 )
 from engine.truncate import marker, truncate_middle
@@ -268,3 +270,68 @@ def test_loop_probe_output_is_parsed_strictly() -> None:
     assert parse_probe('{"code": 10000000}', query) == {"code": 1000}
     assert parse_probe("Traceback ...", query) == {}
     assert parse_probe("[1, 2]", query) == {}
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (
+            "Each question belongs to one of these labels: abbreviation, entity, human being, "
+            "location. Which label is the most common?",
+            ["abbreviation", "entity", "human being", "location"],
+        ),
+        ("Classify each ticket as one of: bug, feature request or question.",
+         ["bug", "feature request", "question"]),
+        ("Is 'refund' or 'delivery' the more frequent topic?", ["refund", "delivery"]),
+        ('How many reviews are "positive" and how many "negative"?', ["positive", "negative"]),
+        # Answer formats are not options; one quoted phrase is not a choice; apostrophes are
+        # not quotes; a colon before prose is not a list.
+        ("Give your final answer in the form 'Answer: <number>'. How many lines?", []),
+        ("How many lines mention 'timeout'?", []),
+        ("What is the ship's captain's name and the crew's?", []),
+        ("Note: the text is long, so read it in parts. Who won?", []),
+    ],
+)  # fmt: skip
+def test_loop_named_options(query: str, expected: list[str]) -> None:
+    assert named_options(query) == expected
+
+
+def test_loop_records_are_short_lines_or_list_items() -> None:
+    rows = "".join(f"2024-05-0{i} || user {i} || Where is the nearest station?\n" for i in range(9))
+    assert record_lines(rows)
+    assert not record_lines(ESSAY[:400])  # prose: one long line
+    assert not record_lines("a\nb\n")  # too few lines to tell
+
+
+def test_loop_guessed_count_over_labelled_records_asks_for_labels_then_counts() -> None:
+    # Measured (issue 14, OOLONG): the root printed the line count, then typed "1" as the
+    # number of lines with a label the question named. A search cannot tell labels apart.
+    query = (
+        "Each line is a question of one of these kinds: person, place, number. "
+        "How many lines ask about a place?"
+    )
+    rows = "".join(f"Date: Jan {i:02} || User: {i} || Who wrote Hamlet ?\n" for i in range(1, 30))
+    info = Info("text", "str", 90_000, None, rows[:500])
+    watcher = Watcher.for_context(query, info)
+    watcher.after_cell("print(len(context.split('\\n')))", "2001", None)
+    nudge = watcher.unsupported_answer("1", "answer['content'] = '1'\nanswer['ready'] = True")
+    assert nudge is not None and nudge.reason == "unsupported_answer"
+    assert 'items = [line for line in context.split("\\n") if line.strip()]' in nudge.message
+    assert "choices=['person', 'place', 'number']" in nudge.message
+    code = nudge.message.split("```repl\n")[1].split("```")[0]
+    compile(code, "<advice>", "exec")  # the advice is code the model can run as it is
+    # A list context is its own records, whatever the answer's length.
+    listed = Watcher.for_context(
+        "Is each review 'positive' or 'negative'? Which is more common?",
+        Info("jsonl", "list", 90_000, 900, '[{"id": 1, "text": "cold soup"}]'),
+    )
+    nudge = listed.unsupported_answer("negative", "answer['content'] = 'negative'")
+    assert nudge is not None and "items = list(context)" in nudge.message
+    assert "choices=['positive', 'negative']" in nudge.message
+    # Prose, or a question that names no options: the search advice as before.
+    prose = Watcher.for_context(query, Info("text", "str", 90_000, None, ESSAY[:400]))
+    nudge = prose.unsupported_answer("1", "answer['content'] = '1'")
+    assert nudge is not None and "llm_map" not in nudge.message
+    plain = Watcher.for_context("How many lines ask about a place?", info)
+    nudge = plain.unsupported_answer("1", "answer['content'] = '1'")
+    assert nudge is not None and "llm_map" not in nudge.message

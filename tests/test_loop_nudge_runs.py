@@ -172,3 +172,32 @@ async def test_loop_a_model_stuck_on_one_reply_gets_the_search_run_for_it(tmp_pa
     assert "5512093" in auto[0]["output"]
     told = runner.last_user(4)
     assert "The engine ran this step for you" in told and "5512093" in told
+
+
+async def test_loop_guessed_count_gets_label_then_count_code_that_runs(tmp_path: Path) -> None:
+    # OOLONG-like (issue 14): one record per line, the labels named in the question, a root
+    # that guesses the count. The advice is code; a model that runs it as written gets the
+    # count from sub-model labels.
+    kinds = ["place", "person", "place", "thing", "place"] * 16
+    asks = {"place": "Where is Lima ?", "person": "Who is Ada ?", "thing": "What is a lute ?"}
+    text = "".join(f"Day {i} || User: {10 + i} || {asks[k]}\n" for i, k in enumerate(kinds))
+    query = "Each line asks about one of these: person, place, thing. How many ask about a place?"
+    guess = [cell("print(len(context))"), cell("answer['content'] = '1'\nanswer['ready'] = True")]
+    runner = Run(tmp_path, FakeBackend())
+    first = await runner(guess, query, text, "small", max_iterations=2)
+    assert not first.ready and reasons(runner.events) == ["unsupported_answer"]
+    doubt = runner.of_type("nudge")[0]["message"]
+    suggested = doubt.split("```repl\n")[1].split("```")[0]
+    # Each sub-call gets ten lines (llm_map's default pack); the period of five repeats.
+    numbered = "\n".join(f"[{i}] {k}" for i, k in enumerate(kinds[:10], start=1))
+    entries = [
+        *guess,
+        cell(suggested, "I label every line."),
+        {"match": {"model": "sub"}, "response": {"content": numbered}, "repeat": True},
+        cell("answer['content'] = str(labels.count('place'))\nanswer['ready'] = True"),
+    ]
+    runner = Run(tmp_path / "again", FakeBackend())
+    result = await runner(entries, query, text, "small", max_iterations=4)
+    assert (result.answer, result.ready) == ("48", True)
+    (out,) = [e["output"] for e in runner.of_type("cell") if "llm_map" in e["code"]]
+    assert "80 items" in out and "('place', 48)" in out

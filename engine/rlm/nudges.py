@@ -46,6 +46,17 @@ _STOPWORD_TEXT = (
     "defines define special"
 )
 _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+# "one of these labels: a, b, c" (a list after a colon) and 'quoted' or "quoted" phrases: the
+# options a question names. A quoted phrase with a colon or angle brackets is an answer format
+# ('Label: <label>'), not an option.
+_COLON_LIST = re.compile(r":\s*([^:.?!\n]+)")
+_LIST_SEP = re.compile(r"\s*,\s*(?:or\s+|and\s+)?|\s+or\s+")
+_QUOTED = re.compile(r"(?<![\w'])'([^'\n]{2,60})'(?!\w)|\"([^\"\n]{2,60})\"")
+_FORMAT_CHARS = re.compile(r"[:<>{}]")
+# A text context is a list of records when its preview shows at least this many lines and
+# they are this short on average (log lines, rows, one data point per line).
+RECORD_MIN_LINES = 5
+RECORD_MAX_CHARS = 400
 _NAMES_ONLY = frozenset({"len", "list", "sorted", "set", "type", "tuple", "print", "enumerate"})
 _KEY_METHODS = frozenset({"keys"})
 _CONTENT_HELPERS = frozenset(
@@ -84,6 +95,31 @@ def key_terms(query: str, limit: int = 3, hits: dict[str, int] | None = None) ->
         return (order, 0 if special else 1, -len(word))
 
     return sorted(seen, key=rank)[:limit]
+
+
+def named_options(query: str) -> list[str]:
+    """The options ``query`` names, in order: a list after a colon ("belongs to one of these
+    labels: abbreviation, entity, location") or else two or more quoted phrases; [] if none.
+
+    These are what a judgement of each record chooses from (see :meth:`Watcher.
+    unsupported_answer`); a question that names no options gets no such advice.
+    """
+    for match in _COLON_LIST.finditer(query):
+        parts = [p.strip(" '\"") for p in _LIST_SEP.split(match.group(1).strip())]
+        parts = [p for p in parts if p]
+        if len(parts) >= 3 and all(len(p.split()) <= 5 for p in parts):
+            return list(dict.fromkeys(parts))
+    phrases = [a or b for a, b in _QUOTED.findall(query)]
+    options = list(dict.fromkeys(p.strip() for p in phrases if not _FORMAT_CHARS.search(p)))
+    return options if len(options) >= 2 else []
+
+
+def record_lines(preview: str) -> bool:
+    """Whether a text whose beginning is ``preview`` looks like one record per line."""
+    lines = [line for line in preview.split("\n")[:-1] if line.strip()]  # the last may be cut
+    if len(lines) < RECORD_MIN_LINES:
+        return False
+    return sum(len(line) for line in lines) / len(lines) <= RECORD_MAX_CHARS
 
 
 def probe_code(query: str) -> str | None:
@@ -386,6 +422,18 @@ class Watcher:
 
     # --- the answer ----------------------------------------------------------------------------
 
+    def _records_code(self) -> str | None:
+        """A line of code binding ``items`` to the context's records, or None if it has none.
+
+        A list context (jsonl) is its own records; a text is when its preview shows one short
+        record per line. A dict of files or a prose text is not a set of records.
+        """
+        if self.kind == "jsonl":
+            return "items = list(context)"
+        if self.kind == "text" and record_lines(self.preview):
+            return 'items = [line for line in context.split("\\n") if line.strip()]'
+        return None
+
     def unsupported_answer(self, answer: str, code: str) -> Nudge | None:
         """An answer typed into the code before any content that supports it was read: check it.
 
@@ -405,10 +453,22 @@ class Watcher:
         self.challenged = True
         # A file name is checked by reading files; a distinctive value by finding it in the
         # text. A short value (a count, a yes/no) is found everywhere or nowhere, so it is
-        # checked by computing it from what the question names.
+        # checked by computing it from what the question names. When the question names
+        # options (labels, categories) and the context is a set of records, no search can
+        # tell which record has which option: each one is labelled by a sub-model and counted.
         short = len(value) < 4
         terms = self.terms()
-        if short and terms:
+        records = self._records_code()
+        options = named_options(self.query)
+        if records and options:
+            how = (
+                "label every record with a sub-model and count with code (`labels[i]` is "
+                "the label of `items[i]`, so you can also count by other fields of an item):"
+                f"\n```repl\n{records}\nlabels = llm_map(items, 'Which label fits this one?', "
+                f"choices={options!r})\nfrom collections import Counter\n"
+                "print(len(items), 'items')\nprint(Counter(labels).most_common())\n```"
+            )
+        elif short and terms:
             how = (
                 f"compute it from the content, e.g.\n```repl\nhits = search({terms[0]!r}, "
                 "max_hits=100_000)\nprint(len(hits), 'matches')\nprint(hits[:3])\n```"
