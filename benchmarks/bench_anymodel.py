@@ -49,6 +49,7 @@ from benchmarks.results import write_results  # bench_local put the checkout on 
 from engine import Engine, EngineConfig, Limits
 from engine.eval.base import EvalItem
 from engine.eval.registry import get_benchmark
+from engine.interrupts import stop_on_sigterm
 from engine.local import LocalModelServer
 from engine.models import CallScheduler, ModelClient, ModelSpec
 
@@ -349,4 +350,5 @@ if __name__ == "__main__":
         internal.add_argument("--threads", type=int)
         opts = internal.parse_args(sys.argv[3:])
         sys.exit(_serve(sys.argv[2], opts.port, opts.ctx, opts.threads))
+    stop_on_sigterm()  # a kill or timeout still closes sandboxes and the served model
     sys.exit(anyio.run(main, parse_args()))

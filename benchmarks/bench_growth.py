@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_sandbox import cold_starts, host_used_mb, pool_available  # noqa: E402
 from benchmarks.results import DEFAULT_DIR, summary, write_results  # noqa: E402
+from engine.interrupts import stop_on_sigterm  # noqa: E402
 from engine.sandbox import (  # noqa: E402
     Sandbox,
     SandboxConfig,
@@ -413,4 +414,5 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()  # a kill or timeout still closes sandboxes and model servers
     anyio.run(main, parse_args())

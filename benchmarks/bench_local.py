@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.results import write_results  # noqa: E402
 from engine import Engine, EngineConfig, Limits  # noqa: E402
+from engine.interrupts import stop_on_sigterm  # noqa: E402
 from engine.local import LocalModelServer  # noqa: E402
 from engine.models import CallScheduler, ModelClient, ModelSpec  # noqa: E402
 from engine.rlm.demo import is_correct, make_haystack  # noqa: E402
@@ -275,4 +276,5 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()  # a kill or timeout still closes sandboxes and model servers
     sys.exit(anyio.run(main, parse_args()))

@@ -23,6 +23,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.results import summary, write_results
+from engine.interrupts import stop_on_sigterm
 from engine.models import (
     CallScheduler,
     Cassette,
@@ -100,4 +101,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()  # a kill or timeout still closes sandboxes and model servers
     main()

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.results import write_results
 from engine import Engine, EngineConfig, Limits
+from engine.interrupts import stop_on_sigterm
 from engine.models import Cassette, ModelSpec, ReplayServer
 
 
@@ -97,6 +98,7 @@ async def main(turns: int, batch: int, out: Path | None) -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()  # a kill or timeout still closes sandboxes and model servers
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--batch", type=int, default=500)

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import peer  # noqa: E402
 from benchmarks.results import ratio, summary, write_results  # noqa: E402
+from engine.interrupts import stop_on_sigterm  # noqa: E402
 from engine.sandbox import Sandbox, SandboxConfig  # noqa: E402
 
 LINE = ("The quick brown fox jumps over the lazy dog. " * 2)[:89] + "\n"
@@ -469,4 +470,5 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()  # a kill or timeout still closes sandboxes and model servers
     anyio.run(main, parse_args())

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import sys
 from collections.abc import Sequence
-from types import FrameType
 
 from engine.errors import RLMError
+from engine.interrupts import stop_on_sigterm, terminated
 from engine.log import configure_logging
 
 # Sub-command modules, in the order ``rlm --help`` lists them.
@@ -48,27 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Terminated:
-    """Whether SIGTERM arrived: it then stops the command as Ctrl-C does (exit status 143)."""
-
-    seen = False
-
-
-def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM's default ends Python at once, without the clean-up a cancelled run does: a
-    # `kill`, `docker stop` or `timeout` would leave the task's sandbox container running.
-    # Re-raised as SIGINT it takes Ctrl-C's path: asyncio's runner cancels the main task
-    # (sandboxes and servers close), or KeyboardInterrupt outside an event loop.
-    _Terminated.seen = True
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        # A shell that ignores SIGINT for background jobs must not make SIGTERM ignored too.
-        raise KeyboardInterrupt
-    signal.raise_signal(signal.SIGINT)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``rlm`` command line with ``argv``; return the exit status."""
-    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    stop_on_sigterm()
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
@@ -81,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rlm: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        if _Terminated.seen:
+        if terminated():
             print("rlm: stopped by SIGTERM", file=sys.stderr)
             return 143
         print("rlm: interrupted", file=sys.stderr)
