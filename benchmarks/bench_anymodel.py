@@ -45,7 +45,7 @@ import httpx
 # The sibling script (this directory is on sys.path when a benchmark runs as a script).
 from bench_local import ask_base, open_results
 
-from benchmarks.results import write_results  # bench_local put the checkout on sys.path
+from benchmarks.results import git_commit, write_results  # bench_local put the checkout on sys.path
 from engine import Engine, EngineConfig, Limits
 from engine.eval.base import EvalItem
 from engine.eval.registry import get_benchmark
@@ -77,6 +77,7 @@ class Outcome:
     turns: int
     profile: str
     detail: str
+    commit: str = ""  # the engine's commit that ran it (older lines: unknown)
 
 
 Key = tuple[str, int, str, str, int]
@@ -241,6 +242,7 @@ async def run_mode(
         )
         engine = await stack.enter_async_context(Engine(config))
         client = ModelClient(CallScheduler(max_retries=0), timeout_s=args.base_timeout)
+        commit = (git_commit() or "")[:12]
         for key in todo:
             bench, length, _, method, index = key
             item = items[key]
@@ -253,7 +255,7 @@ async def run_mode(
                 bench, length, mode, method, index,
                 float(benchmark.score(item, run["answer"])),
                 round(run["wall_s"], 1), run["turns"],
-                engine.profile.name if method == "rlm" else "-", run["detail"],
+                engine.profile.name if method == "rlm" else "-", run["detail"], commit,
             )  # fmt: skip
             sink.write(json.dumps(dataclasses.asdict(outcome)) + "\n")
             sink.flush()

@@ -65,7 +65,8 @@ def ratio(numerator: float | None, denominator: float | None, digits: int = 1) -
     return round(numerator / denominator, digits)
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The checkout's commit (HEAD), or None outside a git checkout."""
     try:
         out = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "HEAD"],
@@ -96,7 +97,7 @@ def machine_meta(name: str, argv: Sequence[str] | None = None) -> dict[str, Any]
     return {
         "benchmark": name,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "cpus": os.cpu_count(),
         "mem_total_mb": _mem_total_mb(),
         # A shared machine's load at the end of the run: numbers taken under load read so.
