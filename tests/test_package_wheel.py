@@ -64,8 +64,8 @@ def _requirements(wheel: Path) -> list[str]:
 def _wheelhouse(wheel: Path) -> Path:
     """Wheels of every dependency of ``wheel`` (not of extras), downloaded once per set."""
     key = json.dumps([_requirements(wheel), sys.version_info[:2]]).encode()
-    # The user's cache, not $RLM_CACHE_DIR: conftest.py points that at a per-session call
-    # cache, which would download the whole set again on every run.
+    # The user's cache, kept across test sessions (a per-session dir would download the
+    # whole set again on every run).
     wheels = Path.home() / ".cache" / "rlm" / "test-wheels"
     target = wheels / hashlib.sha256(key).hexdigest()[:16]
     wheels.mkdir(parents=True, exist_ok=True)
@@ -175,7 +175,7 @@ def test_wheelhouse_step_runs_from_the_installed_package(venv: Path, tmp_path: P
         [str(venv / "bin" / "python"), "-c", code, str(requirements)],
         timeout=300,
         cwd=tmp_path,
-        env=_clean_env(RLM_CACHE_DIR=str(tmp_path / "cache")),
+        env=_clean_env(RLM_IMAGE_CACHE_DIR=str(tmp_path / "cache")),
     )
     wheelhouse = Path(out.strip())
     assert wheelhouse.is_relative_to(tmp_path / "cache" / "wheelhouse")

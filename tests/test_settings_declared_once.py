@@ -195,3 +195,33 @@ def test_settings_operator_limits_are_ceilings() -> None:
     assert capped.max_tokens == safe["max_tokens"] and isinstance(capped.max_tokens, int)
     assert dataclasses.replace(capped, max_depth=1).max_depth == 1
     assert capped_limits(Limits(), settings.service_ceilings({})).max_iterations == 20
+
+
+def test_settings_the_call_cache_and_the_image_cache_are_two_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``RLM_CACHE_DIR`` moves the model-call cache only (conftest.py points it at a
+    per-session directory); the image build's caches have ``RLM_IMAGE_CACHE_DIR``."""
+    from engine.sandbox import image
+
+    calls, builds = tmp_path / "calls", tmp_path / "builds"
+    monkeypatch.setenv("RLM_CACHE_DIR", str(calls))
+    monkeypatch.delenv(image.IMAGE_CACHE_ENV, raising=False)
+    assert load_config(config_file=None).cache_dir == calls
+    assert image.image_cache_dir() == Path.home() / ".cache" / "rlm"
+    monkeypatch.setenv(image.IMAGE_CACHE_ENV, str(builds))
+    assert image.image_cache_dir() == builds
+    assert load_config(config_file=None).cache_dir == calls
+
+
+def test_settings_cache_variables_are_read_where_they_are_declared() -> None:
+    engine_root = Path(engine_config.__file__).parent
+    sources = {
+        p.relative_to(engine_root).as_posix(): p.read_text() for p in engine_root.rglob("*.py")
+    }
+    for variable, declared_in in (
+        ("RLM_CACHE_DIR", {"settings.py"}),
+        ("RLM_IMAGE_CACHE_DIR", {"sandbox/image.py"}),
+    ):
+        named = {path for path, text in sources.items() if f'"{variable}"' in text}
+        assert named == declared_in, variable

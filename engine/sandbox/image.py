@@ -61,8 +61,19 @@ def image_source_dir() -> Path:
     )
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("RLM_CACHE_DIR", Path.home() / ".cache" / "rlm")).expanduser()
+#: The variable naming the root of the image build's caches (declared here only). Not
+#: ``RLM_CACHE_DIR``: that is the model-call cache's directory (``engine.settings``).
+IMAGE_CACHE_ENV = "RLM_IMAGE_CACHE_DIR"
+
+
+def image_cache_dir() -> Path:
+    """The root of the image build's caches: ``$RLM_IMAGE_CACHE_DIR``, else ``~/.cache/rlm``.
+
+    The wheelhouse of each requirements file (``wheelhouse/``) and debootstrap's work
+    directories (``bootstrap/``) go under it; the sandbox and engine images share them.
+    """
+    configured = os.environ.get(IMAGE_CACHE_ENV, "").strip()
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "rlm"
 
 
 def build_image(
@@ -285,7 +296,7 @@ def bootstrap_base_image(name: str, codename: str, *, progress: Progress | None 
             "once, or set RLM_SANDBOX_BASE_IMAGE to an image with python3 and python3-venv"
         )
     mirror = apt_mirror(codename)
-    work = cache_dir() / "bootstrap"
+    work = image_cache_dir() / "bootstrap"
     work.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=f"{codename}-", dir=work))
     tarball = root.with_suffix(".tar")
@@ -351,10 +362,11 @@ def _python_version(image: str) -> str:
 def ensure_wheelhouse(
     requirements: Path, python_version: str, *, progress: Progress | None = None
 ) -> Path:
-    """Download the pinned wheels for the image's Python (once per requirements file)."""
+    """Download the pinned wheels for the image's Python (once per requirements file, under
+    :func:`image_cache_dir`)."""
     say = progress or (lambda _message: None)
     digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
-    target = cache_dir() / "wheelhouse" / f"py{python_version}-{digest}"
+    target = image_cache_dir() / "wheelhouse" / f"py{python_version}-{digest}"
     stamp = target / ".complete"
     if stamp.exists():
         return target
