@@ -57,10 +57,11 @@ LEASE = "3"
 
 @asynccontextmanager
 async def replicas(
-    tmp_path: Path, pg_url: str, replay: ReplayServer, *slots: int
+    tmp_path: Path, pg_url: str, replay: ReplayServer, *slots: int, extra: tuple[str, ...] = ()
 ) -> AsyncIterator[list[Service]]:
     """One replica per entry of ``slots`` (its --max-sandboxes), each with its own data dir
-    and reaper instance id, all on ``pg_url``; stopped (SIGTERM) at the end."""
+    and reaper instance id, all on ``pg_url`` (``extra``: more options for each); stopped
+    (SIGTERM) at the end."""
     started = [
         Service(
             tmp_path / f"replica-{index}",
@@ -71,6 +72,7 @@ async def replicas(
             LEASE,
             "--max-sandboxes",
             str(count),
+            *extra,
             env={"RLM_INSTANCE_ID": f"test-replica-{index}-{os.getpid()}"},
         )
         for index, count in enumerate(slots)
@@ -316,3 +318,35 @@ async def test_a_session_runs_on_the_replica_that_holds_its_kernel(
         assert [t["answer"] for t in turns] == ["parsed", "11"]
         assert (await first.delete(f"/v1/sessions/{session_id}")).status_code == 200
         assert not any(session_id in name for name in engine_container_names())
+
+
+async def test_the_storage_quota_counts_a_session_context_on_every_replica(
+    tmp_path: Path, pg_url: str
+) -> None:
+    quota = 100_000
+    async with (
+        ReplayServer(Cassette([])) as replay,
+        replicas(tmp_path, pg_url, replay, 1, 1, extra=("--max-storage-per-key", str(quota))) as (
+            one,
+            two,
+        ),
+        one.client() as first,
+        two.client() as second,
+    ):
+        kept = await first.post("/v1/sessions", json={"context": "s" * (quota // 2)})
+        assert kept.status_code == 201, kept.text
+        # The other replica counts it too (the database holds the count).
+        refused = await second.post("/v1/sessions", json={"context": "t" * (quota // 2)})
+        assert refused.status_code == 413
+        assert refused.json()["error"]["type"] == "storage_quota_exceeded"
+        upload = await second.post("/v1/files?filename=a.txt", content=b"x" * (quota // 2))
+        assert upload.status_code == 413
+        # Ended on either replica, its context is gone and its bytes free for both.
+        assert (await second.delete(f"/v1/sessions/{kept.json()['id']}")).status_code == 200
+        upload = await first.post("/v1/files?filename=a.txt", content=b"x" * (quota // 2))
+        assert upload.status_code == 201, upload.text
+        with psycopg.connect(pg_url) as conn:
+            blobs = conn.execute(
+                "SELECT COUNT(*) FROM blobs WHERE key = %s", (f"context/{kept.json()['id']}",)
+            ).fetchone()
+        assert blobs == (0,)

@@ -1,4 +1,5 @@
-"""Data lifecycle through real HTTP: DELETE for jobs and files, retention, the storage quota."""
+"""Data lifecycle through real HTTP: DELETE for jobs and files, retention, the storage quota
+(uploads, inline contexts of jobs and of sessions)."""
 
 from __future__ import annotations
 
@@ -97,6 +98,27 @@ async def test_storage_quota_counts_uploads_and_inline_contexts(service: Service
         again = await client.post("/v1/files?filename=c.txt", content=b"x" * (QUOTA // 2))
         assert again.status_code == 201
         await client.delete(f"/v1/files/{again.json()['id']}")
+
+
+async def test_storage_quota_counts_session_contexts_until_the_session_ends(
+    service: Service,
+) -> None:
+    async with service.client(OTHER_KEY) as client:
+        kept = await client.post("/v1/sessions", json={"context": "s" * (QUOTA // 2)})
+        assert kept.status_code == 201, kept.text
+        # The open session's context counts: neither a second one nor an upload fits now.
+        second = await client.post("/v1/sessions", json={"context": "t" * (QUOTA // 2)})
+        assert second.status_code == 413
+        assert second.json()["error"]["type"] == "storage_quota_exceeded"
+        assert "DELETE /v1/sessions" in second.json()["error"]["message"]
+        upload = await client.post("/v1/files?filename=a.txt", content=b"x" * (QUOTA // 2))
+        assert upload.status_code == 413
+        # Ending the session removes its context and frees its bytes; its history stays.
+        ended = await client.delete(f"/v1/sessions/{kept.json()['id']}")
+        assert ended.status_code == 200 and ended.json()["status"] == "closed"
+        second = await client.post("/v1/sessions", json={"context": "t" * (QUOTA // 2)})
+        assert second.status_code == 201, second.text
+        assert (await client.delete(f"/v1/sessions/{second.json()['id']}")).status_code == 200
 
 
 async def test_retention_deletes_ended_jobs_and_old_files(tmp_path: Path) -> None:

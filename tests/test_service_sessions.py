@@ -113,6 +113,11 @@ async def test_session_messages_share_one_kernel_and_end_with_delete(service: Se
         # Its history stays readable.
         kept = (await http.get(f"/v1/sessions/{session_id}")).json()
         assert kept["closed_reason"] == "ended by the user" and len(kept["turns"]) == 2
+        # Deleting a message's job removes its trajectory file from the session's folder.
+        trajectory = service.data_dir / "jobs" / session_id / f"{first['id']}.jsonl"
+        assert trajectory.is_file()
+        assert (await http.delete(f"/v1/jobs/{first['id']}")).status_code == 200
+        assert not trajectory.exists()
 
 
 async def test_cancelling_a_message_keeps_the_session_and_its_kernel(service: Service) -> None:

@@ -20,6 +20,7 @@ from engine.service.store import (
     SUCCEEDED,
     ClaimLost,
     JobStore,
+    json_bytes,
     open_store,
 )
 from engine.service.store_sqlite import SqliteJobStore
@@ -182,6 +183,37 @@ def test_sessions_keep_their_turns_and_close_once(opener: Opener) -> None:
         assert store.get_session("missing") is None
 
 
+def test_storage_counts_every_byte_a_key_keeps(opener: Opener) -> None:
+    """Jobs (request, inline context, events, result), sessions (request, inline context
+    while open, turns) and uploads all count for their owner until released or deleted."""
+    with opener() as store:
+        request = {"query": "q" * 100, "context_path": "/data/jobs/j/context.txt"}
+        store.add_job("j", owner="o", kind="job", request=request, stored_bytes=1000)
+        expected = 1000 + json_bytes(request)
+        assert store.storage_used("o") == expected
+        store.add_event("j", {"type": "turn", "text": "é" * 50})
+        store.finish("j", SUCCEEDED, result={"answer": "ü" * 30})
+        # Events are kept as UTF-8 JSON (2 bytes per "é"), the rest as ASCII JSON ("\u00fc").
+        expected += 2 * 50 + len('{"type": "turn", "text": ""}') + json_bytes({"answer": "ü" * 30})
+        assert store.storage_used("o") == expected
+        session = {"tools": None, "context_path": "/data/jobs/s/context.txt"}
+        store.add_session("s", owner="o", request=session, holder="h", context_bytes=500)
+        store.add_session("t", owner="other", request={}, holder="h", context_bytes=7)
+        turns = [{"job_id": f"j{n}", "query": "q" * n, "answer": "ß" * n} for n in (5, 9)]
+        for turn in turns:
+            store.add_turn("s", turn, holder="h")
+        expected += 500 + json_bytes(session) + json_bytes(turns)
+        assert store.storage_used("o") == expected
+    with opener() as store:  # what another replica sees
+        assert store.storage_used("o") == expected
+        store.close_session("s", "ended by the user")
+        store.release_context("s")  # the context's file is gone; its history stays
+        assert store.storage_used("o") == expected - 500
+        assert store.delete_session("s") and store.delete_job("j")
+        assert store.storage_used("o") == 0
+        assert store.storage_used("other") == 7 + json_bytes({}) + json_bytes([])
+
+
 def test_an_attempt_writes_only_while_it_holds_its_claim(opener: Opener) -> None:
     """The claim token fences an attempt: once the job was queued again (and claimed by a new
     attempt), the old attempt's events and outcome are refused."""
@@ -231,7 +263,8 @@ def test_a_database_made_before_migrations_is_upgraded(tmp_path: Path, schema: P
     with SqliteJobStore(path) as store:
         job = store.get_job("old")
         assert job is not None and (job.status, job.request) == (QUEUED, {"query": "q"})
-        assert store.storage_used("o") == 3
+        # The upload's bytes, and the job's request (counted since 0005_session_storage).
+        assert store.storage_used("o") == 3 + json_bytes({"query": "q"})
         running = store.mark_running("old")
         assert running is not None and running.claim_token
         store.add_event("old", {"type": "run_start"}, token=running.claim_token)

@@ -63,6 +63,7 @@ from engine.service.store import (
     JobStore,
     SessionRecord,
     StoreError,
+    json_bytes,
 )
 from engine.service.store_pg import PgJobStore
 from engine.settings import service_ceilings
@@ -275,13 +276,9 @@ class JobService(AsyncResource):
         self.check_files(owner, request.file_ids)
         job_id = new_job_id()
         stored = request.to_dict()
+        stored_bytes = self.keep_request(owner, job_id, stored, request.context)
         if request.session_id is not None and self.replica is not None:
             return self._add_held(job_id, owner, kind, stored)
-        stored_bytes = 0
-        if request.context is not None:
-            path, stored_bytes = self.write_inline_context(owner, job_id, request.context)
-            share_file(self.store, context_key(job_id), path)
-            stored["context_path"] = str(path)
         try:
             job = self.store.add_job(
                 job_id,
@@ -341,7 +338,14 @@ class JobService(AsyncResource):
             raise ApiError(503, "service_unavailable", "the service is starting or stopping")
         self._tg.start_soon(func, *args)
 
-    def write_inline_context(self, owner: str, job_id: str, context: Any) -> tuple[Path, int]:
+    def keep_request(self, owner: str, key: str, stored: dict[str, Any], context: Any) -> int:
+        """Check that ``owner`` may keep the row ``stored`` (a job's or session's request, as
+        JSON) and its inline ``context`` (None: none) within the storage quota, then write the
+        context to ``<jobs dir>/<key>/`` (shared with the replicas) and name it in ``stored``.
+        Returns the context's bytes (the store counts the row's JSON itself)."""
+        if context is None:
+            self.check_storage(owner, json_bytes(stored))
+            return 0
         if isinstance(context, str):
             name, data = "context.txt", context.encode("utf-8")
         else:
@@ -354,15 +358,17 @@ class JobService(AsyncResource):
                 f"{self.settings.max_inline_context_bytes:,}); upload it with POST /v1/files",
                 "context",
             )
-        self.check_storage(owner, len(data))
-        folder = self.settings.jobs_dir / job_id
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder = self.settings.jobs_dir / key
         path = folder / name
+        stored["context_path"] = str(path)
+        self.check_storage(owner, len(data) + json_bytes(stored))
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Private (0600): the sandbox copies it into the run dir instead of bind-mounting.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        return path, len(data)
+        share_file(self.store, context_key(key), path)
+        return len(data)
 
     # --- storage: quota, deletion, retention -------------------------------------------------
 
@@ -411,6 +417,10 @@ class JobService(AsyncResource):
         await anyio.to_thread.run_sync(
             lambda: shutil.rmtree(self.settings.jobs_dir / job_id, ignore_errors=True)
         )
+        if job is not None and job.request.get("session_id"):
+            # A session message's trajectory file is in its session's folder.
+            folder = self.settings.jobs_dir / str(job.request["session_id"])
+            (folder / f"{job_id}.jsonl").unlink(missing_ok=True)
 
     async def delete_file(self, file_id: str) -> None:
         """Delete an upload; 409 while a queued or running job reads it."""
@@ -793,7 +803,8 @@ def quota_exceeded(quota: int, left: int) -> ApiError:
         413,
         "storage_quota_exceeded",
         f"this API key's storage quota of {quota:,} bytes would be exceeded ({left:,} bytes "
-        "left); delete jobs (DELETE /v1/jobs/ID) or files (DELETE /v1/files/ID) first",
+        "left); delete jobs (DELETE /v1/jobs/ID) or files (DELETE /v1/files/ID), or end "
+        "sessions (DELETE /v1/sessions/ID) first",
     )
 
 

@@ -105,8 +105,7 @@ class SessionManager:
 
     def create(self, owner: str, body: Any) -> SessionRecord:
         """``POST /v1/sessions``: validate, store the context, record the session."""
-        from engine.service.jobs import context_key, validate_limits, validate_tools
-        from engine.service.replicas import share_file
+        from engine.service.jobs import validate_limits, validate_tools
         from engine.service.requests import limits_with, parse_job_request
 
         if not isinstance(body, dict):
@@ -142,12 +141,15 @@ class SessionManager:
         session_id = new_session_id()
         stored = request.to_dict()
         del stored["query"]
-        if request.context is not None:
-            path, _ = service.write_inline_context(owner, session_id, request.context)
-            share_file(service.store, context_key(session_id), path)
-            stored["context_path"] = str(path)
+        # The inline context and the row count for the key's storage quota (413 past it);
+        # the context's bytes are released when the session closes.
+        context_bytes = service.keep_request(owner, session_id, stored, request.context)
         return service.store.add_session(
-            session_id, owner=owner, request=stored, holder=self.holder
+            session_id,
+            owner=owner,
+            request=stored,
+            holder=self.holder,
+            context_bytes=context_bytes,
         )
 
     def own(self, session_id: str, owner: str) -> SessionRecord:
@@ -225,15 +227,18 @@ class SessionManager:
         self._drop_context(session_id)
 
     def _drop_context(self, session_id: str) -> None:
-        """Remove a closed session's inline context (its turns and jobs stay)."""
+        """Remove a closed session's inline context (its turns and jobs stay) and release its
+        bytes from the owner's storage quota."""
         from engine.service.jobs import context_key
 
-        record = self.service.store.get_session(session_id)
+        store = self.service.store
+        record = store.get_session(session_id)
         if record is None or not record.request.get("context_path"):
             return
         Path(record.request["context_path"]).unlink(missing_ok=True)
-        if self.service.store.shared:
-            self.service.store.delete_blob(context_key(session_id))
+        if store.shared:
+            store.delete_blob(context_key(session_id))
+        store.release_context(session_id)
 
     # --- running a message (called by the job runner) --------------------------------------
 

@@ -201,13 +201,15 @@ class JobStore(ABC):
         max_retries: int = 0,
         stored_bytes: int = 0,
     ) -> JobRecord:
-        """Insert a new queued job; ``stored_bytes`` counts its files (inline context)."""
+        """Insert a new queued job; ``stored_bytes`` counts its files (inline context), the
+        request's JSON is counted here."""
         now = time.time()
+        text = json.dumps(request)
         with self._tx() as db:
             db.execute(
                 "INSERT INTO jobs (id, owner, kind, status, request, max_retries, created_at, "
                 "stored_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, owner, kind, QUEUED, json.dumps(request), max_retries, now, stored_bytes),
+                (job_id, owner, kind, QUEUED, text, max_retries, now, stored_bytes + utf8(text)),
             )
         job = self.get_job(job_id)
         assert job is not None
@@ -241,12 +243,15 @@ class JobStore(ABC):
         return int(rows[0][0])
 
     def storage_used(self, owner: str) -> int:
-        """Bytes ``owner`` keeps in the service: uploads, inline contexts and trajectories."""
+        """Bytes ``owner`` keeps in the service: uploads, jobs (request, inline context,
+        trajectory, result) and sessions (request, inline context while open, turns)."""
         rows = self._query(
             "SELECT (SELECT COALESCE(SUM(CASE WHEN stored_bytes > bytes THEN stored_bytes "
             "ELSE bytes END), 0) FROM files WHERE owner = ?) + "
-            "(SELECT COALESCE(SUM(stored_bytes), 0) FROM jobs WHERE owner = ?)",
-            (owner, owner),
+            "(SELECT COALESCE(SUM(stored_bytes), 0) FROM jobs WHERE owner = ?) + "
+            "(SELECT COALESCE(SUM(context_bytes + stored_bytes), 0) FROM sessions "
+            "WHERE owner = ?)",
+            (owner, owner, owner),
         )
         return int(rows[0][0])
 
@@ -309,15 +314,18 @@ class JobStore(ABC):
         if status not in FINAL_STATES:
             raise ValueError(f"{status!r} is not a final job state")
         fence, fence_args = ("AND claim_token = ?", (token,)) if token is not None else ("", ())
+        text = json.dumps(result) if result is not None else None
         with self._tx() as db:
             cursor = db.execute(
-                "UPDATE jobs SET status = ?, result = ?, error = ?, finished_at = ? "
+                "UPDATE jobs SET status = ?, result = ?, error = ?, finished_at = ?, "
+                "stored_bytes = stored_bytes + ? "
                 f"WHERE id = ? AND status IN (?, ?) {fence}",
                 (
                     status,
-                    json.dumps(result) if result is not None else None,
+                    text,
                     error,
                     time.time(),
+                    utf8(text or "") + utf8(error or ""),
                     job_id,
                     QUEUED,
                     RUNNING,
@@ -431,15 +439,34 @@ class JobStore(ABC):
     # --- sessions -------------------------------------------------------------------------
 
     def add_session(
-        self, session_id: str, *, owner: str, request: dict[str, Any], holder: str
+        self,
+        session_id: str,
+        *,
+        owner: str,
+        request: dict[str, Any],
+        holder: str,
+        context_bytes: int = 0,
     ) -> SessionRecord:
-        """Insert a new open session held by ``holder``."""
+        """Insert a new open session held by ``holder``. ``context_bytes`` (its inline context,
+        kept as a file while it is open) and the row's JSON count for the storage quota."""
         now = time.time()
+        text = json.dumps(request)
         with self._tx() as db:
             db.execute(
                 "INSERT INTO sessions (id, owner, status, request, turns, holder, created_at, "
-                "last_active) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (session_id, owner, SESSION_OPEN, json.dumps(request), "[]", holder, now, now),
+                "last_active, context_bytes, stored_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session_id,
+                    owner,
+                    SESSION_OPEN,
+                    text,
+                    "[]",
+                    holder,
+                    now,
+                    now,
+                    context_bytes,
+                    utf8(text) + 2,
+                ),
             )
         session = self.get_session(session_id)
         assert session is not None
@@ -478,10 +505,11 @@ class JobStore(ABC):
             row = db.execute("SELECT turns FROM sessions WHERE id = ?", (session_id,)).fetchone()
             if row is None:
                 return
-            turns = [*json.loads(row[0]), turn]
+            text = json.dumps([*json.loads(row[0]), turn])
             db.execute(
-                "UPDATE sessions SET turns = ?, holder = ?, last_active = ? WHERE id = ?",
-                (json.dumps(turns), holder, time.time(), session_id),
+                "UPDATE sessions SET turns = ?, holder = ?, last_active = ?, "
+                "stored_bytes = stored_bytes + ? WHERE id = ?",
+                (text, holder, time.time(), utf8(text) - utf8(row[0]), session_id),
             )
 
     def touch_session(self, session_id: str, holder: str) -> None:
@@ -501,6 +529,11 @@ class JobStore(ABC):
                 (SESSION_CLOSED, time.time(), reason, session_id, SESSION_OPEN),
             )
             return cursor.rowcount == 1
+
+    def release_context(self, session_id: str) -> None:
+        """The session's inline context was removed: it no longer counts for the quota."""
+        with self._tx() as db:
+            db.execute("UPDATE sessions SET context_bytes = 0 WHERE id = ?", (session_id,))
 
     def delete_session(self, session_id: str) -> bool:
         with self._tx() as db:
@@ -567,6 +600,16 @@ def _session(row: tuple[Any, ...]) -> SessionRecord:
         closed_at=float(closed) if closed is not None else None,
         closed_reason=reason,
     )
+
+
+def utf8(text: str) -> int:
+    """The bytes ``text`` takes in the database (UTF-8), for the storage quota."""
+    return len(text.encode("utf-8"))
+
+
+def json_bytes(value: Any) -> int:
+    """The bytes ``value`` takes stored as JSON (as the store writes it)."""
+    return utf8(json.dumps(value))
 
 
 def new_claim_token() -> str:

@@ -36,6 +36,7 @@ from engine.service.store import (
     job_from_row,
     new_claim_token,
     store_errors,
+    utf8,
 )
 
 log = get_logger(__name__)
@@ -145,22 +146,24 @@ class PgJobStore(JobStore):
     ) -> JobRecord:
         """Insert a job already running on ``replica`` under its lease (a session message:
         it must run where the session's kernel lives, so it never enters the queue)."""
+        text = json.dumps(request)
         with self._tx() as db:
             row = db.execute(
                 "INSERT INTO jobs (id, owner, kind, status, request, created_at, started_at, "
-                f"attempts, lease_owner, lease_until, claim_token) VALUES (?, ?, ?, ?, ?, ?, ?, "
-                f"1, ?, {_NOW} + ?, ?) RETURNING {JOB_COLUMNS}",
+                "attempts, lease_owner, lease_until, claim_token, stored_bytes) VALUES (?, ?, ?, "
+                f"?, ?, ?, ?, 1, ?, {_NOW} + ?, ?, ?) RETURNING {JOB_COLUMNS}",
                 (
                     job_id,
                     owner,
                     kind,
                     RUNNING,
-                    json.dumps(request),
+                    text,
                     time.time(),
                     time.time(),
                     replica,
                     lease_s,
                     new_claim_token(),
+                    utf8(text),
                 ),
             ).fetchone()
         return job_from_row(row)
