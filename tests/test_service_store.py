@@ -214,6 +214,18 @@ def test_storage_counts_every_byte_a_key_keeps(opener: Opener) -> None:
         assert store.storage_used("other") == 7 + json_bytes({}) + json_bytes([])
 
 
+def test_a_rerun_job_stops_counting_the_events_it_dropped(opener: Opener) -> None:
+    with opener() as store:
+        store.add_job("r", owner="o", kind="job", request={"query": "q"}, max_retries=1)
+        store.mark_running("r")
+        store.add_event("r", {"type": "run_start", "text": "x" * 1000})
+        assert store.storage_used("o") > 1000
+    with opener() as store:  # the process died: the job runs again, its events dropped
+        assert store.recover().requeued == ["r"]
+        assert store.events("r") == []
+        assert store.storage_used("o") == json_bytes({"query": "q"})
+
+
 def test_an_attempt_writes_only_while_it_holds_its_claim(opener: Opener) -> None:
     """The claim token fences an attempt: once the job was queued again (and claimed by a new
     attempt), the old attempt's events and outcome are refused."""

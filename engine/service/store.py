@@ -351,7 +351,7 @@ class JobStore(ABC):
                         "WHERE id = ?",
                         (QUEUED, job_id),
                     )
-                    db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+                    drop_events(db, job_id)
                     requeued.append(job_id)
                 else:
                     db.execute(
@@ -599,6 +599,16 @@ def _session(row: tuple[Any, ...]) -> SessionRecord:
         last_active=float(active),
         closed_at=float(closed) if closed is not None else None,
         closed_reason=reason,
+    )
+
+
+def drop_events(db: Connection, job_id: str) -> None:
+    """Delete a job's events (its attempt runs again) and stop counting their bytes."""
+    rows = db.execute("SELECT event FROM events WHERE job_id = ?", (job_id,)).fetchall()
+    db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+    db.execute(
+        "UPDATE jobs SET stored_bytes = stored_bytes - ? WHERE id = ?",
+        (sum(utf8(text) for (text,) in rows), job_id),
     )
 
 

@@ -33,6 +33,7 @@ from engine.service.store import (
     JobRecord,
     JobStore,
     Recovery,
+    drop_events,
     job_from_row,
     new_claim_token,
     store_errors,
@@ -239,7 +240,7 @@ class PgJobStore(JobStore):
                         "lease_until = NULL, claim_token = NULL WHERE id = ?",
                         (QUEUED, job_id),
                     )
-                    db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+                    drop_events(db, job_id)
                     requeued.append(job_id)
         return Recovery(failed, requeued)
 
