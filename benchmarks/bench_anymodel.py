@@ -15,7 +15,8 @@ Benchmarks (the generators of ``engine/eval``, data from ``$RLM_DATA_DIR``):
 
 ``rlm`` runs the engine; ``base`` calls the model once with the context in the prompt, cut to
 what fits its window. Every outcome is appended to ``--results`` as it finishes and a re-run
-skips what is there (a torn last line runs again), so the grid can be filled over several
+skips what is there (a torn last line, or a run that ended in an error rather than an
+answer, runs again), so the grid can be filled over several
 sittings: a base call at 128K takes 20-46 minutes on a 2-core CPU.
 
     python benchmarks/bench_anymodel.py --modes served --benches sniah --lengths 8000,32000 \\
@@ -29,6 +30,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -178,6 +180,14 @@ async def served_model(args: argparse.Namespace) -> AsyncIterator[ModelSpec]:
     model = Path(args.model_file) if args.model_file else find_model(get_entry(DEFAULT_MODEL))
     if model is None:
         raise SystemExit("the model file is missing; run `rlm model pull` or pass --model-file")
+    with socket.socket() as probe:
+        # A server left on the port (an earlier bench killed hard) would answer the health
+        # check for ours, and every task would then fail when it went away.
+        if probe.connect_ex(("127.0.0.1", args.port)) == 0:
+            raise SystemExit(
+                f"port {args.port} is in use (a model server left by an earlier run?): "
+                "stop it or pass --port"
+            )
     command = [sys.executable, __file__, "--serve-internal", str(model), "--port", str(args.port)]
     command += ["--ctx", str(args.served_ctx), "--threads", str(args.threads)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -218,6 +228,7 @@ async def run_rlm(engine: Engine, item: EvalItem) -> dict[str, Any]:
     result = await engine.run(item.query, item.context)
     detail = f"stop={result.stop_reason} answer={result.answer[:60]!r}"
     return {
+        "error": result.error if result.stop_reason == "error" else None,
         "answer": result.answer,
         "wall_s": result.wall_s,
         "turns": result.iterations,
@@ -250,6 +261,12 @@ async def run_mode(
                 run = await run_rlm(engine, item)
             else:
                 run = await run_base(client, spec, item, window)
+            if run.get("error"):
+                # The run could not finish (the model server went away, the kernel died): not
+                # a score of the model. Left out of the results, so the next run retries it.
+                print(f"{bench} {mode} {method} #{index}: not recorded, {run['error']}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                continue
             benchmark = get_benchmark(BENCHES[bench][0])
             outcome = Outcome(
                 bench, length, mode, method, index,

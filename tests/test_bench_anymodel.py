@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import anyio
 import pytest
 
 from tests.module_support import load_module
@@ -43,3 +45,19 @@ def test_bench_anymodel_resumes_and_reports(bench: ModuleType, tmp_path: Path) -
     text = bench.report(list(done.values()), wanted)
     assert "sniah      8K   served    rlm          1/2    750.0   3.5  (1 of 3 not run)" in text
     assert "oolong   8Ktok   served   base      not run" in text
+
+
+def test_bench_anymodel_refuses_a_port_another_server_holds(bench: ModuleType) -> None:
+    # Seen: a server left by a killed run answered the health check for the new one, then went
+    # away, and every task of the new run failed with a connection error.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        args = bench.parse_args(["--port", str(taken.getsockname()[1])])
+
+        async def start() -> None:
+            async with bench.served_model(args):
+                raise AssertionError("a server must not start on a port in use")
+
+        with pytest.raises(SystemExit, match="is in use"):
+            anyio.run(start)
