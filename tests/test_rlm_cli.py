@@ -29,17 +29,20 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in env.items() if not k.startswith("RLM_")}
 
 
-def rlm(*args: str | Path, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = _env()
-    return subprocess.run(
+def rlm(
+    *args: str | Path, cwd: Path, stdin: str | bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``rlm ARGS``; ``stdin`` as text, or as bytes to feed what is not UTF-8."""
+    done = subprocess.run(
         [sys.executable, "-c", _ENTRY, *map(str, args)],
         cwd=cwd,
-        env=env,
+        env=_env(),
         capture_output=True,
-        text=True,
         timeout=300,
-        input=stdin,
+        input=stdin.encode() if isinstance(stdin, str) else stdin,
     )
+    out, err = (stream.decode("utf-8", "replace") for stream in (done.stdout, done.stderr))
+    return subprocess.CompletedProcess(done.args, done.returncode, out, err)
 
 
 def _cassette(path: Path, *replies: str, repeat: bool = False) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ from engine.models import Usage, UsageLedger
 from engine.rlm import prompts
 from engine.rlm.budget import Budget
 from engine.rlm.loop import fit_to_window, looks_like_answer
+from engine.rlm.query import check_query
 from engine.rlm.trajectory import Trajectory, read_trajectory
 from engine.sandbox import ContextInfo
 from engine.sandbox.image import image_source_dir
@@ -57,6 +59,21 @@ class _Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("", "the query is empty"),
+        (" \n\t", "the query is empty"),
+        (b"caf\xe9?".decode("utf-8", "surrogateescape"), "(byte 0xe9 at character 4)"),
+        ("x\ud800", "(U+D800 at character 2)"),  # a JSON string may escape a lone surrogate
+    ],
+)
+def test_a_query_that_cannot_be_asked_is_refused_with_the_reason(query: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_query(query)
+    check_query("café? ✓")  # any text that is UTF-8 passes
 
 
 def test_budget_limits_in_order() -> None:

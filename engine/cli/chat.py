@@ -26,7 +26,7 @@ from engine.cli.run import (
     context_from_args,
 )
 from engine.config import EngineConfig, load_config
-from engine.errors import ContextError
+from engine.errors import ConfigError, ContextError
 from engine.settings import flag_values
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ def handle(args: argparse.Namespace) -> int:
 async def _chat(config: EngineConfig, context: ContextSpec | None, interactive: bool) -> int:
     from engine.display import stderr_console
     from engine.rlm import Engine
+    from engine.rlm.query import check_query
 
     console = stderr_console()
     read = _prompt_reader(console) if interactive else _line_reader()
@@ -91,6 +92,13 @@ async def _chat(config: EngineConfig, context: ContextSpec | None, interactive: 
                 continue
             if question == "/vars":
                 _show_variables(session)
+                continue
+            try:
+                check_query(question)
+            except ConfigError as exc:  # one bad line does not end the chat
+                print(f"rlm: error: {exc}", file=sys.stderr)
+                print(flush=True)
+                status = EXIT_ERROR
                 continue
             status = await _answer(session, question, interactive)
     return status

@@ -47,6 +47,7 @@ from engine.rlm.answer_schema import AnswerSchema
 from engine.rlm.budget import Budget
 from engine.rlm.loop import LoopOutcome, LoopSettings, RunEvents, run_root_loop
 from engine.rlm.prompts import get_profile, resolve_profile, sub_window_chars
+from engine.rlm.query import check_query
 from engine.rlm.result import RunResult, usage_dict
 from engine.rlm.slots import SandboxSlots
 from engine.rlm.trajectory import EventCallback, Trajectory
@@ -320,8 +321,7 @@ class Engine(AsyncResource):
         trajectory file and, as dicts, to ``on_event``.
         """
         root = self.root_spec
-        if not query or not query.strip():
-            raise ConfigError("the query is empty; pass the question to answer")
+        check_query(query)
         registry = self.tools.restrict(tools)
         schema = self._schema
         if output_schema is not None:

@@ -33,6 +33,7 @@ from engine.rlm import prompts
 from engine.rlm.answer_schema import AnswerSchema
 from engine.rlm.budget import Budget
 from engine.rlm.loop import LoopOutcome, RunEvents
+from engine.rlm.query import check_query
 from engine.rlm.result import RunResult
 from engine.rlm.trajectory import EventCallback, Trajectory
 from engine.tools import ToolBudget
@@ -247,8 +248,7 @@ class EngineSession(AsyncResource):
         """Answer ``query`` on the session's kernel (see :meth:`engine.Engine.run`)."""
         if not self.is_open:
             raise RLMError("the session is not open; use `async with engine.session(...)`")
-        if not query or not query.strip():
-            raise RLMError("the query is empty; pass the question to answer")
+        check_query(query)
         schema = (
             AnswerSchema(output_schema, source="output_schema")
             if output_schema is not None
