@@ -335,3 +335,23 @@ def test_loop_guessed_count_over_labelled_records_asks_for_labels_then_counts() 
     plain = Watcher.for_context("How many lines ask about a place?", info)
     nudge = plain.unsupported_answer("1", "answer['content'] = '1'")
     assert nudge is not None and "llm_map" not in nudge.message
+
+
+def test_loop_every_advice_over_labelled_records_suggests_labelling() -> None:
+    # Measured (issue 14, OOLONG): after search("label") found nothing, the advice to search
+    # for 'Instance' (a word on every line) led nowhere. Labels are judged, not searched.
+    query = "Each ticket is one of: bug, feature request, question. Which is the most common?"
+    rows = "".join(f"#{i} | user {i} | The export button does nothing\n" for i in range(40))
+    watcher = Watcher.for_context(query, Info("text", "str", 80_000, None, rows[:600]))
+    failed = watcher.after_cell("print(search('label'))", "search('label'): no match", None)
+    assert failed is not None and failed.reason == "failed_search"
+    assert "choices=['bug', 'feature request', 'question']" in failed.message
+    assert watcher.repeated_reply("Next.\n```repl\nprint(1)\n```") is None
+    repeat = watcher.repeated_reply("Next.\n```repl\nprint(1)\n```")
+    assert repeat is not None and "llm_map(items" in repeat.message
+    sliced = watcher.after_cell("print(context[:300])", rows[:300], None)
+    assert sliced is not None and "llm_map(items" in sliced.message
+    # The same question over prose keeps the search advice.
+    prose = Watcher.for_context(query, Info("text", "str", 80_000, None, ESSAY[:400]))
+    failed = prose.after_cell("print(search('label'))", "search('label'): no match", None)
+    assert failed is not None and "llm_map" not in failed.message

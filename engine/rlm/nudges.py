@@ -53,6 +53,11 @@ _COLON_LIST = re.compile(r":\s*([^:.?!\n]+)")
 _LIST_SEP = re.compile(r"\s*,\s*(?:or\s+|and\s+)?|\s+or\s+")
 _QUOTED = re.compile(r"(?<![\w'])'([^'\n]{2,60})'(?!\w)|\"([^\"\n]{2,60})\"")
 _FORMAT_CHARS = re.compile(r"[:<>{}]")
+# What advice says when it suggests labelling every record (Watcher.labelling_code).
+LABEL_STEP = (
+    "label every record with a sub-model and count with code (`labels[i]` is the label of "
+    "`items[i]`, so you can also count by other fields of an item)"
+)
 # A text context is a list of records when its preview shows at least this many lines and
 # they are this short on average (log lines, rows, one data point per line).
 RECORD_MIN_LINES = 5
@@ -293,12 +298,11 @@ class Watcher:
         return Nudge("repeated_reply", self._repeat_message())
 
     def _repeat_message(self) -> str:
-        terms = self.terms()
-        example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
+        how, example = self.next_step()
         return (
             "Your last reply was the same as an earlier one, so it was not run again and it "
-            "would only give the same result. Take a different step now. For example, search "
-            f"the whole context for a word from the question:\n```repl\n{example}\n```\n"
+            f"would only give the same result. Take a different step now. For example, {how}:"
+            f"\n```repl\n{example}\n```\n"
             "If you already have the answer, set answer['content'] and answer['ready'] = True."
         )
 
@@ -330,8 +334,7 @@ class Watcher:
         """A cell that must not run: it re-creates ``context`` from a literal copy."""
         if self.kind == "none" or not copies_preview(code, self.preview):
             return None
-        terms = self.terms()
-        example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
+        _, example = self.next_step()
         return Nudge(
             "context_literal",
             "[rlm: NOT RUN. This cell writes part of the context into the code as a string. "
@@ -367,29 +370,33 @@ class Watcher:
         return self._small_slice(code)
 
     def _error_advice(self, error: str) -> str:
-        terms = self.terms()
-        example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
+        how, example = self.next_step()
         return (
             f"This cell failed the same way as the one before ({error[:120]}). Changing a "
-            "number or a detail of it will not help. Take a different approach: search the "
-            f"whole context:\n```repl\n{example}\n```"
+            f"number or a detail of it will not help. Take a different approach: {how}:"
+            f"\n```repl\n{example}\n```"
         )
 
     def _cut_advice(self, dropped: str) -> str:
         # print(context) on a long text: the middle of the output is dropped, and weak models
         # then answer from the part they saw (issue 14).
-        terms = self.terms()
-        example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
+        how, example = self.next_step()
         count = int(dropped.replace(",", ""))
         return (
             f"That output was cut: {count:,} characters in its middle were dropped, so the "
-            "answer may be in the part you did not see. Do NOT answer from it; search the "
-            f"whole context instead:\n```repl\n{example}\n```"
+            f"answer may be in the part you did not see. Do NOT answer from it; instead, {how}:"
+            f"\n```repl\n{example}\n```"
         )
 
     def _search_advice(self, error: str | None) -> str:
-        terms = self.terms()
         what = f"failed ({error})" if error else "found nothing"
+        labelling = self.labelling_code()
+        if labelling is not None:
+            return (
+                f"That search {what}. The labels the question names are not words written in "
+                f"the records, so no search finds them: {LABEL_STEP}:\n```repl\n{labelling}\n```"
+            )
+        terms = self.terms()
         lines = [f"print(search({t!r}))" for t in terms] or ["print(search('WORD'))"]
         return (
             f"That search {what}. Use the `search` helper: it ignores case, never raises, "
@@ -411,16 +418,42 @@ class Watcher:
             return None
         seen = sum(spans)
         unit = "characters" if self.kind == "text" else "items"
-        terms = self.terms()
-        example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
+        how, example = self.next_step()
         return Nudge(
             "partial_view",
             f"That was only {seen:,} of the {self.length:,} {unit} of `context`, so the answer "
-            "is probably in the part you have not seen. Do NOT answer yet: search the "
-            f"whole context instead:\n```repl\n{example}\n```",
+            f"is probably in the part you have not seen. Do NOT answer yet: instead, {how}:"
+            f"\n```repl\n{example}\n```",
         )
 
     # --- the answer ----------------------------------------------------------------------------
+
+    def next_step(self) -> tuple[str, str]:
+        """The step every piece of advice suggests: what to do, in words, and its code.
+
+        A search for the question's rarest word; but when the question names options and the
+        context is a set of records, labelling every record (:meth:`labelling_code`): which
+        record has which label is a judgement no word search makes.
+        """
+        labelling = self.labelling_code()
+        if labelling is not None:
+            return LABEL_STEP, labelling
+        terms = self.terms()
+        example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
+        return "search the whole context for a word from the question", example
+
+    def labelling_code(self) -> str | None:
+        """Code that labels every record with the options the question names and counts the
+        labels; None unless the question names options and the context is a set of records."""
+        records = self._records_code()
+        options = named_options(self.query)
+        if records is None or not options:
+            return None
+        return (
+            f"{records}\nlabels = llm_map(items, 'Which label fits this one?', "
+            f"choices={options!r})\nfrom collections import Counter\n"
+            "print(len(items), 'items')\nprint(Counter(labels).most_common())"
+        )
 
     def _records_code(self) -> str | None:
         """A line of code binding ``items`` to the context's records, or None if it has none.
@@ -458,16 +491,9 @@ class Watcher:
         # tell which record has which option: each one is labelled by a sub-model and counted.
         short = len(value) < 4
         terms = self.terms()
-        records = self._records_code()
-        options = named_options(self.query)
-        if records and options:
-            how = (
-                "label every record with a sub-model and count with code (`labels[i]` is "
-                "the label of `items[i]`, so you can also count by other fields of an item):"
-                f"\n```repl\n{records}\nlabels = llm_map(items, 'Which label fits this one?', "
-                f"choices={options!r})\nfrom collections import Counter\n"
-                "print(len(items), 'items')\nprint(Counter(labels).most_common())\n```"
-            )
+        labelling = self.labelling_code()
+        if labelling is not None:
+            how = f"{LABEL_STEP}:\n```repl\n{labelling}\n```"
         elif short and terms:
             how = (
                 f"compute it from the content, e.g.\n```repl\nhits = search({terms[0]!r}, "
