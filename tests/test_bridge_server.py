@@ -260,6 +260,24 @@ async def test_invalid_json_is_422_and_connection_stays_usable(run_dir: Path) ->
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 200_000 + b"]" * 200_000,  # nested past the JSON decoder's recursion limit
+        b'{"prompt": ' + b"9" * 5_000 + b"}",  # past Python's 4,300-digit int limit
+        b'{"prompt": "\xff"}',  # not UTF-8
+    ],
+    ids=["deep", "huge-int", "not-utf8"],
+)
+async def test_json_the_decoder_refuses_is_422_not_500(run_dir: Path, body: bytes) -> None:
+    # The sandbox chooses every byte: a body the decoder raises on is its bad request.
+    async with _server(run_dir, Orchestrator()) as server, _client(server.socket_path) as client:
+        response = await client.post("/v1/llm_query", content=body, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["type"] == "invalid_request"
+
+
+@pytest.mark.anyio
 async def test_handler_errors_map_to_429_502_500(run_dir: Path) -> None:
     async with _server(run_dir, Orchestrator()) as server, _client(server.socket_path) as client:
         budget = await client.post("/v1/llm_query", json={"prompt": "budget"}, headers=AUTH)

@@ -94,3 +94,18 @@ def test_the_worker_gets_no_secrets_from_the_environment(
         assert extractor._proc is not None
         environ = Path(f"/proc/{extractor._proc.pid}/environ").read_bytes()
     assert b"sk-should-not-leak" not in environ and b"PYTHONUNBUFFERED=1" in environ
+
+
+def test_archives_unpack_in_the_worker_with_their_counts(tmp_path: Path) -> None:
+    archive = tmp_path / "code.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("src/a.py", "print('a')\n")
+        handle.writestr("../escape.txt", "x")
+        handle.writestr("README.md", "# code\n")
+    with Extractor() as extractor:
+        unpacked = extractor.unpack(archive, tmp_path / "out", 1 << 20)
+        assert (unpacked.files, unpacked.skipped) == (2, 1)
+        assert (tmp_path / "out" / "src" / "a.py").read_text() == "print('a')\n"
+        with pytest.raises(ContextError, match="unpacks to more than 4 bytes"):
+            extractor.unpack(archive, tmp_path / "small", 4)
+    assert not (tmp_path / "small").exists() and not (tmp_path / "escape.txt").exists()

@@ -80,7 +80,10 @@ def parse_json(body: bytes | bytearray) -> dict[str, Any]:
     """Decode a request body that must be a JSON object."""
     try:
         value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError: bad UTF-8 or JSON, and integers past Python's 4,300-digit limit;
+        # RecursionError: arrays nested thousands deep (a 100 KB body). Both are the
+        # sandbox's bad request (422), never the orchestrator's failure (500).
         raise invalid(f"the request body is not valid UTF-8 JSON ({exc})") from None
     if not isinstance(value, dict):
         raise invalid(f"the request body must be a JSON object, not {_json_type(value)}")

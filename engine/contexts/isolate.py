@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import subprocess
 import sys
 import time
@@ -23,11 +24,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from engine.contexts.archive import Unpacked
 from engine.errors import ContextError
 
 EXTRACT_MEMORY_BYTES = 1 << 30
 EXTRACT_TIMEOUT_S = 120.0
 MAX_TEXT_BYTES = 1 << 30
+#: Wall time for unpacking one archive (up to the upload cap, 1 GiB by default, of xz).
+UNPACK_TIMEOUT_S = 600.0
 _REPLY_LIMIT = 1 << 20
 
 
@@ -78,20 +82,40 @@ class Extractor:
         """
         job: dict[str, Any] = {"src": str(source), "kind": kind, "display": display}
         job |= {"dst": str(dest), "mode": mode}
-        proc = self._worker()
         try:
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps(job).encode() + b"\n")
-            proc.stdin.flush()
-            reply = self._reply(proc, display, kind)
+            reply = self._call(job, display, kind, self.timeout_s)
         except BaseException:
-            self.close()
             dest.unlink(missing_ok=True)
             raise
         if not reply.get("ok"):
             dest.unlink(missing_ok=True)
             raise ContextError(str(reply.get("error") or f"cannot read {display}"))
         return [str(w) for w in reply.get("warnings") or []]
+
+    def unpack(self, archive: Path, dest: Path, max_bytes: int) -> Unpacked:
+        """Unpack ``archive`` into the new folder ``dest`` in the worker (see
+        :func:`engine.contexts.archive.unpack_archive`).
+
+        The archive's own structures are parsed there too: zipfile reads a zip's whole
+        central directory (millions of entries in a 100 MB upload, several GB of objects)
+        and tarfile a pax header whole before any cap of ours applies, so they meet the
+        worker's memory limit instead of the orchestrator's. Raises :class:`ContextError`
+        naming the archive; ``dest`` is gone then.
+        """
+        job = {"op": "unpack", "src": str(archive), "dst": str(dest), "max_bytes": max_bytes}
+        job["display"] = archive.name
+        try:
+            reply = self._call(job, archive.name, "archive", max(self.timeout_s, UNPACK_TIMEOUT_S))
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+        if not reply.get("ok"):
+            shutil.rmtree(dest, ignore_errors=True)
+            raise ContextError(str(reply.get("error") or f"cannot unpack {archive.name}"))
+        counts = [reply.get(key) for key in ("files", "bytes", "skipped")]
+        if not all(isinstance(n, int) and n >= 0 for n in counts):
+            raise ContextError(f"cannot unpack {archive.name}: the worker misbehaved")
+        return Unpacked(*counts)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Stop the worker (idempotent)."""
@@ -107,6 +131,20 @@ class Extractor:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+    def _call(
+        self, job: dict[str, Any], display: str, kind: str, timeout_s: float
+    ) -> dict[str, Any]:
+        """Send one job to the worker and read its reply (the worker is stopped on failure)."""
+        proc = self._worker()
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(job).encode() + b"\n")
+            proc.stdin.flush()
+            return self._reply(proc, display, kind, timeout_s)
+        except BaseException:
+            self.close()
+            raise
 
     def _worker(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
@@ -125,10 +163,12 @@ class Extractor:
             )
         return self._proc
 
-    def _reply(self, proc: subprocess.Popen[bytes], display: str, kind: str) -> dict[str, Any]:
+    def _reply(
+        self, proc: subprocess.Popen[bytes], display: str, kind: str, timeout_s: float
+    ) -> dict[str, Any]:
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
-        deadline = time.monotonic() + self.timeout_s
+        deadline = time.monotonic() + timeout_s
         data = b""
         while not data.endswith(b"\n"):
             left = deadline - time.monotonic()
@@ -137,7 +177,7 @@ class Extractor:
                 proc.kill()
                 raise ContextError(
                     f"cannot read {display} as {kind.upper()}: reading it took longer than "
-                    f"{self.timeout_s:g} s; convert it to text yourself or leave it out"
+                    f"{timeout_s:g} s; convert it to text yourself or leave it out"
                 )
             chunk = os.read(fd, 65536)
             if not chunk:

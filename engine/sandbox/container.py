@@ -24,6 +24,14 @@ from engine.sandbox.rundir import (
     StagedContext,
 )
 
+#: What Docker keeps of the container's stdout and stderr on the host's disk. The kernel copies
+#: every byte written to file descriptors 1 and 2 (a subprocess, ``os.write``) there, and the
+#: daemon's default log driver keeps it all: without this cap a cell could fill the host's
+#: disk under /var/lib/docker at disk speed. Only the last lines are read (the exit reason).
+LOG_MAX_BYTES = 1 << 20
+#: Characters of the container's last log line quoted in a death reason (tenant-written text).
+_LOG_LINE_CHARS = 300
+
 # Hardware hints that some processors need for OpenBLAS to run correctly; not secrets.
 _PASSTHROUGH_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
@@ -112,6 +120,12 @@ def container_kwargs(
         "memswap_limit": memory_bytes,  # equal to memory: no swap
         "nano_cpus": int(config.cpus * 1e9),
         "ulimits": [docker.types.Ulimit(name="nofile", soft=4096, hard=4096)],
+        # Docker enforces the cap (rotation into one file); set explicitly, so a daemon whose
+        # default driver keeps everything (json-file without max-size) changes nothing here.
+        "log_config": docker.types.LogConfig(
+            type=docker.types.LogConfig.types.JSON,
+            config={"max-size": str(LOG_MAX_BYTES), "max-file": "1"},
+        ),
         "init": True,  # tini reaps zombies and forwards SIGINT to the kernel
         "runtime": runtime,
         "detach": True,
@@ -186,7 +200,7 @@ def death_reason(
     logs = ""
     with contextlib.suppress(docker.errors.APIError):
         logs = container.logs(tail=5).decode("utf-8", "replace").strip()
-    detail = f": {logs.splitlines()[-1]}" if logs else ""
+    detail = f": {logs.splitlines()[-1][:_LOG_LINE_CHARS]}" if logs else ""
     return f"the sandbox kernel exited with status {code}{detail}"
 
 

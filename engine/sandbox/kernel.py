@@ -19,6 +19,12 @@ import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from engine.errors import KernelStartError
+from engine.sandbox.kernel_messages import (
+    KernelMessage,
+    KernelProtocolError,
+    check_message,
+    reply_expressions,
+)
 from engine.sandbox.output import HeadTailBuffer
 from engine.sandbox.results import CellError
 from engine.sandbox.rundir import CONNECTION_FILE, CONTAINER_RUN_DIR, IPC_DIR
@@ -98,6 +104,25 @@ class RawOutcome:
     interrupted: bool
 
 
+async def _receive(channel: Any, timeout: float) -> KernelMessage:
+    """The next message of ``channel``, checked; raises ``Empty`` when none came in time.
+
+    Anything the kernel sends that jupyter_client cannot decode (bad JSON, JSON nested too
+    deep, a header without ``msg_id``, a replayed signature) is a :class:`KernelProtocolError`
+    like a message of the wrong shape: the kernel is tenant code.
+    """
+    try:
+        msg = await channel.get_msg(timeout=timeout)
+    except Empty:
+        raise
+    except Exception as exc:
+        raise KernelProtocolError(
+            f"the sandbox sent a kernel message that cannot be decoded ({type(exc).__name__}), "
+            "so it was stopped; do not write to the kernel's sockets from sandbox code"
+        ) from exc
+    return check_message(msg)
+
+
 class KernelFlooded(Exception):
     """The kernel sent far more messages than any cell's output needs; the reason says how."""
 
@@ -156,7 +181,8 @@ class KernelSession:
 
         ``check_alive`` raises when the kernel has died; it is called whenever the kernel is
         quiet for a moment, so a dead kernel is reported within a fraction of a second.
-        Raises :class:`KernelFlooded` when the kernel floods its output channel.
+        Raises :class:`KernelFlooded` when the kernel floods its output channel, and
+        :class:`KernelProtocolError` when it sends a malformed message.
         """
         await self._drain_iopub()
         msg_id = self._client.execute(
@@ -200,7 +226,7 @@ class KernelSession:
                 if reply is None and (reply := await self._reply_if_ready(msg_id)) is not None:
                     reply_seen_at = now
             try:
-                msg = await iopub.get_msg(timeout=min(_POLL_S, remaining))
+                msg = await _receive(iopub, min(_POLL_S, remaining))
             except Empty:
                 if reply is not None:
                     break  # replied and quiet: the idle status was dropped
@@ -211,11 +237,10 @@ class KernelSession:
                     f"the sandbox sent more than {CELL_MESSAGE_LIMIT:,} output messages in one "
                     "cell, so it was stopped; print less often (collect results in a variable)"
                 )
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            if msg.parent_id != msg_id:
                 self._flood.note()
                 continue
-            kind = msg["msg_type"]
-            content = msg["content"]
+            kind, content = msg.kind, msg.content
             if kind == "stream":
                 target = stdout if content.get("name") == "stdout" else stderr
                 target.write(content.get("text", ""))
@@ -242,7 +267,7 @@ class KernelSession:
             stderr=stderr,
             result=result,
             error=error,
-            user_expressions=reply.get("user_expressions", {}),
+            user_expressions=reply_expressions(reply),
             interrupted=interrupted,
         )
 
@@ -253,25 +278,23 @@ class KernelSession:
         # that dies between the two, or a reply too large to pass (dropped by ZMQ).
         for _ in range(int(10 / _POLL_S)):
             try:
-                msg = await self._client.shell_channel.get_msg(timeout=_POLL_S)
+                msg = await _receive(self._client.shell_channel, _POLL_S)
             except Empty:
                 await check_alive()
                 continue
-            if msg.get("parent_header", {}).get("msg_id") == msg_id:
-                content: dict[str, Any] = msg["content"]
-                return content
+            if msg.parent_id == msg_id:
+                return msg.content
         return {}  # lost: the caller reports an unfinished answer state
 
     async def _reply_if_ready(self, msg_id: str) -> dict[str, Any] | None:
         """The execute reply if it has arrived (for a cell whose idle status was dropped)."""
         while True:
             try:
-                msg = await self._client.shell_channel.get_msg(timeout=0)
+                msg = await _receive(self._client.shell_channel, 0)
             except Empty:
                 return None
-            if msg.get("parent_header", {}).get("msg_id") == msg_id:
-                content: dict[str, Any] = msg["content"]
-                return content
+            if msg.parent_id == msg_id:
+                return msg.content
 
     async def _drain_iopub(self) -> None:
         """Drop what the kernel published since the last cell, without decoding it.

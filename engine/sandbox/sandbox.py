@@ -328,7 +328,7 @@ class Sandbox:
                     f"the cell kept running {self.config.interrupt_grace_s:g} s after it was "
                     "interrupted, so the sandbox was stopped; its variables are lost"
                 )
-            except kernel.KernelFlooded as exc:
+            except (kernel.KernelFlooded, kernel.KernelProtocolError) as exc:
                 reason = str(exc)
             self._dead_reason = reason
             log.warning("sandbox.stopped", task_id=self.task_id, reason=reason)
@@ -382,8 +382,9 @@ class Sandbox:
         log.debug("sandbox.closed", task_id=self.task_id)
 
 
-def _parse_state(value: dict[str, Any] | None) -> KernelState:
-    if not value or value.get("status") != "ok":
+def _parse_state(value: object) -> KernelState:
+    # The kernel may have sent any JSON here (a forged reply); only a dict is read.
+    if not isinstance(value, dict) or value.get("status") != "ok":
         # The user broke the runtime module itself; report an empty, unfinished answer.
         return KernelState()
     data = value.get("data")

@@ -32,7 +32,7 @@ from pathlib import Path
 import anyio
 
 from engine.contexts import ContextSpec, Source, document_kind
-from engine.contexts.archive import archive_stem, unpack_archive
+from engine.contexts.archive import archive_stem
 from engine.contexts.binary import SNIFF_BYTES, looks_binary
 from engine.contexts.isolate import Extractor
 from engine.errors import ContextError
@@ -119,7 +119,8 @@ def _to_text(upload: Path, max_bytes: int) -> Path:
         stem = archive_stem(upload.name)
         if stem is not None:
             folder = upload.parent / (stem or "archive")
-            unpacked = unpack_archive(upload, folder, max_bytes=max_bytes)
+            with Extractor() as extractor:  # zipfile/tarfile parse hostile bytes too
+                unpacked = extractor.unpack(upload, folder, max_bytes)
             log.info("upload.unpacked", files=unpacked.files, skipped=unpacked.skipped)
             return folder
         kind = document_kind(upload.name)
@@ -155,7 +156,8 @@ def local_record(
             local_file(store, record.id, local)
         else:
             archive = local_file(store, record.id, folder / record.filename)
-            unpack_archive(archive, local, max_bytes=max_bytes)
+            with Extractor() as extractor:
+                extractor.unpack(archive, local, max_bytes)
             archive.unlink()
     return dataclasses.replace(record, path=local)
 

@@ -18,6 +18,7 @@ import anyio
 import pytest
 
 from engine.sandbox import Sandbox, SandboxConfig, docker_api
+from engine.sandbox.container import LOG_MAX_BYTES
 from tests.attacks.conftest import AttackReport, RssMeter
 from tests.sandbox_support import open_sandbox
 
@@ -276,4 +277,42 @@ print(json.dumps({"out": out, "sizes": sizes}))
         "tmpfs size caps; read-only root, run dir and context",
         f"ENOSPC within {TMP_CAP >> 20} MiB on {', '.join(full)}; "
         f"{len(found['out']) - len(full)} other paths refused",
+    )
+
+
+#: 16 MiB (16 times the log cap) to the kernel's stdout at the file-descriptor level,
+#: bypassing ``print`` (ipykernel copies fd 1 and 2 to the container's own output, which
+#: Docker writes to the host's disk), half with ``os.write`` and half from a subprocess.
+LOG_FLOOD = r"""
+import os, subprocess
+for _ in range(8):
+    os.write(1, b"L" * (1 << 20))
+subprocess.run("head -c 8388608 /dev/zero | tr '\\0' 'S'", shell=True, check=True)
+print("flooded")
+"""
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+async def test_stdout_flood_into_the_container_log(
+    runtime: str, rss_meter: RssMeter, attack_report: AttackReport
+) -> None:
+    async with open_sandbox(_config(runtime)) as sandbox:
+        result = await sandbox.execute(LOG_FLOOD, cell_timeout_s=300)
+        assert result.ok and result.truncated, result.output_text()[-500:]
+        assert sandbox._container is not None
+        sandbox._container.reload()
+        log_config = sandbox._container.attrs["HostConfig"]["LogConfig"]
+        assert log_config["Config"] == {"max-size": str(LOG_MAX_BYTES), "max-file": "1"}
+        try:  # Docker's own directory: readable when the tests run as root
+            logged = os.stat(sandbox._container.attrs["LogPath"]).st_size
+        except PermissionError:
+            pytest.skip("the container's log file is not readable by this user")
+    attack_report(
+        f"16 MiB written to fd 1 (os.write, a subprocess), into Docker's log ({runtime})",
+        f"container log capped by Docker (json-file, max-size {LOG_MAX_BYTES >> 20} MiB, one file)",
+        f"the cell's output clipped to {len(result.stdout):,} characters; "
+        f"{logged / (1 << 20):.1f} MiB on the host's disk",
+        rss_growth=rss_meter.growth(),
+        host_bytes=logged,
+        host_cap=LOG_MAX_BYTES + (64 << 10),  # one log entry past the rotation point
     )

@@ -56,3 +56,66 @@ async def test_iopub_flood_between_cells(rss_meter: RssMeter, attack_report: Att
         f"stopped: {reason.split(', so')[0]}",
         rss_growth=rss_meter.growth(),
     )
+
+
+#: Sends frames the kernel's own code never would, signed with the connection file's key
+#: (which the sandbox can read): ``forge(kind, content, parent=..., header=..., reply=...)``.
+FORGE = r"""
+import json
+kernel = get_ipython().kernel
+session = kernel.session
+def forge(kind, content, parent=None, header=None, reply=False):
+    if header is None:
+        header = json.dumps(session.msg_header(kind), default=str)
+    if parent is None:
+        parent = json.dumps(kernel.get_parent("shell")["header"], default=str)
+    frames = [f.encode() if isinstance(f, str) else f for f in (header, parent, "{}", content)]
+    if reply:  # on the shell socket, to the client that sent this cell
+        socket, idents = kernel.shell_stream, list(kernel._parent_ident["shell"])
+    else:
+        socket, idents = kernel.iopub_socket, [b"stream"]
+    socket.send_multipart([*idents, b"<IDS|MSG>", session.sign(frames), *frames])
+"""
+
+#: Forgeries the orchestrator must refuse; each stops its sandbox with a reason.
+FORGERIES = {
+    "stream text a number": 'forge("stream", \'{"name": "stdout", "text": 123}\')',
+    "parent header a string": "forge('stream', '{}', parent='\"x\"')",
+    "traceback of numbers": 'forge("error", \'{"ename": "E", "evalue": "", "traceback": [1]}\')',
+    "JSON nested 100,000 deep": 'forge("stream", "[" * 100_000 + "]" * 100_000)',
+    "header without msg_id": 'forge("stream", \'{"name": "stdout", "text": "x"}\', header="{}")',
+}
+
+#: A fake execute_reply whose user_expressions is a list, then the idle status.
+FAKE_REPLY = """
+forge("execute_reply", json.dumps({"status": "ok", "user_expressions": [1]}), reply=True)
+forge("status", '{"execution_state": "idle"}')
+import time; time.sleep(1)
+"""
+
+
+async def test_forged_kernel_messages(rss_meter: RssMeter, attack_report: AttackReport) -> None:
+    reasons: dict[str, str] = {}
+    config = SandboxConfig(runtime="runc")  # the protocol is the same under gVisor
+    for name, forgery in FORGERIES.items():
+        async with open_sandbox(config) as sandbox:
+            with pytest.raises(KernelDiedError) as stopped:
+                await sandbox.execute(FORGE + forgery, cell_timeout_s=60)
+            reasons[name] = str(stopped.value)
+            with pytest.raises(KernelDiedError):  # stays stopped
+                await sandbox.execute("1")
+    for name, reason in reasons.items():
+        assert "malformed kernel message" in reason or "cannot be decoded" in reason, name
+    async with open_sandbox(config) as sandbox:
+        faked = await sandbox.execute(FORGE + FAKE_REPLY, cell_timeout_s=60)
+        # Read as a broken runtime's report: no answer, nothing trusted.
+        assert not faked.state.answer_ready and faked.state.answer_content == ""
+        assert (await sandbox.execute("print('alive')")).stdout == "alive\n"
+    attack_report(
+        f"forged Jupyter messages signed with the kernel's key ({len(FORGERIES)} kinds; "
+        "a fake execute_reply)",
+        "every message type-checked before it is read (engine/sandbox/kernel_messages.py)",
+        f"all {len(FORGERIES)} stopped their sandbox with the reason; the fake reply read as "
+        "no answer",
+        rss_growth=rss_meter.growth(),
+    )
