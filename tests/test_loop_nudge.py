@@ -14,6 +14,7 @@ from engine.rlm.nudges import (
     Watcher,
     copies_preview,
     key_terms,
+    parse_lines,
     named_options,
     parse_probe,
     probe_code,
@@ -355,3 +356,21 @@ def test_loop_every_advice_over_labelled_records_suggests_labelling() -> None:
     prose = Watcher.for_context(query, Info("text", "str", 80_000, None, ESSAY[:400]))
     failed = prose.after_cell("print(search('label'))", "search('label'): no match", None)
     assert failed is not None and "llm_map" not in failed.message
+
+
+def test_loop_records_are_told_by_the_line_count_the_kernel_printed() -> None:
+    # OOLONG's lines are ~100 characters: a 400-character preview holds three of them.
+    query = "Each line is one of these kinds: person, place, number. Which kind is most common?"
+    line = "Date: Oct 12, 2020 || User: 22149 || Instance: What is the capital of Ethiopia ?\n"
+    info = Info("text", "str", 26_000, None, (line * 5)[:150])
+    watcher = Watcher.for_context(query, info)
+    assert watcher.labelling_code() is None  # one whole line in the preview: cannot tell
+    watcher.lines = parse_lines("277\n", info.length_chars)
+    assert watcher.lines == 277 and watcher.labelling_code() is not None
+    # Prose: few, long lines (paragraphs), whatever the preview looks like.
+    prose = Watcher.for_context(query, Info("text", "str", 80_000, None, line * 5))
+    prose.lines = 12
+    assert prose.labelling_code() is None
+    # The count is the sandbox's output: only a count the text can have is taken.
+    for hostile in ("-5", "0", "26002", "1e9", "12 lines", "", "9" * 40):
+        assert parse_lines(hostile, 26_000) is None, hostile

@@ -179,7 +179,14 @@ async def test_loop_guessed_count_gets_label_then_count_code_that_runs(tmp_path:
     # that guesses the count. The advice is code; a model that runs it as written gets the
     # count from sub-model labels.
     kinds = ["place", "person", "place", "thing", "place"] * 16
-    asks = {"place": "Where is Lima ?", "person": "Who is Ada ?", "thing": "What is a lute ?"}
+    # Lines as long as OOLONG's: the preview shows two whole lines, too few to tell records
+    # from prose; the loop counts the lines in the kernel before the first cell.
+    pad = "in the records kept by the county office for the year before the flood " * 2
+    asks = {
+        "place": f"Where is Lima, {pad}?",
+        "person": f"Who is Ada, {pad}?",
+        "thing": f"What is a lute, {pad}?",
+    }
     text = "".join(f"Day {i} || User: {10 + i} || {asks[k]}\n" for i, k in enumerate(kinds))
     query = "Each line asks about one of these: person, place, thing. How many ask about a place?"
     guess = [cell("print(len(context))"), cell("answer['content'] = '1'\nanswer['ready'] = True")]

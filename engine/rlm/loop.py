@@ -25,7 +25,7 @@ from engine.models import ModelClient, ModelSpec
 from engine.rlm import prompts
 from engine.rlm.answer_schema import AnswerSchema
 from engine.rlm.budget import Budget
-from engine.rlm.nudges import Nudge, Watcher, parse_probe, probe_code
+from engine.rlm.nudges import LINES_PROBE, Nudge, Watcher, parse_lines, parse_probe, probe_code
 from engine.rlm.parser import (
     STOP_SEQUENCES,
     FinalDirective,
@@ -273,21 +273,36 @@ async def _probe_search_words(s: LoopSettings, sandbox: CodeSandbox, watcher: Wa
     ("text"); a search for it leads a weak model nowhere. The count runs in the task's own
     kernel (every context kind, through ``search``) before the model's first cell; its output
     is the sandbox's, so it is parsed strictly and only ever picks among the query's words.
+    A text context's lines are counted too: whether it is a set of records decides what the
+    advice suggests (a search, or labelling every record).
     """
-    code = probe_code(s.query)
-    if code is None or watcher.kind == "none":
+    if watcher.kind == "none":
         return
+    code = probe_code(s.query)
+    if code is not None:
+        output = await _probe(s, sandbox, code)
+        if output is not None:
+            watcher.term_hits = parse_probe(output, s.query)
+    if watcher.kind == "text":
+        output = await _probe(s, sandbox, LINES_PROBE)
+        if output is not None:
+            watcher.lines = parse_lines(output, watcher.length)
+
+
+async def _probe(s: LoopSettings, sandbox: CodeSandbox, code: str) -> str | None:
+    """Run one probe cell; its output, or None if it failed (advice only: the run goes on)."""
     try:
         result = await sandbox.execute(
             code, cell_timeout_s=min(PROBE_TIMEOUT_S, s.limits.cell_timeout_s)
         )
     except KernelDiedError:
         raise
-    except RLMError as exc:  # advice only: the run goes on without counts
-        log.warning("search-word probe failed", error=str(exc))
-        return
-    if result.error is None and not result.timed_out:
-        watcher.term_hits = parse_probe(result.output_text(), s.query)
+    except RLMError as exc:
+        log.warning("context probe failed", error=str(exc))
+        return None
+    if result.error is not None or result.timed_out:
+        return None
+    return result.output_text()
 
 
 async def _run_cells(

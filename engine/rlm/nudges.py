@@ -58,10 +58,15 @@ LABEL_STEP = (
     "label every record with a sub-model and count with code (`labels[i]` is the label of "
     "`items[i]`, so you can also count by other fields of an item)"
 )
-# A text context is a list of records when its preview shows at least this many lines and
-# they are this short on average (log lines, rows, one data point per line).
+# A text context is a list of records when it has at least this many lines and they are this
+# short on average (log lines, rows, one data point per line). Counted in the kernel when it
+# can be (LINES_PROBE); otherwise judged from the preview's complete lines, of which there are
+# few (a preview is a few hundred characters).
 RECORD_MIN_LINES = 5
+RECORD_MIN_PREVIEW_LINES = 3
 RECORD_MAX_CHARS = 400
+#: A cell printing how many lines a text context has (nothing is allocated: one count).
+LINES_PROBE = "print(context.count('\\n') + 1 if isinstance(context, str) else -1)"
 _NAMES_ONLY = frozenset({"len", "list", "sorted", "set", "type", "tuple", "print", "enumerate"})
 _KEY_METHODS = frozenset({"keys"})
 _CONTENT_HELPERS = frozenset(
@@ -122,9 +127,19 @@ def named_options(query: str) -> list[str]:
 def record_lines(preview: str) -> bool:
     """Whether a text whose beginning is ``preview`` looks like one record per line."""
     lines = [line for line in preview.split("\n")[:-1] if line.strip()]  # the last may be cut
-    if len(lines) < RECORD_MIN_LINES:
+    if len(lines) < RECORD_MIN_PREVIEW_LINES:
         return False
     return sum(len(line) for line in lines) / len(lines) <= RECORD_MAX_CHARS
+
+
+def parse_lines(output: str, length: int) -> int | None:
+    """The line count a :data:`LINES_PROBE` cell printed, or None; untrusted output: only a
+    count a text of ``length`` characters can have is taken."""
+    text = output.strip()
+    if not text.isdigit() or len(text) > 20:
+        return None
+    count = int(text)
+    return count if 1 <= count <= length + 1 else None
 
 
 def probe_code(query: str) -> str | None:
@@ -264,6 +279,7 @@ class Watcher:
     whole_seen: bool = False  # the preview showed the entire context
     last_error: str | None = None  # the exception type of the last cell, if it failed
     term_hits: dict[str, int] = field(default_factory=dict)  # from the probe, if it ran
+    lines: int | None = None  # a text context's line count, from LINES_PROBE if it ran
 
     def terms(self, limit: int = 3) -> list[str]:
         """The query's words to suggest searching for, rarest in the context first."""
@@ -463,9 +479,17 @@ class Watcher:
         """
         if self.kind == "jsonl":
             return "items = list(context)"
-        if self.kind == "text" and record_lines(self.preview):
-            return 'items = [line for line in context.split("\\n") if line.strip()]'
-        return None
+        if self.kind != "text":
+            return None
+        if self.lines is not None:
+            records = (
+                self.lines >= RECORD_MIN_LINES and self.length / self.lines <= RECORD_MAX_CHARS
+            )
+        else:
+            records = record_lines(self.preview)
+        if not records:
+            return None
+        return 'items = [line for line in context.split("\\n") if line.strip()]'
 
     def unsupported_answer(self, answer: str, code: str) -> Nudge | None:
         """An answer typed into the code before any content that supports it was read: check it.
