@@ -14,8 +14,7 @@ Names are imported lazily so that ``import engine.errors`` (or the CLI) stays fa
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from engine.errors import (
     BridgeError,
@@ -35,6 +34,7 @@ from engine.errors import (
     SandboxClosedError,
     SandboxError,
 )
+from engine.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from engine.config import EngineConfig, Limits
@@ -73,10 +73,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -115,3 +115,32 @@ def test_schema_file_errors_name_the_file(tmp_path: Path) -> None:
         AnswerSchema.from_file(tmp_path / "missing.json")
     with pytest.raises(ConfigError, match="must be a JSON object"):
         AnswerSchema([1, 2])
+
+
+@pytest.mark.parametrize(
+    ("schema", "answer", "problem"),
+    [
+        # Exponential backtracking: hours for this 40-character string in Python's re.
+        ({"type": "string", "pattern": "^(a+)+$"}, json.dumps("a" * 40 + "b"), "took longer"),
+        ({"$ref": "#"}, "1", "recursed too deep"),
+        ({"type": "array"}, "[" * 100_000 + "]" * 100_000, "recursed too deep"),
+    ],
+    ids=["backtracking-pattern", "self-reference", "deep-answer"],
+)
+async def test_a_hostile_schema_or_answer_is_checked_apart_and_refused(
+    schema: dict[str, Any], answer: str, problem: str
+) -> None:
+    # The schema is a tenant's and the answer the model's: the check runs in a process of
+    # its own, killed at the deadline, so neither can stall or crash the orchestrator.
+    verdict = await AnswerSchema(schema).check_isolated(answer, timeout_s=2.0)
+    assert verdict.answer is None and verdict.problem is not None
+    assert problem in verdict.problem
+
+
+async def test_the_isolated_check_gives_the_same_verdicts() -> None:
+    schema = AnswerSchema(SCHEMA)
+    good = await schema.check_isolated('{"city": "Oslo", "population": 709000}')
+    assert good.answer == '{"city": "Oslo", "population": 709000}'
+    assert good.value == {"city": "Oslo", "population": 709000}
+    bad = await schema.check_isolated('{"city": "Oslo"}')
+    assert bad.answer is None and bad.problem == schema.check('{"city": "Oslo"}').problem

@@ -39,7 +39,8 @@ _REPLY_LIMIT = 1 << 20
 _ENV_ALLOWED = ("PATH", "PYTHONPATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
 
 
-def _worker_env() -> dict[str, str]:
+def worker_env() -> dict[str, str]:
+    """The environment of a process that reads hostile input: an allow-list, no secrets."""
     env = {name: os.environ[name] for name in _ENV_ALLOWED if name in os.environ}
     return {**env, "PYTHONUNBUFFERED": "1"}
 
@@ -159,7 +160,7 @@ class Extractor:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,  # parsers log warnings about odd files there
-                env=_worker_env(),
+                env=worker_env(),
             )
         return self._proc
 

@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import jsonschema
 import jsonschema.exceptions
 
 from engine.errors import ConfigError
 
 _MAX_ERRORS = 5
+#: Wall time and memory for checking one answer (:meth:`AnswerSchema.check_isolated`). The
+#: schema may be a tenant's: a ``pattern`` such as ``^(a+)+$`` backtracks for hours on a
+#: 40-character string, and Python's regex engine cannot be interrupted inside a process.
+CHECK_TIMEOUT_S = 10.0
+CHECK_MEMORY_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,8 @@ class AnswerSchema:
         validator_class = jsonschema.validators.validator_for(schema)
         try:
             validator_class.check_schema(schema)
+        except RecursionError:
+            raise ConfigError(f"{source} is nested too deeply to check") from None
         except jsonschema.exceptions.SchemaError as exc:
             where = "/".join(str(p) for p in exc.path) or "the top level"
             raise ConfigError(
@@ -73,8 +82,39 @@ class AnswerSchema:
             "the validation errors."
         )
 
+    async def check_isolated(self, answer: str, timeout_s: float = CHECK_TIMEOUT_S) -> Verdict:
+        """:meth:`check` in a separate process, killed after ``timeout_s``.
+
+        What the orchestrator runs: the schema and the answer are both untrusted, and a
+        check that backtracks, recurses or allocates without end must not stall the event
+        loop (every other run of the service) or crash the run.
+        """
+        # Here, not at the top: the checking process imports this module and needs no more.
+        from engine.contexts.isolate import worker_env
+
+        job = json.dumps({"schema": self.schema, "answer": answer}).encode()
+        command = [sys.executable, "-m", "engine.rlm.answer_check", str(CHECK_MEMORY_BYTES)]
+        with anyio.move_on_after(timeout_s):  # cancelling run_process kills it
+            done = await anyio.run_process(command, input=job, check=False, env=worker_env())
+            try:
+                reply = json.loads(done.stdout)
+                return Verdict(reply["answer"], reply["value"], reply["problem"])
+            except (ValueError, KeyError, TypeError):
+                return Verdict(
+                    None,
+                    problem="[answer not accepted: checking it against the output schema "
+                    f"failed (exit status {done.returncode})]",
+                )
+        return Verdict(
+            None,
+            problem=f"[answer not accepted: checking it against the output schema took longer "
+            f"than {timeout_s:g} s (a pattern that backtracks on this value?); give "
+            "a simpler value]",
+        )
+
     def check(self, answer: str) -> Verdict:
-        """Parse and validate ``answer``."""
+        """Parse and validate ``answer`` in this process (trusted schemas and tests; the
+        run loop uses :meth:`check_isolated`)."""
         value, parse_problem = _parse(answer)
         if parse_problem is not None:
             return Verdict(None, problem=parse_problem)

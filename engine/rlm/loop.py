@@ -336,7 +336,7 @@ async def _run_cells(
         if ready:
             doubt = state.watcher.unsupported_answer(state.answer_content, code)
             if doubt is None:
-                doubt = _schema_problem(s, state, state.answer_content, "answer")
+                doubt = await _schema_problem(s, state, state.answer_content, "answer")
                 if doubt is None:
                     return
             # Sent back: the kernel's answer stays, but is no longer final. The doubt is the
@@ -477,14 +477,14 @@ async def _resolve_final(
     else:
         literal = literal_text(final.argument)
         if literal is not None:
-            return _finish_checked(s, state, literal, "final", turn_id)
+            return await _finish_checked(s, state, literal, "final", turn_id)
         code = f"FINAL({final.argument})" if _is_expression(final.argument) else None
     if code is not None:
         _, ready, _ = await _run_cell(
             s, sandbox, state, state.iterations, turn_id, 0, code, "final"
         )
         if ready:
-            note = _finish_checked(s, state, state.answer_content, "final", turn_id)
+            note = await _finish_checked(s, state, state.answer_content, "final", turn_id)
             if note:
                 await sandbox.execute(
                     'answer["ready"] = False', cell_timeout_s=s.limits.cell_timeout_s
@@ -493,7 +493,7 @@ async def _resolve_final(
     if final.kind == "final_var":
         return s.profile.final_var_missing_note(final.argument)
     # Not something the kernel could evaluate: the text itself is the answer.
-    return _finish_checked(s, state, final.argument, "final", turn_id)
+    return await _finish_checked(s, state, final.argument, "final", turn_id)
 
 
 def _first_message(s: LoopSettings, inputs: prompts.PromptInputs) -> str:
@@ -505,21 +505,23 @@ def _first_message(s: LoopSettings, inputs: prompts.PromptInputs) -> str:
     return message
 
 
-def _schema_problem(s: LoopSettings, state: _State, answer: str, reason: str) -> Nudge | None:
+async def _schema_problem(s: LoopSettings, state: _State, answer: str, reason: str) -> Nudge | None:
     """Finish with ``answer`` if it passes the output schema (if any); else what is wrong."""
     if s.answer_schema is None:
         state.finish(answer, reason)
         return None
-    verdict = s.answer_schema.check(answer)
+    verdict = await s.answer_schema.check_isolated(answer)
     if verdict.answer is None:
         return Nudge("answer_invalid", verdict.problem or "the answer does not match the schema")
     state.finish(verdict.answer, reason)
     return None
 
 
-def _finish_checked(s: LoopSettings, state: _State, answer: str, reason: str, turn_id: int) -> str:
+async def _finish_checked(
+    s: LoopSettings, state: _State, answer: str, reason: str, turn_id: int
+) -> str:
     """Finish, or return the schema's complaint as the note for the model (and record it)."""
-    problem = _schema_problem(s, state, answer, reason)
+    problem = await _schema_problem(s, state, answer, reason)
     if problem is None:
         return ""
     _nudge(s, turn_id, state.iterations, problem)

@@ -25,6 +25,7 @@ from engine.sandbox import container as containers
 from engine.sandbox import docker_api, kernel, reaper, rundir, runtime
 from engine.sandbox.config import SandboxConfig, format_size
 from engine.sandbox.instance import instance_id
+from engine.sandbox.kernel_messages import KernelProtocolError
 from engine.sandbox.results import ContextInfo, ExecResult, KernelState, timeout_error
 from engine.settings import DEFAULT_CELL_TIMEOUT_S
 
@@ -328,7 +329,7 @@ class Sandbox:
                     f"the cell kept running {self.config.interrupt_grace_s:g} s after it was "
                     "interrupted, so the sandbox was stopped; its variables are lost"
                 )
-            except (kernel.KernelFlooded, kernel.KernelProtocolError) as exc:
+            except (kernel.KernelFlooded, KernelProtocolError) as exc:
                 reason = str(exc)
             self._dead_reason = reason
             log.warning("sandbox.stopped", task_id=self.task_id, reason=reason)
