@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import docker.errors
 import pytest
 
 from engine.errors import ContextError
@@ -239,3 +240,81 @@ async def test_cancelling_a_pool_while_it_starts_leaves_no_container() -> None:
             await anyio.sleep_forever()
     assert scope.cancelled_caught
     assert pool_containers(pool) == []
+
+
+# --- a warm sandbox that died while it waited --------------------------------------------------
+
+#: Kills the kernel process from inside its container, as the OOM killer or a crash would.
+_KILL_KERNEL = (
+    "import os, signal\n"
+    "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+    "    command = open(f'/proc/{pid}/cmdline', 'rb').read()\n"
+    "    if int(pid) != os.getpid() and b'rlm_runtime.launch' in command:\n"
+    "        os.kill(int(pid), signal.SIGKILL)\n"
+)
+
+
+async def _until_stopped(container_id: str) -> None:
+    api = docker_api.client().api
+    with anyio.fail_after(60):
+        while True:
+            try:
+                state = (await docker_api.call(api.inspect_container, container_id))["State"]
+            except docker.errors.NotFound:
+                return  # the pool removed it already
+            if not state["Running"]:
+                return
+            await anyio.sleep(0.05)
+
+
+async def _docker_kill(container_id: str) -> None:
+    await docker_api.call(docker_api.client().api.kill, container_id)
+    await _until_stopped(container_id)
+
+
+async def _kill_kernel(container_id: str) -> None:
+    container = await docker_api.call(docker_api.client().containers.get, container_id)
+    # Detached: under gVisor Docker may never end the output stream of an exec whose
+    # container died meanwhile.
+    await docker_api.call(container.exec_run, ["python", "-c", _KILL_KERNEL], detach=True)
+    await _until_stopped(container_id)  # the kernel is the container's main process
+
+
+async def _docker_pause(container_id: str) -> None:
+    await docker_api.call(docker_api.client().api.pause, container_id)
+
+
+DEATHS = {"docker kill": _docker_kill, "kernel killed": _kill_kernel, "paused": _docker_pause}
+
+
+@docker_test
+@pytest.mark.parametrize("death", sorted(DEATHS))
+async def test_a_warm_sandbox_that_died_idle_is_discarded_and_the_task_runs(death: str) -> None:
+    config = SandboxConfig()
+    async with WarmPool(config, 1) as pool:
+        await until(lambda: pool.ready == 1)
+        (dead,) = pool_containers(pool)
+        await DEATHS[death](dead)
+        async with pool.open(config, context="still served", task_id="after") as sandbox:
+            out = await sandbox.execute("print(context)", cell_timeout_s=60)
+            assert out.stdout == "still served\n"
+            assert sandbox._container is not None and sandbox._container.id != dead
+        assert pool.discarded == 1
+        # Removed by the pool (off the task's path), also the paused one.
+        await until(lambda: dead not in pool_containers(pool))
+    assert pool_containers(pool) == []
+
+
+@docker_test
+async def test_the_refill_loop_replaces_a_warm_sandbox_that_died_idle() -> None:
+    config = SandboxConfig()
+    async with WarmPool(config, 1, sweep_s=0.2) as pool:
+        await until(lambda: pool.ready == 1)
+        (dead,) = pool_containers(pool)
+        await _kill_kernel(dead)
+        # No task asked: the sweep found it, removed it and started another.
+        await until(lambda: pool.discarded == 1 and pool.ready == 1)
+        await until(lambda: dead not in pool_containers(pool))
+        async with pool.open(config, context=None, task_id="later") as sandbox:
+            assert sandbox.warm
+        assert (pool.hits, pool.misses, pool.discarded) == (1, 0, 1)

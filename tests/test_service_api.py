@@ -304,6 +304,7 @@ async def test_admission_queue_and_per_key_limit(service: Service) -> None:
         assert 'rlm_jobs{state="running"} 2' in metrics
         assert "rlm_sandbox_slots_in_use 2" in metrics
         assert "rlm_sandbox_pool_ready " in metrics  # the warm pool's gauges are exported
+        assert "rlm_sandbox_pool_discarded 0" in metrics
         assert "rlm_sandbox_slots_waiting 1" in metrics
         # Three active jobs is this key's limit.
         refused = await client.post("/v1/jobs", json={"query": "COUNT-ERRORS"})

@@ -159,10 +159,9 @@ def create(kwargs: dict[str, Any]) -> Container:
 
 
 def remove(container: Container) -> None:
+    """Force-remove ``container`` (blocking), also a paused one; gone already is fine."""
     try:
-        container.remove(force=True, v=True)
-    except docker.errors.NotFound:
-        pass
+        docker_api.remove(str(container.id))
     except docker.errors.APIError as exc:
         if "already in progress" not in str(exc):
             raise

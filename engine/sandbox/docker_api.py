@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections.abc import Callable
@@ -81,10 +82,23 @@ def list_labelled(label: str | list[str] = LABEL) -> list[Listed]:
 
 def remove(container_id: str) -> bool:
     """Force-remove a container and its anonymous volumes; ``False`` if it was already gone."""
+    api = client().api
     try:
-        client().api.remove_container(container_id, force=True, v=True)
+        api.remove_container(container_id, force=True, v=True)
     except docker.errors.NotFound:
         return False
+    except docker.errors.APIError:
+        # A paused (frozen) container cannot be killed under gVisor: thaw it (the failed kill
+        # may have left it unable to resume, but then stopped), then remove it.
+        try:
+            paused = bool(api.inspect_container(container_id)["State"].get("Paused"))
+        except docker.errors.NotFound:
+            return False
+        if not paused:
+            raise
+        with contextlib.suppress(docker.errors.APIError):
+            api.unpause(container_id)
+        api.remove_container(container_id, force=True, v=True)
     return True
 
 

@@ -49,6 +49,8 @@ _POLL_S = 0.25
 #: kernel's PUB socket dropped it): the cell's own output is capped, so this drains it.
 _REPLY_GRACE_S = 5.0
 _DRAIN_WAIT_MS = 200
+#: How long a heartbeat echo may take before the container's state is asked too.
+_PING_CHECK_MS = 100
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 _zmq_contexts: dict[int, zmq.asyncio.Context] = {}
@@ -148,8 +150,17 @@ class KernelSession:
     """A connected client of one kernel. Not safe for concurrent ``execute`` calls."""
 
     def __init__(self, connection: dict[str, Any], output_limit: int) -> None:
-        self._client = AsyncKernelClient(context=_context(output_limit))
+        context = _context(output_limit)
+        self._client = AsyncKernelClient(context=context)
         self._flood = _FloodMeter()
+        # Connected now, so that a ping pays for no handshake. The kernel's heartbeat thread
+        # (a ROUTER in a zmq device) sends each message back to its sender as it came.
+        self._heartbeat = context.socket(zmq.DEALER)
+        self._heartbeat.connect(
+            f"{connection['transport']}://{connection['ip']}-{connection['hb_port']}"
+        )
+        # One ping at a time: another's echo would be skipped as stale, and its ping time out.
+        self._ping_lock = anyio.Lock()
         self._client.load_connection_info(connection)  # type: ignore[arg-type]
         self._client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
 
@@ -160,6 +171,26 @@ class KernelSession:
             raise KernelStartError(
                 f"the sandbox kernel did not answer within {timeout:.0f} s ({exc})"
             ) from exc
+
+    async def ping(self, timeout: float, check_alive: Callable[[], Awaitable[None]]) -> None:
+        """Return once the kernel echoes a message on its heartbeat socket; raise
+        :class:`TimeoutError` after ``timeout`` seconds without the echo.
+
+        The echo comes from the kernel process's heartbeat thread, not its shell: it leaves
+        no message behind on any channel a cell uses. ``check_alive`` (a Docker call) runs
+        only while the echo is late, so a dead container is named within a fraction of a
+        second and a live kernel costs one round trip over its socket.
+        """
+        token = secrets.token_bytes(8)
+        with anyio.fail_after(timeout):
+            async with self._ping_lock:
+                await self._heartbeat.send(token)
+                while True:
+                    if await self._heartbeat.poll(_PING_CHECK_MS):
+                        if await self._heartbeat.recv() == token:
+                            return
+                        continue  # the late echo of an earlier ping
+                    await check_alive()
 
     async def execute(
         self,
@@ -320,6 +351,7 @@ class KernelSession:
 
     def close(self) -> None:
         self._client.stop_channels()
+        self._heartbeat.close()
 
 
 class InterruptIgnoredError(Exception):

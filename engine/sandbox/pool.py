@@ -13,6 +13,14 @@ task whose configuration differs from the pool's in anything fixed at container 
 whose context needs more memory or copying than a warm sandbox allows, gets a cold sandbox
 (logged as ``pool.miss`` with the reason), never one with other limits.
 
+A warm sandbox can die while it waits (its container killed, OOM-killed or stopped, its
+kernel killed or frozen). Before one is handed out, :meth:`Sandbox.probe` checks that its
+kernel answers (one echo over its heartbeat socket; Docker is asked only when the echo is
+late); a dead one is discarded (``pool.discarded`` with the reason, counted in
+:attr:`WarmPool.discarded`, its container removed) and the task gets the next warm sandbox or
+a cold one. The refill loop probes the idle ones every ``sweep_s`` seconds too, so that a dead
+one is replaced before a task asks.
+
 One task group owns the refill loop: it starts one sandbox at a time up to ``size``, drops
 the idle sandboxes when no task asked for one for ``idle_s`` seconds, and keeps busy plus warm
 sandboxes within ``max_sandboxes``. Leaving the pool's ``async with`` (also by cancellation)
@@ -53,6 +61,11 @@ DEFAULT_SERVICE_POOL = 2
 #: How long the refill loop sleeps between looks when nothing wakes it (idle shrink checks).
 _POLL_S = 1.0
 _MAX_BACKOFF_S = 60.0
+#: How long an idle sandbox's kernel may take to echo before it counts as dead: the echo comes
+#: from a thread of its own, so a live kernel answers in milliseconds even on a busy host.
+DEFAULT_PROBE_TIMEOUT_S = 2.0
+#: How often the refill loop probes the idle sandboxes.
+DEFAULT_SWEEP_S = 30.0
 
 
 class WarmPool(AsyncResource):
@@ -74,6 +87,8 @@ class WarmPool(AsyncResource):
         max_sandboxes: int | None = None,
         copy_limit: int = DEFAULT_COPY_LIMIT,
         refill: bool = True,
+        probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
+        sweep_s: float = DEFAULT_SWEEP_S,
     ) -> None:
         if size < 0:
             raise SandboxError(f"the warm pool size must be 0 or more, got {size}")
@@ -86,6 +101,8 @@ class WarmPool(AsyncResource):
         self.max_sandboxes = max_sandboxes
         self.copy_limit = copy_limit
         self.refill = refill
+        self.probe_timeout_s = probe_timeout_s
+        self.sweep_s = sweep_s
         #: sandboxes started so far (a pool that does not refill stops at ``size``).
         self.started = 0
         self.pool_id = secrets.token_hex(6)
@@ -94,6 +111,8 @@ class WarmPool(AsyncResource):
         #: tasks served warm and cold, for metrics and tests.
         self.hits = 0
         self.misses = 0
+        #: warm sandboxes found dead before a task got them (see :meth:`_discard`).
+        self.discarded = 0
         #: ready sandboxes, oldest first, with the time each became ready.
         self._ready: deque[tuple[Sandbox, float]] = deque()
         self._starting = 0
@@ -102,6 +121,7 @@ class WarmPool(AsyncResource):
         self._changed = anyio.Event()
         self._wake = anyio.Event()
         self._last_asked = time.monotonic()
+        self._last_swept = time.monotonic()
         self._tg: anyio.abc.TaskGroup | None = None
 
     @property
@@ -177,10 +197,16 @@ class WarmPool(AsyncResource):
             return None, reason
         self._last_asked = time.monotonic()
         self._poke()
+        missed = "no warm sandbox was ready"
         while True:
             sandbox = await self._next_ready(config.start_timeout_s)
             if sandbox is None:
-                return None, "no warm sandbox was ready"
+                return None, missed
+            dead = await sandbox.probe(self.probe_timeout_s)
+            if dead is not None:
+                self._discard(sandbox, dead)
+                missed = f"the warm sandbox had died ({dead}) and no other was ready"
+                continue
             try:
                 await sandbox.claim(
                     config, context=context, task_id=task_id, copy_limit=self.copy_limit
@@ -189,9 +215,9 @@ class WarmPool(AsyncResource):
                 await sandbox.close()
                 return None, str(exc)
             except (SandboxError, OSError) as exc:
-                # Died while it waited (or Docker lost it): try the next one.
-                log.warning("pool.claim_failed", pool=self.pool_id, error=str(exc))
-                await sandbox.close()
+                # Died between the probe and the claim (or Docker lost it): try the next one.
+                self._discard(sandbox, str(exc))
+                missed = f"the warm sandbox failed its claim ({exc}) and no other was ready"
                 continue
             except BaseException:
                 await sandbox.close()
@@ -250,6 +276,8 @@ class WarmPool(AsyncResource):
         failures = 0
         while True:
             self._drop_excess()
+            if self._ready and time.monotonic() - self._last_swept > self.sweep_s:
+                await self._sweep()
             if self._should_start():
                 if await self._start_one(report):
                     failures = 0
@@ -286,6 +314,27 @@ class WarmPool(AsyncResource):
         log.debug("pool.ready", pool=self.pool_id, ready=len(self._ready))
         return True
 
+    def _discard(self, sandbox: Sandbox, reason: str) -> None:
+        """Count, log and remove (off the caller's path) a warm sandbox found dead; the refill
+        loop starts its replacement."""
+        self.discarded += 1
+        log.warning("pool.discarded", pool=self.pool_id, sandbox=sandbox.task_id, reason=reason)
+        assert self._tg is not None
+        self._tg.start_soon(sandbox.close)  # removes the container and the run directory
+        self._poke()
+
+    async def _sweep(self) -> None:
+        """Probe the idle sandboxes; discard the dead ones a task has not taken meanwhile
+        (a task that took one probes it itself)."""
+        for sandbox, since in list(self._ready):
+            if (sandbox, since) not in self._ready:
+                continue  # a task took it while an earlier one was probed
+            dead = await sandbox.probe(self.probe_timeout_s)
+            if dead is not None and (sandbox, since) in self._ready:
+                self._ready.remove((sandbox, since))
+                self._discard(sandbox, dead)
+        self._last_swept = time.monotonic()
+
     def _drop_excess(self) -> None:
         """Drop ready sandboxes beyond the capacity, and those idle for ``idle_s`` with no
         task asking meanwhile (the pool then stays empty until a task asks again)."""
@@ -320,7 +369,13 @@ class WarmPool(AsyncResource):
             while self._ready:
                 await self._ready.popleft()[0].close()
             await docker_api.call(_remove_labelled, self.pool_id)
-        log.info("pool.closed", pool=self.pool_id, hits=self.hits, misses=self.misses)
+        log.info(
+            "pool.closed",
+            pool=self.pool_id,
+            hits=self.hits,
+            misses=self.misses,
+            discarded=self.discarded,
+        )
 
 
 def _remove_labelled(pool_id: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import docker.errors
+import zmq
 from docker.models.containers import Container
 
 from engine.errors import (
@@ -219,6 +220,32 @@ class Sandbox:
             context=self.context_info.kind,
             context_chars=self.context_info.length_chars,
         )
+
+    async def probe(self, timeout: float) -> str | None:
+        """Why this started sandbox cannot run a cell now; None when its kernel is alive.
+
+        For a warm pool to check an idle sandbox before it hands it out: its container may
+        have been killed, stopped or OOM-killed (the kernel is its main process, so a dead
+        kernel stops it too) or frozen while it waited. One echo over the kernel's heartbeat
+        socket when all is well; Docker is asked only while the echo is late, for the reason.
+        """
+        if self._closed:
+            return "the sandbox is closed"
+        if self._dead_reason:
+            return self._dead_reason
+        if self._kernel is None:
+            return "the sandbox is not started"
+        try:
+            await self._kernel.ping(timeout, self._check_alive)
+        except KernelDiedError as exc:
+            return exc.reason
+        except TimeoutError:
+            return f"its kernel did not answer its heartbeat within {timeout:g} s"
+        except docker.errors.DockerException as exc:  # asking Docker failed: not usable now
+            return f"Docker could not say whether it runs ({exc})"
+        except zmq.ZMQError as exc:  # closed meanwhile by its owner
+            return f"its heartbeat socket failed ({exc})"
+        return None
 
     async def name_after_task(self) -> None:
         """Rename a claimed warm sandbox's container ``rlm-<task id>``, as a cold one is named,

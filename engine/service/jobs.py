@@ -664,6 +664,7 @@ class JobService(AsyncResource):
             "sandbox_pool_ready": pool.ready,
             "sandbox_pool_hits": pool.hits,
             "sandbox_pool_misses": pool.misses,
+            "sandbox_pool_discarded": pool.discarded,
         }
 
     def _slot_gauge(self) -> None:

@@ -138,6 +138,7 @@ _GAUGE_HELP = {
     "sandbox_pool_ready": "Warm sandboxes waiting for a task (they count within the slots).",
     "sandbox_pool_hits": "Tasks that got a warm sandbox since the service started.",
     "sandbox_pool_misses": "Tasks that asked the warm pool and started cold (see pool.miss logs).",
+    "sandbox_pool_discarded": "Warm sandboxes found dead before a task got them (pool.discarded).",
 }
 _COUNTER_HELP = {
     "model_calls_total": "Model calls by role (root, sub) and status.",
