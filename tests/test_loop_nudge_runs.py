@@ -208,3 +208,35 @@ async def test_loop_guessed_count_gets_label_then_count_code_that_runs(tmp_path:
     assert (result.answer, result.ready) == ("48", True)
     (out,) = [e["output"] for e in runner.of_type("cell") if "llm_map" in e["code"]]
     assert "80 items" in out and "('place', 48)" in out
+
+
+async def test_loop_a_stuck_model_over_labelled_records_gets_the_labelling_run(
+    tmp_path: Path,
+) -> None:
+    # Seen on OOLONG (issue 14): the 1.5B root sent one guessed label for four turns; the
+    # loop's own step, a search for 'Instance' (a word on every line), showed it nothing.
+    # Over records whose labels the question names, the loop's step is the labelling.
+    kinds = ["place", "person", "place", "thing", "place"] * 4
+    asks = {"place": "Where is Lima ?", "person": "Who is Ada ?", "thing": "What is a lute ?"}
+    text = "".join(f"Day {i} || User: {10 + i} || {asks[k]}\n" for i, k in enumerate(kinds))
+    query = "Each line asks about one of these: person, place, thing. Which is the most common?"
+    guess = cell("answer['content'] = 'person'\nanswer['ready'] = True", "It is person.")
+    numbered = "\n".join(f"[{i}] {k}" for i, k in enumerate(kinds[:10], start=1))
+    entries = [
+        cell("print(context[:100])"),
+        guess,  # doubted: nothing read supports it
+        guess,  # repeated once: asked again
+        guess,  # repeated twice: the loop labels the records itself
+        {"match": {"model": "sub"}, "response": {"content": numbered}, "repeat": True},
+        cell("answer['content'] = 'place'\nanswer['ready'] = True"),
+    ]
+    runner = Run(tmp_path, FakeBackend())
+    result = await runner(entries, query, text, "small", max_iterations=5)
+    assert (result.answer, result.ready) == ("place", True)
+    assert reasons(runner.events)[-1] == "auto_step"
+    (auto,) = [e for e in runner.of_type("cell") if e["kind"] == "auto_step"]
+    assert (
+        "llm_map(items" in auto["code"] and "choices=['person', 'place', 'thing']" in auto["code"]
+    )
+    assert "20 items" in auto["output"] and "('place', 12)" in auto["output"]
+    assert "('place', 12)" in runner.last_user(4)

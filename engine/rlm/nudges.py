@@ -29,6 +29,9 @@ PROBE_MAX_HITS = 1_000
 # After this many repeated replies the loop stops asking: it runs the suggested search itself
 # and shows the model its output (a model stuck on one reply under varied sampling too).
 AUTO_STEP_AFTER = 2
+# The labelling step (Watcher.labelling_code) is run for a stuck model only over at most this
+# many records: one sub-call per ~10 of them, within the run's sub-call and cost budgets.
+AUTO_LABEL_MAX_RECORDS = 2_000
 # Sampling used after a repeated reply when decoding was greedy: varied, but reproducible.
 VARIED_TEMPERATURE = 0.7
 VARIED_SEED_BASE = 1_000
@@ -325,11 +328,22 @@ class Watcher:
     def auto_step(self, already_run: set[str]) -> str | None:
         """The cell the loop runs for a model stuck repeating itself, or None.
 
-        A search for the question's rarest word the context holds that has not run yet; None
+        The step the advice suggested (:meth:`next_step`): labelling every record when the
+        question names options over at most :data:`AUTO_LABEL_MAX_RECORDS` records, else a
+        search for the question's rarest word the context holds that has not run yet; None
         before :data:`AUTO_STEP_AFTER` repeats, or when there is nothing worth searching.
         """
         if self.repeats < AUTO_STEP_AFTER or self.kind == "none":
             return None
+        labelling = self.labelling_code()
+        records = self.lines if self.kind == "text" else self.length
+        if (
+            labelling is not None
+            and labelling not in already_run
+            and records is not None
+            and records <= AUTO_LABEL_MAX_RECORDS
+        ):
+            return labelling
         for term in self.terms(limit=PROBE_TERMS):
             if self.term_hits.get(term) == 0:
                 continue  # the probe found it nowhere: its search shows nothing
