@@ -157,3 +157,29 @@ async def test_served_viewer_loads_a_job_with_the_api_key(
     wrong = f"{service.url}/viewer/index.html#job={job_id}&key=not-the-key"
     refused = run_chromium(tmp_path, wrong, "--dump-dom")
     assert "missing or invalid API key" in refused and "node-turn" not in refused
+
+
+async def test_printed_markup_stays_text_in_the_exported_page(
+    finished_job: tuple, tmp_path: Path
+) -> None:
+    # A cell or a model can print anything; in the page's inlined JSON "<!--<script>" kept
+    # the data element open past its end tag, and the viewer's code never ran.
+    _service, _job_id, trajectory = finished_job
+    hostile = "</script><b>x</b> <!--<script> (no end)"
+    lines = trajectory.read_text().splitlines()
+    marked = [line.replace("step 1", f"step 1 {hostile}", 1) for line in lines]
+    assert marked != lines
+    source = tmp_path / "hostile.jsonl"
+    source.write_text("\n".join(marked) + "\n")
+    page = tmp_path / "hostile.html"
+    made = subprocess.run(
+        rlm_command("view", source, "--out", page, "--no-open"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    dom = run_chromium(tmp_path, page.as_uri(), "--dump-dom")
+    assert re.search(r'data-rendered="(\d+)"', dom), "the viewer script did not run"
+    assert dom.count('class="node node-turn"') == TURNS
+    assert "&lt;b&gt;x&lt;/b&gt;" in dom and "<b>x</b>" not in dom  # shown, not parsed

@@ -81,8 +81,10 @@ def render_page(events: list[dict[str, Any]]) -> str:
     page = (folder / "index.html").read_text(encoding="utf-8")
     css = (folder / "viewer.css").read_text(encoding="utf-8")
     js = (folder / "viewer.js").read_text(encoding="utf-8")
-    # "</" inside JSON must not end the script element early.
-    data = json.dumps(events, ensure_ascii=False).replace("</", "<\\/")
+    # No "<" in the script element at all: "</script>" would end it early, and "<!--<script>"
+    # (text a model or a cell can print) keeps it open past its end tag, swallowing the
+    # viewer's code. JSON has "<" only inside strings, where \u003c means the same.
+    data = json.dumps(events, ensure_ascii=False).replace("<", "\\u003c")
     page = page.replace('<link rel="stylesheet" href="viewer.css">', f"<style>\n{css}</style>")
     page = page.replace(
         "<!--RLM-DATA-->", f'<script id="rlm-data" type="application/json">{data}</script>'

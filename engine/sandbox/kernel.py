@@ -319,13 +319,16 @@ class KernelSession:
 
     async def _reply_if_ready(self, msg_id: str) -> dict[str, Any] | None:
         """The execute reply if it has arrived (for a cell whose idle status was dropped)."""
-        while True:
+        # Bounded: a kernel that keeps sending replies to other requests must not keep the
+        # caller here (it looks again a moment later, and the cell's deadline still applies).
+        for _ in range(4 * RECEIVE_HWM):
             try:
                 msg = await _receive(self._client.shell_channel, 0)
             except Empty:
                 return None
             if msg.parent_id == msg_id:
                 return msg.content
+        return None
 
     async def _drain_iopub(self) -> None:
         """Drop what the kernel published since the last cell, without decoding it.
