@@ -23,6 +23,7 @@ from engine.sandbox.kernel_messages import (
     KernelMessage,
     KernelProtocolError,
     check_message,
+    output_chars,
     reply_expressions,
 )
 from engine.sandbox.output import HeadTailBuffer
@@ -38,6 +39,12 @@ RECEIVE_HWM = 4
 #: Messages one cell may send before it counts as a flood (a cell's real output arrives in a
 #: few hundred: ipykernel batches prints, and the kernel caps what a cell prints).
 CELL_MESSAGE_LIMIT = 100_000
+#: Output characters one cell may send (or 8 output caps, if more). The kernel's own cap lets
+#: about two caps through per stream (head and tail), plots are a few hundred KB each; a
+#: sandbox that forges megabyte messages for its own cell (bypassing that cap) would
+#: otherwise make the orchestrator decode about 300 MB/s of JSON for the whole cell timeout,
+#: near a core of its CPU per sandbox.
+CELL_OUTPUT_CHARS = 100_000_000
 #: Output for no running cell (a background thread's prints: ipykernel flushes each stream at
 #: most five times a second) arriving faster than this many messages per window is a flood.
 FLOOD_MESSAGES = 250
@@ -234,6 +241,8 @@ class KernelSession:
         reply: dict[str, Any] | None = None
         reply_seen_at = 0.0
         received = 0
+        received_chars = 0
+        chars_limit = max(CELL_OUTPUT_CHARS, 8 * output_limit)
         last_check = time.monotonic()
         while True:
             remaining = deadline - time.monotonic()
@@ -271,6 +280,13 @@ class KernelSession:
             if msg.parent_id != msg_id:
                 self._flood.note()
                 continue
+            received_chars += output_chars(msg)
+            if received_chars > chars_limit:
+                raise KernelFlooded(
+                    f"the sandbox sent more than {chars_limit:,} characters of output in one "
+                    "cell, past what the kernel's own output cap lets through, so it was "
+                    "stopped; do not write to the kernel's sockets from sandbox code"
+                )
             kind, content = msg.kind, msg.content
             if kind == "stream":
                 target = stdout if content.get("name") == "stdout" else stderr

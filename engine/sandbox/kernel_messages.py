@@ -80,6 +80,20 @@ def _strings(kind: str, content: dict[str, Any], *keys: str) -> None:
             raise _refuse(f"{kind} {key} is not a string")
 
 
+def output_chars(message: KernelMessage) -> int:
+    """Characters of output a checked message carries (what decoding it cost, roughly)."""
+    content = message.content
+    if message.kind == "stream":
+        return len(content.get("text", ""))
+    if message.kind in ("execute_result", "display_data", "update_display_data"):
+        data = content.get("data", {})
+        if isinstance(data, dict):
+            return sum(len(v) for v in data.values() if isinstance(v, str))
+    if message.kind == "error":
+        return sum(len(line) for line in content.get("traceback", []))
+    return 0
+
+
 def reply_expressions(reply: object) -> dict[str, Any]:
     """The ``user_expressions`` of an ``execute_reply``'s content; ``{}`` when malformed.
 

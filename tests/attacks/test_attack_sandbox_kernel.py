@@ -7,6 +7,7 @@ import pytest
 
 from engine.errors import KernelDiedError
 from engine.sandbox import SandboxConfig
+from engine.sandbox.kernel import CELL_OUTPUT_CHARS
 from tests.attacks.conftest import AttackReport, RssMeter
 from tests.sandbox_support import open_sandbox
 
@@ -117,5 +118,30 @@ async def test_forged_kernel_messages(rss_meter: RssMeter, attack_report: Attack
         "every message type-checked before it is read (engine/sandbox/kernel_messages.py)",
         f"all {len(FORGERIES)} stopped their sandbox with the reason; the fake reply read as "
         "no answer",
+        rss_growth=rss_meter.growth(),
+    )
+
+
+#: Megabyte stream messages for the running cell itself, past the kernel's output cap.
+CELL_FLOOD = """
+text = json.dumps({"name": "stdout", "text": "F" * 1_000_000})
+while True:
+    forge("stream", text)
+"""
+
+
+async def test_forged_output_flood_for_the_running_cell(
+    rss_meter: RssMeter, attack_report: AttackReport
+) -> None:
+    async with open_sandbox(SandboxConfig(runtime="runc")) as sandbox:
+        with pytest.raises(KernelDiedError) as stopped:
+            await sandbox.execute(FORGE + CELL_FLOOD, cell_timeout_s=60)
+    reason = str(stopped.value)
+    assert f"more than {CELL_OUTPUT_CHARS:,} characters of output in one cell" in reason
+    attack_report(
+        "a cell forging 1 MB output messages for itself (past the kernel's output cap)",
+        f"{CELL_OUTPUT_CHARS:,} output characters per cell (else the orchestrator decodes "
+        "~300 MB/s of JSON for the whole cell timeout)",
+        f"stopped: {reason.split(', past')[0]}",
         rss_growth=rss_meter.growth(),
     )
