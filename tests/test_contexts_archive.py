@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.contexts.archive import archive_stem, unpack_archive
+from engine.contexts.archive import MAX_PATH_PARTS, archive_stem, unpack_archive
 from engine.errors import ContextError
 
 
@@ -85,4 +85,19 @@ def test_too_many_entries_and_damaged_archives_are_errors(tmp_path: Path) -> Non
     broken.write_bytes(b"\x1f\x8b\x08\0garbage")
     with pytest.raises(ContextError, match=r"cannot unpack the archive broken\.tar\.gz"):
         unpack_archive(broken, tmp_path / "out2", max_bytes=1 << 20)
+    assert not (tmp_path / "out2").exists()
+
+
+def test_folders_count_as_entries_and_paths_nest_at_most_64_deep(tmp_path: Path) -> None:
+    # Each folder of a member's path is an inode on the host, like a file.
+    nested = tmp_path / "nested.zip"
+    with zipfile.ZipFile(nested, "w") as handle:
+        for index in range(3):
+            handle.writestr(f"m{index}/" + "d/" * 3 + "f.txt", "x")  # 4 folders each
+        handle.writestr("deep/" * MAX_PATH_PARTS + "f.txt", "x")
+    result = unpack_archive(nested, tmp_path / "out", max_bytes=1 << 20)
+    assert (result.files, result.folders, result.skipped) == (3, 12, 1)
+    assert not (tmp_path / "out" / "deep").exists()
+    with pytest.raises(ContextError, match="more than 10 entries"):
+        unpack_archive(nested, tmp_path / "out2", max_bytes=1 << 20, max_members=10)
     assert not (tmp_path / "out2").exists()

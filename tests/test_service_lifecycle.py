@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -146,3 +148,21 @@ async def test_retention_deletes_ended_jobs_and_old_files(tmp_path: Path) -> Non
             assert not _files(svc.data_dir / "jobs") and not _files(svc.data_dir / "files")
         finally:
             await anyio.to_thread.run_sync(svc.stop)
+
+
+async def test_storage_quota_counts_every_file_and_folder_an_archive_makes(
+    service: Service,
+) -> None:
+    # 60 empty files hold no bytes but take 60 inodes: each entry counts 4 KiB (here 245 KB
+    # against a quota of 200 KB), so uploads of such archives cannot exhaust the host's inodes.
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as handle:
+        for index in range(60):
+            handle.addfile(tarfile.TarInfo(f"empty/{index}.txt"), io.BytesIO(b""))
+    async with service.client(OTHER_KEY) as client:
+        refused = await client.post("/v1/files?filename=empty.tar.gz", content=archive.getvalue())
+        assert refused.status_code == 413, refused.text
+        assert refused.json()["error"]["type"] == "storage_quota_exceeded"
+        small = await client.post("/v1/files?filename=small.txt", content=b"x" * 100)
+        assert small.status_code == 201  # the refused archive left nothing counted
+        await client.delete(f"/v1/files/{small.json()['id']}")

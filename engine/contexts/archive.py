@@ -24,6 +24,9 @@ ARCHIVE_SUFFIXES = (
     ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz",
 )  # fmt: skip
 MAX_MEMBERS = 100_000
+#: Folders a member's path may nest. Each level is a directory (an inode) on the host: 100,000
+#: members of 2,000 levels each would ask for 200 million of them from one small upload.
+MAX_PATH_PARTS = 64
 _CHUNK = 1 << 20
 
 
@@ -33,7 +36,8 @@ class Unpacked:
 
     files: int = 0
     bytes: int = 0
-    skipped: int = 0  # links, special files, unsafe paths, duplicates
+    skipped: int = 0  # links, special files, unsafe paths, duplicates, paths nested too deep
+    folders: int = 0  # created for the files' paths; they count as members too
 
 
 def archive_stem(name: str) -> str | None:
@@ -51,15 +55,15 @@ def unpack_archive(
     """Unpack ``archive`` into the new folder ``dest`` (files 0600, folders 0700).
 
     Raises :class:`ContextError` naming the archive when it is damaged, encrypted, holds
-    more than ``max_members`` entries or unpacks to more than ``max_bytes``; ``dest`` is
-    removed then.
+    more than ``max_members`` entries (folders its paths create included) or unpacks to more
+    than ``max_bytes``; ``dest`` is removed then.
     """
     dest.mkdir(mode=0o700)
     result = Unpacked()
     try:
         members = _zip_members(archive) if zipfile.is_zipfile(archive) else _tar_members(archive)
         for count, (name, opener) in enumerate(members, start=1):
-            if count > max_members:
+            if count + result.folders > max_members:
                 raise ContextError(
                     f"the archive {archive.name} has more than {max_members:,} entries; split it"
                 )
@@ -111,6 +115,8 @@ def _target(dest: Path, name: str) -> Path | None:
     parts = PurePosixPath(name.replace("\\", "/")).parts
     if not parts or parts[0] == "/" or any(p in ("..", "") for p in parts):
         return None
+    if len(parts) > MAX_PATH_PARTS:
+        return None
     return dest.joinpath(*parts)
 
 
@@ -119,11 +125,15 @@ def _write_member(
 ) -> None:
     parent = target.parent
     if not parent.is_dir():
+        missing, folder = 0, parent
+        while folder != dest and not folder.exists():
+            missing, folder = missing + 1, folder.parent
         try:
             parent.mkdir(parents=True, mode=0o700)
         except (FileExistsError, NotADirectoryError):
             result.skipped += 1  # a file and a folder with the same name
             return
+        result.folders += missing
     try:
         out = open(target, "xb")  # noqa: SIM115 (closed below, also on errors)
     except (FileExistsError, IsADirectoryError):

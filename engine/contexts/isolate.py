@@ -113,7 +113,7 @@ class Extractor:
         if not reply.get("ok"):
             shutil.rmtree(dest, ignore_errors=True)
             raise ContextError(str(reply.get("error") or f"cannot unpack {archive.name}"))
-        counts = [reply.get(key) for key in ("files", "bytes", "skipped")]
+        counts = [reply.get(key) for key in ("files", "bytes", "skipped", "folders")]
         if not all(isinstance(n, int) and n >= 0 for n in counts):
             raise ContextError(f"cannot unpack {archive.name}: the worker misbehaved")
         return Unpacked(*counts)  # type: ignore[arg-type]

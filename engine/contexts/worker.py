@@ -43,7 +43,12 @@ def _unpack(job: dict[str, Any]) -> dict[str, Any]:
     from engine.contexts.archive import unpack_archive
 
     done = unpack_archive(Path(job["src"]), Path(job["dst"]), max_bytes=int(job["max_bytes"]))
-    return {"files": done.files, "bytes": done.bytes, "skipped": done.skipped}
+    return {
+        "files": done.files,
+        "bytes": done.bytes,
+        "skipped": done.skipped,
+        "folders": done.folders,
+    }
 
 
 def _convert(job: dict[str, Any]) -> dict[str, Any]:

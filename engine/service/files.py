@@ -109,8 +109,22 @@ async def save_upload(
     return record
 
 
+#: What a file or folder costs the disk beyond its bytes (an inode, a directory entry, at
+#: least a block), counted for the storage quota: else an archive of 100,000 empty files
+#: counts as 0 bytes, and repeated uploads of it exhaust the host's inodes.
+ENTRY_OVERHEAD_BYTES = 4096
+
+
 def _tree_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    total = 0
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue
+        if path.is_file():
+            total += path.stat().st_size + ENTRY_OVERHEAD_BYTES
+        elif path.is_dir():
+            total += ENTRY_OVERHEAD_BYTES
+    return total
 
 
 def _to_text(upload: Path, max_bytes: int) -> Path:
