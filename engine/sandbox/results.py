@@ -58,7 +58,7 @@ class KernelState:
         if isinstance(payload, str | bytes):
             try:
                 payload = json.loads(payload)
-            except ValueError:
+            except (ValueError, RecursionError):  # a forged reply may nest JSON 100,000 deep
                 return cls()
         if not isinstance(payload, dict):
             return cls()

@@ -93,6 +93,14 @@ forge("execute_reply", json.dumps({"status": "ok", "user_expressions": [1]}), re
 forge("status", '{"execution_state": "idle"}')
 import time; time.sleep(1)
 """
+#: A fake execute_reply whose state report is JSON nested 100,000 deep.
+DEEP_STATE_REPLY = """
+deep = "[" * 100_000 + "]" * 100_000
+state = {"rlm": {"status": "ok", "data": {"text/plain": deep}}}
+forge("execute_reply", json.dumps({"status": "ok", "user_expressions": state}), reply=True)
+forge("status", '{"execution_state": "idle"}')
+import time; time.sleep(1)
+"""
 
 
 async def test_forged_kernel_messages(rss_meter: RssMeter, attack_report: AttackReport) -> None:
@@ -108,16 +116,17 @@ async def test_forged_kernel_messages(rss_meter: RssMeter, attack_report: Attack
     for name, reason in reasons.items():
         assert "malformed kernel message" in reason or "cannot be decoded" in reason, name
     async with open_sandbox(config) as sandbox:
-        faked = await sandbox.execute(FORGE + FAKE_REPLY, cell_timeout_s=60)
-        # Read as a broken runtime's report: no answer, nothing trusted.
-        assert not faked.state.answer_ready and faked.state.answer_content == ""
+        for reply in (FAKE_REPLY, DEEP_STATE_REPLY):
+            faked = await sandbox.execute(FORGE + reply, cell_timeout_s=60)
+            # Read as a broken runtime's report: no answer, nothing trusted.
+            assert not faked.state.answer_ready and faked.state.answer_content == ""
         assert (await sandbox.execute("print('alive')")).stdout == "alive\n"
     attack_report(
         f"forged Jupyter messages signed with the kernel's key ({len(FORGERIES)} kinds; "
-        "a fake execute_reply)",
+        "fake execute_replies)",
         "every message type-checked before it is read (engine/sandbox/kernel_messages.py)",
-        f"all {len(FORGERIES)} stopped their sandbox with the reason; the fake reply read as "
-        "no answer",
+        f"all {len(FORGERIES)} stopped their sandbox with the reason; fake replies (a list, "
+        "JSON nested 100,000 deep) read as no answer",
         rss_growth=rss_meter.growth(),
     )
 
