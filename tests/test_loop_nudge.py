@@ -271,6 +271,7 @@ def test_loop_probe_output_is_parsed_strictly() -> None:
     assert parse_probe('{"code": 10000000}', query) == {"code": 1000}
     assert parse_probe("Traceback ...", query) == {}
     assert parse_probe("[1, 2]", query) == {}
+    assert parse_probe("[" * 5_000 + "]" * 5_000, query) == {}  # past the decoder's recursion
 
 
 @pytest.mark.parametrize(

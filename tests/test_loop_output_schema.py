@@ -144,3 +144,10 @@ async def test_the_isolated_check_gives_the_same_verdicts() -> None:
     assert good.value == {"city": "Oslo", "population": 709000}
     bad = await schema.check_isolated('{"city": "Oslo"}')
     assert bad.answer is None and bad.problem == schema.check('{"city": "Oslo"}').problem
+
+
+def test_an_answer_nested_past_the_depth_limit_is_refused() -> None:
+    schema = AnswerSchema({"type": "array"})
+    assert schema.check("[" * 100 + "]" * 100).answer is not None
+    deep = schema.check("[" * 101 + "]" * 101)
+    assert deep.answer is None and deep.problem is not None and "100 levels" in deep.problem

@@ -22,6 +22,10 @@ import jsonschema.exceptions
 from engine.errors import ConfigError
 
 _MAX_ERRORS = 5
+#: Levels of nesting an accepted answer may have: the orchestrator decodes the canonical JSON
+#: again (the run's ``answer_json``), deeper in its stack than the checker, so a value near
+#: the interpreter's recursion limit would fail there.
+MAX_ANSWER_DEPTH = 100
 #: Wall time and memory for checking one answer (:meth:`AnswerSchema.check_isolated`). The
 #: schema may be a tenant's: a ``pattern`` such as ``^(a+)+$`` backtracks for hours on a
 #: 40-character string, and Python's regex engine cannot be interrupted inside a process.
@@ -136,7 +140,32 @@ class AnswerSchema:
         return Verdict(json.dumps(value, ensure_ascii=False), value)
 
 
+def _depth(value: Any) -> int:
+    """How deeply lists and dicts nest in ``value`` (without recursing)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, list | tuple | dict):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in _children(item))
+    return deepest
+
+
+def _children(item: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> list[Any]:
+    return list(item.values()) if isinstance(item, dict) else list(item)
+
+
 def _parse(answer: str) -> tuple[Any, str | None]:
+    value, problem = _decode(answer)
+    if problem is None and _depth(value) > MAX_ANSWER_DEPTH:
+        return None, (
+            f"[answer not accepted: it nests more than {MAX_ANSWER_DEPTH} levels of lists and "
+            "objects]\nGive a flatter value."
+        )
+    return value, problem
+
+
+def _decode(answer: str) -> tuple[Any, str | None]:
     text = answer.strip()
     if text.startswith("```"):
         # A fenced answer: the JSON inside the fence.

@@ -165,7 +165,7 @@ def parse_probe(output: str, query: str) -> dict[str, int]:
     allowed = set(key_terms(query, limit=PROBE_TERMS))
     try:
         data = json.loads(output.strip()[:10_000])
-    except ValueError:
+    except (ValueError, RecursionError):  # 10,000 characters can nest 5,000 deep
         return {}
     if not isinstance(data, dict):
         return {}

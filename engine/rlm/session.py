@@ -212,7 +212,7 @@ class EngineSession(AsyncResource):
                 _VARIABLES_CELL, cell_timeout_s=_HOUSEKEEPING_TIMEOUT_S
             )
             listed = json.loads(result.stdout.strip().splitlines()[-1]) if result.stdout else {}
-        except (RLMError, ValueError, IndexError):
+        except (RLMError, ValueError, IndexError, RecursionError):
             return {}
         if not isinstance(listed, dict):
             return {}
