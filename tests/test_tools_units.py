@@ -183,3 +183,18 @@ async def test_tool_loop_records_and_replays(tmp_path: Path) -> None:
     assert seen == [("f_plain", {"path": "/tmp"})] * 2
     first = json.loads(path.read_text().splitlines()[0])
     assert first["response"]["tool_calls"] == [call]
+
+
+async def test_tool_arguments_nested_past_the_decoders_limit_are_an_error_for_the_model() -> None:
+    # The arguments are a model's text, which a tenant steers: never an exception here.
+    from engine.tools import FunctionTool, ToolRegistry, ToolsConfig
+    from engine.tools.sub_model import _one
+
+    config = ToolsConfig(functions=(FunctionTool("tests.test_tools_units:f_plain"),))
+    async with ToolRegistry(config) as registry:
+
+        async def call_tool(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+            raise AssertionError("must not be called")
+
+        text = await _one("f_plain", "[" * 5_000 + "]" * 5_000, registry, call_tool)
+    assert text.startswith("ERROR: the arguments are not valid JSON")

@@ -166,7 +166,7 @@ def _maybe_json(text: str) -> Any:
     if stripped[:1] in ("{", "["):
         try:
             return json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested past the decoder's limit: keep the text
             return text
     return text
 

@@ -85,7 +85,7 @@ async def _one(name: str, arguments: str, registry: ToolRegistry, call_tool: Too
         return f"ERROR: there is no tool {name!r}; use one of: {', '.join(registry.names)}"
     try:
         kwargs = json.loads(arguments or "{}")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # a model's text: may nest without end
         return f"ERROR: the arguments are not valid JSON ({exc}); send a JSON object"
     if not isinstance(kwargs, dict):
         return "ERROR: the arguments must be a JSON object of parameter names to values"
