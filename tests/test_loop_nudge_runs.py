@@ -172,6 +172,12 @@ async def test_loop_a_model_stuck_on_one_reply_gets_the_search_run_for_it(tmp_pa
     assert "5512093" in auto[0]["output"]
     told = runner.last_user(4)
     assert "The engine ran this step for you" in told and "5512093" in told
+    # After the engine's step the conversation restarts: the system prompt and the step's
+    # output, none of the turns that led to the stuck reply (the kernel's history has them).
+    after = runner.root_requests()[4]["messages"]
+    assert [m["role"] for m in after] == ["system", "user"] and "12345" not in after[1]["content"]
+    history = [e for e in runner.of_type("cell") if "history" in e["code"]]
+    assert not history, "storing the history is the engine's cell, not the model's"
 
 
 async def test_loop_guessed_count_gets_label_then_count_code_that_runs(tmp_path: Path) -> None:

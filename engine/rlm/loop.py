@@ -229,6 +229,11 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
             step = state.watcher.auto_step(state.cells_run)
             if step is not None:
                 message = await _auto_step(s, sandbox, state, turn, turn_id, step)
+                # A model stuck on one reply keeps re-reading the turns that led to it: seen
+                # on OOLONG, the 1.5B root resent its guessed label next to the engine's
+                # correct count. It restarts from the system prompt and the step's output.
+                await _restart(s, sandbox, state)
+                sent = len(state.messages)
             state.messages.append({"role": "user", "content": message})
             continue
         # An empty assistant message is rejected by some servers; keep the turn visible.
@@ -241,6 +246,19 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
             await _no_code(s, sandbox, state, turn, turn_id, reply)
         if state.done is not None:
             return
+
+
+async def _restart(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None:
+    """Drop the conversation after the system prompt (the caller adds the next message).
+
+    The kernel keeps its variables, and its ``history`` keeps every message as first sent,
+    as after a compaction.
+    """
+    if not state.original_head:
+        state.original_head = [dict(m) for m in state.messages[:_KEPT_HEAD]]
+    state.archived.extend(state.messages[_KEPT_HEAD:])  # the query is in the original head
+    await _store_history(s, sandbox, [*state.original_head, *state.archived])
+    state.messages = state.messages[:1]
 
 
 async def _auto_step(
