@@ -91,3 +91,13 @@ def test_an_item_never_labelled_says_what_it_answered() -> None:
 def test_bad_choices_are_a_clear_error(choices: object) -> None:
     with pytest.raises(TypeError, match="choices"):
         helpers.llm_map(["x"], "Label it.", choices=choices, _batch=_scripted(str, []))
+
+
+@pytest.mark.parametrize("items", ["Who is Ada ?", b"raw bytes"])
+def test_one_string_as_items_is_a_clear_error(items: object) -> None:
+    # Seen with a 1.5B root: llm_map(line, ...) per line mapped over the line's characters,
+    # one sub-call each. No sub-call is made.
+    calls: list[str] = []
+    with pytest.raises(TypeError, match="items is one string; pass a list"):
+        helpers.llm_map(items, "Label it.", choices=LABELS, _batch=_scripted(str, calls))
+    assert calls == []

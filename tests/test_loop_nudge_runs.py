@@ -213,7 +213,7 @@ async def test_loop_guessed_count_gets_label_then_count_code_that_runs(tmp_path:
     result = await runner(entries, query, text, "small", max_iterations=4)
     assert (result.answer, result.ready) == ("48", True)
     (out,) = [e["output"] for e in runner.of_type("cell") if "llm_map" in e["code"]]
-    assert "80 items" in out and "('place', 48)" in out
+    assert "80 items" in out and "(48, 'place')" in out
 
 
 async def test_loop_a_stuck_model_over_labelled_records_gets_the_labelling_run(
@@ -244,5 +244,6 @@ async def test_loop_a_stuck_model_over_labelled_records_gets_the_labelling_run(
     assert (
         "llm_map(items" in auto["code"] and "choices=['person', 'place', 'thing']" in auto["code"]
     )
-    assert "20 items" in auto["output"] and "('place', 12)" in auto["output"]
-    assert "('place', 12)" in runner.last_user(4)
+    assert "20 items" in auto["output"] and "(12, 'place')" in auto["output"]
+    assert "(4, 'person')" in auto["output"]
+    assert "(12, 'place')" in runner.last_user(4)

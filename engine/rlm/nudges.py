@@ -479,10 +479,12 @@ class Watcher:
         options = named_options(self.query)
         if records is None or not options:
             return None
+        # Every option's count, zeros too: an option no record got is missing from
+        # Counter.most_common(), and "the least common label" is then misread.
         return (
             f"{records}\nlabels = llm_map(items, 'Which label fits this one?', "
-            f"choices={options!r})\nfrom collections import Counter\n"
-            "print(len(items), 'items')\nprint(Counter(labels).most_common())"
+            f"choices={options!r})\nprint(len(items), 'items')\n"
+            f"print(sorted(((labels.count(c), c) for c in {options!r}), reverse=True))"
         )
 
     def _records_code(self) -> str | None:

@@ -284,6 +284,13 @@ def llm_map(
             f"{instruction.rstrip()}\nAnswer with exactly one of these labels, as written: "
             + "; ".join(choices)
         )
+    if isinstance(items, str | bytes):
+        # Mapping over a string's characters is never what was meant (seen with a 1.5B root:
+        # llm_map(line, ...) once per line, one sub-call per character).
+        raise TypeError(
+            "llm_map(items, instruction): items is one string; pass a list of pieces, e.g. "
+            "llm_map([line for line in context.split('\\n') if line.strip()], ...)"
+        )
     keys = list(items) if isinstance(items, dict) else None
     values = list(items.values()) if isinstance(items, dict) else list(items)
     texts = [v if isinstance(v, str) else _as_text(v) for v in values]
