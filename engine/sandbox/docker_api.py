@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -81,25 +82,39 @@ def list_labelled(label: str | list[str] = LABEL) -> list[Listed]:
 
 
 def remove(container_id: str) -> bool:
-    """Force-remove a container and its anonymous volumes; ``False`` if it was already gone."""
+    """Force-remove a container and its anonymous volumes; ``False`` if it was already gone.
+
+    A paused (frozen) container is thawed first: Docker's kill cannot end a frozen process,
+    waits 10 s for it, and then fails the removal (seen under gVisor, and once under load with
+    "PID ... is zombie and can not be killed").
+    """
     api = client().api
     try:
-        api.remove_container(container_id, force=True, v=True)
+        paused = bool(api.inspect_container(container_id)["State"].get("Paused"))
     except docker.errors.NotFound:
         return False
-    except docker.errors.APIError:
-        # A paused (frozen) container cannot be killed under gVisor: thaw it (the failed kill
-        # may have left it unable to resume, but then stopped), then remove it.
+    for attempt in range(_REMOVE_ATTEMPTS):
+        if paused:
+            with contextlib.suppress(docker.errors.APIError):
+                api.unpause(container_id)
         try:
-            paused = bool(api.inspect_container(container_id)["State"].get("Paused"))
+            api.remove_container(container_id, force=True, v=True)
+            return True
         except docker.errors.NotFound:
             return False
-        if not paused:
-            raise
-        with contextlib.suppress(docker.errors.APIError):
-            api.unpause(container_id)
-        api.remove_container(container_id, force=True, v=True)
-    return True
+        except docker.errors.APIError as exc:
+            if attempt == _REMOVE_ATTEMPTS - 1 or "already in progress" in str(exc):
+                raise
+            # Paused meanwhile, or a kill the runtime has not finished: look again, retry.
+            time.sleep(0.5)
+            try:
+                paused = bool(api.inspect_container(container_id)["State"].get("Paused"))
+            except docker.errors.NotFound:
+                return False
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+_REMOVE_ATTEMPTS = 3
 
 
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
