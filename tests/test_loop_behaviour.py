@@ -256,6 +256,22 @@ async def test_loop_long_output_is_cut_in_the_middle_for_the_model(run: Run) -> 
     assert "characters dropped" in output and output in run.last_user(1)
 
 
+@pytest.mark.parametrize(
+    ("profile", "limit", "shown"),
+    [("small", 8000, 4000), ("small", 1000, 1000), ("frontier", 8000, 8000)],
+)
+async def test_loop_output_is_cut_at_the_lower_of_the_limit_and_the_profiles_cap(
+    run: Run, profile: str, limit: int, shown: int
+) -> None:
+    entries = [root(code("print('HEAD' + 'x' * 20000 + 'TAIL')")), root(done("ok"))]
+    await run(entries, "q", "ctx", profile=profile, output_max_chars=limit)
+    output = run.of_type("cell")[0]["output"]
+    assert shown - 100 < len(output) <= shown
+    assert output.startswith("HEAD") and output.endswith("TAIL")
+    system = run.root_requests()[0]["messages"][0]["content"]
+    assert f"you see at most {shown:,} characters of each cell's output" in system
+
+
 async def test_loop_prose_answer_is_not_accepted_silently_at_the_limit(run: Run) -> None:
     entries = [root(code("print(len(context))")), root("The answer is 8.")]
     result = await run(entries, "How long?", "12345678", max_iterations=2)

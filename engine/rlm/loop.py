@@ -429,7 +429,7 @@ async def _run_cell(
     extras = s.profile.cell_extras(result, s.limits.cell_timeout_s)
     if extras:
         text = "\n".join([text, *extras]) if text else "\n".join(extras)
-    output = truncate_middle(text, s.limits.output_max_chars)
+    output = truncate_middle(text, s.profile.output_chars(s.limits))
     error = result.error
     error_text = f"{error.ename}: {error.evalue}" if error is not None else None
     s.events.emit(

@@ -61,8 +61,9 @@ def describe_context(info: ContextInfo | None) -> str:
     )
 
 
-def describe_budget(inputs: PromptInputs) -> str:
-    """The limits the model should plan around, one per line."""
+def describe_budget(inputs: PromptInputs, output_chars: int | None = None) -> str:
+    """The limits the model should plan around, one per line (``output_chars``: what the
+    profile shows of each output, when it shows less than the limit)."""
     limits = inputs.limits
     lines = [f"- at most {limits.max_iterations} replies (turns) from you;"]
     if inputs.sub_calls_left is not None:
@@ -80,7 +81,8 @@ def describe_budget(inputs: PromptInputs) -> str:
         "sub-LLM calls does not count);"
     )
     lines.append(
-        f"- you see at most {limits.output_max_chars:,} characters of each cell's output "
+        f"- you see at most {output_chars or limits.output_max_chars:,} characters of each "
+        "cell's output "
         "(the middle of longer output is cut), so print summaries, not whole chunks."
     )
     return "\n".join(lines)
@@ -230,6 +232,14 @@ class Profile:
     #: Whether the loop's advice after a cell (engine.rlm.nudges) replaces the usual ending of
     #: the outputs message (weak models follow one instruction better than two) or is a note.
     advice_replaces_ending: ClassVar[bool] = False
+    #: The most characters of a cell's output this profile shows (the limit's
+    #: ``output_max_chars`` applies too; the lower wins); ``None``: the limit alone.
+    output_cap: ClassVar[int | None] = None
+
+    def output_chars(self, limits: Limits) -> int:
+        """How many characters of each cell's output the root model sees."""
+        cap = self.output_cap
+        return limits.output_max_chars if cap is None else min(cap, limits.output_max_chars)
 
     def system_prompt(self, inputs: PromptInputs) -> str:
         """The system prompt: the kernel's contract, the context, the budget and the tools."""
@@ -239,7 +249,7 @@ class Profile:
             chunk=f"{max(window // 2, 1000):_}",
             rlm_query=self.rlm_query_line(inputs),
             context=describe_context(inputs.context),
-            budget=describe_budget(inputs),
+            budget=describe_budget(inputs, self.output_chars(inputs.limits)),
         )
         if inputs.tools:
             text += (
@@ -361,6 +371,10 @@ class SmallProfile(Profile):
     name: ClassVar[str] = "small"
     template: ClassVar[str] = _SMALL
     advice_replaces_ending: ClassVar[bool] = True
+    # A small model reads slowly (20-40 tokens/s on a CPU) and from a short window: 8,000
+    # characters of `print(context)` cost it 60-500 s per turn in the any-model bench, only to
+    # be told the output was cut and to search instead. Half of that still holds ~8 search hits.
+    output_cap: ClassVar[int | None] = 4_000
 
     def rlm_query_line(self, inputs: PromptInputs) -> str:
         # The small profile numbers its rules; the extra function is a note, not a rule.
