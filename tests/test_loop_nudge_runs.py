@@ -180,6 +180,53 @@ async def test_loop_a_model_stuck_on_one_reply_gets_the_search_run_for_it(tmp_pa
     assert not history, "storing the history is the engine's cell, not the model's"
 
 
+async def test_loop_a_resent_answer_that_a_search_has_shown_since_is_accepted(
+    tmp_path: Path,
+) -> None:
+    # Seen in the embedded S-NIAH bench: the needle was in the preview; the root printed the
+    # number as a literal, answered, was asked to check, resent the answer twice, and the
+    # engine's search showed it. Resent replies are not run, so the right answer never stood
+    # until the turn limit.
+    filler = "A travelling merchant sang a song about the old mill by the river. " * 200
+    text = "Intro. The special magic number for keen-mirror is: 1833793. " + filler
+    query = "What is the special magic number for keen-mirror mentioned in the provided text?"
+    answer = cell("answer['content'] = '1833793'\nanswer['ready'] = True", "The answer.")
+    entries = [
+        cell("print('1833793')"),  # its own literal: shows a guess, not the content
+        answer,  # doubted: no output of content has shown it
+        answer,  # repeated once
+        answer,  # repeated twice: the loop runs the search, which shows the number
+        answer,  # resent once more: now the search shows it, so it runs and stands
+    ]
+    runner = Run(tmp_path, FakeBackend())
+    result = await runner(entries, query, text, "small", max_iterations=6)
+    assert (result.answer, result.ready, result.iterations) == ("1833793", True, 5)
+    assert reasons(runner.events) == [
+        "unsupported_answer",
+        "repeated_reply",
+        "repeated_reply",
+        "auto_step",
+    ]
+
+
+async def test_loop_a_resent_guess_no_content_shows_stays_refused(tmp_path: Path) -> None:
+    filler = "A travelling merchant sang a song about the old mill by the river. " * 200
+    text = filler + "For the record, the vault number for amber-fox is 5512093. " + filler
+    query = "What is the vault number for amber-fox mentioned in the provided text?"
+    guess = cell("print('12345')\nanswer['content'] = '12345'\nanswer['ready'] = True")
+    entries = [cell("print(len(context))"), guess, guess, guess, guess]
+    runner = Run(tmp_path, FakeBackend())
+    result = await runner(entries, query, text, "small", max_iterations=5)
+    assert not result.ready and result.stop_reason == "max_iterations"
+    # The guess printed by its own cell is no evidence; the engine's search shows 5512093.
+    assert reasons(runner.events)[:4] == [
+        "unsupported_answer",
+        "repeated_reply",
+        "repeated_reply",
+        "auto_step",
+    ]
+
+
 async def test_loop_guessed_count_gets_label_then_count_code_that_runs(tmp_path: Path) -> None:
     # OOLONG-like (issue 14): one record per line, the labels named in the question, a root
     # that guesses the count. The advice is code; a model that runs it as written gets the

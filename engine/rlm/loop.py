@@ -219,7 +219,9 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
             duration_s=round(completion.duration_s, 3),
             cached=completion.cached,
         )
-        repeated = state.watcher.repeated_reply(reply)
+        blocks = extract_code_blocks(reply)
+        resent = any(state.watcher.resent_answer_shown(code) for code in blocks)
+        repeated = None if resent else state.watcher.repeated_reply(reply)
         if repeated is not None:
             # Feeding the model its own repetition back makes the next reply the same again:
             # the reply stays out of the conversation and the prompt changes instead.
@@ -239,7 +241,6 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
         # An empty assistant message is rejected by some servers; keep the turn visible.
         state.messages.append({"role": "assistant", "content": reply or "(empty reply)"})
         sent = len(state.messages)
-        blocks = extract_code_blocks(reply)
         if blocks:
             await _run_cells(s, sandbox, state, turn, turn_id, blocks, reply)
         else:
@@ -340,7 +341,7 @@ async def _run_cells(
             _nudge(s, turn_id, turn, refused)
             outputs.append(refused.message)
             continue
-        if code.strip() in state.cells_run:
+        if code.strip() in state.cells_run and not state.watcher.resent_answer_shown(code):
             # Weak models loop by resending a cell; running it again only repeats the output.
             note = s.profile.repeated_code_note()
             s.events.emit(

@@ -274,7 +274,8 @@ class Watcher:
     preview: str = ""
     length: int = 0  # characters (text) or items (list, dict)
     replies: list[str] = field(default_factory=list)
-    seen_output: list[str] = field(default_factory=list)
+    #: Each output seen, with the code that printed it ("" for the preview).
+    seen_output: list[tuple[str, str]] = field(default_factory=list)
     read_content: bool = False
     sub_calls: bool = False
     repeats: int = 0
@@ -301,7 +302,7 @@ class Watcher:
         # guess that happens to match it.
         watcher.whole_seen = watcher.read_content = info.length_chars <= len(watcher.preview)
         if watcher.whole_seen:
-            watcher.seen_output.append(watcher.preview)
+            watcher.seen_output.append(("", watcher.preview))
         return watcher
 
     # --- replies -----------------------------------------------------------------------------
@@ -382,7 +383,7 @@ class Watcher:
             self.read_content = True
         if any(h in code for h in ("llm_query", "llm_batch", "llm_map", "rlm_query")):
             self.sub_calls = True
-        self.seen_output.append(output)
+        self.seen_output.append((code, output))
         if self.kind == "none":
             return None
         same_error = error is not None and self.last_error == error.split(":")[0]
@@ -507,6 +508,26 @@ class Watcher:
             return None
         return 'items = [line for line in context.split("\\n") if line.strip()]'
 
+    def shown(self, value: str) -> bool:
+        """Whether an output seen so far shows ``value``, not counting outputs of code that
+        typed it (``print("1833793")`` shows a guess, not the content)."""
+        return any(
+            _shows(value, output) and value not in typed_values(code)
+            for code, output in self.seen_output
+        )
+
+    def resent_answer_shown(self, code: str) -> bool:
+        """A cell resending a typed final answer that content read since shows: run it again.
+
+        Resent cells and replies are otherwise not run (they would repeat their output), so a
+        model whose answer was doubted, then confirmed by a search (its own or the engine's),
+        could never set it: seen on S-NIAH, where the 1.5B root copied the needle from the
+        preview, was asked to check it, and resent it after the engine's search showed it.
+        A resent guess no output shows stays refused.
+        """
+        value = answer_literal(code)
+        return value is not None and self.read_content and self.shown(value)
+
     def unsupported_answer(self, answer: str, code: str) -> Nudge | None:
         """An answer typed into the code before any content that supports it was read: check it.
 
@@ -520,8 +541,9 @@ class Watcher:
             return None
         if value not in typed_values(code):
             return None
-        shown = any(_shows(value, out) for out in self.seen_output)
-        if (self.read_content or reads_content(code, self.kind)) and (shown or self.sub_calls):
+        if (self.read_content or reads_content(code, self.kind)) and (
+            self.shown(value) or self.sub_calls
+        ):
             return None
         self.challenged = True
         # A file name is checked by reading files; a distinctive value by finding it in the
@@ -556,6 +578,34 @@ class Watcher:
             f"of `context` (file names or the preview are not the content). Instead, {how}\n"
             "then set the answer again (answer['ready'] = True) if it is right.",
         )
+
+
+def answer_literal(code: str) -> str | None:
+    """The value a cell types as the final answer (``answer["content"] = "..."`` next to
+    ``answer["ready"] = True``), stripped; None when it sets no typed final answer."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+    content: str | None = None
+    ready = False
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Assign) or not isinstance(node.value, ast.Constant):
+            continue
+        for target in node.targets:
+            if not (
+                isinstance(target, ast.Subscript)
+                and isinstance(target.value, ast.Name)
+                and target.value.id == "answer"
+                and isinstance(target.slice, ast.Constant)
+            ):
+                continue
+            key, value = target.slice.value, node.value.value
+            if key == "content" and isinstance(value, str | int | float):
+                content = str(value).strip()
+            elif key == "ready" and value is True:
+                ready = True
+    return content if ready and content else None
 
 
 def typed_values(code: str) -> set[str]:
