@@ -19,7 +19,7 @@ import pytest
 
 from engine.models import Cassette, ReplayServer
 from engine.sandbox import docker_api
-from engine.service.store_pg import LOST_REASON
+from engine.service.store_pg import LOST_REASON, PgJobStore
 from tests.service_support import (
     Service,
     code,
@@ -326,10 +326,14 @@ async def test_the_storage_quota_counts_a_session_context_on_every_replica(
     quota = 100_000
     async with (
         ReplayServer(Cassette([])) as replay,
-        replicas(tmp_path, pg_url, replay, 1, 1, extra=("--max-storage-per-key", str(quota))) as (
-            one,
-            two,
-        ),
+        replicas(
+            tmp_path,
+            pg_url,
+            replay,
+            1,
+            1,
+            extra=("--max-storage-per-key", str(quota), "--max-sessions-per-key", "40"),
+        ) as (one, two),
         one.client() as first,
         two.client() as second,
     ):
@@ -350,3 +354,39 @@ async def test_the_storage_quota_counts_a_session_context_on_every_replica(
                 "SELECT COUNT(*) FROM blobs WHERE key = %s", (f"context/{kept.json()['id']}",)
             ).fetchone()
         assert blobs == (0,)
+        await _writes_at_once_stay_within_the_quota(pg_url, quota, [one, two], [first, second])
+
+
+async def _writes_at_once_stay_within_the_quota(
+    pg_url: str, quota: int, services: list[Service], clients: list[httpx.AsyncClient]
+) -> None:
+    """Sessions with inline contexts and uploads sent to both replicas at once: the key ends
+    at or under its quota, and a refused session leaves neither its context file nor its blob."""
+    statuses: list[int] = []
+
+    async def send(client: httpx.AsyncClient, index: int) -> None:
+        if index % 3:
+            response = await client.post("/v1/sessions", json={"context": "c" * 9_000})
+        else:
+            response = await client.post("/v1/files?filename=f.txt", content=b"f" * 9_000)
+        statuses.append(response.status_code)
+
+    async with anyio.create_task_group() as group:
+        for index in range(24):
+            group.start_soon(send, clients[index % 2], index)
+    assert sorted(set(statuses)) == [201, 413]
+    with psycopg.connect(pg_url) as conn:
+        (owner,) = conn.execute("SELECT DISTINCT owner FROM files").fetchone() or ("",)
+        open_ids = {
+            row[0]
+            for row in conn.execute("SELECT id FROM sessions WHERE status = 'open'").fetchall()
+        }
+        blob_keys = {row[0] for row in conn.execute("SELECT key FROM blobs").fetchall()}
+    with PgJobStore(pg_url) as store:
+        assert store.storage_used(owner) <= quota
+    assert {key for key in blob_keys if key.startswith("context/")} == {
+        f"context/{session_id}" for session_id in open_ids
+    }
+    for service in services:
+        contexts = {path.parent.name for path in (service.data_dir / "jobs").glob("*/context.*")}
+        assert contexts <= open_ids

@@ -19,7 +19,9 @@ from engine.service.store import (
     RUNNING,
     SUCCEEDED,
     ClaimLost,
+    FileRecord,
     JobStore,
+    QuotaExceeded,
     json_bytes,
     open_store,
 )
@@ -212,6 +214,33 @@ def test_storage_counts_every_byte_a_key_keeps(opener: Opener) -> None:
         assert store.delete_session("s") and store.delete_job("j")
         assert store.storage_used("o") == 0
         assert store.storage_used("other") == 7 + json_bytes({}) + json_bytes([])
+
+
+def test_quota_checked_writes_fill_the_quota_exactly_and_never_pass_it(store: JobStore) -> None:
+    """Each write that counts (a job, a session, an upload) is refused, and nothing written,
+    when its bytes would take the owner past the quota, in the write's own transaction."""
+    request = {"query": "q"}
+    job_cost = 400 + json_bytes(request)
+    session_cost = 300 + json_bytes({}) + json_bytes([])
+    upload = FileRecord("f", "o", "a.txt", 200, Path("/files/f/a.txt"), 0.0)
+    quota = job_cost + session_cost + 250  # the upload counts as unpacked: 250 bytes
+    store.add_job("j", owner="o", kind="job", request=request, stored_bytes=400, quota=quota)
+    store.add_session("s", owner="o", request={}, holder="h", context_bytes=300, quota=quota)
+    with pytest.raises(QuotaExceeded) as refused:
+        store.add_file(upload, stored_bytes=251, quota=quota)
+    assert (refused.value.quota, refused.value.left) == (quota, 250)
+    assert store.get_file("f") is None
+    store.add_file(upload, stored_bytes=250, quota=quota)
+    assert store.storage_used("o") == quota
+    with pytest.raises(QuotaExceeded):
+        store.add_job("j2", owner="o", kind="job", request={}, quota=quota)
+    with pytest.raises(QuotaExceeded):
+        store.add_session("s2", owner="o", request={}, holder="h", quota=quota)
+    assert store.get_job("j2") is None and store.get_session("s2") is None
+    # Another key has its own quota; no quota at all refuses nothing.
+    store.add_job("k", owner="other", kind="job", request=request, quota=json_bytes(request))
+    store.add_job("j3", owner="o", kind="job", request={}, quota=None)
+    assert store.storage_used("o") == quota + json_bytes({})
 
 
 def test_a_rerun_job_stops_counting_the_events_it_dropped(opener: Opener) -> None:

@@ -6,12 +6,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from engine.errors import ServiceError
-from engine.service.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, ClaimLost
+from engine.service.store import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    ClaimLost,
+    FileRecord,
+    QuotaExceeded,
+)
 from engine.service.store_pg import LOST_REASON, PgJobStore
 
 
@@ -124,6 +134,59 @@ def test_a_replica_that_lost_its_lease_cannot_overwrite_the_rerun(pg_url: str) -
         job = b.get_job("j")
         assert job is not None and (job.status, job.result) == (SUCCEEDED, {"answer": "b"})
         assert [event["by"] for _, event in b.events("j")] == ["b"]
+
+
+def _write(store: PgJobStore, kind: int, key: str, owner: str, quota: int) -> None:
+    """One quota-checked write of about 1 KB: a job, a session message, a session, an upload."""
+    if kind == 0:
+        store.add_job(key, owner=owner, kind="job", request={}, stored_bytes=1000, quota=quota)
+    elif kind == 1:
+        store.add_held(
+            key, owner=owner, kind="session", request={"q": "q" * 1000}, replica="r",
+            lease_s=30, quota=quota,
+        )  # fmt: skip
+    elif kind == 2:
+        store.add_session(key, owner=owner, request={}, holder="h", context_bytes=1000, quota=quota)
+    else:
+        record = FileRecord(key, owner, "a.txt", 1000, Path("/files") / key / "a.txt", 0.0)
+        store.add_file(record, stored_bytes=1200, quota=quota)
+
+
+def test_concurrent_writes_of_one_key_on_two_replicas_stay_within_its_quota(pg_url: str) -> None:
+    """Eight writers on two stores (two replicas' connection pools) write jobs, session
+    messages, sessions and uploads for one key at once: the key ends at or under its quota
+    (each check and its write are one step), filled to within one write."""
+    quota = 50_000
+    refused: list[tuple[str, int, int]] = []
+    with PgJobStore(pg_url, pool_size=4) as a, PgJobStore(pg_url, pool_size=4) as b:
+        barrier = threading.Barrier(8)
+
+        def writer(store: PgJobStore, index: int) -> None:
+            barrier.wait()
+            for n in range(30):
+                try:
+                    _write(store, (index + n) % 4, f"w{index}-{n}", "k", quota)
+                except QuotaExceeded as exc:
+                    refused.append((f"w{index}-{n}", exc.quota, exc.left))
+
+        threads = [
+            threading.Thread(target=writer, args=(a if index % 2 else b, index))
+            for index in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        used = a.storage_used("k")
+        assert quota - 1200 < used <= quota, used
+        assert len(refused) > 100  # most writes came after the quota was full
+        assert all(limit == quota and 0 <= left < 1200 for _, limit, left in refused)
+        # A refused write left nothing behind; another key is not held to this one's quota.
+        for key, _, _ in refused:
+            assert a.get_job(key) is None and a.get_session(key) is None
+            assert a.get_file(key) is None
+        _write(b, 0, "other-key-job", "other", quota)
+        assert b.storage_used("other") == 1000 + 2
 
 
 def test_changes_are_notified_to_listeners(store: PgJobStore, pg_url: str) -> None:

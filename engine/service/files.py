@@ -20,6 +20,7 @@ converted document, an archive as uploaded (each replica unpacks it when a job n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -39,7 +40,7 @@ from engine.errors import ContextError
 from engine.log import get_logger
 from engine.service.replicas import local_file, share_file
 from engine.service.requests import ApiError
-from engine.service.store import FileRecord, JobStore
+from engine.service.store import FileRecord, JobStore, StoreError
 
 log = get_logger(__name__)
 
@@ -66,8 +67,12 @@ async def save_upload(
     chunks: AsyncIterator[bytes],
     max_bytes: int,
     declared_length: int | None = None,
+    quota: int | None = None,
 ) -> FileRecord:
-    """Write ``chunks`` to a new file; refuse (413) past ``max_bytes`` and leave nothing behind."""
+    """Write ``chunks`` to a new file; refuse (413) past ``max_bytes`` and leave nothing behind.
+
+    The record is written with the owner's storage ``quota`` checked in the same transaction
+    (:class:`~engine.service.store.QuotaExceeded` when it would pass it, nothing kept)."""
     if declared_length is not None and declared_length > max_bytes:
         raise _too_large(max_bytes)
     file_id = new_file_id()
@@ -104,8 +109,16 @@ async def save_upload(
     if path.is_dir():
         target.unlink()
     record = FileRecord(file_id, owner, target.name, size, path, time.time())
-    # What it takes on disk (an archive unpacked, a document as text) counts for the quota.
-    store.add_file(record, stored_bytes=await anyio.to_thread.run_sync(_tree_bytes, folder))
+    try:
+        # What it takes on disk (an archive unpacked, a document as text) counts for the quota.
+        stored = await anyio.to_thread.run_sync(_tree_bytes, folder)
+        store.add_file(record, stored_bytes=stored, quota=quota)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        if store.shared:
+            with contextlib.suppress(StoreError):
+                store.delete_blob(file_id)
+        raise
     return record
 
 

@@ -17,13 +17,14 @@ this process scheduling the jobs it accepted (see ``replicas``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,7 @@ from engine.service.store import (
     ClaimLost,
     JobRecord,
     JobStore,
+    QuotaExceeded,
     SessionRecord,
     StoreError,
     json_bytes,
@@ -279,7 +281,7 @@ class JobService(AsyncResource):
         stored_bytes = self.keep_request(owner, job_id, stored, request.context)
         if request.session_id is not None and self.replica is not None:
             return self._add_held(job_id, owner, kind, stored)
-        try:
+        with self.storing(job_id):
             job = self.store.add_job(
                 job_id,
                 owner=owner,
@@ -287,10 +289,8 @@ class JobService(AsyncResource):
                 request=stored,
                 max_retries=request.max_retries,
                 stored_bytes=stored_bytes,
+                quota=self.settings.max_storage_per_key,
             )
-        except StoreError as exc:
-            shutil.rmtree(self.settings.jobs_dir / job_id, ignore_errors=True)
-            raise ApiError(503, "service_unavailable", f"{exc}; retry later") from exc
         if self.replica is not None:
             self.replica.poke()  # the first replica with a free slot claims it
         else:
@@ -314,7 +314,7 @@ class JobService(AsyncResource):
         (never in the queue, so no other replica claims it) and started here."""
         assert self.replica is not None and self._tg is not None
         assert isinstance(self.store, PgJobStore)
-        try:
+        with self.storing(job_id):
             job = self.store.add_held(
                 job_id,
                 owner=owner,
@@ -322,9 +322,8 @@ class JobService(AsyncResource):
                 request=stored,
                 replica=self.replica.id,
                 lease_s=self.settings.lease_s,
+                quota=self.settings.max_storage_per_key,
             )
-        except StoreError as exc:
-            raise ApiError(503, "service_unavailable", f"{exc}; retry later") from exc
         self._tg.start_soon(self._run_held, job)
         return job
 
@@ -370,6 +369,22 @@ class JobService(AsyncResource):
         share_file(self.store, context_key(key), path)
         return len(data)
 
+    @contextlib.contextmanager
+    def storing(self, key: str) -> Iterator[None]:
+        """Around the write of a job's or session's row (``key``, its id): when the store
+        refuses it (past the quota: 413; the database failed: 503), remove the inline context
+        :meth:`keep_request` kept for it, so nothing is left that no row counts."""
+        try:
+            yield
+        except (QuotaExceeded, StoreError) as exc:
+            shutil.rmtree(self.settings.jobs_dir / key, ignore_errors=True)
+            if self.store.shared:
+                with contextlib.suppress(StoreError):
+                    self.store.delete_blob(context_key(key))
+            if isinstance(exc, QuotaExceeded):
+                raise quota_exceeded(exc.quota, exc.left) from exc
+            raise ApiError(503, "service_unavailable", f"{exc}; retry later") from exc
+
     # --- storage: quota, deletion, retention -------------------------------------------------
 
     def storage_left(self, owner: str) -> int | None:
@@ -380,13 +395,9 @@ class JobService(AsyncResource):
         used = self.store.storage_used(owner) + self._uploading.get(owner, 0)
         return max(quota - used, 0)
 
-    def storage_over(self, owner: str) -> bool:
-        """Whether ``owner`` already stores more than the quota."""
-        quota = self.settings.max_storage_per_key
-        return quota is not None and self.store.storage_used(owner) > quota
-
     def check_storage(self, owner: str, more: int) -> None:
-        """Raise 413 when storing ``more`` bytes would take ``owner`` past its quota."""
+        """Raise 413 when storing ``more`` bytes would take ``owner`` past its quota (an early
+        refusal before the work of a write; the store checks again, atomically, as it writes)."""
         left = self.storage_left(owner)
         if left is not None and more > left:
             raise quota_exceeded(self.settings.max_storage_per_key or 0, left)

@@ -144,13 +144,16 @@ class SessionManager:
         # The inline context and the row count for the key's storage quota (413 past it);
         # the context's bytes are released when the session closes.
         context_bytes = service.keep_request(owner, session_id, stored, request.context)
-        return service.store.add_session(
-            session_id,
-            owner=owner,
-            request=stored,
-            holder=self.holder,
-            context_bytes=context_bytes,
-        )
+        with service.storing(session_id):
+            record = service.store.add_session(
+                session_id,
+                owner=owner,
+                request=stored,
+                holder=self.holder,
+                context_bytes=context_bytes,
+                quota=service.settings.max_storage_per_key,
+            )
+        return record
 
     def own(self, session_id: str, owner: str) -> SessionRecord:
         """The session if ``owner`` owns it; 404 otherwise."""

@@ -42,6 +42,16 @@ class StoreError(ServiceError):
     """The job database refused a read or write (locked too long, disk full, gone)."""
 
 
+class QuotaExceeded(ServiceError):
+    """A write would take its owner past the storage quota; nothing was written. Checked in
+    the write's own transaction, so concurrent writes (from any replica) cannot pass it."""
+
+    def __init__(self, quota: int, left: int) -> None:
+        super().__init__(f"the storage quota of {quota:,} bytes would be exceeded ({left:,} left)")
+        self.quota = quota
+        self.left = left
+
+
 class ClaimLost(ServiceError):
     """A write for an attempt of a job that no longer holds its claim (its replica lost the
     lease and the job was queued again or ended): the attempt must stop without an outcome."""
@@ -200,12 +210,15 @@ class JobStore(ABC):
         request: dict[str, Any],
         max_retries: int = 0,
         stored_bytes: int = 0,
+        quota: int | None = None,
     ) -> JobRecord:
         """Insert a new queued job; ``stored_bytes`` counts its files (inline context), the
-        request's JSON is counted here."""
+        request's JSON is counted here. With ``quota``, refuse (:class:`QuotaExceeded`) when
+        the owner's stored bytes would pass it."""
         now = time.time()
         text = json.dumps(request)
         with self._tx() as db:
+            self._check_quota(db, owner, stored_bytes + utf8(text), quota)
             db.execute(
                 "INSERT INTO jobs (id, owner, kind, status, request, max_retries, created_at, "
                 "stored_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -245,15 +258,22 @@ class JobStore(ABC):
     def storage_used(self, owner: str) -> int:
         """Bytes ``owner`` keeps in the service: uploads, jobs (request, inline context,
         trajectory, result) and sessions (request, inline context while open, turns)."""
-        rows = self._query(
-            "SELECT (SELECT COALESCE(SUM(CASE WHEN stored_bytes > bytes THEN stored_bytes "
-            "ELSE bytes END), 0) FROM files WHERE owner = ?) + "
-            "(SELECT COALESCE(SUM(stored_bytes), 0) FROM jobs WHERE owner = ?) + "
-            "(SELECT COALESCE(SUM(context_bytes + stored_bytes), 0) FROM sessions "
-            "WHERE owner = ?)",
-            (owner, owner, owner),
-        )
-        return int(rows[0][0])
+        return int(self._query(_STORAGE_USED, (owner, owner, owner))[0][0])
+
+    @abstractmethod
+    def _lock_owner(self, db: Connection, owner: str) -> None:
+        """Hold off other quota-checked writes of ``owner`` until ``db``'s transaction ends."""
+
+    def _check_quota(self, db: Connection, owner: str, more: int, quota: int | None) -> None:
+        """Raise :class:`QuotaExceeded` unless ``owner`` stores at most ``quota`` bytes with
+        ``more`` added (None: no quota). Called in the transaction that then writes them,
+        after :meth:`_lock_owner`, so the sum read here is still true when it commits."""
+        if quota is None:
+            return
+        self._lock_owner(db, owner)
+        (used,) = db.execute(_STORAGE_USED, (owner, owner, owner)).fetchone()
+        if int(used) + more > quota:
+            raise QuotaExceeded(quota, max(quota - int(used), 0))
 
     def delete_job(self, job_id: str) -> bool:
         """Delete a final job and its events; False if it does not exist or has not ended."""
@@ -398,10 +418,12 @@ class JobStore(ABC):
 
     # --- files ----------------------------------------------------------------------------
 
-    def add_file(self, record: FileRecord, stored_bytes: int = 0) -> None:
+    def add_file(self, record: FileRecord, stored_bytes: int = 0, quota: int | None = None) -> None:
         """Insert an upload; ``stored_bytes`` is what it takes on disk when more than its size
-        (an unpacked archive), for the storage quota."""
+        (an unpacked archive), for the storage quota. With ``quota``, refuse
+        (:class:`QuotaExceeded`) when the owner's stored bytes would pass it."""
         with self._tx() as db:
+            self._check_quota(db, record.owner, max(stored_bytes, record.bytes), quota)
             db.execute(
                 "INSERT INTO files (id, owner, filename, bytes, path, created_at, stored_bytes) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -446,12 +468,15 @@ class JobStore(ABC):
         request: dict[str, Any],
         holder: str,
         context_bytes: int = 0,
+        quota: int | None = None,
     ) -> SessionRecord:
         """Insert a new open session held by ``holder``. ``context_bytes`` (its inline context,
-        kept as a file while it is open) and the row's JSON count for the storage quota."""
+        kept as a file while it is open) and the row's JSON count for the storage quota; with
+        ``quota``, refuse (:class:`QuotaExceeded`) when the owner's bytes would pass it."""
         now = time.time()
         text = json.dumps(request)
         with self._tx() as db:
+            self._check_quota(db, owner, context_bytes + utf8(text) + 2, quota)
             db.execute(
                 "INSERT INTO sessions (id, owner, status, request, turns, holder, created_at, "
                 "last_active, context_bytes, stored_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -465,7 +490,7 @@ class JobStore(ABC):
                     now,
                     now,
                     context_bytes,
-                    utf8(text) + 2,
+                    utf8(text) + 2,  # the empty turns, "[]"
                 ),
             )
         session = self.get_session(session_id)
@@ -573,6 +598,15 @@ class JobStore(ABC):
         with self._tx() as db:
             db.execute("DELETE FROM blobs WHERE key = ?", (key,))
 
+
+#: Bytes one owner keeps (the storage quota's sum): uploads as unpacked, jobs, sessions.
+_STORAGE_USED = (
+    "SELECT (SELECT COALESCE(SUM(CASE WHEN stored_bytes > bytes THEN stored_bytes "
+    "ELSE bytes END), 0) FROM files WHERE owner = ?) + "
+    "(SELECT COALESCE(SUM(stored_bytes), 0) FROM jobs WHERE owner = ?) + "
+    "(SELECT COALESCE(SUM(context_bytes + stored_bytes), 0) FROM sessions "
+    "WHERE owner = ?)"
+)
 
 #: The columns of a job row, in the order :func:`job_from_row` reads them (both stores).
 JOB_COLUMNS = (

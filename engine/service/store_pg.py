@@ -12,6 +12,7 @@ Triggers NOTIFY ``rlm_job``/``rlm_queue``/``rlm_cancel`` on every change (see th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -118,6 +119,12 @@ class PgJobStore(JobStore):
             rows: list[tuple[Any, ...]] = conn.execute(_dialect(sql), args).fetchall()
             return rows
 
+    def _lock_owner(self, db: Connection, owner: str) -> None:
+        """A transaction-scoped advisory lock on ``owner``: quota-checked writes of one key
+        run one at a time across every replica (READ COMMITTED: each statement after the
+        lock sees what the previous holder committed), other keys' writes are not held up."""
+        db.execute("SELECT pg_advisory_xact_lock(CAST(? AS BIGINT))", (owner_lock_id(owner),))
+
     # --- the shared queue -----------------------------------------------------------------
 
     def claim(self, replica: str, lease_s: float) -> JobRecord | None:
@@ -144,11 +151,14 @@ class PgJobStore(JobStore):
         request: dict[str, Any],
         replica: str,
         lease_s: float,
+        quota: int | None = None,
     ) -> JobRecord:
         """Insert a job already running on ``replica`` under its lease (a session message:
-        it must run where the session's kernel lives, so it never enters the queue)."""
+        it must run where the session's kernel lives, so it never enters the queue). With
+        ``quota``, refuse (:class:`QuotaExceeded`) when the owner's bytes would pass it."""
         text = json.dumps(request)
         with self._tx() as db:
+            self._check_quota(db, owner, utf8(text), quota)
             row = db.execute(
                 "INSERT INTO jobs (id, owner, kind, status, request, created_at, started_at, "
                 "attempts, lease_owner, lease_until, claim_token, stored_bytes) VALUES (?, ?, ?, "
@@ -243,6 +253,13 @@ class PgJobStore(JobStore):
                     drop_events(db, job_id)
                     requeued.append(job_id)
         return Recovery(failed, requeued)
+
+
+def owner_lock_id(owner: str) -> int:
+    """The advisory lock id of ``owner``'s quota: a signed 64-bit hash (a collision only
+    makes two keys' writes wait for each other)."""
+    digest = hashlib.blake2b(f"rlm-quota:{owner}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _redact(url: str) -> str:

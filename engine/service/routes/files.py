@@ -11,7 +11,7 @@ from starlette.routing import Route
 from engine.service.files import file_json, save_upload
 from engine.service.jobs import JobService, quota_exceeded
 from engine.service.requests import ApiError
-from engine.service.store import FileRecord
+from engine.service.store import FileRecord, QuotaExceeded
 from engine.service.web import Api
 
 
@@ -35,6 +35,8 @@ def routes(api: Api) -> list[Route]:
             service.check_storage(owner, declared)
         quota = _QuotaCounter(service, owner)
         try:
+            # The stream is checked chunk by chunk against this replica's count (to stop a
+            # large upload early); the record, as unpacked, against the quota atomically.
             record = await save_upload(
                 store,
                 settings.files_dir,
@@ -43,12 +45,12 @@ def routes(api: Api) -> list[Route]:
                 chunks=quota.count(request.stream()),
                 max_bytes=settings.max_upload_bytes,
                 declared_length=declared,
+                quota=settings.max_storage_per_key,
             )
+        except QuotaExceeded as exc:
+            raise quota_exceeded(exc.quota, exc.left) from exc
         finally:
             quota.done()  # stored (now in the store's sum) or removed
-        if service.storage_over(owner):  # an archive unpacks to more than it uploads
-            await service.delete_file(record.id)
-            raise quota_exceeded(settings.max_storage_per_key or 0, 0)
         return JSONResponse(file_json(record), status_code=201)
 
     def own_file(request: Request, owner: str) -> FileRecord:
