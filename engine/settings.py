@@ -14,6 +14,7 @@ it, and :func:`parse_size` is the one size parser.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -150,10 +151,23 @@ class Setting:
         """Raise ConfigError when ``value`` is below :attr:`minimum` (None is unlimited)."""
         if value is None or self.minimum is None:
             return
+        # NaN passes every comparison below (and every ceiling's): ``nan <= 0`` is False, so
+        # a NaN cost cap would never be reached. Infinity is no budget either.
+        if not is_finite(value):
+            raise ConfigError(f"{self.name} must be a finite number (got {value})")
         if self.minimum == 0 and value < 0:
             raise ConfigError(f"{self.name} must be 0 or more (got {value})")
         if self.minimum > 0 and value <= 0:
             raise ConfigError(f"{self.name} must be greater than 0 (got {value})")
+
+
+def is_finite(value: float) -> bool:
+    """Whether ``value`` is a number a budget can hold: not NaN, not infinite, and (an int)
+    convertible to a float (``math.isfinite`` raises OverflowError past about 1e308)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 _RUN = frozenset({"run"})
@@ -196,6 +210,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_sessions_per_key", int, _parse_int, "RLM_MAX_SESSIONS_PER_KEY",
             "open sessions (each a live kernel) one API key may have", default=4,
             commands=frozenset({"serve"}), minimum=_POSITIVE),
+    Setting("max_streams_per_key", int, _parse_int, "RLM_MAX_STREAMS_PER_KEY",
+            "requests one API key may hold open at once: event streams, chat completions "
+            "and session messages waiting for their answer, uploads in progress (429 past "
+            "it)", default=32, commands=frozenset({"serve"}), minimum=_POSITIVE),
     Setting("max_session_kernels", int, _parse_int, "RLM_MAX_SESSION_KERNELS",
             "session kernels this service process keeps alive at once, over all keys (an idle "
             "session's kernel holds no job slot, so this bounds them)", default=16,

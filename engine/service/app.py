@@ -24,7 +24,7 @@ from engine.service.auth import ApiKeys
 from engine.service.jobs import JobService
 from engine.service.routes import admin, files, jobs, openai, sessions
 from engine.service.routes.admin import viewer_dir
-from engine.service.web import Api, job_json
+from engine.service.web import Api, OpenRequests, job_json
 
 log = get_logger(__name__)
 
@@ -38,7 +38,8 @@ def create_app(
 
     ``metrics_keys`` are the operator's keys for ``/metrics`` (None: it is closed).
     """
-    api = Api(service, keys, int(time.time()), metrics_keys)
+    limit = service.settings.max_streams_per_key
+    api = Api(service, keys, int(time.time()), metrics_keys, OpenRequests(limit))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

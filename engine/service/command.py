@@ -158,6 +158,9 @@ def handle(args: argparse.Namespace) -> int:
         max_sessions_per_key=values.get(
             "max_sessions_per_key", setting("max_sessions_per_key").default
         ),
+        max_streams_per_key=values.get(
+            "max_streams_per_key", setting("max_streams_per_key").default
+        ),
         max_session_kernels=values.get(
             "max_session_kernels", setting("max_session_kernels").default
         ),

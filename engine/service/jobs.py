@@ -93,6 +93,8 @@ class ServiceSettings:
     max_sessions_per_key: int = 4
     #: live session kernels in this process, over all keys
     max_session_kernels: int = 16
+    #: requests one key may hold open at once (event streams, waits, uploads)
+    max_streams_per_key: int = 32
     # The models jobs may name (besides the service's own root and sub model).
     models: ModelAllowList = field(default_factory=lambda: ModelAllowList({}))
     # A postgresql:// URL: the jobs live there, shared with other replicas (else SQLite).

@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.config import Limits
 from engine.errors import RLMError, ServiceError
-from engine.settings import Setting, api_settings
+from engine.settings import Setting, api_settings, is_finite
 
 MAX_QUERY_CHARS = 100_000
 MAX_RETRIES = 5
@@ -101,6 +101,13 @@ def parse_limits(raw: Any, param: str = "limits") -> dict[str, float | int]:
         if isinstance(value, bool) or not ok_type:
             what = "an integer" if kind is int else "a number"
             raise invalid(f'"{param}.{key}" must be {what} (got {value!r})', f"{param}.{key}")
+        if not is_finite(value):
+            # NaN would pass the minimum and the ceiling (every comparison with it is False):
+            # a NaN max_cost was a run without a cost cap.
+            shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:20]}..."
+            raise invalid(
+                f'"{param}.{key}" must be a finite number (got {shown})', f"{param}.{key}"
+            )
         try:
             item.check_minimum(value)
         except RLMError:
@@ -128,7 +135,8 @@ def check_ceilings(
     """
     for name, value in limits.items():
         ceiling = ceilings.get(name)
-        if ceiling is not None and value > ceiling:
+        # Written so that a value no comparison can order (NaN) is refused, not let through.
+        if ceiling is not None and not value <= ceiling:
             flag = LIMIT_SETTINGS[name].flag_name
             raise invalid(
                 f'"{param}.{name}" is {value:g}, above this service\'s ceiling of {ceiling:g} '

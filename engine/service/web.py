@@ -9,13 +9,15 @@ OpenAI-compatible chat stream both render what it yields).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from engine.service.auth import ENV_KEYS, ApiKeys
 from engine.service.jobs import JobService, validate_limits, validate_tools
@@ -48,6 +50,79 @@ def unauthenticated(variable: str = ENV_KEYS) -> ApiError:
     )
 
 
+class OpenRequests:
+    """The long requests each key holds open: event streams, waits for an answer, uploads.
+
+    Each holds a connection, a task and (streams) a store query per job change for as long as
+    the client keeps it open, and none of them is bounded by a job's limits: without a cap one
+    key opening thousands of event streams used the service's file descriptors and, at every
+    event of the followed job, made thousands of store queries on the event loop that serves
+    every key. Past ``limit`` per key a new one is refused (429); other keys are unaffected.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def open_for(self, owner: str) -> int:
+        """How many long requests ``owner`` holds open now."""
+        return self._open.get(owner, 0)
+
+    def acquire(self, owner: str) -> Callable[[], None]:
+        """Count one more for ``owner`` (429 past the limit); returns its release, which may
+        be called more than once."""
+        held = self._open.get(owner, 0)
+        if held >= self.limit:
+            raise ApiError(
+                429,
+                "rate_limit_exceeded",
+                f"this API key already holds {held} requests open (event streams, waits for an "
+                f"answer, uploads; limit {self.limit}, rlm serve --max-streams-per-key); close "
+                "some, or poll GET /v1/jobs/ID instead of streaming",
+            )
+        self._open[owner] = held + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                left = self._open.get(owner, 1) - 1
+                if left > 0:
+                    self._open[owner] = left
+                else:
+                    self._open.pop(owner, None)
+
+        return release
+
+    @contextmanager
+    def hold(self, owner: str) -> Iterator[None]:
+        """Count a request for the block (a wait or an upload inside one handler)."""
+        release = self.acquire(owner)
+        try:
+            yield
+        finally:
+            release()
+
+
+class HeldStream(StreamingResponse):
+    """A streaming response that releases its key's :class:`OpenRequests` count when it ends,
+    however it ends (finished, client gone, cancelled at shutdown), also when the body is
+    never iterated (a generator's own ``finally`` would not run then)."""
+
+    def __init__(
+        self, content: AsyncIterator[str], release: Callable[[], None], **kwargs: Any
+    ) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=SSE_HEADERS, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
 @dataclass(frozen=True)
 class Api:
     """The service a route module serves, with its keys and start time."""
@@ -56,6 +131,13 @@ class Api:
     keys: ApiKeys
     started: int
     metrics_keys: ApiKeys | None = None
+    #: the long requests each key holds open (see :class:`OpenRequests`)
+    open_requests: OpenRequests = field(default_factory=lambda: OpenRequests(32))
+
+    def stream(self, owner: str, content: AsyncIterator[str]) -> HeldStream:
+        """An event stream for ``owner``, counted while open (429 past the key's limit)."""
+        release = self.open_requests.acquire(owner)
+        return HeldStream(content, release)
 
     def authed(self, handler: OwnedHandler) -> Handler:
         """Wrap a handler that needs an API key; it receives the key's owner id.
@@ -102,8 +184,8 @@ class Api:
                 raise _body_too_large(limit)
         try:
             if len(body) > _THREAD_JSON_BYTES:  # megabytes of JSON: do not stall the loop
-                return await anyio.to_thread.run_sync(json.loads, body)
-            return json.loads(body)
+                return await anyio.to_thread.run_sync(decode_json, body)
+            return decode_json(body)
         except (ValueError, RecursionError) as exc:
             # ValueError: bad JSON or UTF-8, integers past Python's 4,300-digit limit;
             # RecursionError: arrays or objects nested about 1,000 deep. The tenant's bad
@@ -111,6 +193,29 @@ class Api:
             raise ApiError(
                 400, "invalid_json", f"the request body is not valid JSON: {exc}"
             ) from exc
+
+
+def decode_json(body: bytes | bytearray) -> Any:
+    """Strict JSON (RFC 8259): ValueError for ``NaN``, ``Infinity`` and ``-Infinity``, which
+    Python's decoder accepts by default.
+
+    A NaN passes every range check (all comparisons with it are False): a ``max_cost`` of NaN
+    was a job without a cost cap, and a NaN anywhere in a stored request made the job's JSON
+    unrenderable (500 on every read). Refused here, no field can carry one.
+    """
+    return json.loads(body, parse_constant=_not_json, parse_float=_finite_float)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number; send a finite number")
+
+
+def _finite_float(text: str) -> float:
+    # A literal past the float range (1e309) decodes to infinity: the same hole as Infinity.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range; send a finite number")
+    return value
 
 
 def _body_too_large(limit: int) -> ApiError:

@@ -34,6 +34,20 @@ UNDECODABLE = {
     "bytes that are not UTF-8": b'{"query": "\xff"}',
 }
 
+#: Numbers no budget can hold. Every comparison with NaN is False, so a NaN passed the
+#: minimum and the ceiling: a NaN ``max_cost`` was a job without a cost cap (it ran), and a
+#: NaN or infinity anywhere in a stored request made the job's JSON unrenderable (500).
+NON_FINITE = {
+    "max_cost NaN": b'{"query": "q", "limits": {"max_cost": NaN}}',
+    "max_wall_time Infinity": b'{"query": "q", "limits": {"max_wall_time": Infinity}}',
+    "cell_timeout 1e309 (infinity)": b'{"query": "q", "limits": {"cell_timeout": 1e309}}',
+    "max_iterations of 400 digits": b'{"query": "q", "limits": {"max_iterations": '
+    + b"9" * 400
+    + b"}}",
+    "output_schema maximum -Infinity": b'{"query": "q", "output_schema": {"type": "number", '
+    b'"maximum": -Infinity}}',
+}
+
 
 async def test_attack_limits_above_the_operators_ceilings(
     tmp_path: Path, attack_report: AttackReport
@@ -71,6 +85,23 @@ async def test_attack_limits_above_the_operators_ceilings(
                         assert response.status_code == 400, (name, route, response.text)
                         assert response.json()["error"]["type"] == "invalid_json"
                     undecodable.append(name)
+                non_finite = []
+                for name, body in NON_FINITE.items():
+                    for route, wrap in (("/v1/jobs", body), ("/v1/chat/completions", None)):
+                        if wrap is None:  # the same value in the chat API's rlm extension
+                            inner = body.replace(b'"query": "q", ', b"")
+                            wrap = (
+                                b'{"model": "rlm", "messages": [{"role": "user", "content": '
+                                b'"q"}], "rlm": ' + inner + b"}"
+                            )
+                        response = await client.post(
+                            route, content=wrap, headers={"content-type": "application/json"}
+                        )
+                        assert response.status_code in (400, 422), (name, route, response.text)
+                        assert "finite" in response.json()["error"]["message"], response.text
+                    non_finite.append(name)
+                # None of them was stored (or run).
+                assert (await client.get("/v1/jobs")).json()["data"] == []
             assert await innocent_answer(service) == "45"
             growth = meter.growth()
         finally:
@@ -79,6 +110,13 @@ async def test_attack_limits_above_the_operators_ceilings(
         "ask for budgets above the operator's (iterations, time, tokens, cost, sub-calls, depth)",
         "service limits are ceilings (rlm serve flags, TOML, safe defaults)",
         f"422 naming the ceiling for {len(refused)} budgets and the chat API",
+        rss_growth=growth,
+    )
+    attack_report(
+        "numbers no budget can hold (" + ", ".join(non_finite) + ")",
+        "strict JSON (no NaN or Infinity, no float past the range); budgets must be finite",
+        f"400 or 422 for all {len(non_finite)} on /v1/jobs and /v1/chat/completions; no job "
+        "stored (before: a NaN max_cost job ran without a cost cap, and 500s)",
         rss_growth=growth,
     )
     attack_report(

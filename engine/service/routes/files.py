@@ -34,6 +34,9 @@ def routes(api: Api) -> list[Route]:
         if declared is not None:
             service.check_storage(owner, declared)
         quota = _QuotaCounter(service, owner)
+        # An upload in progress holds a connection and a file for as long as the client
+        # sends (slowly, or never finishing): counted with the key's other open requests.
+        release = api.open_requests.acquire(owner)
         try:
             # The stream is checked chunk by chunk against this replica's count (to stop a
             # large upload early); the record, as unpacked, against the quota atomically.
@@ -50,6 +53,7 @@ def routes(api: Api) -> list[Route]:
         except QuotaExceeded as exc:
             raise quota_exceeded(exc.quota, exc.left) from exc
         finally:
+            release()
             quota.done()  # stored (now in the store's sum) or removed
         return JSONResponse(file_json(record), status_code=201)
 

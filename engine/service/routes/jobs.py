@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from engine.service import openai_compat as oa
 from engine.service.requests import ApiError, invalid, parse_job_request
-from engine.service.web import SSE_HEADERS, Api, Idle, Progress, follow_job, job_json
+from engine.service.web import Api, Idle, Progress, follow_job, job_json
 
 
 def routes(api: Api) -> list[Route]:
@@ -70,7 +70,7 @@ def routes(api: Api) -> list[Route]:
                 else:
                     yield "event: end\n" + oa.sse_data(job_json(item))
 
-        return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
+        return api.stream(owner, stream())
 
     return [
         Route("/v1/jobs", api.authed(create_job), methods=["POST"]),

@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from engine.service import openai_compat as oa
 from engine.service.jobs import JobService
 from engine.service.store import JobRecord
-from engine.service.web import SSE_HEADERS, Api, Idle, Progress, error_response, follow_job
+from engine.service.web import Api, HeldStream, Idle, Progress, error_response, follow_job
 
 #: The header that makes a chat request a message of an existing session (POST /v1/sessions).
 SESSION_HEADER = "x-rlm-session"
@@ -29,24 +29,28 @@ def routes(api: Api) -> list[Route]:
     async def chat(request: Request, owner: str) -> Response:
         chat_request = oa.parse_chat_request(await api.read_json(request))
         session_id = request.headers.get(SESSION_HEADER)
-        if session_id:
-            # A session's message: the last user message is the query, on its live kernel.
-            body = {
-                "query": chat_request.last_user,
-                "output_schema": chat_request.job.output_schema,
-            }
-            job = service.sessions.submit_message(owner, session_id, body)
-        else:
-            job = api.submit(owner, chat_request.job, "chat")
+        # Counted before the job is queued: a request refused for the key's open requests
+        # must not leave a job running that nobody waits for.
+        release = api.open_requests.acquire(owner)
+        try:
+            if session_id:
+                # A session's message: the last user message is the query, on its live kernel.
+                body = {
+                    "query": chat_request.last_user,
+                    "output_schema": chat_request.job.output_schema,
+                }
+                job = service.sessions.submit_message(owner, session_id, body)
+            else:
+                job = api.submit(owner, chat_request.job, "chat")
+        except BaseException:
+            release()
+            raise
         if chat_request.stream:
-            return StreamingResponse(
-                _chat_stream(service, job.id, chat_request),
-                media_type="text/event-stream",
-                headers=SSE_HEADERS,
-            )
+            return HeldStream(_chat_stream(service, job.id, chat_request), release)
         try:
             job = await _wait_or_disconnect(service, request, job.id)
         finally:
+            release()
             current = service.store.get_job(job.id)
             if current is not None and not current.final:
                 service.cancel(job.id)  # the client went away: stop paying for the run

@@ -60,10 +60,13 @@ def routes(api: Api) -> list[Route]:
         wait = body.get("wait", True) if isinstance(body, dict) else True
         if not isinstance(wait, bool):
             raise invalid('"wait" must be true or false', "wait")
-        job = sessions.submit_message(owner, request.path_params["session_id"], body)
         if not wait:
+            job = sessions.submit_message(owner, request.path_params["session_id"], body)
             return JSONResponse(job_json(job), status_code=202)
-        job = await service.wait(job.id, poll_s=1.0)
+        # Waiting for the answer holds the request open: counted (checked before queueing).
+        with api.open_requests.hold(owner):
+            job = sessions.submit_message(owner, request.path_params["session_id"], body)
+            job = await service.wait(job.id, poll_s=1.0)
         return JSONResponse(job_json(job))
 
     return [

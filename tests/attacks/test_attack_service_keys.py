@@ -1,0 +1,239 @@
+"""Attacks by one API key on another key's data and on what the service shares between keys.
+
+One real `rlm serve` (real sandboxes, the replay model server) for the module: a hostile key
+(``OTHER_KEY``) goes after the victim's (``API_KEY``) jobs, files and sessions through every
+route, looks for what the victim's task left in the sandbox it ran in, and holds requests open
+to take the service's connections; the victim keeps being served throughout.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import anyio
+import httpx
+import pytest
+
+from engine.models import Cassette, ReplayServer
+from tests.attacks.conftest import AttackReport, RssMeter
+from tests.service_support import (
+    OTHER_KEY,
+    Service,
+    code,
+    innocent_answer,
+    root,
+    wait_final,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
+
+#: The victim's task leaves what it can in its sandbox: a file in every writable folder, a
+#: variable in its environment, a process and a thread that outlive the cell.
+LEAVE = code(
+    "import os, subprocess, threading, time\n"
+    "for folder in ('/tmp', '/dev/shm', os.path.expanduser('~')):\n"
+    "    open(os.path.join(folder, 'victim-secret.txt'), 'w').write('secret')\n"
+    "os.environ['VICTIM_SECRET'] = 'secret'\n"
+    "subprocess.Popen(['sleep', '3000'])\n"
+    "threading.Thread(target=time.sleep, args=(3000,), daemon=True).start()\n"
+    "answer['content'] = 'left'\nanswer['ready'] = True"
+)
+#: The attacker's next task looks for it.
+LOOK = code(
+    "import os\n"
+    "found = [os.path.join(d, n) for d in ('/tmp', '/dev/shm', os.path.expanduser('~'))\n"
+    "         for n in os.listdir(d) if 'secret' in n]\n"
+    "if 'VICTIM_SECRET' in os.environ:\n"
+    "    found.append('environment')\n"
+    "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+    "    try:\n"
+    "        if b'sleep' in open(f'/proc/{pid}/cmdline', 'rb').read():\n"
+    "            found.append('process')\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "answer['content'] = repr(found)\nanswer['ready'] = True"
+)
+CASSETTE = [
+    root("INNOCENT", code("answer['content'] = str(sum(range(10)))\nanswer['ready'] = True")),
+    root("QUICK", code("answer['content'] = 'done'\nanswer['ready'] = True")),
+    root("LEAVE", LEAVE),
+    root("LOOK", LOOK),
+    # Runs long enough for streams to follow it; cancelled by the test.
+    root("STEADY", code("answer['content'] = 'done'\nanswer['ready'] = True"), delay_s=120),
+]
+STREAMS_PER_KEY = 4
+
+
+@pytest.fixture(scope="module")
+async def service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Service]:
+    async with ReplayServer(Cassette(CASSETTE)) as replay:
+        data = tmp_path_factory.mktemp("keys") / "data"
+        svc = Service(data, replay.base_url, "--max-streams-per-key", str(STREAMS_PER_KEY))
+        await anyio.to_thread.run_sync(svc.start)
+        try:
+            yield svc
+        finally:
+            await anyio.to_thread.run_sync(svc.stop)
+
+
+def _meter(service: Service) -> RssMeter:
+    assert service.proc is not None
+    return RssMeter(service.proc.pid).start()
+
+
+async def test_attack_another_keys_ids_on_every_route(
+    service: Service, attack_report: AttackReport
+) -> None:
+    meter = _meter(service)
+    async with service.client() as victim, service.client(OTHER_KEY) as attacker:
+        job = (await victim.post("/v1/jobs", json={"query": "QUICK", "context": "private"})).json()
+        upload = await victim.post("/v1/files?filename=a.txt", content=b"private file")
+        file_id = upload.json()["id"]
+        session_id = (await victim.post("/v1/sessions", json={"context": "private"})).json()["id"]
+        await wait_final(victim, job["id"])
+        job_id = job["id"]
+        probes: list[tuple[str, str, object, dict[str, str]]] = [
+            ("GET", f"/v1/jobs/{job_id}", None, {}),
+            ("GET", f"/v1/jobs/{job_id}/events", None, {}),
+            ("GET", f"/v1/jobs/{job_id}/trajectory", None, {}),
+            ("POST", f"/v1/jobs/{job_id}/cancel", None, {}),
+            ("DELETE", f"/v1/jobs/{job_id}", None, {}),
+            ("GET", f"/v1/files/{file_id}", None, {}),
+            ("DELETE", f"/v1/files/{file_id}", None, {}),
+            ("POST", "/v1/jobs", {"query": "QUICK", "file_id": file_id}, {}),
+            ("POST", "/v1/sessions", {"file_ids": [file_id]}, {}),
+            ("GET", f"/v1/sessions/{session_id}", None, {}),
+            ("POST", f"/v1/sessions/{session_id}/messages", {"query": "QUICK"}, {}),
+            ("DELETE", f"/v1/sessions/{session_id}", None, {}),
+            (
+                "POST",
+                "/v1/chat/completions",
+                {"model": "rlm", "messages": [{"role": "user", "content": "QUICK"}]},
+                {"x-rlm-session": session_id},
+            ),
+        ]
+        statuses = []
+        for method, path, body, headers in probes:
+            response = await attacker.request(method, path, json=body, headers=headers)
+            statuses.append(response.status_code)
+            # The same 404 as for an id that never existed: nothing confirms the id.
+            assert response.status_code == 404, (method, path, response.text)
+            message = response.json()["error"]["message"]
+            assert "another" not in message and "owner" not in message, message
+        never = await attacker.get("/v1/jobs/0123456789abcdef")
+        assert never.status_code == 404
+        for listing in ("/v1/jobs", "/v1/sessions", "/v1/jobs?status=succeeded' OR '1'='1"):
+            assert (await attacker.get(listing)).json()["data"] == []
+        # Everything is still the victim's and intact.
+        assert (await victim.get(f"/v1/jobs/{job_id}")).json()["status"] == "succeeded"
+        assert (await victim.get(f"/v1/files/{file_id}")).status_code == 200
+        assert (await victim.get(f"/v1/sessions/{session_id}")).json()["status"] == "open"
+        await victim.delete(f"/v1/sessions/{session_id}")
+    growth = meter.growth()
+    attack_report(
+        "another key's job, file and session ids on every route (read, cancel, delete, "
+        "stream, trajectory, use as context, session message, chat with x-rlm-session)",
+        "every id is looked up with its owner (a hash of the key)",
+        f"404 on all {len(statuses)} routes, as for an id that never existed; listings empty",
+        rss_growth=growth,
+    )
+
+
+async def test_attack_what_a_task_leaves_in_its_sandbox(
+    service: Service, attack_report: AttackReport
+) -> None:
+    meter = _meter(service)
+    async with service.client() as victim, service.client(OTHER_KEY) as attacker:
+        left = await wait_final(
+            victim, (await victim.post("/v1/jobs", json={"query": "LEAVE"})).json()["id"]
+        )
+        assert left["answer"] == "left", left
+        found = []
+        # The next two tasks (a warm sandbox, then whichever comes next) find nothing.
+        for _ in range(2):
+            job = (await attacker.post("/v1/jobs", json={"query": "LOOK"})).json()
+            done = await wait_final(attacker, job["id"])
+            assert done["status"] == "succeeded", done
+            found.append(done["answer"])
+        # A session's kernel after the victim's session used its own.
+        mine = (await victim.post("/v1/sessions", json={})).json()["id"]
+        theirs = (await attacker.post("/v1/sessions", json={})).json()["id"]
+        said = await victim.post(f"/v1/sessions/{mine}/messages", json={"query": "LEAVE"})
+        assert said.json()["answer"] == "left"
+        looked = await attacker.post(f"/v1/sessions/{theirs}/messages", json={"query": "LOOK"})
+        found.append(looked.json()["answer"])
+        for session_id, client in ((mine, victim), (theirs, attacker)):
+            await client.delete(f"/v1/sessions/{session_id}")
+    assert found == ["[]"] * 3, found
+    attack_report(
+        "a task leaves files in /tmp, /dev/shm and home, an environment variable, a process "
+        "and a thread; another key's next tasks and session look for the files, variable and "
+        "process",
+        "one sandbox per task (warm ones too), destroyed after it; one per session",
+        "nothing found by the next 2 jobs and a session of the other key",
+        rss_growth=meter.growth(),
+    )
+
+
+async def test_attack_one_key_holds_requests_open(
+    service: Service, attack_report: AttackReport
+) -> None:
+    meter = _meter(service)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with (
+        service.client(limits=limits) as hog,
+        service.client(OTHER_KEY) as other,
+        AsyncExitStack() as streams,
+    ):
+        job = (await hog.post("/v1/jobs", json={"query": "STEADY"})).json()
+        events = f"/v1/jobs/{job['id']}/events"
+        statuses = []
+        for _ in range(STREAMS_PER_KEY * 4):
+            response = await streams.enter_async_context(hog.stream("GET", events))
+            statuses.append(response.status_code)
+        assert (
+            statuses.count(200) == STREAMS_PER_KEY
+            and statuses.count(429) == len(statuses) - STREAMS_PER_KEY
+        )
+        refused = [r for r in statuses if r == 429]
+        # Waits for an answer and uploads are counted with the streams.
+        chat = await hog.post(
+            "/v1/chat/completions",
+            json={"model": "rlm", "messages": [{"role": "user", "content": "QUICK"}]},
+        )
+        upload = await hog.post("/v1/files?filename=x.txt", content=b"x")
+        assert (chat.status_code, upload.status_code) == (429, 429), (chat.text, upload.text)
+        assert "--max-streams-per-key" in chat.json()["error"]["message"]
+        # The refused chat left no job behind: only the followed one is active.
+        active = [j for j in (await hog.get("/v1/jobs")).json()["data"] if not j["finished_at"]]
+        assert [j["id"] for j in active] == [job["id"]]
+        # The other key is served meanwhile, streams included.
+        theirs = (await other.post("/v1/jobs", json={"query": "QUICK"})).json()
+        async with other.stream("GET", f"/v1/jobs/{theirs['id']}/events") as stream:
+            assert stream.status_code == 200
+            lines = [line async for line in stream.aiter_lines()]
+        assert any(line == "event: end" for line in lines), lines[-5:]
+        await streams.aclose()
+        # Closed streams are released: the key can stream again.
+        with anyio.fail_after(30):
+            while True:
+                async with hog.stream("GET", events) as again:
+                    if again.status_code == 200:
+                        break
+                await anyio.sleep(0.2)
+        cancelled = await hog.post(f"/v1/jobs/{job['id']}/cancel")
+        assert cancelled.json()["status"] == "cancelled", cancelled.text
+        ended = [json.loads(line[6:]) for line in lines if line.startswith("data: ")][-1]
+        assert ended["status"] == "succeeded"
+    assert await innocent_answer(service) == "45"
+    attack_report(
+        f"one key opens {STREAMS_PER_KEY * 4} event streams to one job, then a chat wait and "
+        "an upload",
+        f"requests held open per key (here {STREAMS_PER_KEY}; 32 by default: streams, waits, "
+        "uploads)",
+        f"{STREAMS_PER_KEY} streams served, {len(refused)} and the chat and upload refused "
+        "with 429; the other key streamed and got its answers; released on close",
+        rss_growth=meter.growth(),
+    )
