@@ -412,12 +412,13 @@ class JobService(AsyncResource):
         else:
             self._uploading.pop(owner, None)
 
-    async def delete(self, job_id: str) -> None:
-        """Cancel the job if it has not ended, then delete it, its events and its files."""
+    async def delete(self, job_id: str, wait_s: float = 30.0) -> None:
+        """Cancel the job if it has not ended, then delete it, its events and its files
+        (409 when it has not stopped within ``wait_s`` seconds)."""
         job = self.store.get_job(job_id)
         if job is not None and not job.final:
             self.cancel(job_id)
-            with anyio.move_on_after(30):
+            with anyio.move_on_after(wait_s):
                 job = await self.wait(job_id, poll_s=0.5)
             if not job.final:
                 raise ApiError(

@@ -95,6 +95,10 @@ class OpenRequests:
 
         return release
 
+    def room(self, owner: str) -> bool:
+        """Whether ``owner`` may open one more now (for requests whose wait is optional)."""
+        return self.open_for(owner) < self.limit
+
     @contextmanager
     def hold(self, owner: str) -> Iterator[None]:
         """Count a request for the block (a wait or an upload inside one handler)."""
