@@ -1,8 +1,9 @@
 """What the warm pool's liveness check adds to a task's warm start.
 
 Run with ``python -m benchmarks.bench_pool_probe [--n 200]``. Prints numbers, asserts nothing.
-Measured on one idle warm sandbox: :meth:`Sandbox.probe` (one echo over the kernel's
-heartbeat socket, what every hand-out now pays), beside the Docker call it avoids while the
+Measured on one idle warm sandbox: :meth:`Sandbox.probe` (one ``kernel_info_request`` on the
+kernel's shell channel, answered by its main thread, with the request's idle status read off
+iopub: what every hand-out now pays), beside the Docker call it avoids while the
 kernel is alive (``container.reload()``, an inspect through the daemon), and the warm start it
 is added to (``benchmarks/warm.py``: claim, context, first cell; the probe included).
 """
@@ -45,7 +46,7 @@ async def main(n: int) -> None:
             started = time.perf_counter()
             await docker_api.call(container.reload)
             inspects.append(time.perf_counter() - started)
-    _summary("probe (heartbeat echo, the added cost)", probes)
+    _summary("probe (kernel_info, the added cost)", probes)
     _summary("Docker inspect (not paid while alive)", inspects)
     _summary("warm start (probe, claim, first cell)", await warm_start_times(config, 10))
 

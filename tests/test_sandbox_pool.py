@@ -8,19 +8,22 @@ cancelled. A task the pool cannot serve with the same limits gets a cold sandbox
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import docker.errors
 import pytest
+import zmq
+import zmq.asyncio
 
 from engine.errors import ContextError
 from engine.rlm.backend import DockerBackend
-from engine.sandbox import SandboxConfig, docker_api, rundir
+from engine.sandbox import SandboxConfig, docker_api, kernel, rundir
 from engine.sandbox.pool import WarmPool
 from engine.sandbox.rundir import ContextTooLargeError, stage_context_inline
+from engine.sandbox.sandbox import Sandbox
 
 # --- staging a context inside a running sandbox's run directory (no Docker) ------------------
 
@@ -242,7 +245,7 @@ async def test_cancelling_a_pool_while_it_starts_leaves_no_container() -> None:
     assert pool_containers(pool) == []
 
 
-# --- a warm sandbox that died while it waited --------------------------------------------------
+# --- a warm sandbox that died, or whose kernel got stuck, while it waited ---------------------
 
 #: Kills the kernel process from inside its container, as the OOM killer or a crash would.
 _KILL_KERNEL = (
@@ -284,7 +287,40 @@ async def _docker_pause(container_id: str) -> None:
     await docker_api.call(docker_api.client().api.pause, container_id)
 
 
-DEATHS = {"docker kill": _docker_kill, "kernel killed": _kill_kernel, "paused": _docker_pause}
+#: Deadlocks the kernel's main thread on a lock it already holds (a wait in C): the kernel
+#: process and its heartbeat thread go on, but its shell channel is never served again.
+_DEADLOCK = "import threading\n_held = threading.Lock()\n_held.acquire()\n_held.acquire()\n"
+
+
+async def _heartbeat_echoes(sandbox: Sandbox) -> bool:
+    """Whether the kernel's heartbeat thread echoes a message (all a heartbeat probe sees)."""
+    context = zmq.asyncio.Context()
+    socket = context.socket(zmq.DEALER)
+    socket.connect(f"ipc://{kernel.socket_files(sandbox.run_dir)[-1]}")
+    try:
+        await socket.send(b"echo")
+        return bool(await socket.poll(10_000)) and await socket.recv() == b"echo"
+    finally:
+        socket.close(linger=0)
+        context.term()
+
+
+async def _stuck_main_thread(pool: WarmPool, container_id: str) -> None:
+    # A request over the kernel's own shell channel, as a cell is sent: its main thread takes
+    # it and deadlocks; the probe's request queues behind it.
+    sandbox = pool._ready[0][0]
+    assert sandbox._kernel is not None
+    sandbox._kernel._client.execute(_DEADLOCK)
+    assert await _heartbeat_echoes(sandbox)  # alive, as far as its heartbeat can tell
+
+
+Death = Callable[[WarmPool, str], Awaitable[None]]
+DEATHS: dict[str, Death] = {
+    "docker kill": lambda _, container_id: _docker_kill(container_id),
+    "kernel killed": lambda _, container_id: _kill_kernel(container_id),
+    "paused": lambda _, container_id: _docker_pause(container_id),
+    "main thread stuck": _stuck_main_thread,
+}
 
 
 @docker_test
@@ -294,7 +330,7 @@ async def test_a_warm_sandbox_that_died_idle_is_discarded_and_the_task_runs(deat
     async with WarmPool(config, 1) as pool:
         await until(lambda: pool.ready == 1)
         (dead,) = pool_containers(pool)
-        await DEATHS[death](dead)
+        await DEATHS[death](pool, dead)
         async with pool.open(config, context="still served", task_id="after") as sandbox:
             out = await sandbox.execute("print(context)", cell_timeout_s=60)
             assert out.stdout == "still served\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import re
 import secrets
 import time
@@ -56,8 +57,11 @@ _POLL_S = 0.25
 #: kernel's PUB socket dropped it): the cell's own output is capped, so this drains it.
 _REPLY_GRACE_S = 5.0
 _DRAIN_WAIT_MS = 200
-#: How long a heartbeat echo may take before the container's state is asked too.
-_PING_CHECK_MS = 100
+#: How long a probe's reply may take before the container's state is asked too.
+_PROBE_CHECK_S = 0.1
+#: How long a probe waits for the idle status of its request once the reply came (published
+#: by the kernel's iopub thread just after it): read here, it costs the next cell no drain.
+_PROBE_IDLE_S = 0.5
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 _zmq_contexts: dict[int, zmq.asyncio.Context] = {}
@@ -160,14 +164,9 @@ class KernelSession:
         context = _context(output_limit)
         self._client = AsyncKernelClient(context=context)
         self._flood = _FloodMeter()
-        # Connected now, so that a ping pays for no handshake. The kernel's heartbeat thread
-        # (a ROUTER in a zmq device) sends each message back to its sender as it came.
-        self._heartbeat = context.socket(zmq.DEALER)
-        self._heartbeat.connect(
-            f"{connection['transport']}://{connection['ip']}-{connection['hb_port']}"
-        )
-        # One ping at a time: another's echo would be skipped as stale, and its ping time out.
-        self._ping_lock = anyio.Lock()
+        # One reader of the shell and iopub channels at a time (a cell, or a probe): each
+        # skips the messages that are not its own, so two would lose each other's replies.
+        self._channels_lock = anyio.Lock()
         self._client.load_connection_info(connection)  # type: ignore[arg-type]
         self._client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=True)
 
@@ -179,25 +178,38 @@ class KernelSession:
                 f"the sandbox kernel did not answer within {timeout:.0f} s ({exc})"
             ) from exc
 
-    async def ping(self, timeout: float, check_alive: Callable[[], Awaitable[None]]) -> None:
-        """Return once the kernel echoes a message on its heartbeat socket; raise
-        :class:`TimeoutError` after ``timeout`` seconds without the echo.
+    async def probe(self, timeout: float, check_alive: Callable[[], Awaitable[None]]) -> None:
+        """Return once the kernel's main thread answers a ``kernel_info_request``; raise
+        :class:`TimeoutError` after ``timeout`` seconds without the reply.
 
-        The echo comes from the kernel process's heartbeat thread, not its shell: it leaves
-        no message behind on any channel a cell uses. ``check_alive`` (a Docker call) runs
-        only while the echo is late, so a dead container is named within a fraction of a
-        second and a live kernel costs one round trip over its socket.
+        The main thread serves the shell channel, so a reply shows that a cell would run now.
+        (The heartbeat is echoed by a thread of its own, which goes on answering while the
+        main thread is deadlocked or stuck in a C call.) ``check_alive`` (a Docker call) runs
+        only while the reply is late, so a dead container is named within a fraction of a
+        second and a live kernel costs one round trip. The request's idle status is read off
+        iopub too, so the next cell finds nothing to drain.
         """
-        token = secrets.token_bytes(8)
-        with anyio.fail_after(timeout):
-            async with self._ping_lock:
-                await self._heartbeat.send(token)
+        with anyio.fail_after(timeout) as scope:
+            async with self._channels_lock:
+                msg_id = self._client.kernel_info()
                 while True:
-                    if await self._heartbeat.poll(_PING_CHECK_MS):
-                        if await self._heartbeat.recv() == token:
-                            return
-                        continue  # the late echo of an earlier ping
-                    await check_alive()
+                    try:
+                        msg = await _receive(self._client.shell_channel, _PROBE_CHECK_S)
+                    except Empty:
+                        await check_alive()
+                        continue
+                    if msg.parent_id == msg_id and msg.kind == "kernel_info_reply":
+                        break  # (a late reply to an earlier probe is skipped)
+                scope.deadline = math.inf  # it answered: the idle status gets a grace of its own
+                with anyio.move_on_after(_PROBE_IDLE_S):
+                    while True:
+                        try:
+                            msg = await _receive(self._client.iopub_channel, _PROBE_IDLE_S)
+                        except Empty:
+                            break
+                        idle = msg.content.get("execution_state") == "idle"
+                        if msg.parent_id == msg_id and msg.kind == "status" and idle:
+                            break
 
     async def execute(
         self,
@@ -222,101 +234,102 @@ class KernelSession:
         Raises :class:`KernelFlooded` when the kernel floods its output channel, and
         :class:`KernelProtocolError` when it sends a malformed message.
         """
-        await self._drain_iopub()
-        msg_id = self._client.execute(
-            code,
-            silent=silent,
-            store_history=not silent,
-            user_expressions=user_expressions or {},
-            allow_stdin=False,
-            stop_on_error=False,
-        )
-        stdout, stderr = HeadTailBuffer(output_limit), HeadTailBuffer(output_limit)
-        result: str | None = None
-        error: CellError | None = None
-        interrupted = False
-        deadline = time.monotonic() + cell_timeout_s
-        waited_before = waited() if waited is not None else 0.0
-        iopub = self._client.iopub_channel
-        reply: dict[str, Any] | None = None
-        reply_seen_at = 0.0
-        received = 0
-        received_chars = 0
-        chars_limit = max(CELL_OUTPUT_CHARS, 8 * output_limit)
-        last_check = time.monotonic()
-        while True:
-            remaining = deadline - time.monotonic()
-            if waited is not None and not interrupted:
-                remaining += waited() - waited_before
-            if remaining <= 0:
-                if interrupted:
-                    raise InterruptIgnoredError()
-                interrupted = True
-                await interrupt()
-                deadline = time.monotonic() + interrupt_grace
-                continue
-            now = time.monotonic()
-            if reply is not None and now - reply_seen_at > _REPLY_GRACE_S:
-                break  # the idle status was lost (dropped by a full queue): done anyway
-            if now - last_check > _POLL_S:
-                # Also while messages keep coming: a flood must not hide a dead kernel or
-                # the reply of a cell whose idle status was dropped.
-                last_check = now
-                await check_alive()
-                if reply is None and (reply := await self._reply_if_ready(msg_id)) is not None:
-                    reply_seen_at = now
-            try:
-                msg = await _receive(iopub, min(_POLL_S, remaining))
-            except Empty:
-                if reply is not None:
-                    break  # replied and quiet: the idle status was dropped
-                continue
-            received += 1
-            if received > CELL_MESSAGE_LIMIT:
-                raise KernelFlooded(
-                    f"the sandbox sent more than {CELL_MESSAGE_LIMIT:,} output messages in one "
-                    "cell, so it was stopped; print less often (collect results in a variable)"
-                )
-            if msg.parent_id != msg_id:
-                self._flood.note()
-                continue
-            received_chars += output_chars(msg)
-            if received_chars > chars_limit:
-                raise KernelFlooded(
-                    f"the sandbox sent more than {chars_limit:,} characters of output in one "
-                    "cell, past what the kernel's own output cap lets through, so it was "
-                    "stopped; do not write to the kernel's sockets from sandbox code"
-                )
-            kind, content = msg.kind, msg.content
-            if kind == "stream":
-                target = stdout if content.get("name") == "stdout" else stderr
-                target.write(content.get("text", ""))
-            elif kind in ("execute_result", "display_data"):
-                text = content.get("data", {}).get("text/plain")
-                if text is not None:
-                    if kind == "execute_result":
-                        result = truncate_middle(text, output_limit)
-                    else:
-                        stdout.write(text + "\n")
-            elif kind == "error":
-                traceback = _ANSI.sub("", "\n".join(content.get("traceback", [])))
-                error = CellError(
-                    ename=content.get("ename", "Error"),
-                    evalue=content.get("evalue", ""),
-                    traceback=truncate_middle(traceback, output_limit),
-                )
-            elif kind == "status" and content.get("execution_state") == "idle":
-                break
-        if reply is None:
-            reply = await self._reply(msg_id, check_alive)
-        return RawOutcome(
-            stdout=stdout,
-            stderr=stderr,
-            result=result,
-            error=error,
-            user_expressions=reply_expressions(reply),
-            interrupted=interrupted,
-        )
+        async with self._channels_lock:
+            await self._drain_iopub()
+            msg_id = self._client.execute(
+                code,
+                silent=silent,
+                store_history=not silent,
+                user_expressions=user_expressions or {},
+                allow_stdin=False,
+                stop_on_error=False,
+            )
+            stdout, stderr = HeadTailBuffer(output_limit), HeadTailBuffer(output_limit)
+            result: str | None = None
+            error: CellError | None = None
+            interrupted = False
+            deadline = time.monotonic() + cell_timeout_s
+            waited_before = waited() if waited is not None else 0.0
+            iopub = self._client.iopub_channel
+            reply: dict[str, Any] | None = None
+            reply_seen_at = 0.0
+            received = 0
+            received_chars = 0
+            chars_limit = max(CELL_OUTPUT_CHARS, 8 * output_limit)
+            last_check = time.monotonic()
+            while True:
+                remaining = deadline - time.monotonic()
+                if waited is not None and not interrupted:
+                    remaining += waited() - waited_before
+                if remaining <= 0:
+                    if interrupted:
+                        raise InterruptIgnoredError()
+                    interrupted = True
+                    await interrupt()
+                    deadline = time.monotonic() + interrupt_grace
+                    continue
+                now = time.monotonic()
+                if reply is not None and now - reply_seen_at > _REPLY_GRACE_S:
+                    break  # the idle status was lost (dropped by a full queue): done anyway
+                if now - last_check > _POLL_S:
+                    # Also while messages keep coming: a flood must not hide a dead kernel or
+                    # the reply of a cell whose idle status was dropped.
+                    last_check = now
+                    await check_alive()
+                    if reply is None and (reply := await self._reply_if_ready(msg_id)) is not None:
+                        reply_seen_at = now
+                try:
+                    msg = await _receive(iopub, min(_POLL_S, remaining))
+                except Empty:
+                    if reply is not None:
+                        break  # replied and quiet: the idle status was dropped
+                    continue
+                received += 1
+                if received > CELL_MESSAGE_LIMIT:
+                    raise KernelFlooded(
+                        f"the sandbox sent more than {CELL_MESSAGE_LIMIT:,} output messages in one "
+                        "cell, so it was stopped; print less often (collect results in a variable)"
+                    )
+                if msg.parent_id != msg_id:
+                    self._flood.note()
+                    continue
+                received_chars += output_chars(msg)
+                if received_chars > chars_limit:
+                    raise KernelFlooded(
+                        f"the sandbox sent more than {chars_limit:,} characters of output in one "
+                        "cell, past what the kernel's own output cap lets through, so it was "
+                        "stopped; do not write to the kernel's sockets from sandbox code"
+                    )
+                kind, content = msg.kind, msg.content
+                if kind == "stream":
+                    target = stdout if content.get("name") == "stdout" else stderr
+                    target.write(content.get("text", ""))
+                elif kind in ("execute_result", "display_data"):
+                    text = content.get("data", {}).get("text/plain")
+                    if text is not None:
+                        if kind == "execute_result":
+                            result = truncate_middle(text, output_limit)
+                        else:
+                            stdout.write(text + "\n")
+                elif kind == "error":
+                    traceback = _ANSI.sub("", "\n".join(content.get("traceback", [])))
+                    error = CellError(
+                        ename=content.get("ename", "Error"),
+                        evalue=content.get("evalue", ""),
+                        traceback=truncate_middle(traceback, output_limit),
+                    )
+                elif kind == "status" and content.get("execution_state") == "idle":
+                    break
+            if reply is None:
+                reply = await self._reply(msg_id, check_alive)
+            return RawOutcome(
+                stdout=stdout,
+                stderr=stderr,
+                result=result,
+                error=error,
+                user_expressions=reply_expressions(reply),
+                interrupted=interrupted,
+            )
 
     async def _reply(
         self, msg_id: str, check_alive: Callable[[], Awaitable[None]]
@@ -370,7 +383,6 @@ class KernelSession:
 
     def close(self) -> None:
         self._client.stop_channels()
-        self._heartbeat.close()
 
 
 class InterruptIgnoredError(Exception):

@@ -14,9 +14,10 @@ whose context needs more memory or copying than a warm sandbox allows, gets a co
 (logged as ``pool.miss`` with the reason), never one with other limits.
 
 A warm sandbox can die while it waits (its container killed, OOM-killed or stopped, its
-kernel killed or frozen). Before one is handed out, :meth:`Sandbox.probe` checks that its
-kernel answers (one echo over its heartbeat socket; Docker is asked only when the echo is
-late); a dead one is discarded (``pool.discarded`` with the reason, counted in
+kernel killed or frozen, or its main thread stuck). Before one is handed out,
+:meth:`Sandbox.probe` checks that its kernel's main thread answers (one
+``kernel_info_request`` on the shell channel; Docker is asked only when the reply is late); a
+dead one is discarded (``pool.discarded`` with the reason, counted in
 :attr:`WarmPool.discarded`, its container removed) and the task gets the next warm sandbox or
 a cold one. The refill loop probes the idle ones every ``sweep_s`` seconds too, so that a dead
 one is replaced before a task asks.
@@ -61,8 +62,8 @@ DEFAULT_SERVICE_POOL = 2
 #: How long the refill loop sleeps between looks when nothing wakes it (idle shrink checks).
 _POLL_S = 1.0
 _MAX_BACKOFF_S = 60.0
-#: How long an idle sandbox's kernel may take to echo before it counts as dead: the echo comes
-#: from a thread of its own, so a live kernel answers in milliseconds even on a busy host.
+#: How long an idle sandbox's kernel may take to answer before it counts as dead: an idle main
+#: thread answers in tens of milliseconds even on a busy host.
 DEFAULT_PROBE_TIMEOUT_S = 2.0
 #: How often the refill loop probes the idle sandboxes.
 DEFAULT_SWEEP_S = 30.0

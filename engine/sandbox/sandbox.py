@@ -222,12 +222,14 @@ class Sandbox:
         )
 
     async def probe(self, timeout: float) -> str | None:
-        """Why this started sandbox cannot run a cell now; None when its kernel is alive.
+        """Why this started sandbox cannot run a cell now; None when its kernel serves requests.
 
         For a warm pool to check an idle sandbox before it hands it out: its container may
         have been killed, stopped or OOM-killed (the kernel is its main process, so a dead
-        kernel stops it too) or frozen while it waited. One echo over the kernel's heartbeat
-        socket when all is well; Docker is asked only while the echo is late, for the reason.
+        kernel stops it too) or frozen while it waited, or the kernel's main thread may be
+        stuck (deadlocked, or blocked in a C call) while its heartbeat thread still answers.
+        One ``kernel_info_request`` over the shell channel, answered by the main thread, when
+        all is well; Docker is asked only while the reply is late, for the reason.
         """
         if self._closed:
             return "the sandbox is closed"
@@ -236,15 +238,18 @@ class Sandbox:
         if self._kernel is None:
             return "the sandbox is not started"
         try:
-            await self._kernel.ping(timeout, self._check_alive)
+            await self._kernel.probe(timeout, self._check_alive)
         except KernelDiedError as exc:
             return exc.reason
         except TimeoutError:
-            return f"its kernel did not answer its heartbeat within {timeout:g} s"
+            return (
+                f"its kernel did not answer a request within {timeout:g} s (its main thread is "
+                "stuck or busy)"
+            )
         except docker.errors.DockerException as exc:  # asking Docker failed: not usable now
             return f"Docker could not say whether it runs ({exc})"
-        except zmq.ZMQError as exc:  # closed meanwhile by its owner
-            return f"its heartbeat socket failed ({exc})"
+        except (zmq.ZMQError, KernelProtocolError) as exc:  # closed meanwhile, or forged
+            return f"its kernel's channel failed ({exc})"
         return None
 
     async def name_after_task(self) -> None:
