@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -60,6 +61,18 @@ def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
     return ordered[index]
+
+
+async def _every_job(client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """The key's jobs, page after page (a listing returns at most 100)."""
+    listed: list[dict[str, Any]] = []
+    after = ""
+    while True:
+        page = (await client.get(f"/v1/jobs?limit=100{after}")).json()
+        listed += page["data"]
+        if not page["has_more"]:
+            return listed
+        after = f"&after={page['last_id']}"
 
 
 async def run(
@@ -111,7 +124,7 @@ async def run(
                 tg.start_soon(submit, index)
         submitted = time.perf_counter() - started
         while True:
-            listed = (await client.get("/v1/jobs")).json()["data"]
+            listed = await _every_job(client)
             done = [j for j in listed if j["id"] in ids and j["finished_at"] is not None]
             if len(done) == jobs:
                 break

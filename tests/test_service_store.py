@@ -156,6 +156,19 @@ def test_jobs_keep_submission_order_and_filters(store: JobStore) -> None:
     assert store.get_job("j1") is not None and store.get_job("nope") is None
 
 
+def test_listings_page_with_a_cursor_of_the_owner(store: JobStore) -> None:
+    for index, owner in enumerate("xyxxyx"):
+        store.add_job(f"j{index}", owner=owner, kind="job", request={"query": str(index)})
+        store.add_session(f"s{index}", owner=owner, request={}, holder="h")
+    assert [j.id for j in store.jobs(owner="x", limit=2)] == ["j0", "j2"]
+    assert [j.id for j in store.jobs(owner="x", after="j2", limit=2)] == ["j3", "j5"]
+    assert [j.id for j in store.jobs(owner="x", after="j5")] == []
+    # Another owner's id as the cursor matches nothing (it says nothing about that job).
+    assert store.jobs(owner="x", after="j1") == [] and store.jobs(owner="x", after="no") == []
+    assert [s.id for s in store.sessions(owner="x", after="s0", limit=2)] == ["s2", "s3"]
+    assert store.sessions(owner="x", after="s4") == []
+
+
 def test_sessions_keep_their_turns_and_close_once(opener: Opener) -> None:
     from engine.service.store import SESSION_CLOSED, SESSION_OPEN
 

@@ -216,7 +216,7 @@ _STATUS_TEXT = {
     403: "metrics are closed (no RLM_METRICS_KEYS)",
     415: "unsupported upload encoding",
     422: "invalid field (the message names it)",
-    429: "too many active jobs for this key",
+    429: "a per-key limit: active jobs, open sessions or requests held open",
     502: "the RLM run failed",
 }
 
@@ -258,7 +258,7 @@ def openapi_document(ceilings: Mapping[str, float] | None = None) -> dict[str, A
                         "extension: .json parsed, .jsonl a list, .pdf/.docx/.html converted "
                         "to text on the host, .zip/.tar[.gz|.bz2|.xz] unpacked into a folder "
                         "context, else text; 422 names a file that cannot be read)",
-                        errors=(400, 413, 415, 422),
+                        errors=(400, 413, 415, 422, 429),
                         ok_status="201",
                     ),
                     "parameters": [
@@ -286,7 +286,12 @@ def openapi_document(ceilings: Mapping[str, float] | None = None) -> dict[str, A
                     errors=(400, 404, 413, 422, 429),
                     ok_status="201",
                 ),
-                "get": _op("This key's jobs (?status= filters)"),
+                "get": _op(
+                    "This key's jobs in submission order, 100 at most per page (?status= "
+                    "filters; ?limit=1..100; ?after=<last_id> for the next page while "
+                    "has_more)",
+                    errors=(404, 422),
+                ),
             },
             "/v1/jobs/{job_id}": {
                 "get": _op("Job status and result", ok=job_ref, params=["job_id"], errors=(404,)),
@@ -310,7 +315,7 @@ def openapi_document(ceilings: Mapping[str, float] | None = None) -> dict[str, A
                     "= type: run_start, sandbox_ready, turn, cell, sub_call, nudge, run_end), "
                     "then 'end' with the job. Resume with Last-Event-ID or ?after=N.",
                     params=["job_id"],
-                    errors=(404,),
+                    errors=(404, 429),
                     content_type="text/event-stream",
                 )
             },
@@ -333,7 +338,11 @@ def openapi_document(ceilings: Mapping[str, float] | None = None) -> dict[str, A
                     errors=(400, 404, 413, 422, 429),
                     ok_status="201",
                 ),
-                "get": _op("This key's sessions (?status=open|closed filters)"),
+                "get": _op(
+                    "This key's sessions (?status=open|closed filters; pages as for jobs: "
+                    "?limit=, ?after=, has_more)",
+                    errors=(404, 422),
+                ),
             },
             "/v1/sessions/{session_id}": {
                 "get": _op(

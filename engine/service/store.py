@@ -232,18 +232,39 @@ class JobStore(ABC):
         rows = self._query(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         return job_from_row(rows[0]) if rows else None
 
-    def jobs(self, status: str | None = None, owner: str | None = None) -> list[JobRecord]:
-        """Jobs in submission order, optionally filtered."""
-        where, args = [], []
+    def jobs(
+        self,
+        status: str | None = None,
+        owner: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[JobRecord]:
+        """Jobs in submission order, optionally filtered; with ``after`` (a job id of
+        ``owner``'s) only those submitted after it, and at most ``limit`` of them."""
+        where: list[str] = []
+        args: list[Any] = []
         if status is not None:
             where.append("status = ?")
             args.append(status)
         if owner is not None:
             where.append("owner = ?")
             args.append(owner)
+        if after is not None:
+            # The cursor is looked up with the owner: another key's id matches nothing.
+            where.append(
+                "(created_at, rowid) > (SELECT created_at, rowid FROM jobs WHERE id = ? "
+                "AND owner = ?)"
+            )
+            args += [after, owner]
         clause = f"WHERE {' AND '.join(where)}" if where else ""
+        page = ""
+        if limit is not None:
+            page = " LIMIT ?"
+            args.append(limit)
         rows = self._query(
-            f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY created_at, rowid", tuple(args)
+            f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY created_at, rowid{page}",
+            tuple(args),
         )
         return [job_from_row(row) for row in rows]
 
@@ -501,18 +522,37 @@ class JobStore(ABC):
         rows = self._query(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,))
         return _session(rows[0]) if rows else None
 
-    def sessions(self, owner: str | None = None, status: str | None = None) -> list[SessionRecord]:
-        """Sessions in creation order, optionally filtered."""
-        where, args = [], []
+    def sessions(
+        self,
+        owner: str | None = None,
+        status: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[SessionRecord]:
+        """Sessions in creation order, optionally filtered; ``after`` and ``limit`` page
+        through them as in :meth:`jobs`."""
+        where: list[str] = []
+        args: list[Any] = []
         if owner is not None:
             where.append("owner = ?")
             args.append(owner)
         if status is not None:
             where.append("status = ?")
             args.append(status)
+        if after is not None:
+            where.append(
+                "(created_at, id) > (SELECT created_at, id FROM sessions WHERE id = ? "
+                "AND owner = ?)"
+            )
+            args += [after, owner]
         clause = f"WHERE {' AND '.join(where)}" if where else ""
+        page = ""
+        if limit is not None:
+            page = " LIMIT ?"
+            args.append(limit)
         rows = self._query(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions {clause} ORDER BY created_at, id",
+            f"SELECT {_SESSION_COLUMNS} FROM sessions {clause} ORDER BY created_at, id{page}",
             tuple(args),
         )
         return [_session(row) for row in rows]

@@ -122,6 +122,11 @@ async def test_attack_another_keys_ids_on_every_route(
             assert response.status_code == 404, (method, path, response.text)
             message = response.json()["error"]["message"]
             assert "another" not in message and "owner" not in message, message
+        # Another key's ids as a listing's cursor.
+        for listing in (f"/v1/jobs?after={job_id}", f"/v1/sessions?after={session_id}"):
+            response = await attacker.get(listing)
+            assert response.status_code == 404, (listing, response.text)
+            statuses.append(response.status_code)
         never = await attacker.get("/v1/jobs/0123456789abcdef")
         assert never.status_code == 404
         for listing in ("/v1/jobs", "/v1/sessions", "/v1/jobs?status=succeeded' OR '1'='1"):
@@ -134,7 +139,8 @@ async def test_attack_another_keys_ids_on_every_route(
     growth = meter.growth()
     attack_report(
         "another key's job, file and session ids on every route (read, cancel, delete, "
-        "stream, trajectory, use as context, session message, chat with x-rlm-session)",
+        "stream, trajectory, use as context, session message, chat with x-rlm-session, "
+        "listing cursor)",
         "every id is looked up with its owner (a hash of the key)",
         f"404 on all {len(statuses)} routes, as for an id that never existed; listings empty",
         rss_growth=growth,
@@ -239,5 +245,44 @@ async def test_attack_one_key_holds_requests_open(
         f"{STREAMS_PER_KEY} streams served, {len(refused)} and the chat and upload refused "
         "with 429, the cancel done without its wait; the other key streamed and got its "
         "answers; released on close",
+        rss_growth=meter.growth(),
+    )
+
+
+async def test_attack_list_every_job_at_once(service: Service, attack_report: AttackReport) -> None:
+    meter = _meter(service)
+    async with service.client() as client:
+        for _ in range(3):
+            await wait_final(
+                client, (await client.post("/v1/jobs", json={"query": "QUICK"})).json()["id"]
+            )
+        everything = []
+        after = ""
+        while True:  # one job per page, following the cursor
+            page = (await client.get(f"/v1/jobs?limit=1{after}")).json()
+            assert len(page["data"]) == 1
+            everything += page["data"]
+            if not page["has_more"]:
+                break
+            after = f"&after={page['last_id']}"
+        ids = [job["id"] for job in everything]
+        assert len(ids) >= 3 and len(set(ids)) == len(ids)
+        assert ids == [job["id"] for job in (await client.get("/v1/jobs")).json()["data"]]
+        refused = []
+        for limit in ("0", "101", "-1", "1e3", "abc"):
+            response = await client.get(f"/v1/jobs?limit={limit}")
+            assert response.status_code == 422, (limit, response.text)
+            refused.append(limit)
+        # A row of the listing is bounded too: the query (100,000 characters) and the schema.
+        schema = {"type": "string", "description": "x" * (100 << 10)}
+        big = await client.post("/v1/jobs", json={"query": "QUICK", "output_schema": schema})
+        assert big.status_code == 422 and "65,536" in big.json()["error"]["message"], big.text
+    attack_report(
+        "list every job of a key in one response (700 jobs with 100 KB queries: 99 MiB a "
+        "request; four at once grew the service by 660 MiB and stalled other keys for 9 s)",
+        "listings in pages of at most 100 (?limit=, ?after= cursor of the key's own ids); "
+        "output schemas at most 64 KiB",
+        f"{len(ids)} jobs listed one per page through the cursor; limits {refused} and a "
+        "100 KiB schema refused with 422",
         rss_growth=meter.growth(),
     )

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from engine.service import openai_compat as oa
-from engine.service.requests import ApiError, invalid, parse_job_request
+from engine.service.requests import ApiError, invalid, parse_job_request, parse_page
 from engine.service.web import Api, Idle, Progress, follow_job, job_json
 
 
@@ -25,8 +25,11 @@ def routes(api: Api) -> list[Route]:
 
     async def list_jobs(request: Request, owner: str) -> Response:
         status = request.query_params.get("status")
-        jobs = store.jobs(status=status, owner=owner)
-        return JSONResponse({"object": "list", "data": [job_json(j) for j in jobs]})
+        page = parse_page(request.query_params)
+        if page.after is not None:
+            api.own_job(page.after, owner)  # 404 for an id that is not this key's
+        jobs = store.jobs(status=status, owner=owner, after=page.after, limit=page.limit + 1)
+        return JSONResponse(page.body([job_json(j) for j in jobs]))
 
     async def get_job(request: Request, owner: str) -> Response:
         return JSONResponse(job_json(api.own_job(request.path_params["job_id"], owner)))

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from engine.service.requests import invalid
+from engine.service.requests import invalid, parse_page
 from engine.service.store import SessionRecord
 from engine.service.web import Api, job_json
 
@@ -44,8 +44,16 @@ def routes(api: Api) -> list[Route]:
         return JSONResponse(session_json(record), status_code=201)
 
     async def list_sessions(request: Request, owner: str) -> Response:
-        listed = service.store.sessions(owner=owner, status=request.query_params.get("status"))
-        return JSONResponse({"object": "list", "data": [session_json(s) for s in listed]})
+        page = parse_page(request.query_params)
+        if page.after is not None:
+            sessions.own(page.after, owner)  # 404 for an id that is not this key's
+        listed = service.store.sessions(
+            owner=owner,
+            status=request.query_params.get("status"),
+            after=page.after,
+            limit=page.limit + 1,
+        )
+        return JSONResponse(page.body([session_json(s) for s in listed]))
 
     async def get(request: Request, owner: str) -> Response:
         return JSONResponse(session_json(sessions.own(request.path_params["session_id"], owner)))
