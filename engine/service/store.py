@@ -242,30 +242,14 @@ class JobStore(ABC):
     ) -> list[JobRecord]:
         """Jobs in submission order, optionally filtered; with ``after`` (a job id of
         ``owner``'s) only those submitted after it, and at most ``limit`` of them."""
-        where: list[str] = []
-        args: list[Any] = []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if owner is not None:
-            where.append("owner = ?")
-            args.append(owner)
-        if after is not None:
-            # The cursor is looked up with the owner: another key's id matches nothing.
-            where.append(
-                "(created_at, rowid) > (SELECT created_at, rowid FROM jobs WHERE id = ? "
-                "AND owner = ?)"
-            )
-            args += [after, owner]
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        page = ""
-        if limit is not None:
-            page = " LIMIT ?"
-            args.append(limit)
-        rows = self._query(
-            f"SELECT {JOB_COLUMNS} FROM jobs {clause} ORDER BY created_at, rowid{page}",
-            tuple(args),
+        sql, args = _listing(
+            f"SELECT {JOB_COLUMNS} FROM jobs",
+            "created_at, rowid",
+            {"status": status, "owner": owner},
+            after,
+            limit,
         )
+        rows = self._query(sql, args)
         return [job_from_row(row) for row in rows]
 
     def count_active(self, owner: str) -> int:
@@ -532,29 +516,14 @@ class JobStore(ABC):
     ) -> list[SessionRecord]:
         """Sessions in creation order, optionally filtered; ``after`` and ``limit`` page
         through them as in :meth:`jobs`."""
-        where: list[str] = []
-        args: list[Any] = []
-        if owner is not None:
-            where.append("owner = ?")
-            args.append(owner)
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if after is not None:
-            where.append(
-                "(created_at, id) > (SELECT created_at, id FROM sessions WHERE id = ? "
-                "AND owner = ?)"
-            )
-            args += [after, owner]
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        page = ""
-        if limit is not None:
-            page = " LIMIT ?"
-            args.append(limit)
-        rows = self._query(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions {clause} ORDER BY created_at, id{page}",
-            tuple(args),
+        sql, args = _listing(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions",
+            "created_at, id",
+            {"owner": owner, "status": status},
+            after,
+            limit,
         )
+        rows = self._query(sql, args)
         return [_session(row) for row in rows]
 
     def count_open_sessions(self, owner: str) -> int:
@@ -658,6 +627,32 @@ JOB_COLUMNS = (
 _SESSION_COLUMNS = (
     "id, owner, status, request, turns, holder, created_at, last_active, closed_at, closed_reason"
 )
+
+
+def _listing(
+    select: str,
+    order: str,
+    equal: dict[str, str | None],
+    after: str | None,
+    limit: int | None,
+) -> tuple[str, tuple[Any, ...]]:
+    """A listing's SQL and arguments: ``select`` filtered on the columns of ``equal`` that
+    are not None, in ``order``; after the row whose id is ``after``, at most ``limit`` rows.
+
+    The cursor row is looked up with the owner (``equal["owner"]``): another key's id
+    matches nothing, so a cursor says nothing about rows that are not the caller's.
+    """
+    where = [f"{column} = ?" for column, value in equal.items() if value is not None]
+    args: list[Any] = [value for value in equal.values() if value is not None]
+    if after is not None:
+        table = select.rsplit(" ", 1)[-1]
+        where.append(f"({order}) > (SELECT {order} FROM {table} WHERE id = ? AND owner = ?)")
+        args += [after, equal.get("owner")]
+    sql = select + (f" WHERE {' AND '.join(where)}" if where else "") + f" ORDER BY {order}"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(limit)
+    return sql, tuple(args)
 
 
 def _session(row: tuple[Any, ...]) -> SessionRecord:
