@@ -1,15 +1,28 @@
-"""``rlm chat`` as a user runs it: a real process with questions on standard input, a real
-sandbox (one kernel for all questions), models replayed from a cassette."""
+"""``rlm chat`` as a user runs it: a real process with questions on standard input (a pipe,
+or a real pseudo-terminal for the interactive prompt), a real sandbox (one kernel for all
+questions), models replayed from a cassette."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import engine_containers
-from tests.test_rlm_cli import rlm
+from tests.test_rlm_cli import _ENTRY, _env, rlm
 
 docker = pytest.mark.usefixtures("docker_ready")
 
@@ -109,3 +122,121 @@ def test_chat_refuses_stdin_as_the_context(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "reads its questions from standard input" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --- at a terminal: the interactive prompt under a real pseudo-terminal ----------------------
+
+PROMPT = b"?\x1b[0m: "  # rich's prompt: a bold cyan "?", then ": "
+
+
+class Terminal:
+    """The user's side of a pseudo-terminal that ``rlm chat`` runs in as its controlling
+    terminal (so Ctrl-C typed here reaches it as SIGINT, as in a shell)."""
+
+    def __init__(self, master: int, process: subprocess.Popen[bytes]) -> None:
+        self.master, self.process, self.seen = master, process, b""
+
+    def expect(self, text: bytes, timeout: float = 240) -> bytes:
+        """Output up to and including ``text`` (fails naming what came instead)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.seen:
+            ready, _, _ = select.select([self.master], [], [], deadline - time.monotonic())
+            chunk = os.read(self.master, 65536) if ready else b""
+            assert chunk, f"{text!r} never came; the terminal shows {self.seen[-3000:]!r}"
+            self.seen += chunk
+        end = self.seen.index(text) + len(text)
+        before, self.seen = self.seen[:end], self.seen[end:]
+        return before
+
+    def type(self, keys: bytes) -> None:
+        """Type ``keys`` as a person does: a moment after the prompt showed (readline has
+        then taken the terminal; keys typed before it would be echoed twice)."""
+        time.sleep(0.3)
+        os.write(self.master, keys)
+
+    def ended(self) -> tuple[int, bytes]:
+        """The exit status, and what the terminal showed since the last :meth:`expect`."""
+        status = self.process.wait(timeout=120)
+        while select.select([self.master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # the terminal's other side is closed: all read
+                break
+            if not chunk:
+                break
+            self.seen += chunk
+        return status, self.seen
+
+
+def lines(shown: bytes) -> list[str]:
+    """The terminal's lines without colours and cursor moves (a redrawn line keeps its last
+    state)."""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode("utf-8", "replace"))
+    return [line.rsplit("\r", 1)[-1] for line in text.split("\r\n")]
+
+
+@contextmanager
+def terminal_chat(tmp_path: Path) -> Iterator[Terminal]:
+    """``rlm chat`` on a pseudo-terminal (80x24); checks on the way out that it left the
+    terminal's settings (echo, line mode) as it found them."""
+    (tmp_path / "ctx.txt").write_text("apple banana cherry banana")
+    master, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    settings = termios.tcgetattr(follower)
+    args = [
+        "chat", "--context", tmp_path / "ctx.txt", "--model", "openai/root",
+        "--replay", cassette(tmp_path / "c.jsonl"), "--trajectory", tmp_path / "t.jsonl",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-c", _ENTRY, *map(str, args)],
+        cwd=tmp_path,
+        env={**_env(), "TERM": "xterm"},
+        # A session of its own with the pseudo-terminal as its controlling terminal.
+        preexec_fn=lambda: os.login_tty(follower),
+        close_fds=False,
+    )
+    try:
+        yield Terminal(master, process)
+        assert termios.tcgetattr(follower) == settings
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+        os.close(follower)
+
+
+@docker
+def test_chat_at_a_terminal_answers_lists_variables_and_exits(tmp_path: Path) -> None:
+    with terminal_chat(tmp_path) as term:
+        assert b"exit or Ctrl-D ends" in term.expect(PROMPT)
+        term.type(b"SPLIT-WORDS how many words?\r")
+        shown = lines(term.expect(PROMPT))
+        assert shown[0] == "SPLIT-WORDS how many words?"  # echoed once, by readline
+        assert shown[-3:] == ["4", "", "?: "]  # the answer, a blank line, the next prompt
+        term.type(b"/vars\r")
+        assert lines(term.expect(PROMPT)) == ["/vars", "words: list, len 4", "?: "]
+        term.type(b"exit\r")
+        status, shown = term.ended()
+    assert status == 0, shown
+    assert b"Traceback" not in term.seen
+    (first,) = turns(tmp_path, 1)
+    assert no_container_of(first[0]["session"]["id"])  # type: ignore[index]
+
+
+@docker
+@pytest.mark.parametrize(
+    ("key", "status"), [(b"\x04", 0), (b"\x03", 130)], ids=["ctrl-d", "ctrl-c"]
+)
+def test_ctrl_d_or_ctrl_c_at_the_prompt_ends_the_chat(
+    tmp_path: Path, key: bytes, status: int
+) -> None:
+    """Ctrl-D ends the chat (a new line first, as a shell does); Ctrl-C interrupts it as it
+    interrupts ``rlm run``. Either way the process ends and the terminal is as it was."""
+    with terminal_chat(tmp_path) as term:
+        term.expect(PROMPT)
+        term.type(key)
+        ended, shown = term.ended()
+    assert ended == status, shown
+    assert b"Traceback" not in shown
+    assert shown.startswith(b"\r\n") if status == 0 else b"rlm: interrupted" in shown

@@ -1,9 +1,15 @@
 """``rlm chat``: ask questions one after another about one context, on one live kernel.
 
 On a terminal it is an interactive prompt (line editing and input history through
-``readline``; ``exit``, ``quit`` or Ctrl-D end it, ``/vars`` lists the kernel's variables).
-In a pipe each line of standard input is a question and each answer is printed on its own
-line(s), followed by a blank line. Exit status: 0, or 1 when the last question failed.
+``readline``; ``exit``, ``quit`` or Ctrl-D end it, ``/vars`` lists the kernel's variables;
+Ctrl-C stops it as it stops ``rlm run``). In a pipe each line of standard input is a question
+and each answer is printed on its own line(s), followed by a blank line. Exit status: 0, or 1
+when the last question failed (130 after Ctrl-C).
+
+A question is read in a daemon thread of its own: ``input()`` cannot be interrupted from
+another thread, and an anyio worker thread would be joined at exit, so a Ctrl-C (or SIGTERM)
+at the prompt would end the chat's clean-up but never the process. The terminal's settings
+are put back when the chat ends, since ``readline`` left mid-line keeps its raw mode.
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ import argparse
 import contextlib
 import sys
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 
 from engine.cli.run import (
     EXIT_ERROR,
@@ -64,9 +73,45 @@ def handle(args: argparse.Namespace) -> int:
         )
     config = load_config(flag_values(args), config_file=args.config)
     interactive = sys.stdin.isatty()
-    with tempfile.TemporaryDirectory(prefix="rlm-chat-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="rlm-chat-") as scratch, _terminal_kept(interactive):
         context = context_from_args(args, Path(scratch))
         return anyio.run(_chat, config, context, interactive)
+
+
+@contextlib.contextmanager
+def _terminal_kept(interactive: bool) -> Iterator[None]:
+    """Put the terminal's settings back on the way out (echo and line mode, which readline
+    turns off while it reads a line and does not restore when the chat ends mid-prompt)."""
+    if not interactive:
+        yield
+        return
+    import termios
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(termios.error):  # the terminal went away meanwhile
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+async def _read_question(read: Callable[[], str | None]) -> str | None:
+    """``read()`` in a daemon thread; cancelled (Ctrl-C), the thread is left to the exit."""
+    token = anyio.lowlevel.current_token()
+    done = anyio.Event()
+    line: list[str | None] = [None]
+
+    def reader() -> None:
+        try:
+            line[0] = read()
+        finally:
+            with contextlib.suppress(RuntimeError):  # the chat ended meanwhile
+                anyio.from_thread.run_sync(done.set, token=token)
+
+    threading.Thread(target=reader, name="rlm-chat-input", daemon=True).start()
+    await done.wait()
+    return line[0]
 
 
 async def _chat(config: EngineConfig, context: ContextSpec | None, interactive: bool) -> int:
@@ -81,10 +126,11 @@ async def _chat(config: EngineConfig, context: ContextSpec | None, interactive: 
         if interactive:
             console.print(
                 "[dim]One kernel for all questions. exit or Ctrl-D ends; /vars lists the "
-                "kernel's variables.[/dim]"
+                "kernel's variables.[/dim]",
+                highlight=False,
             )
         while True:
-            question = await anyio.to_thread.run_sync(read, abandon_on_cancel=True)
+            question = await _read_question(read)
             if question is None or question.strip().lower() in _EXIT_WORDS:
                 break
             question = question.strip()
@@ -147,7 +193,8 @@ def _prompt_reader(console: Any) -> Callable[[], str | None]:
     def read() -> str | None:
         try:
             return Prompt.ask("[bold cyan]?[/bold cyan]", console=console)
-        except (EOFError, KeyboardInterrupt):
+        except EOFError:  # Ctrl-D: end the prompt's line, as a shell does
+            console.print()
             return None
 
     return read
