@@ -120,6 +120,7 @@ def handle(args: argparse.Namespace) -> int:
 
     from engine.service import ApiKeys, JobService, ServiceSettings, create_app, open_store
     from engine.service.allowlist import load_allow_list
+    from engine.service.http_protocol import HeadDeadlineProtocol
 
     # What the operator set (flags, environment, file) is also the most a job may ask for.
     values = load_values(flag_values(args), config_file=args.config)
@@ -186,6 +187,8 @@ def handle(args: argparse.Namespace) -> int:
                 log_config=None,
                 access_log=False,
                 timeout_graceful_shutdown=10,
+                # h11 with a deadline for request heads (stock uvicorn has none).
+                http=HeadDeadlineProtocol,
             )
         )
         server.run()

@@ -286,3 +286,63 @@ async def test_attack_list_every_job_at_once(service: Service, attack_report: At
         "100 KiB schema refused with 422",
         rss_growth=meter.growth(),
     )
+
+
+async def test_attack_slowloris_without_a_key(
+    service: Service, attack_report: AttackReport
+) -> None:
+    from engine.service.http_protocol import HEAD_TIMEOUT_S
+
+    meter = _meter(service)
+    connections = 100
+    socks = []
+    for _ in range(connections):
+        sock = await anyio.connect_tcp("127.0.0.1", service.port)
+        await sock.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        socks.append(sock)
+    closed: set[int] = set()
+
+    async def drip(index: int) -> None:
+        """One header line a second, never the blank line that ends the head."""
+        sock = socks[index]
+        try:
+            while True:
+                await anyio.sleep(1)
+                await sock.send(b"X-Slow: 1\r\n")
+                with anyio.move_on_after(0.01):
+                    if not await sock.receive():
+                        break
+        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+            pass
+        closed.add(index)
+
+    async with service.client(OTHER_KEY) as other:
+        # A stream that stays open past the head deadline: only heads have one.
+        job = (await other.post("/v1/jobs", json={"query": "STEADY"})).json()
+        keepalives = 0
+        with anyio.fail_after(60):
+            async with (
+                anyio.create_task_group() as group,
+                other.stream("GET", f"/v1/jobs/{job['id']}/events") as stream,
+            ):
+                for index in range(connections):
+                    group.start_soon(drip, index)
+                async for line in stream.aiter_lines():
+                    keepalives += line.startswith(": keepalive")
+                    if len(closed) == connections and keepalives:
+                        break
+                group.cancel_scope.cancel()
+        assert len(closed) == connections and keepalives
+        assert (await other.post(f"/v1/jobs/{job['id']}/cancel")).status_code in (200, 202)
+    for sock in socks:
+        await sock.aclose()
+    assert await innocent_answer(service) == "45"
+    attack_report(
+        f"slowloris without a key: {connections} connections sending one header line a second",
+        f"a request head must be complete within {HEAD_TIMEOUT_S:g} s of the connection or "
+        "the previous response (stock uvicorn: no deadline)",
+        f"all {connections} closed by the service; an event stream of the other key stayed "
+        "open past the deadline, its jobs answered (before: 200 such connections open after "
+        "80 s)",
+        rss_growth=meter.growth(),
+    )
