@@ -21,6 +21,8 @@ from engine.service.store import (
     ClaimLost,
     FileRecord,
     JobStore,
+    KeyLimitReached,
+    KeyLimits,
     QuotaExceeded,
     json_bytes,
     open_store,
@@ -237,23 +239,50 @@ def test_quota_checked_writes_fill_the_quota_exactly_and_never_pass_it(store: Jo
     session_cost = 300 + json_bytes({}) + json_bytes([])
     upload = FileRecord("f", "o", "a.txt", 200, Path("/files/f/a.txt"), 0.0)
     quota = job_cost + session_cost + 250  # the upload counts as unpacked: 250 bytes
-    store.add_job("j", owner="o", kind="job", request=request, stored_bytes=400, quota=quota)
-    store.add_session("s", owner="o", request={}, holder="h", context_bytes=300, quota=quota)
+    cap = KeyLimits(storage_bytes=quota)
+    store.add_job("j", owner="o", kind="job", request=request, stored_bytes=400, limits=cap)
+    store.add_session("s", owner="o", request={}, holder="h", context_bytes=300, limits=cap)
     with pytest.raises(QuotaExceeded) as refused:
-        store.add_file(upload, stored_bytes=251, quota=quota)
+        store.add_file(upload, stored_bytes=251, limits=cap)
     assert (refused.value.quota, refused.value.left) == (quota, 250)
     assert store.get_file("f") is None
-    store.add_file(upload, stored_bytes=250, quota=quota)
+    store.add_file(upload, stored_bytes=250, limits=cap)
     assert store.storage_used("o") == quota
     with pytest.raises(QuotaExceeded):
-        store.add_job("j2", owner="o", kind="job", request={}, quota=quota)
+        store.add_job("j2", owner="o", kind="job", request={}, limits=cap)
     with pytest.raises(QuotaExceeded):
-        store.add_session("s2", owner="o", request={}, holder="h", quota=quota)
+        store.add_session("s2", owner="o", request={}, holder="h", limits=cap)
     assert store.get_job("j2") is None and store.get_session("s2") is None
     # Another key has its own quota; no quota at all refuses nothing.
-    store.add_job("k", owner="other", kind="job", request=request, quota=json_bytes(request))
-    store.add_job("j3", owner="o", kind="job", request={}, quota=None)
+    store.add_job(
+        "k",
+        owner="other",
+        kind="job",
+        request=request,
+        limits=KeyLimits(storage_bytes=json_bytes(request)),
+    )
+    store.add_job("j3", owner="o", kind="job", request={}, limits=KeyLimits())
     assert store.storage_used("o") == quota + json_bytes({})
+
+
+def test_count_checked_writes_stop_at_the_keys_limits(store: JobStore) -> None:
+    """Queued or running jobs (of any kind) and open sessions per key, checked as they are
+    written: a job that ended or a session that closed no longer counts."""
+    jobs, sessions = KeyLimits(active_jobs=2), KeyLimits(open_sessions=1)
+    store.add_job("a", owner="o", kind="job", request={}, limits=jobs)
+    store.add_job("b", owner="o", kind="session", request={}, limits=jobs)
+    with pytest.raises(KeyLimitReached) as refused:
+        store.add_job("c", owner="o", kind="job", request={}, limits=jobs)
+    assert (refused.value.what, refused.value.count, refused.value.limit) == ("jobs", 2, 2)
+    assert store.get_job("c") is None
+    store.finish("a", SUCCEEDED, result={})
+    store.add_job("c", owner="o", kind="job", request={}, limits=jobs)
+    store.add_session("s", owner="o", request={}, holder="h", limits=sessions)
+    with pytest.raises(KeyLimitReached):
+        store.add_session("t", owner="o", request={}, holder="h", limits=sessions)
+    store.add_session("t", owner="other", request={}, holder="h", limits=sessions)
+    store.close_session("s", "ended by the user")
+    store.add_session("u", owner="o", request={}, holder="h", limits=sessions)
 
 
 def test_a_rerun_job_stops_counting_the_events_it_dropped(opener: Opener) -> None:

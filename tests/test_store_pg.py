@@ -20,6 +20,8 @@ from engine.service.store import (
     SUCCEEDED,
     ClaimLost,
     FileRecord,
+    KeyLimitReached,
+    KeyLimits,
     QuotaExceeded,
 )
 from engine.service.store_pg import LOST_REASON, PgJobStore
@@ -136,38 +138,42 @@ def test_a_replica_that_lost_its_lease_cannot_overwrite_the_rerun(pg_url: str) -
         assert [event["by"] for _, event in b.events("j")] == ["b"]
 
 
-def _write(store: PgJobStore, kind: int, key: str, owner: str, quota: int) -> None:
-    """One quota-checked write of about 1 KB: a job, a session message, a session, an upload."""
+def _write(store: PgJobStore, kind: int, key: str, owner: str, limits: KeyLimits) -> None:
+    """One limit-checked write of about 1 KB: a job, a session message, a session, an upload."""
     if kind == 0:
-        store.add_job(key, owner=owner, kind="job", request={}, stored_bytes=1000, quota=quota)
+        store.add_job(key, owner=owner, kind="job", request={}, stored_bytes=1000, limits=limits)
     elif kind == 1:
         store.add_held(
             key, owner=owner, kind="session", request={"q": "q" * 1000}, replica="r",
-            lease_s=30, quota=quota,
+            lease_s=30, limits=limits,
         )  # fmt: skip
     elif kind == 2:
-        store.add_session(key, owner=owner, request={}, holder="h", context_bytes=1000, quota=quota)
+        store.add_session(
+            key, owner=owner, request={}, holder="h", context_bytes=1000, limits=limits
+        )
     else:
         record = FileRecord(key, owner, "a.txt", 1000, Path("/files") / key / "a.txt", 0.0)
-        store.add_file(record, stored_bytes=1200, quota=quota)
+        store.add_file(record, stored_bytes=1200, limits=limits)
 
 
-def test_concurrent_writes_of_one_key_on_two_replicas_stay_within_its_quota(pg_url: str) -> None:
-    """Eight writers on two stores (two replicas' connection pools) write jobs, session
-    messages, sessions and uploads for one key at once: the key ends at or under its quota
-    (each check and its write are one step), filled to within one write."""
-    quota = 50_000
-    refused: list[tuple[str, int, int]] = []
+Refusals = list[tuple[str, ServiceError]]
+
+
+def _race(pg_url: str, kinds: tuple[int, ...], limits: KeyLimits) -> tuple[PgJobStore, Refusals]:
+    """Eight writers on two stores (two replicas' connection pools) write ``kinds`` of rows
+    for the key "k" at once, 30 each; the refused writes (an open store to look with)."""
+    refused: Refusals = []
     with PgJobStore(pg_url, pool_size=4) as a, PgJobStore(pg_url, pool_size=4) as b:
         barrier = threading.Barrier(8)
 
         def writer(store: PgJobStore, index: int) -> None:
             barrier.wait()
             for n in range(30):
+                key = f"w{index}-{n}"
                 try:
-                    _write(store, (index + n) % 4, f"w{index}-{n}", "k", quota)
-                except QuotaExceeded as exc:
-                    refused.append((f"w{index}-{n}", exc.quota, exc.left))
+                    _write(store, kinds[(index + n) % len(kinds)], key, "k", limits)
+                except (QuotaExceeded, KeyLimitReached) as exc:
+                    refused.append((key, exc))
 
         threads = [
             threading.Thread(target=writer, args=(a if index % 2 else b, index))
@@ -177,16 +183,47 @@ def test_concurrent_writes_of_one_key_on_two_replicas_stay_within_its_quota(pg_u
             thread.start()
         for thread in threads:
             thread.join()
-        used = a.storage_used("k")
+    looker = PgJobStore(pg_url)
+    for key, _ in refused:  # a refused write left nothing behind
+        assert looker.get_job(key) is None and looker.get_session(key) is None
+        assert looker.get_file(key) is None
+    return looker, refused
+
+
+def test_concurrent_writes_of_one_key_on_two_replicas_stay_within_its_quota(pg_url: str) -> None:
+    """Jobs, session messages, sessions and uploads for one key at once, on two replicas: the
+    key ends at or under its quota (each check and its write are one step), filled to within
+    one write."""
+    quota = 50_000
+    store, refused = _race(pg_url, (0, 1, 2, 3), KeyLimits(storage_bytes=quota))
+    with store:
+        used = store.storage_used("k")
         assert quota - 1200 < used <= quota, used
         assert len(refused) > 100  # most writes came after the quota was full
-        assert all(limit == quota and 0 <= left < 1200 for _, limit, left in refused)
-        # A refused write left nothing behind; another key is not held to this one's quota.
-        for key, _, _ in refused:
-            assert a.get_job(key) is None and a.get_session(key) is None
-            assert a.get_file(key) is None
-        _write(b, 0, "other-key-job", "other", quota)
-        assert b.storage_used("other") == 1000 + 2
+        for _, exc in refused:
+            assert isinstance(exc, QuotaExceeded) and exc.quota == quota and exc.left < 1200
+        # Another key is not held to this one's quota.
+        _write(store, 0, "other-key-job", "other", KeyLimits(storage_bytes=quota))
+        assert store.storage_used("other") == 1000 + 2
+
+
+@pytest.mark.parametrize(
+    ("kinds", "limits"),
+    [((0, 1), KeyLimits(active_jobs=10)), ((2,), KeyLimits(open_sessions=5))],
+    ids=["jobs", "sessions"],
+)
+def test_concurrent_writes_of_one_key_on_two_replicas_stay_within_its_counts(
+    pg_url: str, kinds: tuple[int, ...], limits: KeyLimits
+) -> None:
+    """Queued or running jobs (queued jobs and session messages) and open sessions of one key,
+    added on two replicas at once, end exactly at the key's limit."""
+    store, refused = _race(pg_url, kinds, limits)
+    with store:
+        limit = limits.active_jobs or limits.open_sessions
+        assert len(refused) == 240 - limit
+        for _, exc in refused:
+            assert isinstance(exc, KeyLimitReached) and (exc.count, exc.limit) == (limit, limit)
+        assert store.count_active("k") + store.count_open_sessions("k") == limit
 
 
 def test_changes_are_notified_to_listeners(store: PgJobStore, pg_url: str) -> None:

@@ -40,7 +40,7 @@ from engine.errors import ContextError
 from engine.log import get_logger
 from engine.service.replicas import local_file, share_file
 from engine.service.requests import ApiError
-from engine.service.store import FileRecord, JobStore, StoreError
+from engine.service.store import FileRecord, JobStore, KeyLimits, StoreError
 
 log = get_logger(__name__)
 
@@ -112,7 +112,7 @@ async def save_upload(
     try:
         # What it takes on disk (an archive unpacked, a document as text) counts for the quota.
         stored = await anyio.to_thread.run_sync(_tree_bytes, folder)
-        store.add_file(record, stored_bytes=stored, quota=quota)
+        store.add_file(record, stored_bytes=stored, limits=KeyLimits(storage_bytes=quota))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         if store.shared:

@@ -62,6 +62,8 @@ from engine.service.store import (
     ClaimLost,
     JobRecord,
     JobStore,
+    KeyLimitReached,
+    KeyLimits,
     QuotaExceeded,
     SessionRecord,
     StoreError,
@@ -267,14 +269,10 @@ class JobService(AsyncResource):
         """Store a job and schedule it; raises ApiError (429, 404, 413) when refused."""
         if self._tg is None:
             raise ApiError(503, "service_unavailable", "the service is starting or stopping")
+        # Early refusals, before any work; the store checks again as it writes (atomically).
         active = self.store.count_active(owner)
         if active >= self.settings.max_jobs_per_key:
-            raise ApiError(
-                429,
-                "rate_limit_exceeded",
-                f"this API key already has {active} queued or running jobs (limit "
-                f"{self.settings.max_jobs_per_key}); wait for some to finish or cancel them",
-            )
+            raise too_many(KeyLimitReached("jobs", active, self.settings.max_jobs_per_key))
         limits = limits_with(self.base_config.limits, request.limits)
         self.check_models(request.model, request.sub_model, limits)
         self.check_files(owner, request.file_ids)
@@ -291,7 +289,7 @@ class JobService(AsyncResource):
                 request=stored,
                 max_retries=request.max_retries,
                 stored_bytes=stored_bytes,
-                quota=self.settings.max_storage_per_key,
+                limits=self.job_limits,
             )
         if self.replica is not None:
             self.replica.poke()  # the first replica with a free slot claims it
@@ -324,7 +322,7 @@ class JobService(AsyncResource):
                 request=stored,
                 replica=self.replica.id,
                 lease_s=self.settings.lease_s,
-                quota=self.settings.max_storage_per_key,
+                limits=self.job_limits,
             )
         self._tg.start_soon(self._run_held, job)
         return job
@@ -371,20 +369,31 @@ class JobService(AsyncResource):
         share_file(self.store, context_key(key), path)
         return len(data)
 
+    @property
+    def job_limits(self) -> KeyLimits:
+        """What a key may hold when it adds a job: its storage quota and active jobs."""
+        return KeyLimits(
+            storage_bytes=self.settings.max_storage_per_key,
+            active_jobs=self.settings.max_jobs_per_key,
+        )
+
     @contextlib.contextmanager
     def storing(self, key: str) -> Iterator[None]:
         """Around the write of a job's or session's row (``key``, its id): when the store
-        refuses it (past the quota: 413; the database failed: 503), remove the inline context
-        :meth:`keep_request` kept for it, so nothing is left that no row counts."""
+        refuses it (past the quota: 413; past the key's jobs or sessions: 429; the database
+        failed: 503), remove the inline context :meth:`keep_request` kept for it, so nothing
+        is left that no row counts."""
         try:
             yield
-        except (QuotaExceeded, StoreError) as exc:
+        except (QuotaExceeded, KeyLimitReached, StoreError) as exc:
             shutil.rmtree(self.settings.jobs_dir / key, ignore_errors=True)
             if self.store.shared:
                 with contextlib.suppress(StoreError):
                     self.store.delete_blob(context_key(key))
             if isinstance(exc, QuotaExceeded):
                 raise quota_exceeded(exc.quota, exc.left) from exc
+            if isinstance(exc, KeyLimitReached):
+                raise too_many(exc) from exc
             raise ApiError(503, "service_unavailable", f"{exc}; retry later") from exc
 
     # --- storage: quota, deletion, retention -------------------------------------------------
@@ -820,6 +829,23 @@ def quota_exceeded(quota: int, left: int) -> ApiError:
         f"this API key's storage quota of {quota:,} bytes would be exceeded ({left:,} bytes "
         "left); delete jobs (DELETE /v1/jobs/ID) or files (DELETE /v1/files/ID), or end "
         "sessions (DELETE /v1/sessions/ID) first",
+    )
+
+
+def too_many(reached: KeyLimitReached) -> ApiError:
+    """The 429 for a key that holds as many jobs or open sessions as it may."""
+    if reached.what == "sessions":
+        return ApiError(
+            429,
+            "rate_limit_exceeded",
+            f"this API key already has {reached.count} open sessions (limit {reached.limit}); "
+            "end one with DELETE /v1/sessions/ID",
+        )
+    return ApiError(
+        429,
+        "rate_limit_exceeded",
+        f"this API key already has {reached.count} queued or running jobs (limit "
+        f"{reached.limit}); wait for some to finish or cancel them",
     )
 
 

@@ -34,7 +34,7 @@ from engine.errors import RLMError
 from engine.log import get_logger
 from engine.rlm.result import RunResult
 from engine.service.requests import ApiError, invalid, parse_output_schema
-from engine.service.store import SessionRecord
+from engine.service.store import KeyLimitReached, KeyLimits, SessionRecord
 
 if TYPE_CHECKING:
     from engine.rlm.trajectory import EventCallback
@@ -105,7 +105,7 @@ class SessionManager:
 
     def create(self, owner: str, body: Any) -> SessionRecord:
         """``POST /v1/sessions``: validate, store the context, record the session."""
-        from engine.service.jobs import validate_limits, validate_tools
+        from engine.service.jobs import too_many, validate_limits, validate_tools
         from engine.service.requests import limits_with, parse_job_request
 
         if not isinstance(body, dict):
@@ -130,13 +130,8 @@ class SessionManager:
             limits_with(service.base_config.limits, request.limits),
         )
         open_now = service.store.count_open_sessions(owner)
-        if open_now >= self.max_per_key:
-            raise ApiError(
-                429,
-                "rate_limit_exceeded",
-                f"this API key already has {open_now} open sessions (limit {self.max_per_key}); "
-                "end one with DELETE /v1/sessions/ID",
-            )
+        if open_now >= self.max_per_key:  # early; the store checks again as it writes
+            raise too_many(KeyLimitReached("sessions", open_now, self.max_per_key))
         service.check_files(owner, request.file_ids)
         session_id = new_session_id()
         stored = request.to_dict()
@@ -151,7 +146,10 @@ class SessionManager:
                 request=stored,
                 holder=self.holder,
                 context_bytes=context_bytes,
-                quota=service.settings.max_storage_per_key,
+                limits=KeyLimits(
+                    storage_bytes=service.settings.max_storage_per_key,
+                    open_sessions=self.max_per_key,
+                ),
             )
         return record
 

@@ -52,6 +52,28 @@ class QuotaExceeded(ServiceError):
         self.left = left
 
 
+class KeyLimitReached(ServiceError):
+    """A key already holds as many queued or running jobs (``what`` is "jobs") or open
+    sessions ("sessions") as it may; nothing was written. Checked like :class:`QuotaExceeded`."""
+
+    def __init__(self, what: str, count: int, limit: int) -> None:
+        super().__init__(f"{count} {what} held, limit {limit}")
+        self.what = what
+        self.count = count
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """What one key may hold, checked by each write that adds to it in the write's own
+    transaction, under a lock on the key, so that concurrent writes (on any replicas) cannot
+    pass a limit together. None: no limit."""
+
+    storage_bytes: int | None = None
+    active_jobs: int | None = None
+    open_sessions: int | None = None
+
+
 class ClaimLost(ServiceError):
     """A write for an attempt of a job that no longer holds its claim (its replica lost the
     lease and the job was queued again or ended): the attempt must stop without an outcome."""
@@ -210,15 +232,15 @@ class JobStore(ABC):
         request: dict[str, Any],
         max_retries: int = 0,
         stored_bytes: int = 0,
-        quota: int | None = None,
+        limits: KeyLimits | None = None,
     ) -> JobRecord:
         """Insert a new queued job; ``stored_bytes`` counts its files (inline context), the
-        request's JSON is counted here. With ``quota``, refuse (:class:`QuotaExceeded`) when
-        the owner's stored bytes would pass it."""
+        request's JSON is counted here. With ``limits``, refuse (:class:`QuotaExceeded`,
+        :class:`KeyLimitReached`) a job the owner may not add."""
         now = time.time()
         text = json.dumps(request)
         with self._tx() as db:
-            self._check_quota(db, owner, stored_bytes + utf8(text), quota)
+            self._admit(db, owner, stored_bytes + utf8(text), limits)
             db.execute(
                 "INSERT INTO jobs (id, owner, kind, status, request, max_retries, created_at, "
                 "stored_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -254,11 +276,7 @@ class JobStore(ABC):
 
     def count_active(self, owner: str) -> int:
         """Queued plus running jobs of ``owner`` (for per-key limits)."""
-        rows = self._query(
-            "SELECT COUNT(*) FROM jobs WHERE owner = ? AND status IN (?, ?)",
-            (owner, QUEUED, RUNNING),
-        )
-        return int(rows[0][0])
+        return int(self._query(_ACTIVE_JOBS, (owner, QUEUED, RUNNING))[0][0])
 
     def storage_used(self, owner: str) -> int:
         """Bytes ``owner`` keeps in the service: uploads, jobs (request, inline context,
@@ -267,18 +285,29 @@ class JobStore(ABC):
 
     @abstractmethod
     def _lock_owner(self, db: Connection, owner: str) -> None:
-        """Hold off other quota-checked writes of ``owner`` until ``db``'s transaction ends."""
+        """Hold off other limit-checked writes of ``owner`` until ``db``'s transaction ends."""
 
-    def _check_quota(self, db: Connection, owner: str, more: int, quota: int | None) -> None:
-        """Raise :class:`QuotaExceeded` unless ``owner`` stores at most ``quota`` bytes with
-        ``more`` added (None: no quota). Called in the transaction that then writes them,
-        after :meth:`_lock_owner`, so the sum read here is still true when it commits."""
-        if quota is None:
+    def _admit(self, db: Connection, owner: str, more: int, limits: KeyLimits | None) -> None:
+        """Raise :class:`KeyLimitReached` or :class:`QuotaExceeded` unless ``owner`` may add a
+        row of ``more`` bytes within ``limits``. Called in the transaction that then writes
+        it, after :meth:`_lock_owner`, so what is counted here is still true when it commits."""
+        if limits is None or limits == KeyLimits():
             return
         self._lock_owner(db, owner)
-        (used,) = db.execute(_STORAGE_USED, (owner, owner, owner)).fetchone()
-        if int(used) + more > quota:
-            raise QuotaExceeded(quota, max(quota - int(used), 0))
+        counts = (
+            ("jobs", limits.active_jobs, _ACTIVE_JOBS, (owner, QUEUED, RUNNING)),
+            ("sessions", limits.open_sessions, _OPEN_SESSIONS, (owner, SESSION_OPEN)),
+        )
+        for what, limit, sql, args in counts:
+            if limit is not None:
+                (count,) = db.execute(sql, args).fetchone()
+                if int(count) >= limit:
+                    raise KeyLimitReached(what, int(count), limit)
+        quota = limits.storage_bytes
+        if quota is not None:
+            (used,) = db.execute(_STORAGE_USED, (owner, owner, owner)).fetchone()
+            if int(used) + more > quota:
+                raise QuotaExceeded(quota, max(quota - int(used), 0))
 
     def delete_job(self, job_id: str) -> bool:
         """Delete a final job and its events; False if it does not exist or has not ended."""
@@ -423,12 +452,14 @@ class JobStore(ABC):
 
     # --- files ----------------------------------------------------------------------------
 
-    def add_file(self, record: FileRecord, stored_bytes: int = 0, quota: int | None = None) -> None:
+    def add_file(
+        self, record: FileRecord, stored_bytes: int = 0, limits: KeyLimits | None = None
+    ) -> None:
         """Insert an upload; ``stored_bytes`` is what it takes on disk when more than its size
-        (an unpacked archive), for the storage quota. With ``quota``, refuse
-        (:class:`QuotaExceeded`) when the owner's stored bytes would pass it."""
+        (an unpacked archive), for the storage quota. With ``limits``, refuse
+        (:class:`QuotaExceeded`) when the owner's stored bytes would pass the quota."""
         with self._tx() as db:
-            self._check_quota(db, record.owner, max(stored_bytes, record.bytes), quota)
+            self._admit(db, record.owner, max(stored_bytes, record.bytes), limits)
             db.execute(
                 "INSERT INTO files (id, owner, filename, bytes, path, created_at, stored_bytes) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -473,15 +504,16 @@ class JobStore(ABC):
         request: dict[str, Any],
         holder: str,
         context_bytes: int = 0,
-        quota: int | None = None,
+        limits: KeyLimits | None = None,
     ) -> SessionRecord:
         """Insert a new open session held by ``holder``. ``context_bytes`` (its inline context,
         kept as a file while it is open) and the row's JSON count for the storage quota; with
-        ``quota``, refuse (:class:`QuotaExceeded`) when the owner's bytes would pass it."""
+        ``limits``, refuse (:class:`QuotaExceeded`, :class:`KeyLimitReached`) a session the
+        owner may not add."""
         now = time.time()
         text = json.dumps(request)
         with self._tx() as db:
-            self._check_quota(db, owner, context_bytes + utf8(text) + 2, quota)
+            self._admit(db, owner, context_bytes + utf8(text) + 2, limits)
             db.execute(
                 "INSERT INTO sessions (id, owner, status, request, turns, holder, created_at, "
                 "last_active, context_bytes, stored_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -528,10 +560,7 @@ class JobStore(ABC):
 
     def count_open_sessions(self, owner: str) -> int:
         """Open sessions of ``owner`` (for the per-key limit)."""
-        rows = self._query(
-            "SELECT COUNT(*) FROM sessions WHERE owner = ? AND status = ?", (owner, SESSION_OPEN)
-        )
-        return int(rows[0][0])
+        return int(self._query(_OPEN_SESSIONS, (owner, SESSION_OPEN))[0][0])
 
     def add_turn(self, session_id: str, turn: dict[str, Any], holder: str) -> None:
         """Append one finished query to a session; ``holder`` now holds its kernel."""
@@ -607,6 +636,9 @@ class JobStore(ABC):
         with self._tx() as db:
             db.execute("DELETE FROM blobs WHERE key = ?", (key,))
 
+
+_ACTIVE_JOBS = "SELECT COUNT(*) FROM jobs WHERE owner = ? AND status IN (?, ?)"
+_OPEN_SESSIONS = "SELECT COUNT(*) FROM sessions WHERE owner = ? AND status = ?"
 
 #: Bytes one owner keeps (the storage quota's sum): uploads as unpacked, jobs, sessions.
 _STORAGE_USED = (

@@ -33,6 +33,7 @@ from engine.service.store import (
     Cursor,
     JobRecord,
     JobStore,
+    KeyLimits,
     Recovery,
     drop_events,
     job_from_row,
@@ -120,7 +121,7 @@ class PgJobStore(JobStore):
             return rows
 
     def _lock_owner(self, db: Connection, owner: str) -> None:
-        """A transaction-scoped advisory lock on ``owner``: quota-checked writes of one key
+        """A transaction-scoped advisory lock on ``owner``: limit-checked writes of one key
         run one at a time across every replica (READ COMMITTED: each statement after the
         lock sees what the previous holder committed), other keys' writes are not held up."""
         db.execute("SELECT pg_advisory_xact_lock(CAST(? AS BIGINT))", (owner_lock_id(owner),))
@@ -151,14 +152,15 @@ class PgJobStore(JobStore):
         request: dict[str, Any],
         replica: str,
         lease_s: float,
-        quota: int | None = None,
+        limits: KeyLimits | None = None,
     ) -> JobRecord:
         """Insert a job already running on ``replica`` under its lease (a session message:
         it must run where the session's kernel lives, so it never enters the queue). With
-        ``quota``, refuse (:class:`QuotaExceeded`) when the owner's bytes would pass it."""
+        ``limits``, refuse (:class:`QuotaExceeded`, :class:`KeyLimitReached`) a job the owner
+        may not add."""
         text = json.dumps(request)
         with self._tx() as db:
-            self._check_quota(db, owner, utf8(text), quota)
+            self._admit(db, owner, utf8(text), limits)
             row = db.execute(
                 "INSERT INTO jobs (id, owner, kind, status, request, created_at, started_at, "
                 "attempts, lease_owner, lease_until, claim_token, stored_bytes) VALUES (?, ?, ?, "
@@ -256,9 +258,9 @@ class PgJobStore(JobStore):
 
 
 def owner_lock_id(owner: str) -> int:
-    """The advisory lock id of ``owner``'s quota: a signed 64-bit hash (a collision only
+    """The advisory lock id of ``owner``'s limits: a signed 64-bit hash (a collision only
     makes two keys' writes wait for each other)."""
-    digest = hashlib.blake2b(f"rlm-quota:{owner}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"rlm-key-limits:{owner}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 

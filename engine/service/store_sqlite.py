@@ -61,7 +61,7 @@ class SqliteJobStore(JobStore):
 
     def _lock_owner(self, db: Connection, owner: str) -> None:
         """Nothing to take: a write transaction (BEGIN IMMEDIATE) holds SQLite's one write
-        lock, so quota-checked writes already run one at a time, in any process."""
+        lock, so limit-checked writes already run one at a time, in any process."""
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock, store_errors(sqlite3.Error):
