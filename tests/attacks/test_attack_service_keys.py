@@ -24,6 +24,7 @@ from tests.service_support import (
     code,
     innocent_answer,
     root,
+    sub,
     wait_final,
 )
 
@@ -64,18 +65,52 @@ CASSETTE = [
     root("STEADY", code("answer['content'] = 'done'\nanswer['ready'] = True"), delay_s=120),
 ]
 STREAMS_PER_KEY = 4
+#: Sandbox code fans out: 16 threads (the bridge's connection cap), each an llm_batch of
+#: 1,000 prompts, 16,000 sub-calls asked for at once.
+FAN_OUT = code(
+    "from concurrent.futures import ThreadPoolExecutor\n"
+    "def batch(i):\n"
+    "    return llm_batch([f'FANNED {i} {j}' for j in range(1000)])\n"
+    "with ThreadPoolExecutor(16) as pool:\n"
+    "    answers = [a for out in pool.map(batch, range(16)) for a in out]\n"
+    "refused = sum(a.startswith('[ERROR]') for a in answers)\n"
+    "answer['content'] = f'{len(answers) - refused} {refused}'\nanswer['ready'] = True"
+)
+#: The same from two rlm_query children at once, and the parent's own batch meanwhile.
+FAN_TREE = code(
+    "from concurrent.futures import ThreadPoolExecutor\n"
+    "with ThreadPoolExecutor(2) as pool:\n"
+    "    kids = list(pool.map(lambda i: rlm_query(f'CHILD-FAN-OUT {i}'), range(2)))\n"
+    "own = llm_batch([f'FANNED parent {j}' for j in range(1000)])\n"
+    "mine = sum(not a.startswith('[ERROR]') for a in own)\n"
+    "answer['content'] = ' '.join([*kids, str(mine)])\nanswer['ready'] = True"
+)
+CASSETTE += [
+    root("FAN-TREE", FAN_TREE),
+    root("FAN-OUT", FAN_OUT),
+    sub("CHILD-FAN-OUT", FAN_OUT),  # a child's root is the sub model
+    # Held back a little, so that calls the scheduler let through would pile up here.
+    sub("FANNED", "ok", delay_s=0.05),
+]
 
 
 @pytest.fixture(scope="module")
-async def service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Service]:
-    async with ReplayServer(Cassette(CASSETTE)) as replay:
-        data = tmp_path_factory.mktemp("keys") / "data"
-        svc = Service(data, replay.base_url, "--max-streams-per-key", str(STREAMS_PER_KEY))
-        await anyio.to_thread.run_sync(svc.start)
-        try:
-            yield svc
-        finally:
-            await anyio.to_thread.run_sync(svc.stop)
+async def replay() -> AsyncIterator[ReplayServer]:
+    async with ReplayServer(Cassette(CASSETTE)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def service(
+    replay: ReplayServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Service]:
+    data = tmp_path_factory.mktemp("keys") / "data"
+    svc = Service(data, replay.base_url, "--max-streams-per-key", str(STREAMS_PER_KEY))
+    await anyio.to_thread.run_sync(svc.start)
+    try:
+        yield svc
+    finally:
+        await anyio.to_thread.run_sync(svc.stop)
 
 
 def _meter(service: Service) -> RssMeter:
@@ -344,5 +379,49 @@ async def test_attack_slowloris_without_a_key(
         f"all {connections} closed by the service; an event stream of the other key stayed "
         "open past the deadline, its jobs answered (before: 200 such connections open after "
         "80 s)",
+        rss_growth=meter.growth(),
+    )
+
+
+async def test_attack_sub_call_fan_out_from_sandbox_code(
+    service: Service, replay: ReplayServer, attack_report: AttackReport
+) -> None:
+    meter = _meter(service)
+    budget = 200
+    async with service.client() as client:
+        job = await client.post(
+            "/v1/jobs", json={"query": "FAN-OUT", "limits": {"max_sub_calls": budget}}
+        )
+        done = await wait_final(client, job.json()["id"], timeout=300)
+    assert done["status"] == "succeeded", done
+    answered, refused = map(int, done["answer"].split())
+    # The run's one sub-call budget and one scheduler bound the whole fan-out.
+    assert (answered, refused) == (budget, 16_000 - budget), done["answer"]
+    assert done["result"]["sub_calls"] == budget
+    # Recursion does not multiply it: two children fanning out 16,000 each and the parent
+    # 1,000 share the job's one budget and scheduler.
+    async with service.client() as client:
+        job = await client.post(
+            "/v1/jobs",
+            json={"query": "FAN-TREE", "limits": {"max_sub_calls": budget, "max_depth": 2}},
+        )
+        tree = await wait_final(client, job.json()["id"], timeout=300)
+        events = (await client.get(f"/v1/jobs/{tree['id']}/trajectory")).text
+    assert tree["status"] == "succeeded", tree
+    in_tree = tree["result"]["sub_calls"]
+    assert in_tree <= budget, tree["result"]
+    # The budget ran out inside the tree; sandbox code saw it as BudgetExhausted.
+    cells = [json.loads(line) for line in events.splitlines()]
+    assert any("BudgetExhausted" in e.get("output", "") for e in cells if e["type"] == "cell")
+    in_flight = replay.max_in_flight_by_model.get("sub", 0)
+    assert 0 < in_flight <= 16, replay.max_in_flight_by_model
+    attack_report(
+        "sandbox code asks for 16,000 sub-calls at once (16 threads x llm_batch of 1,000); "
+        "then two rlm_query children do the same while their parent sends 1,000 more",
+        "the run's sub-call budget (here 200; at most 1,000 in the service) and its scheduler "
+        "(16 calls in flight per run); 16 bridge connections per sandbox",
+        f"{answered} answered, {refused} refused with the budget's message; the tree: "
+        f"{in_tree} sub-calls of 33,000 asked, BudgetExhausted in the sandbox; at most "
+        f"{in_flight} sub-calls in flight at the model",
         rss_growth=meter.growth(),
     )
