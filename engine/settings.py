@@ -212,8 +212,8 @@ SETTINGS: tuple[Setting, ...] = (
             commands=frozenset({"serve"}), minimum=_POSITIVE),
     Setting("max_streams_per_key", int, _parse_int, "RLM_MAX_STREAMS_PER_KEY",
             "requests one API key may hold open at once: event streams, chat completions "
-            "and session messages waiting for their answer, uploads in progress (429 past "
-            "it)", default=32, commands=frozenset({"serve"}), minimum=_POSITIVE),
+            "and session messages waiting for their answer, uploads and JSON bodies being "
+            "received (429 past it)", default=32, commands=frozenset({"serve"}), minimum=_POSITIVE),
     Setting("max_session_kernels", int, _parse_int, "RLM_MAX_SESSION_KERNELS",
             "session kernels this service process keeps alive at once, over all keys (an idle "
             "session's kernel holds no job slot, so this bounds them)", default=16,

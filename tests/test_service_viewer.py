@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import httpx
 import numpy as np
 import pytest
 from matplotlib import image as mpimg
@@ -151,6 +152,11 @@ async def test_served_viewer_loads_a_job_with_the_api_key(
 ) -> None:
     service, job_id, _trajectory = finished_job
     url = f"{service.url}/viewer/index.html#job={job_id}&key={API_KEY}"
+    # The page runs under a policy that allows only its own script and this service.
+    page = httpx.get(f"{service.url}/viewer/index.html")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "connect-src 'self'" in policy
+    assert page.headers["x-content-type-options"] == "nosniff"
     dom = run_chromium(tmp_path, url, "--dump-dom")
     assert f'data-rendered="{len(_trajectory.read_text().splitlines())}"' in dom
     assert dom.count('class="node node-turn"') == TURNS

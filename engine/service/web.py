@@ -51,7 +51,8 @@ def unauthenticated(variable: str = ENV_KEYS) -> ApiError:
 
 
 class OpenRequests:
-    """The long requests each key holds open: event streams, waits for an answer, uploads.
+    """The long requests each key holds open: event streams, waits for an answer, uploads,
+    JSON bodies being received.
 
     Each holds a connection, a task and (streams) a store query per job change for as long as
     the client keeps it open, and none of them is bounded by a job's limits: without a cap one
@@ -175,17 +176,22 @@ class Api:
         validate_tools(job.tools, self.service.tools.names)
         return self.service.submit(owner, job, kind=kind)
 
-    async def read_json(self, request: Request) -> Any:
-        """The request's JSON body, refused (413) past the inline-context limit."""
+    async def read_json(self, request: Request, owner: str) -> Any:
+        """The request's JSON body, refused (413) past the inline-context limit.
+
+        Reading it counts as one of ``owner``'s open requests: a body sent a byte at a time
+        (chunked, no deadline in uvicorn) holds its connection for as long as the client
+        likes, like an upload."""
         limit = self.service.settings.max_inline_context_bytes + _JSON_BODY_SLACK
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise _body_too_large(limit)
         body = bytearray()
-        async for piece in request.stream():
-            body += piece
-            if len(body) > limit:
-                raise _body_too_large(limit)
+        with self.open_requests.hold(owner):
+            async for piece in request.stream():
+                body += piece
+                if len(body) > limit:
+                    raise _body_too_large(limit)
         try:
             if len(body) > _THREAD_JSON_BYTES:  # megabytes of JSON: do not stall the loop
                 return await anyio.to_thread.run_sync(decode_json, body)

@@ -245,6 +245,9 @@ async def test_attack_one_key_holds_requests_open(
             json={"model": "rlm", "messages": [{"role": "user", "content": "QUICK"}]},
         )
         upload = await hog.post("/v1/files?filename=x.txt", content=b"x")
+        # So is receiving a JSON body (one sent a byte at a time holds its connection).
+        submit = await hog.post("/v1/jobs", json={"query": "QUICK"})
+        assert submit.status_code == 429, submit.text
         assert (chat.status_code, upload.status_code) == (429, 429), (chat.text, upload.text)
         assert "--max-streams-per-key" in chat.json()["error"]["message"]
         # The refused chat left no job behind: only the followed one is active.
@@ -274,11 +277,12 @@ async def test_attack_one_key_holds_requests_open(
     assert await innocent_answer(service) == "45"
     attack_report(
         f"one key opens {STREAMS_PER_KEY * 4} event streams to one job, then a chat wait, an "
-        "upload and a cancel",
+        "upload, a job submission and a cancel",
         f"requests held open per key (here {STREAMS_PER_KEY}; 32 by default: streams, waits, "
-        "uploads, cancel and delete waits)",
+        "uploads, JSON bodies being received, cancel and delete waits)",
         f"{STREAMS_PER_KEY} streams served, {len(refused)} and the chat and upload refused "
-        "with 429, the cancel done without its wait; the other key streamed and got its "
+        "with 429 (the submission too), the cancel done without its wait; the other key "
+        "streamed and got its "
         "answers; released on close",
         rss_growth=meter.growth(),
     )

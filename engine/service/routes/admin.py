@@ -5,10 +5,12 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.service.auth import ENV_METRICS_KEYS
 from engine.service.openapi import openapi_document
@@ -67,5 +69,40 @@ def routes(api: Api) -> list[BaseRoute]:
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/viewer", viewer_root, methods=["GET"]),
-        Mount("/viewer", app=StaticFiles(directory=viewer_dir(), html=True), name="viewer"),
+        Mount(
+            "/viewer",
+            app=_Hardened(StaticFiles(directory=viewer_dir(), html=True)),
+            name="viewer",
+        ),
     ]
+
+
+#: The viewer's page runs only its own script and talks only to this service. It renders
+#: every string as text; should that ever slip, a script injected through a trajectory (which
+#: a model or a document wrote) could neither run inline nor send the API key it reads from
+#: the URL or the session anywhere, and no other site can frame the page's key form.
+VIEWER_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+class _Hardened:
+    """An ASGI app that adds :data:`VIEWER_HEADERS` to every response of ``app``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in VIEWER_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -20,7 +20,7 @@ def routes(api: Api) -> list[Route]:
     service, store = api.service, api.service.store
 
     async def create_job(request: Request, owner: str) -> Response:
-        job = api.submit(owner, parse_job_request(await api.read_json(request)), "job")
+        job = api.submit(owner, parse_job_request(await api.read_json(request, owner)), "job")
         return JSONResponse(job_json(job), status_code=201)
 
     async def list_jobs(request: Request, owner: str) -> Response:

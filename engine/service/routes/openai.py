@@ -27,7 +27,7 @@ def routes(api: Api) -> list[Route]:
         return JSONResponse(body)
 
     async def chat(request: Request, owner: str) -> Response:
-        chat_request = oa.parse_chat_request(await api.read_json(request))
+        chat_request = oa.parse_chat_request(await api.read_json(request, owner))
         session_id = request.headers.get(SESSION_HEADER)
         # Counted before the job is queued: a request refused for the key's open requests
         # must not leave a job running that nobody waits for.

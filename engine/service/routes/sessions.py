@@ -40,7 +40,7 @@ def routes(api: Api) -> list[Route]:
     sessions = service.sessions
 
     async def create(request: Request, owner: str) -> Response:
-        record = sessions.create(owner, await api.read_json(request))
+        record = sessions.create(owner, await api.read_json(request, owner))
         return JSONResponse(session_json(record), status_code=201)
 
     async def list_sessions(request: Request, owner: str) -> Response:
@@ -64,7 +64,7 @@ def routes(api: Api) -> list[Route]:
         return JSONResponse(session_json(sessions.own(record.id, owner)))
 
     async def message(request: Request, owner: str) -> Response:
-        body = await api.read_json(request)
+        body = await api.read_json(request, owner)
         wait = body.get("wait", True) if isinstance(body, dict) else True
         if not isinstance(wait, bool):
             raise invalid('"wait" must be true or false', "wait")
