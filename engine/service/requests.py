@@ -178,12 +178,7 @@ def parse_job_request(body: Any) -> JobRequest:
     query = body.get("query")
     if not isinstance(query, str) or not query.strip():
         raise invalid('"query" is required: the question the RLM should answer', "query")
-    if len(query) > MAX_QUERY_CHARS:
-        raise invalid(
-            f'"query" is {len(query):,} characters; keep it under {MAX_QUERY_CHARS:,} and put '
-            'long text in "context" or an uploaded file',
-            "query",
-        )
+    check_query_length(query)
     file_ids = _file_ids(body)
     context = body.get("context")
     if context is not None and file_ids:
@@ -202,6 +197,17 @@ def parse_job_request(body: Any) -> JobRequest:
         tools=_tool_names(body),
         output_schema=parse_output_schema(body.get("output_schema"), "output_schema"),
     )
+
+
+def check_query_length(query: str) -> None:
+    """422 for a query over :data:`MAX_QUERY_CHARS` (every query a job stores: the jobs
+    API's, a session message's, the chat API's)."""
+    if len(query) > MAX_QUERY_CHARS:
+        raise invalid(
+            f'"query" is {len(query):,} characters; keep it under {MAX_QUERY_CHARS:,} and put '
+            'long text in "context" or an uploaded file',
+            "query",
+        )
 
 
 def parse_output_schema(raw: Any, param: str) -> dict[str, Any] | None:

@@ -33,7 +33,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from engine.errors import RLMError
 from engine.log import get_logger
 from engine.rlm.result import RunResult
-from engine.service.requests import ApiError, invalid, parse_output_schema
+from engine.service.requests import ApiError, check_query_length, invalid, parse_output_schema
 from engine.service.store import KeyLimitReached, KeyLimits, SessionRecord
 
 if TYPE_CHECKING:
@@ -178,6 +178,9 @@ class SessionManager:
         query = body.get("query")
         if not isinstance(query, str) or not query.strip():
             raise invalid('"query" is required: the question for this session', "query")
+        # As for a job: a message's query was unbounded (up to the 65 MiB body), stored with
+        # its job and sent in every read and listing of it.
+        check_query_length(query)
         if not record.open:
             raise ApiError(
                 409,

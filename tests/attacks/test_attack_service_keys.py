@@ -316,13 +316,28 @@ async def test_attack_list_every_job_at_once(service: Service, attack_report: At
         schema = {"type": "string", "description": "x" * (100 << 10)}
         big = await client.post("/v1/jobs", json={"query": "QUICK", "output_schema": schema})
         assert big.status_code == 422 and "65,536" in big.json()["error"]["message"], big.text
+        # A session message's query too, sent directly or through the chat API.
+        session_id = (await client.post("/v1/sessions", json={})).json()["id"]
+        long_query = "q" * 200_000
+        direct = await client.post(
+            f"/v1/sessions/{session_id}/messages", json={"query": long_query}
+        )
+        chat = await client.post(
+            "/v1/chat/completions",
+            headers={"x-rlm-session": session_id},
+            json={"model": "rlm", "messages": [{"role": "user", "content": long_query}]},
+        )
+        for response in (direct, chat):
+            assert response.status_code == 422, response.text
+            assert "100,000" in response.json()["error"]["message"]
+        await client.delete(f"/v1/sessions/{session_id}")
     attack_report(
         "list every job of a key in one response (700 jobs with 100 KB queries: 99 MiB a "
         "request; four at once grew the service by 660 MiB and stalled other keys for 9 s)",
         "listings in pages of at most 100 (?limit=, ?after= cursor of the key's own ids); "
-        "output schemas at most 64 KiB",
-        f"{len(ids)} jobs listed one per page through the cursor; limits {refused} and a "
-        "100 KiB schema refused with 422",
+        "output schemas at most 64 KiB, queries (session messages too) 100,000 characters",
+        f"{len(ids)} jobs listed one per page through the cursor; limits {refused}, a "
+        "100 KiB schema and a 200,000-character session message refused with 422",
         rss_growth=meter.growth(),
     )
 
