@@ -46,6 +46,7 @@ from engine.service.files import context_spec, local_record
 from engine.service.metrics import Metrics
 from engine.service.replicas import Replica, local_file, share_file
 from engine.service.requests import (
+    MAX_FILE_IDS,
     ApiError,
     JobRequest,
     capped_limits,
@@ -298,7 +299,16 @@ class JobService(AsyncResource):
         return job
 
     def check_files(self, owner: str, file_ids: tuple[str, ...]) -> None:
-        """404 for a file id that does not exist or is another key's."""
+        """404 for a file id that does not exist or is another key's; 422 past
+        :data:`~engine.service.requests.MAX_FILE_IDS` (checked before any lookup)."""
+        if len(file_ids) > MAX_FILE_IDS:
+            raise ApiError(
+                422,
+                "invalid_request_error",
+                f"a job may name at most {MAX_FILE_IDS:,} files (got {len(file_ids):,}); "
+                "upload many files as one archive (.zip, .tar.gz): it becomes a folder context",
+                "file_ids",
+            )
         for file_id in file_ids:
             record = self.store.get_file(file_id)
             if record is None or record.owner != owner:

@@ -19,6 +19,9 @@ MAX_RETRIES = 5
 MAX_SCHEMA_BYTES = 64 << 10
 #: Jobs or sessions per page of a listing (``?limit=``, also its default).
 MAX_PAGE = 100
+#: Uploaded files one job may name. Each is looked up in the store on the event loop when the
+#: job is submitted and again when it runs; many files belong in one archive upload.
+MAX_FILE_IDS = 1_000
 
 #: The budgets a job may set in ``limits``, by API name (declared in engine.settings).
 LIMIT_SETTINGS: dict[str, Setting] = {s.name: s for s in api_settings()}

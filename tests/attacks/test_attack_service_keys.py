@@ -331,13 +331,30 @@ async def test_attack_list_every_job_at_once(service: Service, attack_report: At
             assert response.status_code == 422, response.text
             assert "100,000" in response.json()["error"]["message"]
         await client.delete(f"/v1/sessions/{session_id}")
+        # A job naming thousands of files: each one a store lookup on the shared loop.
+        many = [f"file-{index:020x}" for index in range(1_001)]
+        for route, body in (
+            ("/v1/jobs", {"query": "QUICK", "file_ids": many}),
+            (
+                "/v1/chat/completions",
+                {
+                    "model": "rlm",
+                    "messages": [{"role": "user", "content": "QUICK"}],
+                    "rlm": {"file_ids": many},
+                },
+            ),
+        ):
+            response = await client.post(route, json=body)
+            assert response.status_code == 422 and "1,000" in response.text, response.text
     attack_report(
         "list every job of a key in one response (700 jobs with 100 KB queries: 99 MiB a "
         "request; four at once grew the service by 660 MiB and stalled other keys for 9 s)",
         "listings in pages of at most 100 (?limit=, ?after= cursor of the key's own ids); "
-        "output schemas at most 64 KiB, queries (session messages too) 100,000 characters",
+        "output schemas at most 64 KiB, queries (session messages too) 100,000 characters, "
+        "1,000 files per job",
         f"{len(ids)} jobs listed one per page through the cursor; limits {refused}, a "
-        "100 KiB schema and a 200,000-character session message refused with 422",
+        "100 KiB schema, a 200,000-character session message and 1,001 file ids refused "
+        "with 422",
         rss_growth=meter.growth(),
     )
 
