@@ -14,6 +14,7 @@ from engine.rlm.nudges import (
     Watcher,
     copies_preview,
     key_terms,
+    labelling_instruction,
     named_options,
     parse_lines,
     parse_probe,
@@ -296,6 +297,34 @@ def test_loop_probe_output_is_parsed_strictly() -> None:
 )  # fmt: skip
 def test_loop_named_options(query: str, expected: list[str]) -> None:
     assert named_options(query) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        # What the records are and what the labels classify goes to the sub-model; the
+        # question about all records and the answer format do not.
+        (
+            "Each line is a support ticket. A ticket belongs to one of: billing, shipping, "
+            "other. Which topic is the most common? Give your final answer in the form "
+            "'Topic: <topic>'.",
+            "Each line is a support ticket. A ticket belongs to one of: billing, shipping, "
+            "other.\nWhich label fits this one?",
+        ),
+        ("Which is more frequent, 'refund' or 'delivery'?", "Which label fits this one?"),
+        ("Reviews follow! Rate each: good, bad, mixed. Answer with the count.",
+         "Reviews follow! Rate each: good, bad, mixed.\nWhich label fits this one?"),
+    ],
+)  # fmt: skip
+def test_loop_labelling_instruction_carries_the_querys_description(
+    query: str, expected: str
+) -> None:
+    assert labelling_instruction(query) == expected
+
+
+def test_loop_labelling_instruction_is_bounded() -> None:
+    instruction = labelling_instruction("The records are tickets. " * 200 + "Which is top?")
+    assert len(instruction) < 900 and instruction.endswith(" ...\nWhich label fits this one?")
 
 
 def test_loop_records_are_short_lines_or_list_items() -> None:

@@ -293,4 +293,10 @@ async def test_loop_a_stuck_model_over_labelled_records_gets_the_labelling_run(
     )
     assert "20 items" in auto["output"] and "(12, 'place')" in auto["output"]
     assert "(4, 'person')" in auto["output"]
+    # The sub-model is told what the records are, not the question about all of them.
+    assert runner.server is not None
+    sub = [r for r in runner.server.requests if r["model"] == "sub"]
+    asked = sub[0]["messages"][-1]["content"]
+    assert "Each line asks about one of these: person, place, thing." in asked
+    assert "Which is the most common?" not in asked
     assert "(12, 'place')" in runner.last_user(4)

@@ -56,6 +56,14 @@ _COLON_LIST = re.compile(r":\s*([^:.?!\n]+)")
 _LIST_SEP = re.compile(r"\s*,\s*(?:or\s+|and\s+)?|\s+or\s+")
 _QUOTED = re.compile(r"(?<![\w'])'([^'\n]{2,60})'(?!\w)|\"([^\"\n]{2,60})\"")
 _FORMAT_CHARS = re.compile(r"[:<>{}]")
+# The query's sentences, and those that ask for an answer's form ("Give your final answer in
+# the form ..."), which a sub-model labelling one record must not follow.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_ANSWER_FORMAT = re.compile(
+    r"^(answer|respond|reply)\b|\b(final answer|your answer|in the form|in the format)\b", re.I
+)
+#: At most this much of the query describes the records to the labelling sub-model.
+LABEL_DESCRIPTION_CHARS = 800
 # What advice says when it suggests labelling every record (Watcher.labelling_code).
 LABEL_STEP = (
     "label every record with a sub-model and count with code (`labels[i]` is the label of "
@@ -125,6 +133,27 @@ def named_options(query: str) -> list[str]:
     phrases = [a or b for a, b in _QUOTED.findall(query)]
     options = list(dict.fromkeys(p.strip() for p in phrases if not _FORMAT_CHARS.search(p)))
     return options if len(options) >= 2 else []
+
+
+def labelling_instruction(query: str) -> str:
+    """The instruction for labelling one record: the query's statements (what the records are
+    and what the options mean), without its questions and answer-format requests, then the ask.
+
+    A sub-model sees one pack of records and never the question: told only "which label fits",
+    it does not know what the labels classify.
+    """
+    kept = [
+        sentence
+        for sentence in _SENTENCE_END.split(query.strip())
+        if sentence.strip()
+        and not sentence.rstrip().endswith("?")
+        and not _ANSWER_FORMAT.search(sentence.strip())
+    ]
+    described = " ".join(kept)
+    if len(described) > LABEL_DESCRIPTION_CHARS:
+        described = described[:LABEL_DESCRIPTION_CHARS].rsplit(" ", 1)[0] + " ..."
+    ask = "Which label fits this one?"
+    return f"{described}\n{ask}" if described else ask
 
 
 def record_lines(preview: str) -> bool:
@@ -483,7 +512,7 @@ class Watcher:
         # Every option's count, zeros too: an option no record got is missing from
         # Counter.most_common(), and "the least common label" is then misread.
         return (
-            f"{records}\nlabels = llm_map(items, 'Which label fits this one?', "
+            f"{records}\nlabels = llm_map(items, {labelling_instruction(self.query)!r}, "
             f"choices={options!r})\nprint(len(items), 'items')\n"
             f"print(sorted(((labels.count(c), c) for c in {options!r}), reverse=True))"
         )
