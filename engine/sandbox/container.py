@@ -6,6 +6,7 @@ import contextlib
 import math
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,8 @@ def death_reason(
     if state.get("Running"):
         return None
     code = state.get("ExitCode")
+    if code == 137 and not state.get("OOMKilled"):
+        state = _after_oom_event(container, state)
     if state.get("OOMKilled") or (code == 137 and _memory_exhausted(container)):
         return f"sandbox ran out of memory (limit {format_size(memory_bytes)})"
     if code == 2 and gvisor_pids is not None:
@@ -201,6 +204,29 @@ def death_reason(
         logs = container.logs(tail=5).decode("utf-8", "replace").strip()
     detail = f": {logs.splitlines()[-1][:_LOG_LINE_CHARS]}" if logs else ""
     return f"the sandbox kernel exited with status {code}{detail}"
+
+
+def _after_oom_event(container: Container, state: dict[str, Any]) -> dict[str, Any]:
+    """The state of a SIGKILLed container once Docker had time to record an OOM kill.
+
+    Docker sets ``OOMKilled`` from its own event, which can come after the exit event: read
+    at once, a memory bomb looked like a plain SIGKILL (seen once in a full CI run). Costs up
+    to :data:`_OOM_EVENT_WAIT_S` on a SIGKILL that was not an OOM kill.
+    """
+    deadline = time.monotonic() + _OOM_EVENT_WAIT_S
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            break
+        state = container.attrs.get("State", {})
+        if state.get("OOMKilled"):
+            break
+    return state
+
+
+_OOM_EVENT_WAIT_S = 2.0
 
 
 def _memory_exhausted(container: Container) -> bool:
