@@ -180,8 +180,10 @@ def test_settings_operator_limits_are_ceilings() -> None:
         "max_sub_calls",
         "max_depth",
         "max_iterations",
+        "max_tool_calls",
+        "cell_timeout",
     }
-    for name in ("max_wall_time", "max_tokens", "max_sub_calls", "max_depth"):
+    for name in ("max_wall_time", "max_tokens", "max_sub_calls", "max_depth", "cell_timeout"):
         assert ceilings[name] == safe[name]
     check_ceilings({"max_iterations": 3, "max_cost": 0.1}, ceilings)
     with pytest.raises(ApiError) as refused:
@@ -195,6 +197,8 @@ def test_settings_operator_limits_are_ceilings() -> None:
     assert capped.max_tokens == safe["max_tokens"] and isinstance(capped.max_tokens, int)
     assert dataclasses.replace(capped, max_depth=1).max_depth == 1
     assert capped_limits(Limits(), settings.service_ceilings({})).max_iterations == 20
+    # Every budget a job may set has a ceiling, also when the operator set none.
+    assert {s.name for s in settings.api_settings()} <= set(settings.service_ceilings({}))
 
 
 def test_settings_the_call_cache_and_the_image_cache_are_two_settings(
