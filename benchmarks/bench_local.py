@@ -82,7 +82,7 @@ async def ask_base(
             [{"role": "user", "content": f"{cut}\n\n{question}"}],
             role="base",
         )
-        answer, detail = reply.text, f"cut to {len(cut):,} chars"
+        answer, detail = reply.answer, f"cut to {len(cut):,} chars"
     except Exception as exc:  # a benchmark reports failures, it does not stop on them
         answer, detail = "", f"error: {exc}"
     return answer, detail, time.monotonic() - started

@@ -10,6 +10,7 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -154,17 +155,32 @@ class Terminal:
         time.sleep(0.3)
         os.write(self.master, keys)
 
-    def ended(self) -> tuple[int, bytes]:
-        """The exit status, and what the terminal showed since the last :meth:`expect`."""
-        status = self.process.wait(timeout=120)
-        while select.select([self.master], [], [], 0.5)[0]:
-            try:
-                chunk = os.read(self.master, 65536)
-            except OSError:  # the terminal's other side is closed: all read
+    def ended(self, timeout: float = 240) -> tuple[int, bytes]:
+        """The exit status, and what the terminal showed since the last :meth:`expect`.
+
+        The terminal is read all the while (a process writing to a full terminal blocks). One
+        that has not ended in ``timeout`` s is sent SIGABRT: faulthandler (on in :func:`_env`)
+        then prints every thread's stack, and the failure shows them."""
+        deadline = time.monotonic() + timeout
+        aborted = False
+        while True:
+            ready = select.select([self.master], [], [], 0.2)[0]
+            if ready:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:  # the terminal's other side is closed: all read
+                    chunk = b""
+                self.seen += chunk
+                ready = bool(chunk)
+            status = self.process.poll()
+            if status is not None and not ready:
                 break
-            if not chunk:
-                break
-            self.seen += chunk
+            if status is None and not aborted and time.monotonic() > deadline:
+                self.process.send_signal(signal.SIGABRT)
+                aborted = True
+            if aborted and time.monotonic() > deadline + 30:
+                self.process.kill()
+        assert not aborted, f"the chat did not end in {timeout:g} s; it showed {self.seen!r}"
         return status, self.seen
 
 
@@ -190,7 +206,7 @@ def terminal_chat(tmp_path: Path) -> Iterator[Terminal]:
     process = subprocess.Popen(
         [sys.executable, "-c", _ENTRY, *map(str, args)],
         cwd=tmp_path,
-        env={**_env(), "TERM": "xterm"},
+        env={**_env(), "TERM": "xterm", "PYTHONFAULTHANDLER": "1"},
         # A session of its own with the pseudo-terminal as its controlling terminal.
         preexec_fn=lambda: os.login_tty(follower),
         close_fds=False,
@@ -224,11 +240,10 @@ def test_chat_at_a_terminal_answers_lists_variables_and_exits(tmp_path: Path) ->
     assert no_container_of(first[0]["session"]["id"])  # type: ignore[index]
 
 
-# Ctrl-C at the prompt (exit 130, the terminal restored) passed here under load, 6 runs of 6,
-# but hung once in a full CI run (the process never ended in 120 s; cause not found), so it is
-# not part of the suite until that is understood: `rlm chat`, Ctrl-C, by hand.
 @docker
-@pytest.mark.parametrize(("key", "status"), [(b"\x04", 0)], ids=["ctrl-d"])
+@pytest.mark.parametrize(
+    ("key", "status"), [(b"\x04", 0), (b"\x03", 130)], ids=["ctrl-d", "ctrl-c"]
+)
 def test_ctrl_d_or_ctrl_c_at_the_prompt_ends_the_chat(
     tmp_path: Path, key: bytes, status: int
 ) -> None:

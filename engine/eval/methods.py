@@ -113,7 +113,7 @@ class BaseMethod:
                 window_tokens=self.window_tokens,
             )
         return Outcome(
-            prediction=done.text,
+            prediction=done.answer,
             prompt_tokens=done.usage.prompt_tokens,
             completion_tokens=done.usage.completion_tokens,
             cost_usd=done.usage.cost_usd,

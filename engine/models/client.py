@@ -19,6 +19,7 @@ from engine.models.cassette import CassetteRecorder
 from engine.models.errors import Failure, classify, describe
 from engine.models.messages import normalize_messages
 from engine.models.pricing import CallEstimate, call_estimate, price_of
+from engine.models.reasoning import answer_text
 from engine.models.replay import MISMATCH_MARKER
 from engine.models.scheduler import CallScheduler, RetriesExhaustedError
 from engine.models.spec import ModelSpec
@@ -49,6 +50,11 @@ class Completion:
     duration_s: float
     cached: bool = False
     tool_calls: tuple[ToolCall, ...] = ()
+
+    @property
+    def answer(self) -> str:
+        """The reply without a reasoning model's ``<think>`` block ("" if it ended inside it)."""
+        return answer_text(self.text)
 
 
 class ModelClient:
@@ -268,6 +274,12 @@ class ModelClient:
             )
         choice = response.choices[0]
         text = getattr(choice.message, "content", None) or ""
+        # Reasoning the server (or litellm) moved out of the content goes back in front of it
+        # as a <think> block: one text for the trajectory, cassettes and the cache, and
+        # Completion.answer is what follows it either way.
+        reasoning = getattr(choice.message, "reasoning_content", None)
+        if isinstance(reasoning, str) and reasoning.strip():
+            text = f"<think>\n{reasoning.strip()}\n</think>\n\n{text.lstrip()}"
         raw = getattr(response, "usage", None)
         prompt = int(getattr(raw, "prompt_tokens", 0) or 0)
         completion = int(getattr(raw, "completion_tokens", 0) or 0)

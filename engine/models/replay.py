@@ -13,7 +13,7 @@ import json
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from engine.errors import ConfigError
 from engine.lifecycle import AsyncResource
 from engine.log import get_logger
 from engine.models.cassette import Cassette, CassetteEntry, last_user_text
+from engine.models.stops import cut_at_stop
 
 log = get_logger(__name__)
 
@@ -42,14 +43,6 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """Cut ``text`` before the earliest stop string; return (text, whether it was cut)."""
-    positions = [i for s in stop if s and (i := text.find(s)) >= 0]
-    if not positions:
-        return text, False
-    return text[: min(positions)], True
 
 
 def _estimate_tokens(text: str) -> int:

@@ -579,7 +579,7 @@ class Engine(AsyncResource):
             raise RLMError("the engine is not started; use `async with Engine(config)`")
         messages = [{"role": "user", "content": prompt}]
         completion = await self._client.complete(self.spec_for(model), messages, role="sub")
-        return completion.text
+        return completion.answer
 
     async def rlm_query(self, prompt: str, context_path: Path | None = None) -> str:
         """A full RLM run outside any run; returns its answer (partial at a limit)."""
@@ -643,7 +643,8 @@ class TaskBridge:
             status, response, usage = "ok", completion.text, usage_dict(completion.usage)
             if completion.cached:
                 extra["cached"] = True
-            return completion.text
+            # A reasoning model's <think> block is not the answer the cell asked for.
+            return completion.answer
         except anyio.get_cancelled_exc_class():
             status = "cancelled"
             raise

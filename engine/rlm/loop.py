@@ -22,6 +22,7 @@ from engine.config import Limits
 from engine.errors import BudgetExceededError, KernelDiedError, RLMError
 from engine.log import get_logger
 from engine.models import ModelClient, ModelSpec
+from engine.models.reasoning import split_reasoning
 from engine.rlm import prompts
 from engine.rlm.answer_schema import AnswerSchema
 from engine.rlm.budget import Budget
@@ -29,6 +30,7 @@ from engine.rlm.nudges import LINES_PROBE, Nudge, Watcher, parse_lines, parse_pr
 from engine.rlm.parser import (
     STOP_SEQUENCES,
     FinalDirective,
+    cut_at_stop,
     extract_code_blocks,
     find_final,
     literal_text,
@@ -131,6 +133,8 @@ class _State:
     archived: list[dict[str, str]] = field(default_factory=list)
     compactions: int = 0
     note: str = ""
+    #: the code-fence stop sequences are sent; off once one cut a reply inside its reasoning
+    stops: bool = True
 
     def best_answer(self) -> str:
         return self.answer_content or self.last_prose
@@ -199,26 +203,33 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
             completion = await s.client.complete(
                 dataclasses.replace(s.spec, **varied) if varied else s.spec,
                 fit_to_window(state.messages, s.spec.context_window),
-                stop=list(STOP_SEQUENCES),
+                stop=list(STOP_SEQUENCES) if state.stops else None,
                 role=s.role,
                 ledger=s.budget.ledger,
             )
         except BudgetExceededError as exc:  # the cost cap refused this turn at dispatch
             state.stop(exc.budget)
             return
-        reply = completion.text
         turn_id = s.events.emit(
             "turn",
             iteration=turn,
             # What this turn was sent that no earlier turn event holds: with the replies, the
             # whole conversation as first sent (before any eliding), for `rlm export`.
             messages=state.messages[sent:],
-            reply=reply,
+            reply=completion.text,
             finish_reason=completion.finish_reason,
             usage=usage_dict(completion.usage),
             duration_s=round(completion.duration_s, 3),
             cached=completion.cached,
         )
+        said = split_reasoning(completion.text)
+        if said.cut:
+            _reasoning_cut(s, state, turn, turn_id, completion.finish_reason)
+            sent = len(state.messages)
+            continue
+        # Code and answers are read from what follows a reasoning model's <think> block, and
+        # only that goes back into the conversation (its drafts were never meant to run).
+        reply = said.text if state.stops else cut_at_stop(said.text)
         blocks = extract_code_blocks(reply)
         resent = any(state.watcher.resent_answer_shown(code) for code in blocks)
         repeated = None if resent else state.watcher.repeated_reply(reply)
@@ -247,6 +258,27 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
             await _no_code(s, sandbox, state, turn, turn_id, reply)
         if state.done is not None:
             return
+
+
+def _reasoning_cut(
+    s: LoopSettings, state: _State, turn: int, turn_id: int, finish_reason: str | None
+) -> None:
+    """A reply that ended inside its reasoning: nothing in it is meant to run or answer.
+
+    A stop sequence ends a reply at the first code fence the model closes, also one it writes
+    while thinking: from then on the run sends none, and the reply is cut at that fence here,
+    after the reasoning (:func:`cut_at_stop`). A reply cut by the token limit is told so.
+    """
+    if state.stops and finish_reason != "length":
+        state.stops = False
+        reason, message = "reasoning_cut", s.profile.reasoning_cut_note(by_stop=True)
+        # Nothing went back to the model: the same conversation is asked again.
+        _nudge(s, turn_id, turn, Nudge(reason, message))
+        return
+    message = s.profile.reasoning_cut_note(by_stop=False)
+    _nudge(s, turn_id, turn, Nudge("reasoning_cut", message))
+    state.messages.append({"role": "assistant", "content": "(the reply ended inside <think>)"})
+    state.messages.append({"role": "user", "content": message})
 
 
 async def _restart(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None:
@@ -619,7 +651,7 @@ async def compact(s: LoopSettings, sandbox: CodeSandbox, state: _State, turn: in
         s.events.emit("compaction", iteration=turn, status="error", error=str(exc))
         state.compactions = s.max_compactions  # do not ask again every turn
         return False
-    note = completion.text.strip() or "(the summary came back empty)"
+    note = completion.answer.strip() or "(the summary came back empty)"
     state.archived.extend(older)
     await _store_history(s, sandbox, [*state.original_head, *state.archived, *tail])
     state.compactions += 1

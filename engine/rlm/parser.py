@@ -11,6 +11,8 @@ import ast
 import re
 from dataclasses import dataclass
 
+from engine.models.stops import cut_at_stop as cut_at_stop_strings
+
 # Generation stops right before a closing fence. An opening fence carries a language tag
 # ("```repl\n"), so it does not match; only a bare "```" on its own line does.
 STOP_SEQUENCES: tuple[str, ...] = ("\n```\n",)
@@ -75,6 +77,16 @@ def split_reply(reply: str) -> list[Segment]:
     if prose:
         segments.append(Segment("text", "\n".join(prose)))
     return segments
+
+
+def cut_at_stop(reply: str) -> str:
+    """``reply`` up to its first stop sequence, as the provider would have cut it.
+
+    For replies generated without :data:`STOP_SEQUENCES` (a reasoning model's fences inside
+    its ``<think>`` block must not end the reply): what follows the first closing fence is the
+    model imagining the cell's output, or answering before it saw it.
+    """
+    return cut_at_stop_strings(reply, STOP_SEQUENCES)[0]
 
 
 def extract_code_blocks(reply: str) -> list[str]:

@@ -327,6 +327,19 @@ class Profile:
             "set it in the kernel:\n" + _PROSE_EXAMPLE + "\nOtherwise continue with code."
         )
 
+    def reasoning_cut_note(self, *, by_stop: bool) -> str:
+        """Recorded (``by_stop``: the turn is asked again) or sent when a reply ended inside
+        its reasoning block (``<think>`` with no ``</think>``), so none of it ran."""
+        if by_stop:
+            return (
+                "[rlm: the reply was cut inside its <think> block by the stop sequence at a "
+                "code fence; the turn is asked again without stop sequences]"
+            )
+        return (
+            "Your reply ended inside its <think> block (the output-token limit), so nothing "
+            "ran. Think briefly, close the block with </think>, then write one ```repl block."
+        )
+
     def repeated_code_note(self) -> str:
         """Stands in for the output of a cell identical to one that already ran (not re-run)."""
         return (

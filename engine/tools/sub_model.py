@@ -55,11 +55,11 @@ async def run_tool_loop(
         completion = await client.complete(spec, messages, role="sub", ledger=ledger, tools=schemas)
         usage = usage + completion.usage
         if not completion.tool_calls:
-            return ToolLoopResult(completion.text, usage, step, calls)
+            return ToolLoopResult(completion.answer, usage, step, calls)
         messages.append(
             {
                 "role": "assistant",
-                "content": completion.text or None,
+                "content": completion.answer or None,
                 "tool_calls": [
                     {
                         "id": c.id,
