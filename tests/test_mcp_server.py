@@ -91,6 +91,17 @@ async def test_rlm_mcp_answers_a_query_about_a_file(tmp_path: Path) -> None:
     assert "does not exist on the rlm server's machine" in _text(missing)
 
 
+def test_rlm_mcp_http_default_port_leaves_the_local_model_its_port() -> None:
+    # `rlm mcp --http` without --model serves MCP and starts the embedded model's server: on
+    # one port, every rlm_run failed with "port 8765 ... is in use by something that is not
+    # a healthy local model server".
+    from engine.cli.main import build_parser
+    from engine.local.serve import DEFAULT_PORT
+
+    args = build_parser().parse_args(["mcp", "--http"])
+    assert args.port != DEFAULT_PORT
+
+
 def test_rlm_mcp_refuses_bad_settings_at_start(tmp_path: Path) -> None:
     params = _server("http://127.0.0.1:9/v1", tmp_path, "--tool", "not-a-reference")
     done = subprocess.run(

@@ -17,6 +17,10 @@ import anyio
 from engine.config import EngineConfig, load_config
 from engine.settings import flag_values
 
+#: ``--http``'s default port. Not the embedded local model's (8765): ``rlm mcp --http``
+#: without ``--model`` starts that server on its port, which must then be free.
+DEFAULT_HTTP_PORT = 8766
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``mcp`` sub-command."""
@@ -36,7 +40,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     http = parser.add_argument_group("streamable HTTP")
     http.add_argument("--http", action="store_true", help="serve streamable HTTP, not stdio")
     http.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
-    http.add_argument("--port", type=int, default=8765, help="default 8765")
+    http.add_argument(
+        "--port", type=int, default=DEFAULT_HTTP_PORT, help=f"default {DEFAULT_HTTP_PORT}"
+    )
     http.add_argument("--path", default="/mcp", help="endpoint path (default /mcp)")
     parser.set_defaults(func=handle)
 
