@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import RunResult
 from engine.models.reasoning import answer_text, split_reasoning
 from engine.rlm.parser import cut_at_stop
 from engine.sandbox.fake import FakeBackend
@@ -92,6 +93,20 @@ async def test_a_reply_cut_inside_its_reasoning_by_the_token_limit_is_told_so(
     cut = root("<think>\nThe context is short, so first")
     cut["response"]["finish_reason"] = "length"
     result = await run([cut, root(done("ok"))], "q", "ctx")
+    _told_to_think_briefly(run, result)
+
+
+async def test_reasoning_a_server_returned_apart_and_cut_by_the_token_limit_is_told_so(
+    run: Run,
+) -> None:
+    # Such a server closes the block itself: </think> and no answer after it.
+    cut = root("<think>\nThe context is short, so first\n</think>\n\n")
+    cut["response"]["finish_reason"] = "length"
+    result = await run([cut, root(done("ok"))], "q", "ctx")
+    _told_to_think_briefly(run, result)
+
+
+def _told_to_think_briefly(run: Run, result: RunResult) -> None:
     assert (result.answer, result.ready) == ("ok", True)
     (nudge,) = run.of_type("nudge")
     assert nudge["reason"] == "reasoning_cut" and "</think>" in nudge["message"]

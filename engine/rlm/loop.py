@@ -223,7 +223,9 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
             cached=completion.cached,
         )
         said = split_reasoning(completion.text)
-        if said.cut:
+        # A server that returns reasoning apart closes the block itself, even when the token
+        # limit ended the reply while the model was still thinking.
+        if said.cut or (said.reasoning and not said.text and completion.finish_reason == "length"):
             _reasoning_cut(s, state, turn, turn_id, completion.finish_reason)
             sent = len(state.messages)
             continue
