@@ -19,7 +19,7 @@ DATA_MIRROR ?= $(wildcard ../shared/data)
 DATA_PULL    = $(RLM) data pull $(if $(DATA_MIRROR),--from $(DATA_MIRROR))
 
 .PHONY: setup system-deps venv image model run test test-fast lint bench bench-sandbox \
-        bench-growth bench-llm-batch bench-bridge bench-models bench-local bench-anymodel bench-service bench-tools attacks eval-sniah \
+        bench-growth bench-llm-batch bench-bridge bench-models bench-rlm bench-eval bench-local bench-anymodel bench-service bench-tools attacks eval-sniah \
         eval-oolong eval-pairs eval-codeqa eval-all data engine-image up down compose-smoke clean \
         infra-image up-scale down-scale compose-smoke-scale
 

@@ -89,7 +89,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--retention-days",
         type=float,
         default=None,
-        help="delete ended jobs and unused uploads older than this many days (default: keep)",
+        help="delete ended jobs, closed sessions and unused uploads older than this many days "
+        "(default: keep)",
     )
     parser.add_argument(
         "--database-url",
