@@ -172,6 +172,11 @@ def test_mcp_settings_parse() -> None:
     assert servers[0].command == ("uvx", "mcp-server-time", "--local-timezone", "Europe/Paris")
     assert (servers[1].prefix, servers[1].env) == ("n_", (("TOKEN", "t"),))
     assert servers[2].url == "https://example.org/mcp"
+    # A command given as one line keeps its table's prefix and env (they were dropped).
+    (line,) = parse_mcp([{"command": "node 'my srv.js'", "prefix": "s_", "env": {"T": "1"}}])
+    assert (line.command, line.prefix, line.env) == (("node", "my srv.js"), "s_", (("T", "1"),))
+    with pytest.raises(ValueError, match="give a URL as url"):
+        parse_mcp([{"command": "https://example.org/mcp"}])
     with pytest.raises(ConfigError, match="either command"):
         parse_mcp([{"command": ["x"], "url": "http://y"}])
     with pytest.raises(ValueError, match="unknown keys"):

@@ -68,7 +68,11 @@ def _table(item: dict[str, Any]) -> McpServerConfig:
         )
     command = item.get("command", [])
     if isinstance(command, str):
-        return McpServerConfig.parse(command)
+        # A command line as one string, split like --mcp's; prefix and env still apply.
+        parsed = McpServerConfig.parse(command)
+        if parsed.url is not None:
+            raise ValueError('[[mcp]] command is a command line; give a URL as url = "..."')
+        command = list(parsed.command)
     if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
         raise ValueError('[[mcp]] command must be a list of strings, e.g. ["uvx", "server"]')
     env = item.get("env", {})
