@@ -161,6 +161,15 @@ def test_dependencies_doc_lists_every_runtime_dependency() -> None:
 #: Imported only inside a guard that names what to install (optional file formats, a fallback
 #: tokenizer that litellm brings along).
 UNDECLARED_OPTIONAL = frozenset({"pyarrow", "tokenizers"})
+#: Import name -> distribution, for a module whose extra is not installed here.
+DISTRIBUTION_OF = {
+    "docx": "python-docx",
+    "zmq": "pyzmq",
+    "yoyo": "yoyo-migrations",
+    "rlm": "rlms",
+    "psycopg_pool": "psycopg-pool",
+    "tiktoken_ext": "tiktoken",
+}
 
 
 def test_every_third_party_import_of_the_engine_is_declared() -> None:
@@ -184,7 +193,8 @@ def test_every_third_party_import_of_the_engine_is_declared() -> None:
                     continue
                 if top in UNDECLARED_OPTIONAL:
                     continue
-                dists = {d.lower() for d in distributions.get(top, [top])}
+                fallback = [DISTRIBUTION_OF.get(top, top)]
+                dists = {d.lower() for d in distributions.get(top, fallback)}
                 if not dists & declared:
                     undeclared.add((top, str(path.relative_to(REPO))))
     assert not undeclared, f"imported by the engine but not declared in pyproject: {undeclared}"
