@@ -33,6 +33,7 @@ __all__ = [
     "parse_size",
     "service_ceilings",
     "setting",
+    "value_of",
 ]
 
 #: The model-call cache's modes (see :mod:`engine.models.cache`).
@@ -40,6 +41,9 @@ CACHE_MODES: tuple[str, ...] = ("off", "deterministic", "all")
 
 #: How long one cell may run, in seconds, unless a limit says otherwise (the one default).
 DEFAULT_CELL_TIMEOUT_S = 120.0
+
+#: A minimum meaning "greater than 0" (:attr:`Setting.minimum`).
+_POSITIVE = 1e-9
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -89,6 +93,23 @@ def _parse_path(value: object) -> Path:
     return Path(_parse_str(value)).expanduser()
 
 
+def _parse_port(value: object) -> int:
+    port = _parse_int(value)
+    if not 0 < port < 1 << 16:
+        raise ValueError("expected a TCP port from 1 to 65535")
+    return port
+
+
+def _parse_database_url(value: object) -> str:
+    url = _parse_str(value).strip()
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError(
+            "expected a postgresql:// URL (postgresql://user:password@host:port/db); leave it "
+            "out to keep the jobs in SQLite in --data-dir"
+        )
+    return url
+
+
 def _parse_cache_mode(value: object) -> str:
     mode = _parse_str(value).strip().lower()
     if mode not in CACHE_MODES:
@@ -130,35 +151,53 @@ class Setting:
     flag: str | None = None
     commands: frozenset[str] = frozenset({"run", "serve"})
     api: bool = False
-    minimum: float | None = None  # the smallest allowed value; None: no check here
+    #: the smallest allowed value (``_POSITIVE``: greater than 0); None: no check. Checked
+    #: when a value is read (:meth:`convert`) and by the dataclasses a value ends up in.
+    minimum: float | None = None
     ceiling: bool = False
     safe_ceiling: float | None = None
     repeat: bool = False  # the flag may be given several times (a list)
     metavar: str | None = None
+    secret: bool = False  # never shown in an error (a database URL carries a password)
 
     @property
     def flag_name(self) -> str:
         return self.flag or f"--{self.name.replace('_', '-')}"
 
     def convert(self, value: Any, where: str) -> Any:
-        """``value`` parsed, or a :class:`ConfigError` naming ``where`` it came from."""
+        """``value`` parsed and checked against :attr:`minimum`, or a :class:`ConfigError`
+        naming ``where`` it came from (the flag, ``$VARIABLE`` or TOML key)."""
+        shown = "value" if self.secret else f"value {value!r}"
         try:
-            return self.parse(value)
+            parsed = self.parse(value)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"invalid value {value!r} for {where}: {exc}") from exc
+            raise ConfigError(f"invalid {shown} for {where}: {exc}") from exc
+        problem = self.below_minimum(parsed)
+        if problem:
+            raise ConfigError(f"invalid {shown} for {where}: {problem}")
+        return parsed
 
     def check_minimum(self, value: float | None) -> None:
         """Raise ConfigError when ``value`` is below :attr:`minimum` (None is unlimited)."""
+        problem = self.below_minimum(value)
+        if problem:
+            raise ConfigError(f"{self.name} {problem} (got {value})")
+
+    def below_minimum(self, value: float | None) -> str | None:
+        """What is wrong with ``value`` given :attr:`minimum` ("must be ..."), else None."""
         if value is None or self.minimum is None:
-            return
+            return None
         # NaN passes every comparison below (and every ceiling's): ``nan <= 0`` is False, so
         # a NaN cost cap would never be reached. Infinity is no budget either.
         if not is_finite(value):
-            raise ConfigError(f"{self.name} must be a finite number (got {value})")
-        if self.minimum == 0 and value < 0:
-            raise ConfigError(f"{self.name} must be 0 or more (got {value})")
-        if self.minimum > 0 and value <= 0:
-            raise ConfigError(f"{self.name} must be greater than 0 (got {value})")
+            return "must be a finite number"
+        if self.minimum == _POSITIVE:
+            return "must be greater than 0" if value <= 0 else None
+        if value < self.minimum:
+            return (
+                "must be 0 or more" if self.minimum == 0 else f"must be at least {self.minimum:g}"
+            )
+        return None
 
 
 def is_finite(value: float) -> bool:
@@ -171,8 +210,8 @@ def is_finite(value: float) -> bool:
 
 
 _RUN = frozenset({"run"})
+_SERVE = frozenset({"serve"})
 _NONE: frozenset[str] = frozenset()
-_POSITIVE = 1e-9  # greater than 0
 
 SETTINGS: tuple[Setting, ...] = (
     # --- models ---------------------------------------------------------------------------
@@ -203,21 +242,55 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_compactions", int, _parse_int, "RLM_MAX_COMPACTIONS",
             "compactions per run; past it older outputs are only elided", default=2,
             commands=_NONE, minimum=0),
+    # --- the service (rlm serve's own; top-level TOML keys) ----------------------------------
+    Setting("host", str, _parse_str, "RLM_SERVICE_HOST", "address to bind (default 127.0.0.1)",
+            default="127.0.0.1", commands=_SERVE, metavar="ADDRESS"),
+    Setting("port", int, _parse_port, "RLM_SERVICE_PORT", "TCP port to listen on",
+            default=8080, commands=_SERVE),
+    Setting("data_dir", Path, _parse_path, "RLM_SERVICE_DATA_DIR",
+            "jobs database and uploads (default ~/.local/share/rlm/service)",
+            default=Path("~/.local/share/rlm/service"), commands=_SERVE, metavar="DIR"),
+    Setting("database_url", str, _parse_database_url, "RLM_DATABASE_URL",
+            "keep jobs in PostgreSQL (postgresql://user:password@host:port/db) so several "
+            "replicas share them (default: SQLite in --data-dir)", commands=_SERVE,
+            metavar="URL", secret=True),
+    Setting("lease_seconds", float, _parse_float, "RLM_LEASE_SECONDS",
+            "with --database-url: a replica that stops renewing its job leases for this long "
+            "is presumed dead and its jobs run elsewhere", default=30.0, commands=_SERVE,
+            minimum=3, metavar="SECONDS"),
+    Setting("models", Path, _parse_path, "RLM_SERVICE_MODELS",
+            "TOML file of the models jobs may name ([models.NAME] with model, api_base, "
+            "api_key_env, prices); the service's own --model and --sub-model are always "
+            "allowed", commands=_SERVE, metavar="FILE"),
+    Setting("max_sandboxes", int, _parse_int, "RLM_MAX_SANDBOXES",
+            "jobs running at once (child sandboxes of rlm_query included)", default=4,
+            commands=_SERVE, minimum=_POSITIVE),
+    Setting("max_jobs_per_key", int, _parse_int, "RLM_MAX_JOBS_PER_KEY",
+            "queued + running jobs one API key may have", default=16, commands=_SERVE,
+            minimum=_POSITIVE),
+    Setting("max_upload", int, parse_size, "RLM_MAX_UPLOAD", "largest upload",
+            default=1 << 30, commands=_SERVE, minimum=_POSITIVE, metavar="SIZE"),
+    Setting("max_storage_per_key", int, parse_size, "RLM_MAX_STORAGE_PER_KEY",
+            "bytes one API key may keep (uploads, inline contexts, trajectories; 0 = no quota)",
+            default=10 << 30, commands=_SERVE, minimum=0, metavar="SIZE"),
+    Setting("retention_days", float, _parse_float, "RLM_RETENTION_DAYS",
+            "delete ended jobs, closed sessions and unused uploads older than this many days "
+            "(default: keep)", commands=_SERVE, minimum=_POSITIVE, metavar="DAYS"),
     # --- service sessions -------------------------------------------------------------------
     Setting("session_idle", float, _parse_float, "RLM_SESSION_IDLE",
             "seconds a session may sit idle before its kernel is closed (its history stays "
-            "readable)", default=900.0, commands=frozenset({"serve"}), minimum=_POSITIVE),
+            "readable)", default=900.0, commands=_SERVE, minimum=_POSITIVE),
     Setting("max_sessions_per_key", int, _parse_int, "RLM_MAX_SESSIONS_PER_KEY",
             "open sessions (each a live kernel) one API key may have", default=4,
-            commands=frozenset({"serve"}), minimum=_POSITIVE),
+            commands=_SERVE, minimum=_POSITIVE),
     Setting("max_streams_per_key", int, _parse_int, "RLM_MAX_STREAMS_PER_KEY",
             "requests one API key may hold open at once: event streams, chat completions "
             "and session messages waiting for their answer, uploads and JSON bodies being "
-            "received (429 past it)", default=32, commands=frozenset({"serve"}), minimum=_POSITIVE),
+            "received (429 past it)", default=32, commands=_SERVE, minimum=_POSITIVE),
     Setting("max_session_kernels", int, _parse_int, "RLM_MAX_SESSION_KERNELS",
             "session kernels this service process keeps alive at once, over all keys (an idle "
             "session's kernel holds no job slot, so this bounds them)", default=16,
-            commands=frozenset({"serve"}), minimum=_POSITIVE),
+            commands=_SERVE, minimum=_POSITIVE),
     # --- the model-call cache --------------------------------------------------------------
     Setting("cache", str, _parse_cache_mode, "RLM_CACHE",
             "model-call cache: off, deterministic (calls with temperature 0 or a seed; the "
@@ -300,6 +373,7 @@ SETTINGS: tuple[Setting, ...] = (
 
 _BY_NAME = {s.name: s for s in SETTINGS}
 _GROUPS = {
+    "service": "the service (its own settings; top-level keys in the config file)",
     "limits": "limits (shared by the whole recursion tree)",
     "tools": "host tools (callable from the sandbox by their names)",
 }
@@ -353,11 +427,12 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     groups: dict[str, Any] = {}
 
     def group_of(item: Setting) -> Any:
-        key = (
-            "tools"
-            if item.name in ("tools", "mcp", "max_tool_calls", "tool_timeout")
-            else (item.section or "")
-        )
+        if item.name in ("tools", "mcp", "max_tool_calls", "tool_timeout"):
+            key = "tools"
+        elif item.commands == _SERVE:
+            key = "service"
+        else:
+            key = item.section or ""
         if key not in _GROUPS:
             return parser
         if key not in groups:
@@ -371,7 +446,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         kwargs: dict[str, Any] = {"dest": item.name, "default": None, "help": _help(item)}
         if item.repeat:
             kwargs["action"] = "append"
-        elif item.kind in (int, float, Path):
+        elif item.kind in (int, float, Path) and item.parse is not parse_size:
             kwargs["type"] = item.kind
         if item.metavar:
             kwargs["metavar"] = item.metavar
@@ -379,12 +454,24 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def _number(value: float) -> str:
-    return f"{int(value):,}" if value == int(value) else f"{value:g}"
+    if value != int(value):
+        return f"{value:g}"
+    # Thousands grouped from five digits on (2,000,000), not in a port number (8080).
+    return f"{int(value):,}" if abs(value) >= 10_000 else str(int(value))
+
+
+def _size(value: int) -> str:
+    for unit in "tgmk":
+        if value and value % _UNITS[unit] == 0:
+            return f"{value // _UNITS[unit]}{unit}"
+    return str(value)
 
 
 def _help(item: Setting) -> str:
     extra = []
-    if item.default is not None and item.kind in (int, float):
+    if item.default is not None and item.parse is parse_size:
+        extra.append(f"default {_size(item.default)}")
+    elif item.default is not None and item.kind in (int, float):
         extra.append(f"default {_number(item.default)}")
     if item.safe_ceiling is not None:
         extra.append(f"rlm serve caps it at {_number(item.safe_ceiling)} unless set")
@@ -392,9 +479,21 @@ def _help(item: Setting) -> str:
     return f"{item.help} ({'; '.join(extra)})"
 
 
-def flag_values(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings given as flags in ``args`` (None = not given), for ``load_config``."""
-    return {s.name: getattr(args, s.name) for s in SETTINGS if hasattr(args, s.name)}
+def flag_values(args: argparse.Namespace, command: str = "run") -> dict[str, Any]:
+    """The settings of ``command`` given as flags in ``args`` (None = not given), for
+    ``load_config`` (another command's flag of the same name, e.g. ``rlm mcp --port``, is not
+    one of them)."""
+    return {
+        s.name: getattr(args, s.name)
+        for s in SETTINGS
+        if command in s.commands and hasattr(args, s.name)
+    }
+
+
+def value_of(values: Mapping[str, Any], name: str) -> Any:
+    """The setting ``name`` from layered ``values`` (:func:`engine.config.load_values`), else
+    its declared default."""
+    return values[name] if name in values else setting(name).default
 
 
 def env_values(env: Mapping[str, str], names: Iterable[Setting] = SETTINGS) -> dict[str, Any]:

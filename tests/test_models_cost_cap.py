@@ -12,7 +12,7 @@ import pytest
 from engine import Engine, EngineConfig, Limits
 from engine.errors import BudgetExceededError, ConfigError
 from engine.models import Cassette, ModelSpec, ReplayServer
-from engine.models.pricing import call_estimate, price_of, prompt_token_bound
+from engine.models.pricing import call_estimate, price_of, prompt_token_bound, unpriced_message
 from engine.models.usage import Usage, UsageLedger
 from tests.loop_support import code
 
@@ -57,8 +57,14 @@ def test_prompt_bound_is_above_real_tokenizers(
 def test_unpriced_model_under_a_cap_is_refused_with_how_to_price_it() -> None:
     spec = ModelSpec("openai/my-own-model", api_base="http://127.0.0.1:9/v1")
     assert price_of(spec) is None
-    with pytest.raises(ConfigError, match="input_cost_per_million"):
+    with pytest.raises(ConfigError, match="input_cost_per_million") as refused:
         call_estimate(spec, [{"role": "user", "content": "hi"}])
+    assert "run without --max-cost" in str(refused.value)
+    # A service job always runs under a cap (the operator's or the safe ceiling): its advice
+    # is the operator's price in the models file, never "run without max_cost".
+    served = unpriced_message(spec.model, service=True)
+    assert "--models file" in served and "0 for a self-hosted model" in served
+    assert "without" not in served
     priced = ModelSpec("openai/my-own-model", input_cost_per_token=0.0, output_cost_per_token=0.0)
     assert call_estimate(priced, [{"role": "user", "content": "hi"}]).cost_usd == 0.0
     known = price_of(ModelSpec("openai/gpt-4o-mini"))

@@ -89,7 +89,7 @@ def test_bad_values_say_where(tmp_path: Path) -> None:
         load_config({}, env={"RLM_MAX_DEPTH": "deep"}, config_file=_write(tmp_path))
     with pytest.raises(ConfigError, match="not valid TOML"):
         read_config_file(_write(tmp_path, "model = \n"))
-    with pytest.raises(ConfigError, match="max_iterations must be greater than 0"):
+    with pytest.raises(ConfigError, match="for --max-iterations: must be greater than 0"):
         load_config({"max_iterations": 0}, env={})
     with pytest.raises(ConfigError, match="does not exist"):
         load_config({}, env={}, config_file=tmp_path / "missing.toml")

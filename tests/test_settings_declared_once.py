@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,10 @@ SAMPLES = {
 def _sample(item: settings.Setting) -> str:
     if item.parse is settings.parse_size:
         return "64m"
+    if item.name == "database_url":
+        return "postgresql://rlm@db.internal:5432/rlm"
+    if item.name == "lease_seconds":
+        return "45"
     if item.name == "prompt_profile":
         return "small"
     if item.name == "cache":
@@ -67,7 +73,8 @@ def test_settings_every_setting_works_from_env_toml_and_its_flags(
     toml.write_text(f'{table}{item.name} = "{text}"\n')
     assert read_config_file(toml) == {item.name: expected}
     for command in item.commands:
-        flags = settings.flag_values(_parser(command).parse_args([item.flag_name, text]))
+        parsed = _parser(command).parse_args([item.flag_name, text])
+        flags = settings.flag_values(parsed, command)
         assert load_values(flags, env={}, config_file=None) == {item.name: expected}
 
 
@@ -129,13 +136,15 @@ def test_settings_sandbox_variables_are_read_by_the_same_declarations(
 
 
 def test_settings_flags_of_run_and_serve_are_derived() -> None:
-    run_help = _parser("run").format_help()
-    serve_help = _parser("serve").format_help()
+    parsers = {command: _parser(command) for command in ("run", "serve")}
+    serve_help = parsers["serve"].format_help()
     for item in settings.SETTINGS:
-        for command, text in (("run", run_help), ("serve", serve_help)):
-            assert (item.flag_name in text) == (command in item.commands), (item.name, command)
+        for command, parser in parsers.items():
+            # The parser's options, not its help text: a help may name another command's flag.
+            has_flag = item.flag_name in parser._option_string_actions
+            assert has_flag == (command in item.commands), (item.name, command)
             if command in item.commands:
-                assert f"${item.env}" in text
+                assert f"${item.env}" in parser.format_help()
     assert "a job may lower them, never raise them" in serve_help
 
 
@@ -226,6 +235,161 @@ def test_settings_cache_variables_are_read_where_they_are_declared() -> None:
     for variable, declared_in in (
         ("RLM_CACHE_DIR", {"settings.py"}),
         ("RLM_IMAGE_CACHE_DIR", {"sandbox/image.py"}),
+        ("RLM_SERVICE_DATA_DIR", {"settings.py"}),
+        ("RLM_SERVICE_MODELS", {"settings.py"}),
+        ("RLM_DATABASE_URL", {"settings.py"}),
     ):
         named = {path for path, text in sources.items() if f'"{variable}"' in text}
         assert named == declared_in, variable
+
+
+# --- rlm serve's own settings ---------------------------------------------------------------
+
+# Three values of each serve-only setting, as text: the config file's, the environment's and
+# the flag's ("{tmp}" is the test's directory).
+SERVE_OWN = {
+    "host": ("10.0.0.1", "10.0.0.2", "10.0.0.3"),
+    "port": ("8001", "8002", "8003"),
+    "data_dir": ("{tmp}/file-dir", "{tmp}/env-dir", "{tmp}/flag-dir"),
+    "database_url": ("postgresql://a/rlm", "postgresql://b/rlm", "postgres://c:5433/rlm"),
+    "lease_seconds": ("4", "5", "6.5"),
+    "models": ("{tmp}/file.toml", "{tmp}/env.toml", "{tmp}/flag.toml"),
+    "max_sandboxes": ("1", "2", "3"),
+    "max_jobs_per_key": ("5", "6", "7"),
+    "max_upload": ("1m", "2m", "3g"),
+    "max_storage_per_key": ("0", "5m", "7g"),
+    "retention_days": ("1", "2", "0.5"),
+    "session_idle": ("60", "120", "5"),
+    "max_sessions_per_key": ("1", "2", "3"),
+    "max_streams_per_key": ("4", "5", "6"),
+    "max_session_kernels": ("7", "8", "9"),
+}
+# Where each lands in ServiceSettings (host and port go to uvicorn).
+SERVICE_FIELDS = {
+    "max_upload": "max_upload_bytes",
+    "lease_seconds": "lease_s",
+    "session_idle": "session_idle_s",
+}
+
+
+def _toml_literal(item: settings.Setting, text: str) -> str:
+    plain_number = item.kind in (int, float) and item.parse is not settings.parse_size
+    return text if plain_number else f'"{text}"'
+
+
+def test_settings_serve_own_settings_are_all_tested() -> None:
+    serve_only = {s.name for s in settings.SETTINGS if s.commands == frozenset({"serve"})}
+    assert set(SERVE_OWN) == serve_only
+    # Top-level keys of the config file, like the session settings.
+    assert all(settings.setting(name).section is None for name in SERVE_OWN)
+
+
+@pytest.mark.parametrize("name", SERVE_OWN)
+def test_settings_serve_own_setting_from_file_env_and_flag_in_that_order(
+    name: str, tmp_path: Path
+) -> None:
+    from engine.service.command import register, service_settings
+
+    item = settings.setting(name)
+    in_file, in_env, in_flag = (text.format(tmp=tmp_path) for text in SERVE_OWN[name])
+    if name == "models":
+        for text in (in_file, in_env, in_flag):
+            Path(text).write_text(f'[models.{Path(text).stem}]\nmodel = "openai/x"\n')
+    toml = tmp_path / "rlm.toml"
+    toml.write_text(f"{name} = {_toml_literal(item, in_file)}\n")
+    env = {item.env: in_env}
+    argv = ["serve", item.flag_name, in_flag]
+    parser = argparse.ArgumentParser(prog="rlm")
+    register(parser.add_subparsers())
+    flags = settings.flag_values(parser.parse_args(argv), "serve")
+    layers = (
+        (load_values(env={}, config_file=toml), in_file),
+        (load_values(env=env, config_file=toml), in_env),
+        (load_values(flags, env=env, config_file=toml), in_flag),
+    )
+    for values, text in layers:
+        expected = item.parse(text)
+        assert settings.value_of(values, name) == expected, (name, text)
+        if name in ("host", "port"):
+            continue
+        got = getattr(service_settings(values), SERVICE_FIELDS.get(name, name))
+        if name == "models":
+            assert got.names == [Path(text).stem]
+        elif name == "data_dir":
+            assert got == expected.resolve()
+        elif name == "max_storage_per_key" and expected == 0:
+            assert got is None  # 0 = no quota
+        else:
+            assert got == expected
+
+
+def test_settings_serve_defaults_are_the_declared_ones(tmp_path: Path) -> None:
+    from engine.service import ServiceSettings
+    from engine.service.command import service_settings
+
+    values = load_values(env={}, config_file=None)
+    assert settings.value_of(values, "host") == "127.0.0.1"
+    assert settings.value_of(values, "port") == 8080
+    built = service_settings(values)
+    assert built.data_dir == (Path.home() / ".local/share/rlm/service").resolve()
+    assert built.database_url is None and built.retention_days is None
+    assert built.max_upload_bytes == 1 << 30 and built.max_storage_per_key == 10 << 30
+    # ServiceSettings' own defaults are the same declarations (one place).
+    plain = ServiceSettings(data_dir=built.data_dir)
+    for field in dataclasses.fields(ServiceSettings):
+        if field.name not in ("models", "ceilings"):
+            assert getattr(plain, field.name) == getattr(built, field.name), field.name
+
+
+@pytest.mark.parametrize(
+    ("layer", "name", "raw", "message"),
+    [
+        ("flag", "port", "0", r"invalid value '0' for --port: expected a TCP port from 1 to"),
+        ("env", "port", "70000", r"\$RLM_SERVICE_PORT: expected a TCP port from 1 to 65535"),
+        ("env", "max_sandboxes", "0", r"\$RLM_MAX_SANDBOXES: must be greater than 0"),
+        ("file", "max_jobs_per_key", "0", r"rlm\.toml: max_jobs_per_key: must be greater than"),
+        ("file", "database_url", "mysql://rlm:hunter2@db/rlm", r"database_url: expected a pos"),
+        ("flag", "lease_seconds", "2", r"for --lease-seconds: must be at least 3$"),
+        ("env", "retention_days", "0", r"\$RLM_RETENTION_DAYS: must be greater than 0"),
+        ("file", "max_upload", "12q", r"rlm\.toml: max_upload: cannot read the size '12q'"),
+        ("flag", "max_storage_per_key", "12q", r"--max-storage-per-key: cannot read the size"),
+        ("env", "session_idle", "-1", r"\$RLM_SESSION_IDLE: must be greater than 0"),
+    ],
+)
+def test_settings_bad_serve_values_name_their_flag_variable_or_key(
+    layer: str, name: str, raw: str, message: str, tmp_path: Path
+) -> None:
+    item = settings.setting(name)
+    toml = tmp_path / "rlm.toml"
+    toml.write_text(f"{name} = {_toml_literal(item, raw)}\n")
+    with pytest.raises(ConfigError, match=message) as refused:
+        if layer == "flag":
+            load_values({name: raw}, env={}, config_file=None)
+        elif layer == "env":
+            load_values(env={item.env: raw}, config_file=None)
+        else:
+            load_values(env={}, config_file=toml)
+    assert "hunter2" not in str(refused.value)  # a database URL's password is never shown
+
+
+def test_settings_bad_serve_values_stop_rlm_serve_with_a_clear_error(tmp_path: Path) -> None:
+    from tests.service_support import REPO, rlm_command
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RLM_")}
+    base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    for argv, env, says in (
+        (["--port", "0"], {}, "for --port: expected a TCP port from 1 to 65535"),
+        ([], {"RLM_DATABASE_URL": "mysql://rlm:hunter2@db/rlm"}, "for $RLM_DATABASE_URL: exp"),
+    ):
+        done = subprocess.run(
+            rlm_command("serve", "--data-dir", tmp_path / "data", *argv),
+            cwd=tmp_path,
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith("rlm: error: invalid ") and says in done.stderr
+        assert "Traceback" not in done.stderr and "hunter2" not in done.stderr
+        assert not (tmp_path / "data").exists()  # stopped before it touched anything

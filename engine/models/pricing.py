@@ -72,11 +72,21 @@ def require_price(spec: ModelSpec) -> Price:
     return price
 
 
-def unpriced_message(model: str) -> str:
+def unpriced_message(model: str, *, service: bool = False) -> str:
+    """Why an unpriced model cannot run under a cost cap, and what to do: in ``rlm run`` (or
+    from Python) drop the cap or price the model; in the service, whose jobs always run under
+    one (the operator's ``max_cost``, else a safe ceiling), only the operator can price it."""
+    why = f"model {model!r} has no known price, so a cost cap (max_cost) cannot be enforced for it"
+    if service:
+        return (
+            f"{why}, and every job of this service runs under one; the service's operator "
+            "prices it in the --models file ([models.NAME] with input_cost_per_million and "
+            "output_cost_per_million, 0 for a self-hosted model) and restarts the service"
+        )
     return (
-        f"model {model!r} has no known price, so a cost cap (max_cost) cannot be enforced for "
-        "it; the operator sets its price (input_cost_per_million and output_cost_per_million, "
-        "0 for a self-hosted model) in the service's models file, or runs without max_cost"
+        f"{why}; run without --max-cost, or give it a price (0 for a self-hosted model): "
+        "input_cost_per_million and output_cost_per_million in rlm serve's --models file, or "
+        "ModelSpec's input_cost_per_token and output_cost_per_token from Python"
     )
 
 

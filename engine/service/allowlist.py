@@ -36,7 +36,6 @@ from engine.errors import ConfigError
 from engine.models import ModelSpec
 from engine.service.requests import ApiError
 
-ENV_MODELS_FILE = "RLM_SERVICE_MODELS"
 _PER_MILLION = 1_000_000
 _KEYS = {
     "model": str,
@@ -92,10 +91,10 @@ class ModelAllowList:
 
 
 def load_allow_list(path: Path | None, env: Mapping[str, str] | None = None) -> ModelAllowList:
-    """Read the models file (``path``, else ``$RLM_SERVICE_MODELS``); empty when neither."""
+    """Read the models file ``path`` (the ``models`` setting: ``--models``,
+    ``$RLM_SERVICE_MODELS`` or the config file); empty when None. ``env`` holds the
+    variables the files' ``api_key_env`` names (default ``os.environ``)."""
     env = os.environ if env is None else env
-    if path is None and env.get(ENV_MODELS_FILE):
-        path = Path(env[ENV_MODELS_FILE])
     if path is None:
         return ModelAllowList({})
     try:

@@ -71,7 +71,7 @@ from engine.service.store import (
     json_bytes,
 )
 from engine.service.store_pg import PgJobStore
-from engine.settings import service_ceilings
+from engine.settings import service_ceilings, setting
 from engine.tools import ToolRegistry, ToolsConfig
 
 if TYPE_CHECKING:
@@ -82,27 +82,27 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    """Knobs of ``rlm serve``."""
+    """Knobs of ``rlm serve`` (defaults: the declarations of :mod:`engine.settings`)."""
 
     data_dir: Path
-    max_sandboxes: int = 4
-    max_jobs_per_key: int = 16
-    max_upload_bytes: int = 1 << 30
+    max_sandboxes: int = setting("max_sandboxes").default
+    max_jobs_per_key: int = setting("max_jobs_per_key").default
+    max_upload_bytes: int = setting("max_upload").default
     max_inline_context_bytes: int = 64 << 20
-    max_storage_per_key: int | None = 10 << 30
+    max_storage_per_key: int | None = setting("max_storage_per_key").default
     retention_days: float | None = None
     #: seconds a session may sit idle before its kernel is closed; open sessions per key
-    session_idle_s: float = 900.0
-    max_sessions_per_key: int = 4
+    session_idle_s: float = setting("session_idle").default
+    max_sessions_per_key: int = setting("max_sessions_per_key").default
     #: live session kernels in this process, over all keys
-    max_session_kernels: int = 16
+    max_session_kernels: int = setting("max_session_kernels").default
     #: requests one key may hold open at once (event streams, waits, uploads)
-    max_streams_per_key: int = 32
+    max_streams_per_key: int = setting("max_streams_per_key").default
     # The models jobs may name (besides the service's own root and sub model).
     models: ModelAllowList = field(default_factory=lambda: ModelAllowList({}))
     # A postgresql:// URL: the jobs live there, shared with other replicas (else SQLite).
     database_url: str | None = None
-    lease_s: float = 30.0
+    lease_s: float = setting("lease_seconds").default
     #: the most a job may ask for, by budget (API name); the operator's limits, else the safe
     #: ceilings of engine.settings. A job that sets no budget gets the ceiling (or less).
     ceilings: Mapping[str, float] = field(default_factory=lambda: service_ceilings({}))
@@ -206,7 +206,8 @@ class JobService(AsyncResource):
         if limits.max_cost_usd is not None:
             for spec, param in ((root, "model"), (sub, "sub_model")):
                 if price_of(spec) is None:
-                    raise ApiError(422, "model_not_priced", unpriced_message(spec.model), param)
+                    message = unpriced_message(spec.model, service=True)
+                    raise ApiError(422, "model_not_priced", message, param)
         return root, sub
 
     async def _open(self, stack: AsyncExitStack) -> None:
