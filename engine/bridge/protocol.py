@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import BridgeRequestError
+from engine.text import json_has_lone_surrogate
 
 LLM_QUERY = "/v1/llm_query"
 LLM_BATCH = "/v1/llm_batch"
@@ -87,6 +88,10 @@ def parse_json(body: bytes | bytearray) -> dict[str, Any]:
         raise invalid(f"the request body is not valid UTF-8 JSON ({exc})") from None
     if not isinstance(value, dict):
         raise invalid(f"the request body must be a JSON object, not {_json_type(value)}")
+    # JSON may escape a lone surrogate ("\\ud800"): valid JSON, but text no UTF-8 writer (the
+    # trajectory, the model request) accepts; it was a 500 from deep in the orchestrator.
+    if json_has_lone_surrogate(body, value):
+        raise invalid("the request body holds a lone surrogate (\\ud800-\\udfff), not text")
     return value
 
 

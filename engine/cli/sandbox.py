@@ -89,7 +89,7 @@ def _sandbox_exec(args: argparse.Namespace) -> int:
             try:
                 if spec is not None:
                     prepared = await anyio.to_thread.run_sync(
-                        prepare_context, spec, config.run_root, "ctx-exec"
+                        prepare_context, spec, config.run_root, "ctx-exec", config.max_context_bytes
                     )
                 context = None if prepared is None else prepared.path
                 async with Sandbox(config, context=context) as sandbox:

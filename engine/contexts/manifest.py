@@ -27,6 +27,7 @@ class Manifest:
     symlinks_outside: int = 0
     symlinks_skipped: int = 0
     special: int = 0
+    too_deep: int = 0  # folders nested deeper than the walk goes (not entered)
     warnings: list[str] = field(default_factory=list)
 
     def warn(self, message: str) -> None:
@@ -53,6 +54,7 @@ class Manifest:
             (self.symlinks_outside, "symlink(s) pointing outside the folder (not followed)"),
             (self.symlinks_skipped, "other symlink(s) (to folders, or broken)"),
             (self.special, "not regular files (pipes, sockets, devices)"),
+            (self.too_deep, "folder(s) nested too deep (not entered)"),
         ]
         parts = [f"{count:,} {why}" for count, why in skipped if count]
         text = f"Prepared on the host: {included}"

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.contexts.archive import MAX_PATH_PARTS
 from engine.contexts.binary import SNIFF_BYTES, looks_binary
 from engine.contexts.extract import document_kind
 from engine.contexts.ignore import Globs, IgnoreRules
@@ -39,6 +40,10 @@ from engine.log import get_logger
 log = get_logger(__name__)
 
 STDIN_KEY = "stdin"
+#: Folders a context's paths may nest below the folder given (deeper ones are skipped and
+#: counted, as an uploaded archive's are): the walk recursed once per level, and a folder
+#: 1,500 levels deep (3,000 characters of path) ended the run with a RecursionError.
+MAX_DEPTH = MAX_PATH_PARTS
 
 
 @dataclass(frozen=True)
@@ -117,10 +122,14 @@ class PreparedContext:
         return None if self.passthrough else self.manifest.describe()
 
 
-def prepare_context(spec: ContextSpec, scratch_parent: Path, name: str = "ctx") -> PreparedContext:
+def prepare_context(
+    spec: ContextSpec, scratch_parent: Path, name: str = "ctx", max_bytes: int | None = None
+) -> PreparedContext:
     """Build what the sandbox receives for ``spec`` (blocking; run it in a thread).
 
     ``scratch_parent`` must be a folder the Docker daemon can bind-mount from (the run root).
+    ``max_bytes`` (the sandbox's :attr:`~engine.sandbox.SandboxConfig.max_context_bytes`)
+    caps the text it holds, counted by apparent size before any byte is linked or copied.
     Raises :class:`ContextError` naming the file or folder that cannot be used.
     """
     if not spec.sources:
@@ -131,6 +140,7 @@ def prepare_context(spec: ContextSpec, scratch_parent: Path, name: str = "ctx") 
     if len(spec.sources) == 1 and spec.sources[0].path.is_file():
         single = _single_file(spec.sources[0], manifest, scratch_parent, name)
         if single is not None:
+            _check_size(manifest.bytes, max_bytes, single.path.name)
             return single
     scratch = _new_scratch(scratch_parent, name)
     try:
@@ -141,7 +151,7 @@ def prepare_context(spec: ContextSpec, scratch_parent: Path, name: str = "ctx") 
         out.mkdir(mode=0o755)
         out.chmod(0o755)
         globs = Globs(spec.include, spec.exclude)
-        with _TreeBuilder(out, manifest, globs, spec.gitignore) as builder:
+        with _TreeBuilder(out, manifest, globs, spec.gitignore, max_bytes) as builder:
             _add_sources(builder, spec)
         if manifest.files == 0:
             raise ContextError(
@@ -216,6 +226,16 @@ def _check_exists(path: Path) -> None:
         raise ContextError(f"context {path} is neither a regular file nor a folder")
 
 
+def _check_size(total: int, max_bytes: int | None, display: str) -> None:
+    # Apparent sizes: a sparse file costs nothing on disk, but all of it when copied or read.
+    if max_bytes is not None and total > max_bytes:
+        raise ContextError(
+            f"the context is larger than {max_bytes:,} bytes at {display} (the most a sandbox "
+            "on this host can load; RLM_SANDBOX_MAX_MEMORY sets it); give a smaller context, "
+            "or leave files out with --include/--exclude"
+        )
+
+
 def _single_file(
     source: Source, manifest: Manifest, scratch_parent: Path, name: str
 ) -> PreparedContext | None:
@@ -257,11 +277,19 @@ def _single_file(
 class _TreeBuilder:
     """Fills the scratch folder with one text file per included source file."""
 
-    def __init__(self, out: Path, manifest: Manifest, globs: Globs, gitignore: bool) -> None:
+    def __init__(
+        self,
+        out: Path,
+        manifest: Manifest,
+        globs: Globs,
+        gitignore: bool,
+        max_bytes: int | None = None,
+    ) -> None:
         self._out = out
         self._manifest = manifest
         self._globs = globs
         self._gitignore = gitignore
+        self._max_bytes = max_bytes
         self._extractor: Extractor | None = None  # started at the first document
 
     def __enter__(self) -> _TreeBuilder:
@@ -310,6 +338,9 @@ class _TreeBuilder:
                 m.excluded += 1
                 continue
             if is_dir:
+                if rel.count("/") + 1 >= MAX_DEPTH:
+                    m.too_deep += 1  # its files would sit more than MAX_DEPTH folders down
+                    continue
                 path = Path(entry.path)
                 inner = rules.descend(rel, path) if rules is not None else None
                 self._walk(root, path, rel, prefix, inner)
@@ -351,6 +382,7 @@ class _TreeBuilder:
                 m.extracted += 1
                 m.bytes += dest.stat().st_size
             else:
+                _check_size(m.bytes + info.st_size, self._max_bytes, key)
                 _link_or_copy(fd, info, path, dest)
                 m.bytes += info.st_size
             m.files += 1

@@ -5,12 +5,13 @@ One entry per line::
     {"match": {"model": "root", "contains": "...", "request_hash": "..."},
      "response": {"content": "...", "finish_reason": "stop",
                   "usage": {"prompt_tokens": 10, "completion_tokens": 5}},
-     "status": 200, "headers": {}, "repeat": false, "delay_s": 0}
+     "status": 200, "headers": {}, "repeat": false, "delay_s": 0, "trickle_s": 0}
 
 All ``match`` keys are optional; a request is answered by the first unused entry (file order)
 whose keys all fit, and ``repeat: true`` entries can be used again. ``status``/``headers``
 script errors (429 with ``Retry-After``...); ``delay_s`` holds the response back, e.g. to
-observe concurrency.
+observe concurrency; ``trickle_s`` plays a provider that never finishes: its response is one
+space every ``trickle_s`` seconds, for ever (each read arrives well within any read timeout).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from typing import Any
 
 from engine.errors import ConfigError
 
-_ENTRY_KEYS = frozenset({"match", "response", "status", "headers", "repeat", "delay_s", "request"})
+_ENTRY_KEYS = frozenset(
+    {"match", "response", "status", "headers", "repeat", "delay_s", "trickle_s", "request"}
+)
 _MATCH_KEYS = frozenset({"model", "contains", "request_hash"})
 _FORMAT_HINT = (
     'expected one JSON object per line like {"match": {"model": "root", "contains": "..."}, '
@@ -79,6 +82,7 @@ class CassetteEntry:
     headers: Mapping[str, str] = field(default_factory=dict)
     repeat: bool = False
     delay_s: float = 0.0
+    trickle_s: float = 0.0
     error: Mapping[str, Any] | None = None
     #: function calls to answer with: ``[{"id", "name", "arguments"}]`` (arguments: JSON text).
     tool_calls: tuple[Mapping[str, str], ...] = ()
@@ -136,6 +140,9 @@ class CassetteEntry:
         delay = data.get("delay_s", 0.0)
         if not isinstance(delay, int | float) or delay < 0:
             raise bad('"delay_s" must be a number >= 0')
+        trickle = data.get("trickle_s", 0.0)
+        if not isinstance(trickle, int | float) or trickle < 0:
+            raise bad('"trickle_s" must be a number >= 0')
         error = response.get("error")
         if error is not None and not isinstance(error, dict):
             raise bad('"response.error" must be an object like {"message": "..."}')
@@ -156,6 +163,7 @@ class CassetteEntry:
             headers={str(k): str(v) for k, v in headers.items()},
             repeat=bool(data.get("repeat", False)),
             delay_s=float(delay),
+            trickle_s=float(trickle),
             error=error,
             source=source,
         )

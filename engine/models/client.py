@@ -24,10 +24,16 @@ from engine.models.replay import MISMATCH_MARKER
 from engine.models.scheduler import CallScheduler, RetriesExhaustedError
 from engine.models.spec import ModelSpec
 from engine.models.usage import Usage, UsageLedger
+from engine.text import valid_text
 
 log = get_logger(__name__)
 
 DEFAULT_TIMEOUT_S = 600.0
+#: The most characters of one reply the engine keeps (about 500,000 tokens; no model writes
+#: that much in one turn). A provider answering tens of MB per turn grew the orchestrator by
+#: 460 MiB and the trajectory by 90 MB in three turns, as each reply went back in the next
+#: request; a longer reply is cut here and reported as cut by the length limit.
+MAX_REPLY_CHARS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -135,7 +141,10 @@ class ModelClient:
                 await ledger.admit(estimate.cost_usd)
                 admitted = True
             sent = True
-            return await litellm.acompletion(**kwargs)
+            # litellm's timeout is httpx's, which is per read: a server sending a byte now and
+            # then held a call for ever. This deadline covers the whole call.
+            with anyio.fail_after(self.timeout_s):
+                return await litellm.acompletion(**kwargs)
 
         try:
             response = await self.scheduler.run(spec.model, send, limit=spec.concurrency)
@@ -274,17 +283,27 @@ class ModelClient:
             )
         choice = response.choices[0]
         text = getattr(choice.message, "content", None) or ""
+        finish_reason = choice.finish_reason
         # Reasoning the server (or litellm) moved out of the content goes back in front of it
         # as a <think> block: one text for the trajectory, cassettes and the cache, and
         # Completion.answer is what follows it either way.
         reasoning = getattr(choice.message, "reasoning_content", None)
         if isinstance(reasoning, str) and reasoning.strip():
             text = f"<think>\n{reasoning.strip()}\n</think>\n\n{text.lstrip()}"
+        if not isinstance(text, str):
+            raise ModelError(f"model {spec.model} returned content that is not text")
+        if len(text) > MAX_REPLY_CHARS:
+            log.warning("model reply cut", model=spec.model, chars=len(text))
+            text, finish_reason = text[:MAX_REPLY_CHARS], "length"
+        # JSON may escape lone surrogates, which no UTF-8 writer (trajectory, cache) accepts.
+        text = valid_text(text)
         raw = getattr(response, "usage", None)
-        prompt = int(getattr(raw, "prompt_tokens", 0) or 0)
-        completion = int(getattr(raw, "completion_tokens", 0) or 0)
+        # A provider's counts are not trusted to be sane: a negative one would lower the run's
+        # token count and spend, and so lift its token budget and cost cap.
+        prompt = max(0, int(getattr(raw, "prompt_tokens", 0) or 0))
+        completion = max(0, int(getattr(raw, "completion_tokens", 0) or 0))
         cost = self._cost(spec, response, prompt, completion)
-        return text, choice.finish_reason, Usage(prompt, completion, cost)
+        return text, finish_reason, Usage(prompt, completion, cost)
 
     def _cost(self, spec: ModelSpec, response: Any, prompt: int, completion: int) -> float:
         if spec.input_cost_per_token is not None or spec.output_cost_per_token is not None:
@@ -294,7 +313,9 @@ class ModelClient:
         if spec.model in self._unpriced:
             return 0.0
         try:
-            return float(load_litellm().completion_cost(completion_response=response) or 0.0)
+            cost = float(load_litellm().completion_cost(completion_response=response) or 0.0)
+            # Never below 0 (NaN included), which would lift the cost cap; +inf stops the run.
+            return cost if cost >= 0 else 0.0
         except Exception:
             # Unknown to litellm's price table (local or replayed models): cost 0.
             self._unpriced.add(spec.model)
@@ -326,5 +347,8 @@ def _tool_calls(response: Any) -> tuple[ToolCall, ...]:
         if not name:
             continue
         arguments = getattr(function, "arguments", None) or "{}"
-        out.append(ToolCall(getattr(call, "id", None) or f"call_{index}", name, arguments))
+        # Cut like a reply (cut JSON is refused as any garbage is), and writable as UTF-8.
+        arguments = valid_text(str(arguments)[:MAX_REPLY_CHARS])
+        ident = valid_text(str(getattr(call, "id", None) or f"call_{index}"))
+        out.append(ToolCall(ident, valid_text(str(name)), arguments))
     return tuple(out)

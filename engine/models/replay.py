@@ -167,6 +167,10 @@ class ReplayServer(AsyncResource):
                 return _error(400, refusal, "replay_mismatch")
             if entry.delay_s and await _hold(request, entry.delay_s):
                 return Response(status_code=499)  # the client gave up; nobody reads this
+            if entry.trickle_s:
+                return StreamingResponse(
+                    _trickle(entry.trickle_s), media_type="application/json", headers=entry.headers
+                )
             if entry.status != 200:
                 err = dict(entry.error or {})
                 err.setdefault("message", f"scripted HTTP {entry.status} from the replay cassette")
@@ -187,7 +191,7 @@ class ReplayServer(AsyncResource):
                 return StreamingResponse(
                     chunks, media_type="text/event-stream", headers=entry.headers
                 )
-            return JSONResponse(
+            return _json_response(
                 {
                     "id": ident,
                     "object": "chat.completion",
@@ -203,7 +207,7 @@ class ReplayServer(AsyncResource):
                     ],
                     "usage": usage,
                 },
-                headers=entry.headers,
+                entry.headers,
             )
 
     @staticmethod
@@ -247,6 +251,19 @@ async def _hold(request: Request, seconds: float) -> bool:
             await anyio.sleep(0.05)
         return True
     return False
+
+
+def _json_response(payload: dict[str, Any], headers: Mapping[str, str]) -> Response:
+    # ASCII JSON, as providers send: any str replays, a lone surrogate as its \\u escape
+    # (starlette's JSONResponse writes UTF-8, which has no form for one and fails).
+    return Response(json.dumps(payload), media_type="application/json", headers=dict(headers))
+
+
+async def _trickle(interval_s: float) -> AsyncIterator[bytes]:
+    """Whitespace (valid before any JSON value) every ``interval_s`` seconds, for ever."""
+    while True:
+        yield b" "
+        await anyio.sleep(interval_s)
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:

@@ -57,6 +57,7 @@ from engine.truncate import truncate_middle
 
 if TYPE_CHECKING:
     from engine.rlm.session import EngineSession, SessionTurn
+    from engine.sandbox.config import SandboxConfig
     from engine.sandbox.pool import WarmPool
     from engine.sandbox.protocol import CodeSandbox, SandboxBackend
 
@@ -331,7 +332,11 @@ class Engine(AsyncResource):
         prepared: PreparedContext | None = None
         if spec is not None:
             prepared = await anyio.to_thread.run_sync(
-                prepare_context, spec, self.scratch_root(), f"ctx-{task_id}"
+                prepare_context,
+                spec,
+                self.scratch_root(),
+                f"ctx-{task_id}",
+                self.sandbox_config().max_context_bytes,
             )
         try:
             return await self._run_top(
@@ -345,9 +350,13 @@ class Engine(AsyncResource):
     def scratch_root(self) -> Path:
         """Where prepared contexts are built (beside the run directories)."""
         # Prepared contexts are bind-mounted like run directories, so they live beside them.
+        return self.sandbox_config().run_root
+
+    def sandbox_config(self) -> SandboxConfig:
+        """The configuration this engine's sandboxes start from."""
         from engine.sandbox import SandboxConfig
 
-        return (self.config.sandbox or SandboxConfig.from_env()).run_root
+        return self.config.sandbox or SandboxConfig.from_env()
 
     async def _run_top(
         self,

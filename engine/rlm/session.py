@@ -151,7 +151,11 @@ class EngineSession(AsyncResource):
         spec = context_spec(self.context)
         if spec is not None:
             self._prepared = await anyio.to_thread.run_sync(
-                prepare_context, spec, self.engine.scratch_root(), f"ctx-{self.id}"
+                prepare_context,
+                spec,
+                self.engine.scratch_root(),
+                f"ctx-{self.id}",
+                self.engine.sandbox_config().max_context_bytes,
             )
             stack.callback(self._prepared.cleanup)
         stack.push_async_callback(self._stop_kernel)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.log import get_logger
+from engine.text import valid_json
 
 log = get_logger(__name__)
 
@@ -93,9 +94,19 @@ class Trajectory:
             "t": round(self.elapsed_s, 4),
             **fields,
         }
-        if self._file is not None:
-            self._file.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
-            self._file.flush()
+        if self._file is not None or self._on_event is not None:
+            line = json.dumps(event, ensure_ascii=False, default=str)
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:
+                # Lone surrogates (from a model reply, a forged kernel message, a tool) made
+                # the write raise and end the run with a traceback; every consumer gets
+                # U+FFFD in their place instead.
+                event = valid_json(event)
+                line = json.dumps(event, ensure_ascii=False, default=str)
+            if self._file is not None:
+                self._file.write(line + "\n")
+                self._file.flush()
         if self._on_event is not None:
             try:
                 self._on_event(event)

@@ -43,12 +43,26 @@ def default_run_root() -> Path:
     return Path.home() / ".cache" / "rlm" / "run"
 
 
+def host_memory_bytes() -> int:
+    """The physical memory of this host (what the kernel reports), or 0 when unknown."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 0
+
+
+#: Room a loading context needs besides its bytes (see :meth:`SandboxConfig.memory_for_context`).
+_CONTEXT_MEMORY_FACTOR = 2.5
+_CONTEXT_MEMORY_EXTRA = 256 << 20
+
+
 @dataclass(frozen=True)
 class SandboxConfig:
     """Limits and settings of one sandbox. All defaults are safe for untrusted code.
 
     ``memory_bytes`` is raised automatically when the context needs more room (a large text
-    context needs about 2.5 times its size while it loads).
+    context needs about 2.5 times its size while it loads), never past ``max_memory_bytes``
+    (the host's memory by default): a context that would need more is refused.
 
     The only writable file systems inside the sandbox are tmpfs mounts (``/tmp``, the home
     directory, ``/dev/shm``) whose sizes and inode counts the kernel caps; the run directory on
@@ -74,6 +88,10 @@ class SandboxConfig:
     interrupt_grace_s: float = 5.0
     start_timeout_s: float = 60.0
     auto_memory: bool = True
+    #: The most ``auto_memory`` may raise the memory limit to. Sizes are apparent sizes, so a
+    #: sparse 1 TiB text file (a few bytes on disk) asked for a 2.5 TiB limit, i.e. none,
+    #: and its loading then took the host's memory.
+    max_memory_bytes: int = field(default_factory=host_memory_bytes)
     run_root: Path = field(default_factory=default_run_root)
     env: dict[str, str] = field(default_factory=dict)
 
@@ -95,6 +113,22 @@ class SandboxConfig:
         for key in self.env:
             if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
                 raise ConfigError(f"sandbox environment variable name {key!r} is not valid")
+
+    def memory_for_context(self, context_bytes: int) -> int:
+        """The memory limit a context of ``context_bytes`` needs (the configured one or more)."""
+        if not self.auto_memory or not context_bytes:
+            return self.memory_bytes
+        # Reading text needs the bytes and the decoded str at once; leave room for work too.
+        needed = int(context_bytes * _CONTEXT_MEMORY_FACTOR) + _CONTEXT_MEMORY_EXTRA
+        return max(self.memory_bytes, needed)
+
+    @property
+    def max_context_bytes(self) -> int | None:
+        """The largest context a sandbox may be given (None: no ceiling is known)."""
+        if not self.max_memory_bytes:
+            return None
+        room = max(self.max_memory_bytes, self.memory_bytes) - _CONTEXT_MEMORY_EXTRA
+        return max(int(room / _CONTEXT_MEMORY_FACTOR), 0)
 
     @classmethod
     def from_env(cls, **overrides: object) -> SandboxConfig:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from engine.text import valid_json
+
 #: Message types whose content the orchestrator reads; others are counted and dropped.
 _READ_KINDS = frozenset({"stream", "execute_result", "display_data", "error", "status"})
 
@@ -54,6 +56,8 @@ def check_message(msg: object) -> KernelMessage:
         raise _refuse(f"{kind} content is not an object")
     if kind in _READ_KINDS:
         _check_content(kind, content)
+        # A forged message may escape lone surrogates, which no UTF-8 writer accepts.
+        content = valid_json(content)
     return KernelMessage(parent_id, kind, content)
 
 
@@ -103,4 +107,4 @@ def reply_expressions(reply: object) -> dict[str, Any]:
     if not isinstance(reply, dict):
         return {}
     expressions = reply.get("user_expressions", {})
-    return expressions if isinstance(expressions, dict) else {}
+    return valid_json(expressions) if isinstance(expressions, dict) else {}

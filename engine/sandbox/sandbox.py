@@ -264,15 +264,20 @@ class Sandbox:
 
     def _memory_needed(self, context_bytes: int) -> int:
         """The memory limit a context of ``context_bytes`` needs (the configured one or more)."""
-        if not self.config.auto_memory or not context_bytes:
-            return self.config.memory_bytes
-        # Reading text needs the bytes and the decoded str at once; leave room for work too.
-        return max(self.config.memory_bytes, int(context_bytes * 2.5) + (256 << 20))
+        return self.config.memory_for_context(context_bytes)
 
     def _memory_for(self, context_bytes: int) -> int:
         needed = self._memory_needed(context_bytes)
         if needed <= self.config.memory_bytes:
             return self.config.memory_bytes
+        ceiling = self.config.max_memory_bytes
+        if ceiling and needed > ceiling:
+            raise ContextError(
+                f"the context is {format_size(context_bytes)}; loading it needs about "
+                f"{format_size(needed)} of sandbox memory, more than the ceiling of "
+                f"{format_size(ceiling)} (the host's memory, or RLM_SANDBOX_MAX_MEMORY); "
+                "give a smaller context or split it"
+            )
         log.info(
             "sandbox.memory_raised",
             task_id=self.task_id,

@@ -23,6 +23,7 @@ from engine.service.auth import ENV_KEYS, ApiKeys
 from engine.service.jobs import JobService, validate_limits, validate_tools
 from engine.service.requests import ApiError, JobRequest
 from engine.service.store import JobRecord, StoreError
+from engine.text import json_has_lone_surrogate
 
 KEEPALIVE_S = 10.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -213,7 +214,12 @@ def decode_json(body: bytes | bytearray) -> Any:
     was a job without a cost cap, and a NaN anywhere in a stored request made the job's JSON
     unrenderable (500 on every read). Refused here, no field can carry one.
     """
-    return json.loads(body, parse_constant=_not_json, parse_float=_finite_float)
+    value = json.loads(body, parse_constant=_not_json, parse_float=_finite_float)
+    # An escaped lone surrogate ("\\ud800") is valid JSON but not text: an inline context
+    # holding one was a 500 with a traceback (it cannot be written as UTF-8).
+    if json_has_lone_surrogate(body, value):
+        raise ValueError("it holds a lone surrogate (\\ud800-\\udfff), which is not text")
+    return value
 
 
 def _not_json(constant: str) -> Any:

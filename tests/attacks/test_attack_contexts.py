@@ -12,15 +12,23 @@ from __future__ import annotations
 
 import gzip
 import os
+import resource
+import signal
 import struct
+import subprocess
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from engine.contexts import ContextSpec, prepare_context
 from engine.contexts.isolate import Extractor
+from engine.contexts.prepare import MAX_DEPTH
 from engine.errors import ContextError
+from engine.sandbox import SandboxConfig
+from engine.sandbox.sandbox import Sandbox
 from tests.attacks.conftest import AttackReport, RssMeter
 
 WORKER_MEMORY = 128 << 20
@@ -85,5 +93,120 @@ def test_archive_metadata_bomb(
         f"refused: {refused.value}",
         rss_growth=meter.growth(),
         host_bytes=0,
+        host_cap=0,
+    )
+
+
+def hostile_folder(root: Path) -> Path:
+    """A folder with everything a context walk can trip on, and one innocent file."""
+    folder = root / "hostile"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("the innocent text\n")
+    os.mkfifo(folder / "pipe")  # opening it for reading would block for ever
+    os.symlink("/dev/zero", folder / "zeros")  # endless
+    os.symlink("/proc/self/environ", folder / "environ")  # the orchestrator's secrets
+    os.symlink("/etc/passwd", folder / "passwd")
+    os.symlink("loop2", folder / "loop1")
+    os.symlink("loop1", folder / "loop2")
+    os.symlink(".", folder / "itself")
+    (folder / "line\nbreak.txt").write_text("a\n")
+    (folder / "escape\x1b[31m\x07.txt").write_text("b\n")
+    with open(os.fsencode(folder) + b"/not-utf8-\xff\xfe.txt", "wb") as handle:
+        handle.write(b"c\n")
+    deep = os.open(folder, os.O_RDONLY)
+    try:  # 1,500 folders down (relative steps: the path is longer than PATH_MAX allows)
+        for _ in range(1500):
+            os.mkdir("d", dir_fd=deep)
+            inner = os.open("d", os.O_RDONLY, dir_fd=deep)
+            os.close(deep)
+            deep = inner
+        fd = os.open("deep.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=deep)
+        os.write(fd, b"deep\n")
+        os.close(fd)
+    finally:
+        os.close(deep)
+    return folder
+
+
+def test_attack_hostile_context_folder(tmp_path: Path, attack_report: AttackReport) -> None:
+    folder = hostile_folder(tmp_path)
+    meter = RssMeter(os.getpid()).start()
+    try:
+        prepared = prepare_context(
+            ContextSpec.from_paths([folder]),
+            tmp_path / "run",
+            max_bytes=SandboxConfig().max_context_bytes,
+        )
+        m = prepared.manifest
+        keys = sorted(
+            str(p.relative_to(prepared.path)) for p in prepared.path.rglob("*") if p.is_file()
+        )
+        prepared.cleanup()
+    finally:
+        # shutil.rmtree recurses once per level too: pytest's clean-up of old temporary
+        # folders would raise RecursionError on this one. rm walks it without recursing.
+        subprocess.run(["rm", "-rf", str(folder)], check=True)
+    assert keys == sorted(
+        ["notes.txt", "line\nbreak.txt", "escape\x1b[31m\x07.txt", "not-utf8-\udcff\udcfe.txt"]
+    )
+    assert (m.special, m.symlinks_outside, m.symlinks_skipped, m.too_deep) == (1, 3, 3, 1)
+    attack_report(
+        "a context folder with a FIFO, symlinks to /dev/zero, /proc/self/environ and outside, "
+        "symlink loops, names with newlines, escapes and invalid UTF-8, folders 1,500 deep",
+        f"regular files only, opened O_NOFOLLOW and O_NONBLOCK; symlinks resolved inside the "
+        f"folder only; at most {MAX_DEPTH} folders deep",
+        "4 files included; skipped 1 pipe, 3 links outside, 3 loops, 1 folder too deep "
+        "(before: the deep folder ended the run with a RecursionError traceback)",
+        rss_growth=meter.growth(),
+    )
+
+
+@contextmanager
+def file_size_limit(max_bytes: int) -> Iterator[None]:
+    """RLIMIT_FSIZE for this process: a write past it fails with EFBIG (SIGXFSZ ignored)."""
+    previous = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, previous[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, previous)
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_attack_sparse_context_files(tmp_path: Path, attack_report: AttackReport) -> None:
+    # A few bytes on disk, 1 TiB to anyone who reads or copies them. A file the sandbox user
+    # cannot read is copied (sendfile: every byte), one it can asked for 2.5 TiB of memory.
+    folder = tmp_path / "sparse"
+    folder.mkdir()
+    for name, mode in (("private.txt", 0o600), ("public.txt", 0o644)):
+        with open(folder / name, "wb") as handle:
+            handle.write(b"a line of text\n" * 1000)
+            handle.truncate(1 << 40)
+        os.chmod(folder / name, mode)
+    run = tmp_path / "run"
+    limit = SandboxConfig().max_context_bytes
+    meter = RssMeter(os.getpid()).start()
+    refused = []
+    with file_size_limit(64 << 20):  # should the cap regress, the copy stops at 64 MiB
+        for source in ([folder], [folder / "public.txt"]):
+            with pytest.raises(ContextError) as error:
+                prepare_context(ContextSpec.from_paths(source), run, max_bytes=limit)
+            refused.append(str(error.value))
+    config = SandboxConfig()
+    with pytest.raises(ContextError) as memory:
+        Sandbox(config)._memory_for(1 << 40)
+    growth = meter.growth()
+    written = sum(p.stat().st_blocks * 512 for p in run.rglob("*")) if run.exists() else 0
+    assert all("larger than" in r for r in refused) and "memory" in str(memory.value)
+    attack_report(
+        "a context of sparse 1 TiB text files (a few KiB on disk), one not world-readable",
+        "a context's apparent size is capped by the sandbox memory ceiling (the host's memory, "
+        "RLM_SANDBOX_MAX_MEMORY), checked before any byte is linked, copied or loaded",
+        f"both refused before any byte was copied ('the context is larger than {limit:,} "
+        "bytes'), and so was the memory raise (before: the private file was copied in full, "
+        "2.1 GiB written for a 2 GiB one; the public one raised the memory limit to 2.5 TiB)",
+        rss_growth=growth,
+        host_bytes=written,
         host_cap=0,
     )

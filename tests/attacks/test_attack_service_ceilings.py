@@ -32,6 +32,9 @@ UNDECODABLE = {
     + b"}",
     "a 5,000-digit integer": b'{"query": "q", "max_retries": ' + b"9" * 5_000 + b"}",
     "bytes that are not UTF-8": b'{"query": "\xff"}',
+    # Valid JSON, but not text: an inline context holding one was a 500 (it cannot be
+    # written as UTF-8), and a session request dropped the connection.
+    "a lone surrogate escaped in the context": b'{"query": "q", "context": "a \\ud800 b"}',
 }
 
 #: Numbers no budget can hold. Every comparison with NaN is False, so a NaN passed the
