@@ -284,14 +284,14 @@ class ModelClient:
         choice = response.choices[0]
         text = getattr(choice.message, "content", None) or ""
         finish_reason = choice.finish_reason
+        if not isinstance(text, str):
+            raise ModelError(f"model {spec.model} returned content that is not text")
         # Reasoning the server (or litellm) moved out of the content goes back in front of it
         # as a <think> block: one text for the trajectory, cassettes and the cache, and
         # Completion.answer is what follows it either way.
         reasoning = getattr(choice.message, "reasoning_content", None)
         if isinstance(reasoning, str) and reasoning.strip():
             text = f"<think>\n{reasoning.strip()}\n</think>\n\n{text.lstrip()}"
-        if not isinstance(text, str):
-            raise ModelError(f"model {spec.model} returned content that is not text")
         if len(text) > MAX_REPLY_CHARS:
             log.warning("model reply cut", model=spec.model, chars=len(text))
             text, finish_reason = text[:MAX_REPLY_CHARS], "length"
