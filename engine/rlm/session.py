@@ -326,6 +326,8 @@ class EngineSession(AsyncResource):
                 self._bridge.current = None
             result = engine.end_event(tree, events, outcome, started)
         self._variables = await self._read_variables()
+        if self._sandbox is not None:  # no CPU for whatever it left running until the next
+            await self._sandbox.freeze()
         self.turns.append(
             SessionTurn(query, result.answer, result.stop_reason, task_id, kernel_note)
         )

@@ -132,6 +132,9 @@ class FakeSandbox(AsyncResource):
 
     # --- executing cells ------------------------------------------------------------------
 
+    async def freeze(self) -> None:
+        """Nothing to freeze: the fake runs cells in this process, only while they run."""
+
     async def execute(self, code: str, cell_timeout_s: float) -> ExecResult:
         """Run ``code``; interrupt it after ``cell_timeout_s`` seconds (state is kept), not
         counting time the cell spent waiting on sub-calls, as the Docker sandbox does."""

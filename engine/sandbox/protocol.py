@@ -33,6 +33,11 @@ class CodeSandbox(Protocol):
         """
         ...
 
+    async def freeze(self) -> None:
+        """Stop the kernel's processes until the next :meth:`execute` (which thaws them):
+        a session's kernel between questions uses no CPU."""
+        ...
+
 
 class SandboxBackend(Protocol):
     """Opens the sandbox of one task; leaving the context removes it."""

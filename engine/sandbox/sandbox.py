@@ -68,6 +68,7 @@ class Sandbox:
         self._run_dir: Path | None = None
         self._lock = anyio.Lock()
         self._dead_reason: str | None = None
+        self._frozen = False
         self._closed = False
         #: seconds the kernel has spent waiting on its bridge's sub-calls (set by whoever
         #: serves the bridge); a cell's timeout does not count that waiting.
@@ -349,6 +350,7 @@ class Sandbox:
         if self._kernel is None:
             raise SandboxClosedError("the sandbox is not started; use `async with Sandbox(...)`")
         async with self._lock:
+            await self._thaw()
             try:
                 return await self._kernel.execute(
                     code,
@@ -372,6 +374,34 @@ class Sandbox:
             log.warning("sandbox.stopped", task_id=self.task_id, reason=reason)
             await self._kill()
             raise KernelDiedError(reason)
+
+    async def freeze(self) -> None:
+        """Stop every process of the sandbox (the cgroup freezer) until the next cell.
+
+        A session's kernel waits between questions without a sandbox slot: a thread its code
+        left running burned a core for as long as the session stayed open (up to
+        ``--max-session-kernels`` cores past ``--max-sandboxes``). Frozen, it uses no CPU
+        until the next question's first cell thaws it.
+        """
+        if self._container is None or self._closed or self._frozen or self._dead_reason:
+            return
+        async with self._lock:
+            try:
+                await docker_api.call(self._container.pause)
+            except docker.errors.APIError as exc:  # it runs on; the next cell still works
+                log.warning("sandbox.freeze_failed", task_id=self.task_id, error=str(exc))
+                return
+            self._frozen = True
+
+    async def _thaw(self) -> None:
+        if not self._frozen or self._container is None:
+            return
+        self._frozen = False
+        try:
+            await docker_api.call(self._container.unpause)
+        except docker.errors.APIError as exc:
+            self._dead_reason = f"the sandbox could not be thawed after a pause ({exc})"
+            raise KernelDiedError(self._dead_reason) from exc
 
     async def _check_alive(self) -> None:
         if self._dead_reason:
