@@ -90,18 +90,19 @@ def remove_run_dir(run_dir: Path) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def stage_context(context: Any, run_dir: Path) -> StagedContext:
+def stage_context(context: Any, run_dir: Path, max_bytes: int | None = None) -> StagedContext:
     """Make the context visible to the sandbox without reading it into memory.
 
     A ``Path`` is bind-mounted read-only (copied into the run dir with ``sendfile`` only when
     the sandbox user could not read it; a folder's copy leaves out symlinks and special
     files); a ``str`` becomes a text file and any other value a JSON file in the run dir.
-    Callers that take a user's folder prepare it with :mod:`engine.contexts` first.
+    Callers that take a user's folder prepare it with :mod:`engine.contexts` first. A path
+    larger than ``max_bytes`` (apparent size) raises :class:`ContextError` before any copy.
     """
     if context is None:
         return StagedContext(None, None, 0, mount=False)
     if isinstance(context, Path):
-        return _stage_path(context.expanduser(), run_dir)
+        return _stage_path(context.expanduser(), run_dir, max_bytes)
     if isinstance(context, str):
         target = run_dir / "context.txt"
         target.write_text(context, encoding="utf-8")
@@ -121,7 +122,16 @@ def stage_context(context: Any, run_dir: Path) -> StagedContext:
     )
 
 
-def _stage_path(path: Path, run_dir: Path) -> StagedContext:
+def _check_size(path: Path, size: int, max_bytes: int | None) -> None:
+    # Apparent size: a sparse file is small on disk but copied (and loaded) in full.
+    if max_bytes is not None and size > max_bytes:
+        raise ContextError(
+            f"the context {path} is {size:,} bytes, more than a sandbox on this host can load "
+            f"({max_bytes:,}; RLM_SANDBOX_MAX_MEMORY sets it); give a smaller context"
+        )
+
+
+def _stage_path(path: Path, run_dir: Path, max_bytes: int | None = None) -> StagedContext:
     if not path.exists():
         raise ContextError(f"context path {path} does not exist")
     name = _safe_name(path.name or "context")
@@ -136,6 +146,7 @@ def _stage_path(path: Path, run_dir: Path) -> StagedContext:
                 if not full.is_symlink() and full.is_file():
                     size += full.stat().st_size
                     readable = readable and _world_readable(full)
+        _check_size(path, size, max_bytes)
         if readable:
             return StagedContext(path.resolve(), container_path, size, mount=True)
         target = run_dir / name
@@ -151,6 +162,7 @@ def _stage_path(path: Path, run_dir: Path) -> StagedContext:
     except OSError as exc:
         raise ContextError(f"cannot read the context file {path}: {exc.strerror}") from exc
     size = path.stat().st_size
+    _check_size(path, size, max_bytes)
     if _world_readable(path):
         return StagedContext(path.resolve(), container_path, size, mount=True)
     target = run_dir / name

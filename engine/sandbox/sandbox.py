@@ -129,7 +129,7 @@ class Sandbox:
         self._run_dir = rundir.create_run_dir(self.config.run_root, self.task_id)
         if self.pool_id is None:
             staged = await anyio.to_thread.run_sync(
-                rundir.stage_context, self._context, self._run_dir
+                rundir.stage_context, self._context, self._run_dir, self.config.max_context_bytes
             )
         else:  # a warm sandbox gets its context at claim time, inside the run directory
             staged = rundir.StagedContext(None, None, 0, mount=False)

@@ -27,7 +27,7 @@ from engine.contexts import ContextSpec, prepare_context
 from engine.contexts.isolate import Extractor
 from engine.contexts.prepare import MAX_DEPTH
 from engine.errors import ContextError
-from engine.sandbox import SandboxConfig
+from engine.sandbox import SandboxConfig, rundir
 from engine.sandbox.sandbox import Sandbox
 from tests.attacks.conftest import AttackReport, RssMeter
 
@@ -177,6 +177,8 @@ def file_size_limit(max_bytes: int) -> Iterator[None]:
 def test_attack_sparse_context_files(tmp_path: Path, attack_report: AttackReport) -> None:
     # A few bytes on disk, 1 TiB to anyone who reads or copies them. A file the sandbox user
     # cannot read is copied (sendfile: every byte), one it can asked for 2.5 TiB of memory.
+    # The folder and the public file go through the context preparation, the private file
+    # through the sandbox's own staging (a path handed to Sandbox directly).
     folder = tmp_path / "sparse"
     folder.mkdir()
     for name, mode in (("private.txt", 0o600), ("public.txt", 0o644)):
@@ -193,17 +195,22 @@ def test_attack_sparse_context_files(tmp_path: Path, attack_report: AttackReport
             with pytest.raises(ContextError) as error:
                 prepare_context(ContextSpec.from_paths(source), run, max_bytes=limit)
             refused.append(str(error.value))
+        # The sandbox's own staging (a path handed to Sandbox directly, not prepared).
+        with pytest.raises(ContextError) as error:
+            rundir.stage_context(folder / "private.txt", run, max_bytes=limit)
+        refused.append(str(error.value))
     config = SandboxConfig()
     with pytest.raises(ContextError) as memory:
         Sandbox(config)._memory_for(1 << 40)
     growth = meter.growth()
     written = sum(p.stat().st_blocks * 512 for p in run.rglob("*")) if run.exists() else 0
-    assert all("larger than" in r for r in refused) and "memory" in str(memory.value)
+    assert all("larger than" in r or "more than a sandbox" in r for r in refused)
+    assert len(refused) == 3 and "memory" in str(memory.value)
     attack_report(
         "a context of sparse 1 TiB text files (a few KiB on disk), one not world-readable",
         "a context's apparent size is capped by the sandbox memory ceiling (the host's memory, "
         "RLM_SANDBOX_MAX_MEMORY), checked before any byte is linked, copied or loaded",
-        f"both refused before any byte was copied ('the context is larger than {limit:,} "
+        f"all three refused before any byte was copied ('the context is larger than {limit:,} "
         "bytes'), and so was the memory raise (before: the private file was copied in full, "
         "2.1 GiB written for a 2 GiB one; the public one raised the memory limit to 2.5 TiB)",
         rss_growth=growth,
