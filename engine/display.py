@@ -7,7 +7,15 @@ per step (no escape codes, no wrapping), which reads well in CI logs and ``2> fi
 
 from __future__ import annotations
 
+import re
+from typing import TextIO
+
 from rich.console import Console
+
+# C0 and C1 control characters but tab and newline: ESC starts the sequences that move the
+# cursor, recolour, set the window title or (in some terminals) write to the clipboard, and a
+# carriage return lets a line overwrite the one before it.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def stderr_console() -> Console:
@@ -27,3 +35,19 @@ def live(console: Console) -> bool:
 def print_line(console: Console, text: str) -> None:
     """Print ``text`` as one literal line: no markup, highlighting or wrapping."""
     console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def safe_for(stream: TextIO, text: str) -> str:
+    """``text`` as it may be written to ``stream``.
+
+    An answer, an error or a variable's type comes from the model and the sandbox, which a
+    hostile context can steer: on a terminal its control characters are shown escaped
+    (``\\x1b``) rather than obeyed. Into a pipe or a file the text goes unchanged.
+    """
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream: not a terminal
+        terminal = False
+    if not terminal:
+        return text
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

@@ -44,6 +44,9 @@ def cassette(path: Path) -> Path:
     lines = [
         json.dumps({**failing, "response": {"content": "bad request"}}),
         # `words` exists only if the kernel of the first question is still there.
+        # An answer a hostile context steered: ESC sequences that set the terminal's title and
+        # clear the screen.
+        entry("ESCAPE-IT", f"answer['content'] = 'A\\x1b]0;pwned\\x07\\x1b[2JB'\n{READY}"),
         entry("COUNT-BANANA", f"answer['content'] = str(words.count('banana'))\n{READY}"),
         entry(
             "SPLIT-WORDS", f"words = context.split()\nanswer['content'] = str(len(words))\n{READY}"
@@ -78,16 +81,18 @@ def no_container_of(session: object) -> bool:
 @docker
 def test_chat_answers_questions_from_a_pipe_on_one_kernel(tmp_path: Path) -> None:
     questions = (
-        "SPLIT-WORDS how many words?\n\n/vars\nCOUNT-BANANA how many bananas?\n exit \nignored\n"
+        "SPLIT-WORDS how many words?\n\n/vars\nCOUNT-BANANA how many bananas?\nESCAPE-IT x\n"
+        " exit \nignored\n"
     )
     status, out, err = chat(tmp_path, questions)
     assert status == 0, err
-    assert out == "4\n\n2\n\n"  # each answer, then a blank line; nothing after `exit`
+    # Each answer, then a blank line; nothing after `exit`. Into a pipe an answer goes as it is.
+    assert out == "4\n\n2\n\nA\x1b]0;pwned\x07\x1b[2JB\n\n"
     assert "words: list" in err  # /vars lists what the first question left in the kernel
     first, second = turns(tmp_path, 2)
     session = first[0]["session"]["id"]  # type: ignore[index]
     assert second[0]["session"] == {"id": session, "turn": 2}
-    assert not (tmp_path / "t.3.jsonl").exists()
+    assert not (tmp_path / "t.4.jsonl").exists()
     assert no_container_of(session)
 
 
@@ -232,6 +237,10 @@ def test_chat_at_a_terminal_answers_lists_variables_and_exits(tmp_path: Path) ->
         assert shown[-3:] == ["4", "", "?: "]  # the answer, a blank line, the next prompt
         term.type(b"/vars\r")
         assert lines(term.expect(PROMPT)) == ["/vars", "words: list, len 4", "?: "]
+        # On a terminal an answer's control characters are shown, not obeyed.
+        term.type(b"ESCAPE-IT the title\r")
+        shown = term.expect(PROMPT)
+        assert b"A\\x1b]0;pwned\\x07\\x1b[2JB" in shown and b"\x1b]0;pwned" not in shown
         term.type(b"exit\r")
         status, shown = term.ended()
     assert status == 0, shown

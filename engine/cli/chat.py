@@ -152,7 +152,7 @@ async def _chat(config: EngineConfig, context: ContextSpec | None, interactive: 
 
 async def _answer(session: EngineSession, question: str, interactive: bool) -> int:
     from engine.cli.status import RunStatus
-    from engine.display import stderr_console
+    from engine.display import safe_for, stderr_console
 
     progress = RunStatus(stderr_console()) if interactive else None
     try:
@@ -161,7 +161,7 @@ async def _answer(session: EngineSession, question: str, interactive: bool) -> i
         if progress is not None:
             progress.close()
     if result.stop_reason == "error":
-        print(f"rlm: error: {result.error}", file=sys.stderr)
+        print(f"rlm: error: {safe_for(sys.stderr, result.error or '')}", file=sys.stderr)
         print(f"rlm: trajectory: {result.trajectory_path}", file=sys.stderr)
         print(flush=True)
         return EXIT_ERROR
@@ -171,17 +171,19 @@ async def _answer(session: EngineSession, question: str, interactive: bool) -> i
             "answer was final" + (" (partial answer below)" if result.answer else ""),
             file=sys.stderr,
         )
-    print(result.answer)
+    print(safe_for(sys.stdout, result.answer))
     print(flush=True)
     return EXIT_OK
 
 
 def _show_variables(session: EngineSession) -> None:
+    from engine.display import safe_for
+
     variables = session.variables
     if not variables:
         print("(no variables yet)", file=sys.stderr)
     for name, kind in variables.items():
-        print(f"{name}: {kind}", file=sys.stderr)
+        print(safe_for(sys.stderr, f"{name}: {kind}"), file=sys.stderr)
 
 
 def _prompt_reader(console: Any) -> Callable[[], str | None]:

@@ -105,7 +105,7 @@ def handle(args: argparse.Namespace) -> int:
     flags = flag_values(args)
     config = load_config(flags, config_file=args.config)
     from engine.cli.status import RunStatus
-    from engine.display import stderr_console
+    from engine.display import safe_for, stderr_console
 
     status = RunStatus(stderr_console()) if args.progress else None
     try:
@@ -118,12 +118,12 @@ def handle(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     if result.stop_reason == "error":
-        print(f"rlm: error: {result.error}", file=sys.stderr)
+        print(f"rlm: error: {safe_for(sys.stderr, result.error or '')}", file=sys.stderr)
         _trajectory_hint(result.trajectory_path)
         return EXIT_ERROR
     if result.ready:
         if not args.json:
-            print(result.answer)
+            print(safe_for(sys.stdout, result.answer))
         return EXIT_OK
     what = _LIMIT_TEXT.get(result.stop_reason, result.stop_reason)
     shown = "partial answer below" if result.answer else "no answer yet"
@@ -134,7 +134,7 @@ def handle(args: argparse.Namespace) -> int:
     )
     _trajectory_hint(result.trajectory_path)
     if not args.json and result.answer:
-        print(result.answer)
+        print(safe_for(sys.stdout, result.answer))
     return EXIT_LIMIT
 
 
