@@ -5,11 +5,23 @@ SIGTERM's default ends Python at once, without the clean-up a cancelled run does
 benchmark started, running. :func:`stop_on_sigterm` re-raises it as SIGINT, which takes
 Ctrl-C's path: asyncio's runner cancels the main task (sandboxes and servers close), or
 ``KeyboardInterrupt`` outside an event loop.
+
+:func:`signals_wake_the_loop` makes sure that path is taken at once. The kernel delivers a
+signal sent to the process to any one of its threads; Python only flags it there, and runs the
+handler when the main thread next runs Python code. An event loop with nothing scheduled (the
+chat waiting at its prompt while a thread reads the line) sleeps in ``select`` for good, so a
+Ctrl-C the kernel handed to that thread was never acted on: seen in a full CI run, where the
+faulthandler dump showed the main thread still in ``select`` 240 s after the Ctrl-C.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
+import socket
+import threading
+from collections.abc import AsyncIterator
 from types import FrameType
 
 
@@ -33,3 +45,38 @@ def stop_on_sigterm() -> None:
 def terminated() -> bool:
     """Whether the interrupt being handled came from SIGTERM (exit status 143, not 130)."""
     return _State.terminated
+
+
+@contextlib.asynccontextmanager
+async def signals_wake_the_loop() -> AsyncIterator[None]:
+    """While inside, any signal wakes the running event loop, whichever thread it reached.
+
+    Python writes the signal's number to the "wakeup fd" from its C-level handler in whatever
+    thread took the signal; the loop watches the other end, so it returns from ``select`` and
+    the main thread runs the Python handler (asyncio's runner cancels the main task on SIGINT).
+    Off the main thread, where no wakeup fd can be set, it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # The loop's own reader callback, not a task: a task group here would wrap whatever the
+    # body raises in an exception group. The commands run anyio on its asyncio backend.
+    loop = asyncio.get_running_loop()
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    loop.add_reader(reader.fileno(), _drain, reader)
+    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        loop.remove_reader(reader.fileno())
+        reader.close()
+        writer.close()
+
+
+def _drain(reader: socket.socket) -> None:
+    # Waking up is the whole job: the bytes (signal numbers) are read so as not to pile up.
+    with contextlib.suppress(BlockingIOError):
+        reader.recv(256)

@@ -36,6 +36,7 @@ from engine.cli.run import (
 )
 from engine.config import EngineConfig, load_config
 from engine.errors import ConfigError, ContextError
+from engine.interrupts import signals_wake_the_loop
 from engine.settings import flag_values
 
 if TYPE_CHECKING:
@@ -122,7 +123,12 @@ async def _chat(config: EngineConfig, context: ContextSpec | None, interactive: 
     console = stderr_console()
     read = _prompt_reader(console) if interactive else _line_reader()
     status = EXIT_OK
-    async with Engine(config) as engine, engine.session(context) as session:
+    # Ctrl-C at the prompt may reach the thread reading the line; the loop must wake for it.
+    async with (
+        signals_wake_the_loop(),
+        Engine(config) as engine,
+        engine.session(context) as session,
+    ):
         if interactive:
             console.print(
                 "[dim]One kernel for all questions. exit or Ctrl-D ends; /vars lists the "

@@ -18,6 +18,7 @@ import anyio
 from engine.config import EngineConfig, load_config
 from engine.contexts import ContextSpec, read_stdin
 from engine.errors import ContextError
+from engine.interrupts import signals_wake_the_loop
 from engine.settings import add_arguments, flag_values
 
 EXIT_OK = 0
@@ -157,7 +158,7 @@ def context_from_args(args: argparse.Namespace, scratch: Path) -> ContextSpec | 
 async def _run(config: EngineConfig, query: str, context: ContextSpec | None, progress: Any) -> Any:
     from engine.rlm import Engine
 
-    async with Engine(config) as engine:
+    async with signals_wake_the_loop(), Engine(config) as engine:
         return await engine.run(query, context, progress)
 
 

@@ -1,0 +1,66 @@
+"""A Ctrl-C the kernel hands to a thread other than the main one still stops the command.
+
+The kernel delivers a process-directed signal to any one thread; Python only flags it there,
+and the main thread runs the handler when it next runs Python code. An idle event loop sleeps in
+``select`` without end, so `rlm chat` at its prompt (a thread reading the line) once ignored a
+Ctrl-C in a full CI run. Here the signal is sent to such a thread on purpose, in a real process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+_SCRIPT = """
+import signal, sys, threading, time
+import anyio
+from engine.interrupts import signals_wake_the_loop
+
+reading = threading.Thread(target=threading.Event().wait, daemon=True)  # like input()
+reading.start()
+
+def ctrl_c_reaches_the_reading_thread():
+    time.sleep(0.5)
+    signal.pthread_kill(reading.ident, signal.SIGINT)
+
+threading.Thread(target=ctrl_c_reaches_the_reading_thread, daemon=True).start()
+
+async def main():
+    if sys.argv[1] == "wake":
+        async with signals_wake_the_loop():
+            await anyio.Event().wait()
+    else:
+        await anyio.Event().wait()
+
+try:
+    anyio.run(main)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def _run(mode: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run(
+        [sys.executable, "-c", _SCRIPT, mode],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def test_interrupts_a_signal_taken_by_another_thread_wakes_the_loop() -> None:
+    done = _run("wake", timeout=60)
+    assert done.stdout == "interrupted\n", done.stderr
+    assert done.returncode == 0
+
+
+def test_interrupts_without_it_the_idle_loop_never_sees_the_signal() -> None:
+    # The failure the helper exists for: the main thread sleeps on, the handler never runs.
+    with pytest.raises(subprocess.TimeoutExpired):
+        _run("plain", timeout=5)
