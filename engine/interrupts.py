@@ -6,12 +6,12 @@ benchmark started, running. :func:`stop_on_sigterm` re-raises it as SIGINT, whic
 Ctrl-C's path: asyncio's runner cancels the main task (sandboxes and servers close), or
 ``KeyboardInterrupt`` outside an event loop.
 
-:func:`signals_wake_the_loop` makes sure that path is taken at once. The kernel delivers a
-signal sent to the process to any one of its threads; Python only flags it there, and runs the
-handler when the main thread next runs Python code. An event loop with nothing scheduled (the
-chat waiting at its prompt while a thread reads the line) sleeps in ``select`` for good, so a
-Ctrl-C the kernel handed to that thread was never acted on: seen in a full CI run, where the
-faulthandler dump showed the main thread still in ``select`` 240 s after the Ctrl-C.
+:func:`signals_wake_the_loop` makes sure that path is taken at once. The kernel may deliver a
+signal sent to the process to any one of its threads (Linux picks another thread when the main
+one is busy with a pending signal); Python only flags it there, and runs the handler when the
+main thread next runs Python code. An event loop with nothing scheduled (the chat waiting at
+its prompt while a thread reads the line) sleeps in ``select`` for good, so such a Ctrl-C would
+not be acted on (``tests/test_interrupts.py`` sends one to a reading thread on purpose).
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """A Ctrl-C the kernel hands to a thread other than the main one still stops the command.
 
-The kernel delivers a process-directed signal to any one thread; Python only flags it there,
+The kernel may deliver a process-directed signal to any one thread; Python only flags it there,
 and the main thread runs the handler when it next runs Python code. An idle event loop sleeps in
-``select`` without end, so `rlm chat` at its prompt (a thread reading the line) once ignored a
-Ctrl-C in a full CI run. Here the signal is sent to such a thread on purpose, in a real process.
+``select`` without end, as `rlm chat` does at its prompt while a thread reads the line. Here the
+signal is sent to such a thread on purpose, in a real process.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,9 @@ def _run(mode: str, timeout: float) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=timeout,
         env=env,
+        # Ctrl-C as a terminal's foreground job has it: the suite may run as a background job,
+        # whose SIGINT a shell sets to ignored, and an ignored signal stays ignored across exec.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

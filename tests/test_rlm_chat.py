@@ -196,6 +196,11 @@ def lines(shown: bytes) -> list[str]:
     return [line.rsplit("\r", 1)[-1] for line in text.split("\r\n")]
 
 
+def _foreground_job_of(terminal: int) -> None:
+    os.login_tty(terminal)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextmanager
 def terminal_chat(tmp_path: Path) -> Iterator[Terminal]:
     """``rlm chat`` on a pseudo-terminal (80x24); checks on the way out that it left the
@@ -212,8 +217,11 @@ def terminal_chat(tmp_path: Path) -> Iterator[Terminal]:
         [sys.executable, "-c", _ENTRY, *map(str, args)],
         cwd=tmp_path,
         env={**_env(), "TERM": "xterm", "PYTHONFAULTHANDLER": "1"},
-        # A session of its own with the pseudo-terminal as its controlling terminal.
-        preexec_fn=lambda: os.login_tty(follower),
+        # A session of its own with the pseudo-terminal as its controlling terminal, and Ctrl-C
+        # as a shell gives its foreground job: CI may run the suite as a background job, which
+        # a shell starts with SIGINT ignored, and an ignored signal stays ignored across exec
+        # (that, not the chat, is why Ctrl-C hung here in two full CI runs).
+        preexec_fn=lambda: _foreground_job_of(follower),
         close_fds=False,
     )
     try:
