@@ -318,3 +318,45 @@ async def test_orphans_of_a_dead_orchestrator_are_reaped() -> None:
         assert neighbour.name in names
     finally:
         neighbour.remove(force=True)
+
+
+def test_an_oom_kill_is_found_in_the_daemons_event_log() -> None:
+    """The evidence death_reason falls back on when Docker leaves ``OOMKilled`` false.
+
+    Docker 20.10 sets the flag only when containerd's OOM event beats the exit event; the
+    daemon's ``oom`` event is logged either way. A memory bomb's container has one, a
+    container stopped by ``docker kill`` has none; both under the sandbox's runtime.
+    """
+    from engine.sandbox import docker_api
+    from engine.sandbox.container import create, oom_event_logged
+    from engine.sandbox.runtime import choose
+
+    config = SandboxConfig()
+
+    def started(name: str, code: str) -> Any:
+        return create(
+            {
+                "image": config.image,
+                "command": ["python", "-c", code],
+                "name": f"rlm-oomprobe-{name}{os.getpid()}",
+                "network_mode": "none",
+                "mem_limit": 64 << 20,
+                "memswap_limit": 64 << 20,
+                "runtime": choose(config.runtime).name,
+                "detach": True,
+            }
+        )
+
+    bomb = started("bomb", "b = []\nwhile True:\n    b.append(bytearray(8 << 20))")
+    sleeper = started("sleeper", "import time; time.sleep(300)")
+    try:
+        assert bomb.wait(timeout=60)["StatusCode"] == 137
+        sleeper.kill()
+        assert sleeper.wait(timeout=60)["StatusCode"] == 137
+        for container in (bomb, sleeper):
+            container.reload()
+        assert oom_event_logged(bomb, bomb.attrs["State"])
+        assert not oom_event_logged(sleeper, sleeper.attrs["State"])
+    finally:
+        for container in (bomb, sleeper):
+            docker_api.remove(str(container.id))

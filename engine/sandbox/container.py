@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import os
+import re
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -207,26 +208,68 @@ def death_reason(
 
 
 def _after_oom_event(container: Container, state: dict[str, Any]) -> dict[str, Any]:
-    """The state of a SIGKILLed container once Docker had time to record an OOM kill.
+    """The state of a SIGKILLed container, with ``OOMKilled`` set if Docker saw an OOM kill.
 
-    Docker sets ``OOMKilled`` from its own event, which can come after the exit event: read
-    at once, a memory bomb looked like a plain SIGKILL (seen once in a full CI run). Costs up
-    to :data:`_OOM_EVENT_WAIT_S` on a SIGKILL that was not an OOM kill.
+    Docker 20.10 sets ``OOMKilled`` only when containerd's OOM event reaches it before the
+    exit event; when the two come the other way round (a loaded host: one full CI run in
+    three reported a memory bomb as a plain SIGKILL), the flag stays false for good, but the
+    daemon still logs an ``oom`` event for the container. So ask the daemon's event log.
     """
-    deadline = time.monotonic() + _OOM_EVENT_WAIT_S
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        try:
-            container.reload()
-        except docker.errors.NotFound:
-            break
-        state = container.attrs.get("State", {})
-        if state.get("OOMKilled"):
-            break
+    if oom_event_logged(container, state):
+        return {**state, "OOMKilled": True}
     return state
 
 
+#: How long after the container's exit its ``oom`` event may still arrive.
 _OOM_EVENT_WAIT_S = 2.0
+
+
+def oom_event_logged(container: Container, state: dict[str, Any]) -> bool:
+    """Whether the daemon logged an ``oom`` event for ``container`` in its last run.
+
+    One events call replays the daemon's log from the container's start and waits for new
+    events until :data:`_OOM_EVENT_WAIT_S` after its exit, both in the daemon's own clock
+    (so a remote daemon's skewed clock does not matter); it returns at the first ``oom``.
+    """
+    started = _docker_time(state.get("StartedAt"))
+    finished = _docker_time(state.get("FinishedAt"))
+    if started is None or finished is None:
+        return False
+    try:
+        stream = docker_api.client().api.events(
+            since=math.floor(started),
+            until=math.ceil(finished + _OOM_EVENT_WAIT_S),
+            filters={"container": str(container.id), "event": "oom"},
+            decode=True,
+        )
+    except docker.errors.APIError:
+        return False
+    try:
+        return any(True for _ in stream)
+    except (docker.errors.APIError, OSError, ValueError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            stream.close()
+
+
+def _docker_time(text: object) -> float | None:
+    """Seconds since the epoch of a Docker RFC 3339 timestamp (nanoseconds allowed)."""
+    match = _RFC3339.fullmatch(text) if isinstance(text, str) else None
+    if match is None or match["date"].startswith("0001-"):  # Go's zero time: never
+        return None
+    zone = match["zone"].replace("Z", "+00:00")
+    try:
+        moment = datetime.datetime.fromisoformat(f"{match['date']}T{match['time']}{zone}")
+    except ValueError:
+        return None
+    return moment.timestamp() + float(f"0.{match['fraction'] or 0}")
+
+
+_RFC3339 = re.compile(
+    r"(?P<date>\d{4}-\d\d-\d\d)T(?P<time>\d\d:\d\d:\d\d)(?:\.(?P<fraction>\d+))?"
+    r"(?P<zone>Z|[+-]\d\d:\d\d)"
+)
 
 
 def _memory_exhausted(container: Container) -> bool:
