@@ -142,9 +142,25 @@ def test_loop_answer_typed_after_listing_file_names_goes_back_once() -> None:
     code = "answer['content'] = 'engine/cli/run.py'\nanswer['ready'] = True"
     nudge = watcher.unsupported_answer("engine/cli/run.py", code)
     assert nudge is not None and nudge.reason == "unsupported_answer"
-    assert "search('FINAL')" in nudge.message
+    # The question's words together, with 'def' first: it asks where something is defined.
+    assert "print(search('def FINAL finds', max_hits=4, window=100))" in nudge.message
+    assert "print(search('FINAL finds', max_hits=4, window=100))" in nudge.message
     # Once only: the model may insist.
     assert watcher.unsupported_answer("engine/cli/run.py", code) is None
+
+
+def test_loop_file_searches_follow_the_question() -> None:
+    info = Info("directory", "dict", 9000, 3, "files: a.py, b.py, c.py")
+    which = Watcher.for_context("Which module talks to the payment gateway?", info)
+    assert which.file_searches() == [
+        "print(search('payment gateway module', max_hits=4, window=100))"
+    ]
+    assert which.next_step()[1] == which.file_searches()[0]
+    cls = Watcher.for_context("Which class retries failed uploads?", info)
+    assert cls.file_searches()[0].startswith("print(search('class ")
+    # Other contexts keep the one-word search.
+    assert text_watcher().file_searches() == []
+    assert text_watcher().next_step()[1] == "print(search('quiet-lake'))"
 
 
 def test_loop_answer_after_reading_files_is_accepted() -> None:

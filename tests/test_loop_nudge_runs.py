@@ -95,7 +95,7 @@ async def test_loop_failed_search_gets_the_helper_suggested(tmp_path: Path) -> N
 async def test_loop_answer_after_listing_files_goes_back_once(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     (repo / "engine" / "rlm").mkdir(parents=True)
-    (repo / "engine" / "cli.py").write_text("def main():\n    run()\n" * 40)
+    (repo / "engine" / "cli.py").write_text("def main(reply):\n    run(FINAL, reply)\n" * 40)
     (repo / "engine" / "rlm" / "parser.py").write_text(
         "import re\n\n\ndef find_final(reply):\n    return re.search('FINAL', reply)\n" * 10
     )
@@ -103,13 +103,21 @@ async def test_loop_answer_after_listing_files_goes_back_once(tmp_path: Path) ->
     entries = [
         cell("print(list(context))"),
         cell("answer['content'] = 'engine/cli.py'\nanswer['ready'] = True"),
-        cell("print(search('def find_final'))"),
+        cell(suggested := "print(search('def finds FINAL reply', max_hits=4, window=100))"),
         cell("answer['content'] = 'engine/rlm/parser.py'\nanswer['ready'] = True"),
     ]
     result, events, requests = await run(tmp_path, entries, repo, query)
     assert (result.answer, result.ready, result.iterations) == ("engine/rlm/parser.py", True, 4)
     assert reasons(events) == ["unsupported_answer"]
-    assert "print(search('FINAL'))" in requests[2]["messages"][-1]["content"]
+    # The question's words searched together, with 'def': it asks where a function is
+    # defined ('finds' is the rarest: only its stem occurs, in find_final).
+    doubt = requests[2]["messages"][-1]["content"]
+    assert suggested in doubt
+    assert "print(search('finds FINAL reply', max_hits=4, window=100))" in doubt
+    # Run as suggested, the definition is the first hit ('reply' and 'FINAL' occur in cli.py
+    # too, never all together).
+    shown = [e["output"] for e in events if e["type"] == "cell" and e["code"] == suggested]
+    assert shown and "[1] file 'engine/rlm/parser.py', char 12, line 4:" in shown[0]
 
 
 async def test_loop_cut_print_then_guess_is_steered_to_the_rare_word(tmp_path: Path) -> None:

@@ -40,7 +40,10 @@ _SEARCH_CALL = re.compile(
     r"\b(search|re\.(search|findall|finditer|match)|\.find|\.index)\s*\(|\bin\s+context\b"
 )
 _EMPTY_OUTPUT = re.compile(r"^\s*(\[\]|\(\)|\{\}|None|False|-1|0|''|\"\"|set\(\))?\s*$")
-_NO_MATCH = re.compile(r"no match|not found|nothing found", re.IGNORECASE)
+# "not found word for word" / "not found as written" head a search's hits found another way.
+_NO_MATCH = re.compile(
+    r"no match|not found(?! word for word| as written)|nothing found", re.IGNORECASE
+)
 _SLICE = re.compile(r"\bcontext\s*\[\s*(-?\d*)\s*:\s*(-?\d*)\s*\]")
 _STOPWORD_TEXT = (
     "the a an of for in on at to is are was were be what which who whom whose when where why "
@@ -76,6 +79,14 @@ LABEL_STEP = (
 RECORD_MIN_LINES = 5
 RECORD_MIN_PREVIEW_LINES = 3
 RECORD_MAX_CHARS = 400
+# A question about where code defines something ("which file defines the function that ...").
+_ASKS_DEFINITION = re.compile(
+    r"\b(defin\w*|declar\w*|implement\w*|functions?|methods?|class(es)?)\b", re.IGNORECASE
+)
+# What each suggested search of a dict of files shows: a few short hits, so that two or three
+# of them fit the output a small profile shows (4,000 characters).
+FILE_SEARCH_HITS = 4
+FILE_SEARCH_WINDOW = 100
 #: A cell printing how many lines a text context has (nothing is allocated: one count).
 LINES_PROBE = "print(context.count('\\n') + 1 if isinstance(context, str) else -1)"
 _NAMES_ONLY = frozenset({"len", "list", "sorted", "set", "type", "tuple", "print", "enumerate"})
@@ -498,9 +509,32 @@ class Watcher:
         labelling = self.labelling_code()
         if labelling is not None:
             return LABEL_STEP, labelling
+        files = self.file_searches()
+        if files:
+            return "search the files for the question's words used together", "\n".join(files)
         terms = self.terms()
         example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
         return "search the whole context for a word from the question", example
+
+    def file_searches(self) -> list[str]:
+        """For a dict of files: searches that find the file a question is about; else [].
+
+        One rare word leads to any file that happens to use it (a 1.5B root answered the
+        first file a search for "finds" listed); the question's words searched together
+        find where they are used together, and :func:`search` ranks the tightest first.
+        A question about where something is defined searches for ``def`` (or ``class``) next
+        to those words first: a definition's line and docstring hold them all.
+        """
+        terms = self.terms()
+        if self.kind != "directory" or not terms:
+            return []
+        opts = f", max_hits={FILE_SEARCH_HITS}, window={FILE_SEARCH_WINDOW}"
+        lines = []
+        if _ASKS_DEFINITION.search(self.query):
+            keyword = "class" if re.search(r"\bclass", self.query, re.IGNORECASE) else "def"
+            lines.append(f"print(search({' '.join([keyword, *terms])!r}{opts}))")
+        lines.append(f"print(search({' '.join(terms)!r}{opts}))")
+        return lines
 
     def labelling_code(self) -> str | None:
         """Code that labels every record with the options the question names and counts the
@@ -594,13 +628,11 @@ class Watcher:
             # Look for the value itself (unless it is a file name: files are read, not
             # searched) and for the question's rarest word, which leads to the passage the
             # question is about whether or not the guess was right.
-            checks = [] if self.kind == "directory" and terms else [value[:60]]
-            checks += [t for t in terms[:1] if t.lower() != value.lower()]
-            how = (
-                "check it in the context first, e.g.\n```repl\n"
-                + "\n".join(f"print(search({c!r}))" for c in checks)
-                + "\n```"
-            )
+            checks = [f"print(search({value[:60]!r}))"]
+            checks += [f"print(search({t!r}))" for t in terms[:1] if t.lower() != value.lower()]
+            # A file name is checked by reading the files the question's words lead to.
+            checks = self.file_searches() or checks
+            how = "check it in the context first, e.g.\n```repl\n" + "\n".join(checks) + "\n```"
         return Nudge(
             "unsupported_answer",
             f"You set the answer {value[:80]!r}, but no output so far shows it in the content "

@@ -13,6 +13,7 @@ raise on "nothing found" and say what to try instead (issue 14).
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -84,14 +85,75 @@ def _compile(pattern: str, regex: bool) -> re.Pattern[str]:
     return re.compile(pattern if regex else re.escape(pattern), re.IGNORECASE)
 
 
-def _all_words_near(text: str, words: list[str], window: int) -> Iterator[tuple[int, int]]:
-    """Spans where every word occurs within ``window`` characters of the first one."""
-    first = re.compile(re.escape(words[0]), re.IGNORECASE)
-    rest = [re.compile(re.escape(w), re.IGNORECASE) for w in words[1:]]
-    for found in first.finditer(text):
-        lo, hi = max(0, found.start() - window), found.end() + window
-        if all(r.search(text, lo, hi) for r in rest):
-            yield found.start(), found.end()
+# Inflections a word of a question may carry that the text's word lacks ("finds" for "Find",
+# "replies" for "reply"): (suffix, replacement), tried when a search finds nothing as written.
+_SUFFIXES = (("ies", "y"), ("es", ""), ("s", ""), ("ed", ""), ("ing", ""))
+# Occurrences of one word per text considered when placing words near each other.
+_MAX_OCCURRENCES = 20_000
+
+
+def _forms(word: str) -> list[str]:
+    """``word`` and its stems, longest first: "finds" -> ["finds", "find"]."""
+    forms = {word}
+    lower = word.lower()
+    for suffix, replacement in _SUFFIXES:  # the first that fits: "replies" -> "reply" only
+        if lower.endswith(suffix) and not lower.endswith("ss"):
+            stem = word[: len(word) - len(suffix)] + replacement
+            if len(stem) >= 3:
+                forms.add(stem)
+            break
+    if lower.endswith("y") and len(word) > 3:
+        forms.add(word[:-1] + "ies")
+    return sorted(forms, key=lambda form: (-len(form), form))
+
+
+def _word_pattern(word: str) -> re.Pattern[str]:
+    """A case-insensitive pattern matching ``word`` or one of its stems."""
+    return re.compile("|".join(re.escape(form) for form in _forms(word)), re.IGNORECASE)
+
+
+def _occurrences(text: str, pattern: re.Pattern[str]) -> list[tuple[int, int]]:
+    spans = []
+    for found in pattern.finditer(text):
+        spans.append((found.start(), found.end()))
+        if len(spans) >= _MAX_OCCURRENCES:
+            break
+    return spans
+
+
+def _all_words_near(text: str, words: list[str], window: int) -> list[tuple[int, int, int]]:
+    """(width, start, end) of places where every word (or its stem) occurs within ``window``
+    characters of the rarest one, tightest first, overlapping places dropped.
+
+    Anchoring on the rarest word keeps the work small and any word order works; the tightest
+    cluster first puts the words used together (a definition, a sentence) before places
+    where they merely occur in the same paragraph.
+    """
+    found = [_occurrences(text, _word_pattern(word)) for word in words]
+    if not all(found):
+        return []
+    anchor = min(range(len(found)), key=lambda i: len(found[i]))
+    starts = [[start for start, _ in spans] for spans in found]
+    places = []
+    for a_start, a_end in found[anchor]:
+        lo, hi = a_start, a_end
+        for i, spans in enumerate(found):
+            if i == anchor:
+                continue
+            k = bisect.bisect_left(starts[i], a_start)
+            near = [spans[j] for j in (k - 1, k) if 0 <= j < len(spans)]
+            best = min(near, key=lambda span: abs(span[0] - a_start))
+            if abs(best[0] - a_start) > window:
+                break
+            lo, hi = min(lo, best[0]), max(hi, best[1])
+        else:
+            places.append((hi - lo, lo, hi))
+    places.sort()
+    kept: list[tuple[int, int, int]] = []
+    for place in places:
+        if all(place[2] <= other[1] or place[1] >= other[2] for other in kept):
+            kept.append(place)
+    return kept
 
 
 def search(
@@ -108,8 +170,10 @@ def search(
     Case-insensitive; ``regex=True`` treats ``pattern`` as a regular expression. Returns a
     list of :class:`Hit` (number, source, position, line, match, text with ``window``
     characters either side), at most ``max_hits``; print it to see numbered snippets. When a
-    phrase is not found word for word, places where all its words occur close together are
-    returned instead, and the message says so.
+    phrase is not found word for word, places where all its words (or their stems: "finds"
+    also matches "Find") occur within ``window`` characters are returned instead, tightest
+    first; in a list or a dict of files with no such place, the items holding all the words.
+    A single word not found as written is searched by its stem. The message says which.
     """
     if context is None and _default is not None:
         context = _default()
@@ -132,13 +196,16 @@ def search(
     note = ""
     words = _WORD.findall(pattern) if not regex else []
     if not spans and len(words) > 1:
+        spans, note = _near_or_together(context, words, window)
+    elif not spans and len(words) == 1 and len(_forms(words[0])) > 1:
+        stems = _word_pattern(words[0])
         spans = [
-            (src, text, a, b)
+            (src, text, m.start(), m.end())
             for src, text in _texts(context)
-            for a, b in _all_words_near(text, words, window)
+            for m in stems.finditer(text)
         ]
-        listed = ", ".join(map(repr, words))
-        note = f" (not found word for word; places where {listed} occur within {window} chars)"
+        listed = " or ".join(map(repr, _forms(words[0])[1:]))
+        note = f" (not found as written; these match {listed}, another form of the word)"
     hits = [
         Hit(
             number,
@@ -155,6 +222,42 @@ def search(
     shown = f"{len(hits)} of {len(spans)}" if len(spans) > len(hits) else f"{len(hits)}"
     plural = "s" if len(spans) > 1 else ""
     return SearchResult(hits, f"search({pattern!r}): {shown} hit{plural}{note}")
+
+
+def _near_or_together(
+    context: Any, words: list[str], window: int
+) -> tuple[list[tuple[str | int | None, str, int, int]], str]:
+    """The fallback for a phrase not found word for word: places where all its words occur
+    close together, tightest first; else, in a list or dict, the items holding all of them."""
+    listed = ", ".join(map(repr, words))
+    near = sorted(
+        (
+            (width, order, src, text, lo, hi)
+            for order, (src, text) in enumerate(_texts(context))
+            for width, lo, hi in _all_words_near(text, words, window)
+        ),
+        key=lambda place: (place[0], place[1], place[4]),  # never compares the texts
+    )
+    if near:
+        note = (
+            f" (not found word for word; places where {listed} or their stems occur within "
+            f"{window} chars, tightest first)"
+        )
+        return [(src, text, lo, hi) for _, _, src, text, lo, hi in near], note
+    if isinstance(context, str) or not isinstance(context, dict | list | tuple):
+        return [], ""
+    together = []
+    for src, text in _texts(context):
+        found = [_occurrences(text, _word_pattern(word)) for word in words]
+        if all(found):
+            start, end = min(found, key=len)[0]
+            together.append((src, text, start, end))
+    kind = "files" if isinstance(context, dict) else "items"
+    note = (
+        f" (not found word for word, and never within {window} chars of each other; the "
+        f"{kind} holding all of {listed} or their stems, at the first of the rarest)"
+    )
+    return together, note if together else ""
 
 
 def _no_match_advice(pattern: str, regex: bool, words: list[str], context: Any) -> str:
