@@ -420,3 +420,26 @@ def test_loop_records_are_told_by_the_line_count_the_kernel_printed() -> None:
     # The count is the sandbox's output: only a count the text can have is taken.
     for hostile in ("-5", "0", "26002", "1e9", "12 lines", "", "9" * 40):
         assert parse_lines(hostile, 26_000) is None, hostile
+
+
+def test_loop_a_partly_copied_step_is_sent_back_whole() -> None:
+    # Measured (issue 14, OOLONG): the root copied the labelling step's last two lines (the
+    # counting) without the lines that make `items` and `labels`, got a NameError, then
+    # guessed. The tickets and labels here are made up.
+    query = "Each ticket is one of: bug, feature request, question. Which is the most common?"
+    rows = "".join(f"#{i} | user {i} | The export button does nothing\n" for i in range(40))
+    watcher = Watcher.for_context(query, Info("text", "str", 80_000, None, rows[:600]))
+    step = watcher.next_step()[1]
+    tail = "\n".join(step.splitlines()[-2:])
+    nudge = watcher.after_cell(tail, "", "NameError: name 'items' is not defined")
+    assert nudge is not None and nudge.reason == "partial_copy"
+    assert "`items` is not defined" in nudge.message and f"```repl\n{step}\n```" in nudge.message
+    # A NameError in the model's own code, or for a name the step does not define, is not.
+    own = watcher.after_cell("print(total)", "", "NameError: name 'total' is not defined")
+    assert own is None or own.reason != "partial_copy"
+    other = watcher.after_cell(tail, "", "NameError: name 'Counter' is not defined")
+    assert other is None or other.reason != "partial_copy"
+    # The same for the search a files context gets.
+    info = Info("directory", "dict", 9000, 3, "files: a.py, b.py, c.py")
+    files = Watcher.for_context("Which function parses the invoice dates?", info)
+    assert files.after_cell("print(hits)", "", "NameError: name 'hits' is not defined") is None

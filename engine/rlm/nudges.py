@@ -40,6 +40,7 @@ _SEARCH_CALL = re.compile(
     r"\b(search|re\.(search|findall|finditer|match)|\.find|\.index)\s*\(|\bin\s+context\b"
 )
 _EMPTY_OUTPUT = re.compile(r"^\s*(\[\]|\(\)|\{\}|None|False|-1|0|''|\"\"|set\(\))?\s*$")
+_NAME_ERROR = re.compile(r"NameError: name '(\w+)' is not defined")
 # "not found word for word" / "not found as written" head a search's hits found another way.
 _NO_MATCH = re.compile(
     r"no match|not found(?! word for word| as written)|nothing found", re.IGNORECASE
@@ -426,6 +427,10 @@ class Watcher:
         self.seen_output.append((code, output))
         if self.kind == "none":
             return None
+        partial = self._partial_copy(code, error)
+        if partial is not None:
+            self.last_error = None
+            return partial
         same_error = error is not None and self.last_error == error.split(":")[0]
         self.last_error = error.split(":")[0] if error is not None else None
         if same_error and error is not None:
@@ -439,6 +444,28 @@ class Watcher:
         if cut and not searched:
             return Nudge("output_cut", self._cut_advice(cut.group(1)))
         return self._small_slice(code)
+
+    def _partial_copy(self, code: str, error: str | None) -> Nudge | None:
+        """A cell with lines of the suggested step that failed on a name the step defines.
+
+        A 1.5B root copied the last two lines of the labelling step (the counting) without
+        the two that make ``items`` and ``labels``, got a NameError, and then guessed.
+        """
+        missing = _NAME_ERROR.match(error or "")
+        if missing is None:
+            return None
+        step = self.next_step()[1]
+        copied = {line.strip() for line in code.splitlines() if line.strip()}
+        if not copied & {line.strip() for line in step.splitlines()}:
+            return None
+        if missing.group(1) not in assigned_names(step):
+            return None
+        return Nudge(
+            "partial_copy",
+            f"`{missing.group(1)}` is not defined because that cell is only part of the "
+            "suggested code: the lines that define it were left out. Send the whole cell, "
+            f"from its first line:\n```repl\n{step}\n```",
+        )
 
     def _error_advice(self, error: str) -> str:
         how, example = self.next_step()
@@ -667,6 +694,19 @@ def answer_literal(code: str) -> str | None:
             elif key == "ready" and value is True:
                 ready = True
     return content if ready and content else None
+
+
+def assigned_names(code: str) -> set[str]:
+    """The variable names ``code`` assigns (``x = ...``, ``for x in``, ``a, b = ...``)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return set()
+    return {
+        node.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+    }
 
 
 def typed_values(code: str) -> set[str]:
