@@ -696,28 +696,28 @@ def answer_literal(code: str) -> str | None:
     return content if ready and content else None
 
 
+def _nodes(code: str) -> list[ast.AST]:
+    """Every node of ``code``'s syntax tree; [] when it does not parse."""
+    try:
+        return list(ast.walk(ast.parse(code)))
+    except (SyntaxError, ValueError):
+        return []
+
+
 def assigned_names(code: str) -> set[str]:
     """The variable names ``code`` assigns (``x = ...``, ``for x in``, ``a, b = ...``)."""
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
-        return set()
     return {
         node.id
-        for node in ast.walk(tree)
+        for node in _nodes(code)
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
     }
 
 
 def typed_values(code: str) -> set[str]:
     """The string and number constants written in ``code``, stripped."""
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
-        return set()
     return {
         str(node.value).strip()
-        for node in ast.walk(tree)
+        for node in _nodes(code)
         if isinstance(node, ast.Constant)
         and isinstance(node.value, str | int | float)
         and not isinstance(node.value, bool)
