@@ -188,6 +188,41 @@ async def test_loop_a_model_stuck_on_one_reply_gets_the_search_run_for_it(tmp_pa
     assert not history, "storing the history is the engine's cell, not the model's"
 
 
+async def test_loop_a_model_stuck_on_a_file_name_gets_the_file_searches_run(
+    tmp_path: Path,
+) -> None:
+    # Seen with the embedded model on a code question: a file name answered after listing the
+    # keys, resent through the doubt and two repeats; the engine's search for one rare word
+    # then listed a file that merely used it, and the root answered that one.
+    repo = tmp_path / "repo"
+    (repo / "billing").mkdir(parents=True)
+    (repo / "billing" / "report.py").write_text(
+        "from billing.dates import parse_invoice_date\n\n"
+        + "def totals(rows):\n    # dates of each invoice, parsed first\n    return rows\n" * 30
+    )
+    (repo / "billing" / "dates.py").write_text(
+        "import datetime\n\n\ndef parse_invoice_date(text):\n"
+        '    """Parse the date printed on an invoice."""\n'
+        "    return datetime.date.fromisoformat(text)\n"
+    )
+    (repo / "README.md").write_text("Invoices are parsed nightly; dates are UTC.\n" * 20)
+    query = "Which file defines the function that parses invoice dates?"
+    guess = cell("answer['content'] = 'billing.py'\nanswer['ready'] = True")
+    entries = [
+        cell("print(list(context))"),
+        guess,  # doubted
+        guess,  # repeated once
+        guess,  # repeated twice: the loop runs the file searches
+        cell("answer['content'] = 'billing/dates.py'\nanswer['ready'] = True"),
+    ]
+    result, events, _ = await run(tmp_path, entries, repo, query)
+    assert (result.answer, result.ready) == ("billing/dates.py", True)
+    assert reasons(events)[-1] == "auto_step"
+    (auto,) = [e for e in events if e["type"] == "cell" and e["kind"] == "auto_step"]
+    assert auto["code"].startswith("print(search('def ")
+    assert "[1] file 'billing/dates.py'" in auto["output"]
+
+
 async def test_loop_a_resent_answer_that_a_search_has_shown_since_is_accepted(
     tmp_path: Path,
 ) -> None:

@@ -371,8 +371,9 @@ class Watcher:
         """The cell the loop runs for a model stuck repeating itself, or None.
 
         The step the advice suggested (:meth:`next_step`): labelling every record when the
-        question names options over at most :data:`AUTO_LABEL_MAX_RECORDS` records, else a
-        search for the question's rarest word the context holds that has not run yet; None
+        question names options over at most :data:`AUTO_LABEL_MAX_RECORDS` records, the
+        :meth:`file_searches` over a dict of files, else a search for the question's rarest
+        word the context holds that has not run yet (each at most once); None
         before :data:`AUTO_STEP_AFTER` repeats, or when there is nothing worth searching.
         """
         if self.repeats < AUTO_STEP_AFTER or self.kind == "none":
@@ -386,6 +387,9 @@ class Watcher:
             and records <= AUTO_LABEL_MAX_RECORDS
         ):
             return labelling
+        files = "\n".join(self.file_searches())
+        if files and files not in already_run:
+            return files
         for term in self.terms(limit=PROBE_TERMS):
             if self.term_hits.get(term) == 0:
                 continue  # the probe found it nowhere: its search shows nothing
