@@ -263,7 +263,7 @@ async def test_invalid_json_is_422_and_connection_stays_usable(run_dir: Path) ->
 @pytest.mark.parametrize(
     "body",
     [
-        b"[" * 200_000 + b"]" * 200_000,  # nested past the JSON decoder's recursion limit
+        b"[" * 50_000 + b"]" * 50_000,  # nested past the JSON decoder's recursion limit
         b'{"prompt": ' + b"9" * 5_000 + b"}",  # past Python's 4,300-digit int limit
         b'{"prompt": "\xff"}',  # not UTF-8
     ],
@@ -275,6 +275,19 @@ async def test_json_the_decoder_refuses_is_422_not_500(run_dir: Path, body: byte
         response = await client.post("/v1/llm_query", content=body, headers=AUTH)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["type"] == "invalid_request"
+
+
+@pytest.mark.anyio
+async def test_a_body_of_tiny_values_is_413_before_it_is_decoded(run_dir: Path) -> None:
+    # 4 MiB of {} would decode to about 130 MiB of dicts: past the 16 MiB of bodies a
+    # sandbox may hold, once its values are counted (engine/json_size.py).
+    body = b'{"prompts": [' + b",".join([b"{}"] * (1 << 20)) + b"]}"
+    async with _server(run_dir, Orchestrator()) as server, _client(server.socket_path) as client:
+        response = await client.post("/v1/llm_batch", content=body, headers=AUTH)
+        after = await client.post("/v1/llm_batch", json={"prompts": ["a"] * 1024}, headers=AUTH)
+    assert response.status_code == 413, response.text
+    assert "values" in response.json()["error"]["message"]
+    assert after.status_code == 200
 
 
 @pytest.mark.anyio

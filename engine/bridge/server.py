@@ -64,6 +64,7 @@ from engine.errors import (
     SubCallRefusedError,
     ToolError,
 )
+from engine.json_size import TooManyValues, decoded_overhead
 from engine.lifecycle import AsyncResource
 from engine.log import get_logger
 
@@ -287,6 +288,7 @@ class BridgeServer(AsyncResource):
                     return conn.our_state is h11.DONE and conn.their_state is h11.DONE
                 await self._reserve_body(event, held)
                 body = await self._read_body(conn, wire, held)
+                await self._reserve_decoded(body, held)
             except _TimedOut as exc:
                 log.info("bridge client too slow; closing", reason=str(exc))
                 payload = error_body("request_timeout", str(exc))
@@ -354,6 +356,27 @@ class BridgeServer(AsyncResource):
         with anyio.move_on_after(self.limits.body_timeout_s):
             await self._buffered.acquire(length)
             held.bytes = length
+            return
+        raise self._busy()
+
+    async def _reserve_decoded(self, body: bytearray, held: _Held) -> None:
+        """Reserve what ``body``'s values will cost decoded, in the same memory budget.
+
+        The budget counts bytes, but 16 MiB of ``[{},{},...]`` decodes to 404 MiB of Python
+        objects; what the values cost beside their text is reserved too (413 when the body
+        and its values cannot fit in the whole budget).
+        """
+        room = self.limits.max_buffered_bytes - len(body)
+        try:
+            if len(body) > _THREAD_JSON_BYTES:
+                extra = await anyio.to_thread.run_sync(decoded_overhead, body, room)
+            else:
+                extra = decoded_overhead(body, room)
+        except TooManyValues as exc:
+            raise BridgeRequestError(413, "payload_too_large", str(exc)) from None
+        with anyio.move_on_after(self.limits.body_timeout_s):
+            await self._buffered.acquire(extra)
+            held.bytes += extra
             return
         raise self._busy()
 

@@ -19,6 +19,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from engine.json_size import TooManyValues, decoded_overhead
 from engine.service.auth import ENV_KEYS, ApiKeys
 from engine.service.jobs import JobService, validate_limits, validate_tools
 from engine.service.requests import ApiError, JobRequest
@@ -193,10 +194,20 @@ class Api:
                 body += piece
                 if len(body) > limit:
                     raise _body_too_large(limit)
+        # What the body's values cost decoded is bounded by the body limit too (about 700,000
+        # values at the default 65 MiB): 64 MiB of [{},{},...] in an inline context decoded to
+        # about 1.6 GiB.
+        room = limit
         try:
             if len(body) > _THREAD_JSON_BYTES:  # megabytes of JSON: do not stall the loop
-                return await anyio.to_thread.run_sync(decode_json, body)
-            return decode_json(body)
+                return await anyio.to_thread.run_sync(decode_json, body, room)
+            return decode_json(body, room)
+        except TooManyValues as exc:
+            raise ApiError(
+                413,
+                "request_too_large",
+                f"{exc}; upload large contexts with POST /v1/files and pass the file id",
+            ) from exc
         except (ValueError, RecursionError) as exc:
             # ValueError: bad JSON or UTF-8, integers past Python's 4,300-digit limit;
             # RecursionError: arrays or objects nested about 1,000 deep. The tenant's bad
@@ -206,14 +217,16 @@ class Api:
             ) from exc
 
 
-def decode_json(body: bytes | bytearray) -> Any:
+def decode_json(body: bytes | bytearray, max_overhead: int) -> Any:
     """Strict JSON (RFC 8259): ValueError for ``NaN``, ``Infinity`` and ``-Infinity``, which
-    Python's decoder accepts by default.
+    Python's decoder accepts by default; :class:`TooManyValues` (before decoding) when its
+    values would cost more than ``max_overhead`` bytes beside their text.
 
     A NaN passes every range check (all comparisons with it are False): a ``max_cost`` of NaN
     was a job without a cost cap, and a NaN anywhere in a stored request made the job's JSON
     unrenderable (500 on every read). Refused here, no field can carry one.
     """
+    decoded_overhead(body, max_overhead)
     value = json.loads(body, parse_constant=_not_json, parse_float=_finite_float)
     # An escaped lone surrogate ("\\ud800") is valid JSON but not text: an inline context
     # holding one was a 500 with a traceback (it cannot be written as UTF-8).

@@ -329,3 +329,43 @@ answer["ready"] = True
         host_bytes=peak,
         host_cap=cap,
     )
+
+
+async def test_bodies_of_tiny_values(rss_meter: RssMeter, attack_report: AttackReport) -> None:
+    """Four bodies of about 4 MiB each (the bridge's 16 MiB of bodies), all tiny JSON values:
+    ``{}`` is 2 bytes of JSON and a 64-byte dict, so decoding them once grew this process by
+    about 400 MiB before the values were counted against the same budget."""
+    code = (
+        HEAD
+        + r"""
+shapes = {
+    "/v1/llm_batch": (b'{"prompts": [', b"{}"),
+    "/v1/llm_query": (b'{"prompt": "x", "model": [', b"[]"),
+    "/v1/rlm_query": (b'{"prompt": "x", "context_id": [', b"0"),
+    "/v1/tool": (b'{"name": "t", "args": [', b'{"a":1}'),
+}
+socks = []
+for route, (start, item) in shapes.items():
+    body = start + b",".join([item] * ((4 * 2**20 - 64) // (len(item) + 1))) + b"]}"
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(PATH)
+    s.sendall(head(route, f"Content-Length: {len(body)}\r\n") + body)
+    socks.append(s)
+statuses = [status_of(s, wait=60) for s in socks]
+print(json.dumps({"statuses": statuses, "after": llm_batch(["a", "b"])}))
+"""
+    )
+    async with bridged() as (sandbox, _server):
+        found = await attack_beside_innocent(sandbox, code, timeout=200)
+    assert found["statuses"] == ["413"] * 4, found
+    assert found["after"] == ["echo a (1 chars)", "echo b (1 chars)"]
+    growth = rss_meter.growth()
+    assert growth < 100 << 20
+    attack_report(
+        '4 bridge bodies of 4 MiB of tiny JSON values ({}, [], 0, {"a":1}) at once',
+        "what a body's values cost decoded (96 bytes each) is reserved in the 16 MiB of "
+        "bodies a sandbox may hold, before decoding",
+        f"413 for all {len(found['statuses'])}; the next llm_batch answered (before: about "
+        "400 MiB of Python objects decoded, then 422)",
+        rss_growth=growth,
+    )

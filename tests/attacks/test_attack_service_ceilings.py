@@ -51,6 +51,16 @@ NON_FINITE = {
     b'"maximum": -Infinity}}',
 }
 
+#: 8 MiB bodies of tiny values: ``{}`` is 2 bytes of JSON and a 64-byte dict, so a 64 MiB
+#: inline context of them grew the service by 1.6 GiB while it was decoded (then 413).
+_EMPTY_DICTS = b",".join([b"{}"] * (8 << 20 >> 2))
+TINY_VALUES = {
+    "/v1/jobs": b'{"query": "q", "context": [' + _EMPTY_DICTS + b"]}",
+    "/v1/chat/completions": b'{"model": "rlm", "messages": [{"role": "user", "content": "q"}], '
+    b'"rlm": {"context": [' + _EMPTY_DICTS + b"]}}",
+    "/v1/sessions": b'{"context": [' + _EMPTY_DICTS + b"]}",
+}
+
 
 async def test_attack_limits_above_the_operators_ceilings(
     tmp_path: Path, attack_report: AttackReport
@@ -103,6 +113,14 @@ async def test_attack_limits_above_the_operators_ceilings(
                         assert response.status_code in (400, 422), (name, route, response.text)
                         assert "finite" in response.json()["error"]["message"], response.text
                     non_finite.append(name)
+                tiny = []
+                for route, body in TINY_VALUES.items():
+                    response = await client.post(
+                        route, content=body, headers={"content-type": "application/json"}
+                    )
+                    assert response.status_code == 413, (route, response.text)
+                    assert "values" in response.json()["error"]["message"], response.text
+                    tiny.append(route)
                 # None of them was stored (or run).
                 assert (await client.get("/v1/jobs")).json()["data"] == []
             assert await innocent_answer(service) == "45"
@@ -120,6 +138,14 @@ async def test_attack_limits_above_the_operators_ceilings(
         "strict JSON (no NaN or Infinity, no float past the range); budgets must be finite",
         f"400 or 422 for all {len(non_finite)} on /v1/jobs and /v1/chat/completions; no job "
         "stored (before: a NaN max_cost job ran without a cost cap, and 500s)",
+        rss_growth=growth,
+    )
+    attack_report(
+        "8 MiB JSON bodies of empty objects (" + ", ".join(tiny) + ")",
+        "what a body's values cost decoded (96 bytes each) is bounded by the body limit "
+        "(65 MiB: about 700,000 values), counted before decoding",
+        f"413 for all {len(tiny)} (before: a 64 MiB inline context of them grew the service "
+        "by 1,610 MiB while decoded, then 413)",
         rss_growth=growth,
     )
     attack_report(
