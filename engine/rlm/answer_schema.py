@@ -18,6 +18,9 @@ from typing import Any
 import anyio
 import jsonschema
 import jsonschema.exceptions
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
 
 from engine.errors import ConfigError
 
@@ -58,8 +61,19 @@ class AnswerSchema:
             raise ConfigError(
                 f"{source} is not a valid JSON Schema at {where}: {exc.message}"
             ) from exc
+        # An empty registry: refs resolve inside the schema and to the bundled meta-schemas
+        # only. jsonschema's default one fetches any other URI with urlopen, so a tenant's
+        # {"$ref": "http://169.254.169.254/..."} or "file:///..." reached the network or a
+        # file on the host while the answer was checked.
+        self._validator = validator_class(schema, registry=referencing.Registry())
+        ref = _unresolvable_ref(self._validator, schema)
+        if ref is not None:
+            raise ConfigError(
+                f"{source} refers to {ref!r}, which is not inside it: a $ref may point only "
+                "into the schema itself (#/$defs/...) or to a JSON Schema meta-schema; the "
+                "engine never fetches schemas from the network or reads them from files"
+            )
         self.schema: dict[str, Any] = schema
-        self._validator = validator_class(schema)
 
     @classmethod
     def from_file(cls, path: Path) -> AnswerSchema:
@@ -138,6 +152,34 @@ class AnswerSchema:
                 + '\nFix the value and set answer["content"] and answer["ready"] again.',
             )
         return Verdict(json.dumps(value, ensure_ascii=False), value)
+
+
+def _unresolvable_ref(validator: Any, schema: dict[str, Any]) -> str | None:
+    """The first ``$ref`` or ``$dynamicRef`` of ``schema`` the validator cannot resolve.
+
+    Each is looked up from the (sub)schema holding it, as validation would (a nested ``$id``
+    changes the base), so a schema that would fail on every answer is refused up front.
+    """
+    dialect = validator.ID_OF(validator.META_SCHEMA) or "urn:unknown-dialect"
+    specification = referencing.jsonschema.specification_with(
+        dialect, default=referencing.Specification.OPAQUE
+    )
+    # jsonschema's own resolver, rooted at this schema (it has no public accessor).
+    stack = [(validator._resolver, specification.create_resource(schema))]
+    while stack:
+        resolver, resource = stack.pop()
+        contents = resource.contents
+        if isinstance(contents, dict):
+            for key in ("$ref", "$dynamicRef"):
+                ref = contents.get(key)
+                if isinstance(ref, str):
+                    try:
+                        resolver.lookup(ref)
+                    except referencing.exceptions.Unresolvable:
+                        return ref
+        for sub in resource.subresources():
+            stack.append((resolver.in_subresource(sub), sub))
+    return None
 
 
 def _depth(value: Any) -> int:
