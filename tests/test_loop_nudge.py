@@ -143,8 +143,10 @@ def test_loop_answer_typed_after_listing_file_names_goes_back_once() -> None:
     nudge = watcher.unsupported_answer("engine/cli/run.py", code)
     assert nudge is not None and nudge.reason == "unsupported_answer"
     # The question's words together, with 'def' first: it asks where something is defined.
-    assert "print(search('def FINAL finds', max_hits=4, window=100))" in nudge.message
-    assert "print(search('FINAL finds', max_hits=4, window=100))" in nudge.message
+    assert (
+        "found = search('def FINAL finds', max_hits=4, window=100)\n"
+        "print(found if found else search('FINAL finds', max_hits=4, window=100))"
+    ) in nudge.message
     # Once only: the model may insist.
     assert watcher.unsupported_answer("engine/cli/run.py", code) is None
 
@@ -157,7 +159,7 @@ def test_loop_file_searches_follow_the_question() -> None:
     ]
     assert which.next_step()[1] == which.file_searches()[0]
     cls = Watcher.for_context("Which class retries failed uploads?", info)
-    assert cls.file_searches()[0].startswith("print(search('class ")
+    assert cls.file_searches()[0].startswith("found = search('class ")
     # Other contexts keep the one-word search.
     assert text_watcher().file_searches() == []
     assert text_watcher().next_step()[1] == "print(search('quiet-lake'))"

@@ -554,18 +554,22 @@ class Watcher:
         first file a search for "finds" listed); the question's words searched together
         find where they are used together, and :func:`search` ranks the tightest first.
         A question about where something is defined searches for ``def`` (or ``class``) next
-        to those words first: a definition's line and docstring hold them all.
+        to those words first (a definition's line and docstring hold them all), and shows the
+        plain search only when that finds nothing: the uses of a function hold its words as
+        well, and a weak model picks any file it is shown.
         """
         terms = self.terms()
         if self.kind != "directory" or not terms:
             return []
         opts = f", max_hits={FILE_SEARCH_HITS}, window={FILE_SEARCH_WINDOW}"
-        lines = []
-        if _ASKS_DEFINITION.search(self.query):
-            keyword = "class" if re.search(r"\bclass", self.query, re.IGNORECASE) else "def"
-            lines.append(f"print(search({' '.join([keyword, *terms])!r}{opts}))")
-        lines.append(f"print(search({' '.join(terms)!r}{opts}))")
-        return lines
+        words = f"search({' '.join(terms)!r}{opts})"
+        if not _ASKS_DEFINITION.search(self.query):
+            return [f"print({words})"]
+        keyword = "class" if re.search(r"\bclass", self.query, re.IGNORECASE) else "def"
+        return [
+            f"found = search({' '.join([keyword, *terms])!r}{opts})",
+            f"print(found if found else {words})",
+        ]
 
     def labelling_code(self) -> str | None:
         """Code that labels every record with the options the question names and counts the

@@ -122,12 +122,14 @@ def _occurrences(text: str, pattern: re.Pattern[str]) -> list[tuple[int, int]]:
 
 
 def _all_words_near(text: str, words: list[str], window: int) -> list[tuple[int, int, int]]:
-    """(width, start, end) of places where every word (or its stem) occurs within ``window``
-    characters of the rarest one, tightest first, overlapping places dropped.
+    """(rank, start, end) of places where every word (or its stem) occurs within ``window``
+    characters of the rarest one, best first (lowest rank), overlapping places dropped.
 
-    Anchoring on the rarest word keeps the work small and any word order works; the tightest
-    cluster first puts the words used together (a definition, a sentence) before places
-    where they merely occur in the same paragraph.
+    Anchoring on the rarest word keeps the work small and any word order works. The rank is
+    how far the other words are from the phrase's first word, summed: the words used
+    together (a definition's name and docstring, one sentence) come before words that merely
+    share a paragraph, and "def parse date" finds ``def parse_date`` before a ``def`` that
+    sits below an import of it.
     """
     found = [_occurrences(text, _word_pattern(word)) for word in words]
     if not all(found):
@@ -136,7 +138,7 @@ def _all_words_near(text: str, words: list[str], window: int) -> list[tuple[int,
     starts = [[start for start, _ in spans] for spans in found]
     places = []
     for a_start, a_end in found[anchor]:
-        lo, hi = a_start, a_end
+        chosen = [(a_start, a_end)] * len(found)
         for i, spans in enumerate(found):
             if i == anchor:
                 continue
@@ -145,9 +147,11 @@ def _all_words_near(text: str, words: list[str], window: int) -> list[tuple[int,
             best = min(near, key=lambda span: abs(span[0] - a_start))
             if abs(best[0] - a_start) > window:
                 break
-            lo, hi = min(lo, best[0]), max(hi, best[1])
+            chosen[i] = best
         else:
-            places.append((hi - lo, lo, hi))
+            first = chosen[0][0]
+            rank = sum(abs(start - first) for start, _ in chosen)
+            places.append((rank, min(s for s, _ in chosen), max(e for _, e in chosen)))
     places.sort()
     kept: list[tuple[int, int, int]] = []
     for place in places:
@@ -232,9 +236,9 @@ def _near_or_together(
     listed = ", ".join(map(repr, words))
     near = sorted(
         (
-            (width, order, src, text, lo, hi)
+            (rank, order, src, text, lo, hi)
             for order, (src, text) in enumerate(_texts(context))
-            for width, lo, hi in _all_words_near(text, words, window)
+            for rank, lo, hi in _all_words_near(text, words, window)
         ),
         key=lambda place: (place[0], place[1], place[4]),  # never compares the texts
     )
