@@ -39,7 +39,6 @@ TOML layout (every key optional)::
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from engine.settings import CACHE_MODES, SETTINGS, env_values, in_section, setti
 from engine.settings import parse_size as parse_size  # re-exported: the one size parser
 from engine.tools import ToolsConfig
 from engine.tools.settings import parse_functions, parse_mcp
+from engine.user_files import read_toml
 
 if TYPE_CHECKING:
     from engine.sandbox import SandboxConfig
@@ -174,12 +174,7 @@ def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | No
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML config file into flat ``{setting name: value}``; unknown keys are errors."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    data = read_toml(path, "config file")
     by_place = {(s.section, s.name): s for s in SETTINGS}
     sections = {s.section for s in SETTINGS if s.section}
     flat: dict[str, Any] = {}

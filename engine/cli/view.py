@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.user_files import read_jsonl
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,23 +49,10 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
-    """Read a trajectory file; clear errors for a missing file or a bad line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"trajectory {path} does not exist; check the path") from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    """Read a trajectory file; clear errors for a missing file or a bad line (the file may
+    have been handed to the user: read bounded, see engine/user_files.py)."""
     events: list[dict[str, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"{path}:{number} is not a JSON line ({exc.msg}); is this a trajectory file?"
-            ) from exc
+    for number, event in read_jsonl(path, "trajectory"):
         if not isinstance(event, dict) or "type" not in event or "id" not in event:
             raise ConfigError(f"{path}:{number} is not a trajectory event (no id/type)")
         events.append(event)

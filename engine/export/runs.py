@@ -67,23 +67,51 @@ class RootRun:
         return chat
 
 
-def runs_from_events(events: list[dict[str, Any]], *, source: str) -> list[RootRun]:
+def runs_from_events(events: list[Any], *, source: str) -> list[RootRun]:
     """Every run in ``events`` (one trajectory), in start order.
 
     Raises :class:`ExportError` when a turn lacks its ``messages`` (a trajectory written before
-    they were recorded) instead of exporting a conversation with holes.
+    they were recorded) instead of exporting a conversation with holes, and when the events
+    are not a trajectory's (a file handed to the user may hold any JSON: a list for an event,
+    a list for an id, text for a number), instead of a traceback.
     """
+    try:
+        return _runs(events, source)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ExportError(
+            f"{source} is not a trajectory this version can export ({type(exc).__name__}: "
+            f"{str(exc)[:200]})"
+        ) from None
+
+
+def _runs(events: list[Any], source: str) -> list[RootRun]:
     parents = {e["id"]: e.get("parent_id") for e in events if e.get("id") is not None}
     starts = {e["id"] for e in events if e.get("type") == "run_start"}
+    owners: dict[Any, int | None] = {}
 
     def run_of(event_id: Any) -> int | None:
         # Walk up to the nearest run_start: a sub-call's parent is a cell whose event is written
         # after the sub-call's, so ownership needs the whole file, not the order of lines.
+        # Every id on the way is remembered: a file of n events each the child of the previous
+        # one took n * n steps (hours for a million lines).
+        path: list[Any] = []
         seen = 0
-        while event_id is not None and event_id not in starts and seen < len(parents):
+        while (
+            event_id is not None
+            and event_id not in starts
+            and event_id not in owners
+            and seen < len(parents)
+        ):
+            path.append(event_id)
             event_id = parents.get(event_id)
             seen += 1
-        return int(event_id) if event_id in starts else None
+        if event_id in owners:
+            owner = owners[event_id]
+        else:
+            owner = int(event_id) if event_id in starts else None
+        for step in path:
+            owners[step] = owner
+        return owner
 
     runs: dict[int, RootRun] = {}
     turns: dict[int, Turn] = {}  # turn event id -> turn
@@ -91,7 +119,7 @@ def runs_from_events(events: list[dict[str, Any]], *, source: str) -> list[RootR
         kind, event_id, parent = event.get("type"), event.get("id"), event.get("parent_id")
         if kind == "run_start":
             run = RootRun(
-                run_id=int(event_id),  # type: ignore[arg-type]
+                run_id=int(event_id),
                 task_id=str(event.get("task_id", "")),
                 depth=int(event.get("depth", 1)),
                 query=str(event.get("query", "")),

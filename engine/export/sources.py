@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +9,11 @@ from typing import Any
 
 import httpx
 
+from engine.errors import ConfigError
 from engine.eval.results import latest, read_results
 from engine.export.runs import ExportError
 from engine.rlm.trajectory import read_trajectory
+from engine.user_files import parse_jsonl
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,8 @@ class Source:
 def _read(path: Path) -> list[dict[str, Any]]:
     try:
         return read_trajectory(path)
-    except OSError as exc:
-        raise ExportError(f"cannot read trajectory {path}: {exc.strerror or exc}") from exc
-    except ValueError as exc:
-        raise ExportError(f"trajectory {path} is not JSONL ({exc}); is it a trajectory?") from exc
+    except ConfigError as exc:
+        raise ExportError(f"{exc}; is it a trajectory?") from exc
 
 
 def trajectory_sources(paths: list[Path]) -> Iterator[Source]:
@@ -42,7 +41,7 @@ def trajectory_sources(paths: list[Path]) -> Iterator[Source]:
                 raise ExportError(f"no *.jsonl trajectory files under {path}")
             for file in files:
                 yield Source(str(file), _read(file))
-        elif path.is_file():
+        elif path.exists():  # a device or FIFO too: the reader refuses it by name
             yield Source(str(path), _read(path))
         else:
             raise ExportError(f"{path} does not exist; give trajectory files or directories")
@@ -77,9 +76,13 @@ def service_sources(
     with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s) as client:
         jobs = _get(client, "/v1/jobs", params={"status": status} if status else None).json()
         for job in jobs.get("data", []):
-            body = _get(client, f"/v1/jobs/{job['id']}/trajectory").text
-            events = [json.loads(line) for line in body.splitlines() if line.strip()]
-            yield Source(f"{url}/v1/jobs/{job['id']}", events)
+            where = f"{url}/v1/jobs/{job['id']}"
+            body = _get(client, f"/v1/jobs/{job['id']}/trajectory").content
+            try:
+                events = [event for _, event in parse_jsonl(body, where)]
+            except ConfigError as exc:
+                raise ExportError(f"{exc}; is {url} an rlm service?") from exc
+            yield Source(where, events)
 
 
 def _get(client: httpx.Client, path: str, params: dict[str, str] | None = None) -> httpx.Response:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.user_files import parse_jsonl, read_jsonl
 
 _ENTRY_KEYS = frozenset(
     {"match", "response", "status", "headers", "repeat", "delay_s", "trickle_s", "request"}
@@ -138,11 +140,12 @@ class CassetteEntry:
         if not isinstance(headers, dict):
             raise bad('"headers" must be an object of strings')
         delay = data.get("delay_s", 0.0)
-        if not isinstance(delay, int | float) or delay < 0:
-            raise bad('"delay_s" must be a number >= 0')
+        # not (x >= 0): also refuses NaN (Python's decoder reads it), which every check passes.
+        if not isinstance(delay, int | float) or not 0 <= delay < math.inf:
+            raise bad('"delay_s" must be a finite number >= 0')
         trickle = data.get("trickle_s", 0.0)
-        if not isinstance(trickle, int | float) or trickle < 0:
-            raise bad('"trickle_s" must be a number >= 0')
+        if not isinstance(trickle, int | float) or not 0 <= trickle < math.inf:
+            raise bad('"trickle_s" must be a finite number >= 0')
         error = response.get("error")
         if error is not None and not isinstance(error, dict):
             raise bad('"response.error" must be an object like {"message": "..."}')
@@ -191,32 +194,22 @@ class Cassette:
 
     @classmethod
     def load(cls, path: Path | str) -> Cassette:
-        """Read a JSONL cassette; a line that does not parse raises ``ConfigError`` (file:line)."""
+        """Read a JSONL cassette; a line that does not parse raises ``ConfigError`` (file:line).
+
+        The file may have been handed to the user: it is read bounded (a regular file, at
+        most 1 GiB), and what it cannot hold is an error, never a traceback.
+        """
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read replay cassette {path}: {exc.strerror or exc}; check the path"
-            ) from exc
-        return cls.parse(text, source=str(path))
+        return cls._from_lines(read_jsonl(path, "replay cassette"), str(path))
 
     @classmethod
     def parse(cls, text: str, source: str = "<cassette>") -> Cassette:
         """Parse JSONL text; blank lines are skipped."""
-        entries: list[CassetteEntry] = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{source}:{lineno}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(
-                    f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); {_FORMAT_HINT}"
-                ) from exc
-            entries.append(CassetteEntry.from_dict(data, where))
-        return cls(entries)
+        return cls._from_lines(parse_jsonl(text.encode("utf-8", "surrogatepass"), source), source)
+
+    @classmethod
+    def _from_lines(cls, lines: list[tuple[int, Any]], source: str) -> Cassette:
+        return cls(CassetteEntry.from_dict(data, f"{source}:{number}") for number, data in lines)
 
     def __len__(self) -> int:
         return len(self.entries)

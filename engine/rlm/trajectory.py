@@ -35,6 +35,7 @@ from typing import IO, Any
 
 from engine.log import get_logger
 from engine.text import valid_json
+from engine.user_files import read_jsonl
 
 log = get_logger(__name__)
 
@@ -116,6 +117,6 @@ class Trajectory:
 
 
 def read_trajectory(path: Path) -> list[dict[str, Any]]:
-    """Read a trajectory file back into a list of events."""
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    """Read a trajectory file back into a list of events (``ConfigError`` for a file that
+    is not one, read bounded: see engine/user_files.py)."""
+    return [event for _, event in read_jsonl(path, "trajectory")]

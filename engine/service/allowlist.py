@@ -25,8 +25,8 @@ leaves unset (a price, an endpoint, a key), the configuration winning where both
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ from typing import Any
 from engine.errors import ConfigError
 from engine.models import ModelSpec
 from engine.service.requests import ApiError
+from engine.user_files import read_toml
 
 _PER_MILLION = 1_000_000
 _KEYS = {
@@ -97,12 +98,7 @@ def load_allow_list(path: Path | None, env: Mapping[str, str] | None = None) -> 
     env = os.environ if env is None else env
     if path is None:
         return ModelAllowList({})
-    try:
-        data = tomllib.loads(path.expanduser().read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read the models file {path}: {exc}; check --models") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"the models file {path} is not valid TOML: {exc}") from exc
+    data = read_toml(path.expanduser(), "the models file")
     unknown = sorted(set(data) - {"models"})
     if unknown:
         raise ConfigError(
@@ -126,6 +122,10 @@ def _spec(path: Path, name: str, table: Any, env: Mapping[str, str]) -> ModelSpe
         ok = isinstance(value, int | float) if kind is float else isinstance(value, kind)
         if isinstance(value, bool) or not ok:
             raise ConfigError(f"{where}: {key} must be a {kind.__name__} (got {value!r})")
+        if kind is float and not math.isfinite(value):
+            # TOML has nan and inf: a nan price passes "must be 0 or more" and every cost
+            # comparison after it.
+            raise ConfigError(f"{where}: {key} must be a finite number (got {value!r})")
     if "model" not in table:
         raise ConfigError(f'{where} needs model = "<litellm model string>"')
     key = None
