@@ -11,10 +11,13 @@ list was a traceback in `rlm export`, and 20,000 events each the child of the ne
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from engine.cli.main import main
 from tests.attacks.conftest import AttackReport, RssMeter
@@ -30,6 +33,18 @@ HOSTILE_TOML = {
     "not UTF-8": b'model = "\xff"\n',
     "arrays nested 100,000 deep": b"model = " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
 }
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """The CLI configures logging to the sys.stderr of the moment (capsys's, closed after the
+    test): later tests in this process would log to a closed file."""
+    saved = structlog.get_config()
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield
+    structlog.configure(**saved)
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)
 
 
 def _rlm(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
