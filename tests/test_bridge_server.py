@@ -40,6 +40,8 @@ class Orchestrator:
             raise ValueError("handler bug")
         if prompt == "slow":
             await anyio.sleep(0.2)
+        if prompt == "huge reply":
+            return "b" * (8 << 20)
         if prompt.strip() == "hang":
             self.started.set()
             try:
@@ -462,6 +464,30 @@ async def test_slow_clients_get_408_and_are_closed(run_dir: Path, stage: str) ->
     assert raw.startswith(b"HTTP/1.1 408 ")
     assert b"did not arrive in time" in raw
     assert handler.llm_calls == []
+
+
+@pytest.mark.anyio
+async def test_clients_that_never_read_their_replies_are_closed(run_dir: Path) -> None:
+    # Both connections ask for an 8 MiB reply and never read it: the reply fills the socket
+    # and, without a deadline on sending, held both connections (all there are) for ever.
+    limits = BridgeLimits(max_connections=2, body_timeout_s=0.5, min_body_rate=64 << 20)
+    async with _server(run_dir, Orchestrator(), limits=limits) as server:
+        hogs = [await anyio.connect_unix(server.socket_path) for _ in range(2)]
+        for hog in hogs:
+            await hog.send(_raw_request(b'{"prompt": "huge reply"}'))
+        async with _client(server.socket_path) as client:
+            with anyio.fail_after(10):
+                while True:
+                    response = await client.post(
+                        "/v1/llm_query", json={"prompt": "after"}, headers=AUTH
+                    )
+                    if response.status_code == 200:
+                        break
+                    assert response.status_code == 503
+                    await anyio.sleep(0.2)
+        for hog in hogs:
+            await hog.aclose()
+    assert response.json()["response"] == "answer to 'after' by default"
 
 
 @pytest.mark.anyio

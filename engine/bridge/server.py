@@ -253,7 +253,7 @@ class BridgeServer(AsyncResource):
                 continue
             self.connections_accepted += 1
             self._open_connections += 1
-            task_group.start_soon(self._connection, _Wire(client))
+            task_group.start_soon(self._connection, _Wire(client, self.limits))
 
     # --- HTTP --------------------------------------------------------------------------------
 
@@ -605,12 +605,19 @@ async def _send_raw(wire: _Wire, status: int, payload: dict[str, Any]) -> None:
 
 
 class _Wire:
-    """One client connection: a non-blocking socket with cancel-safe waits."""
+    """One client connection: a non-blocking socket with cancel-safe waits.
 
-    __slots__ = ("sock",)
+    A reply must be read like a request is sent: within ``limits.body_timeout_s`` plus one
+    second per ``limits.min_body_rate`` bytes. Sandbox code that never read its replies held
+    each connection (and the request memory it reserved) for ever: 16 such connections and
+    the sandbox's bridge answered nothing but 503.
+    """
 
-    def __init__(self, sock: socket.socket) -> None:
+    __slots__ = ("limits", "sock")
+
+    def __init__(self, sock: socket.socket, limits: BridgeLimits) -> None:
         self.sock = sock
+        self.limits = limits
 
     async def recv(self) -> bytes:
         """The next bytes from the client; ``b""`` once it has closed or reset the connection."""
@@ -626,13 +633,18 @@ class _Wire:
     async def send_all(self, data: bytes) -> None:
         """Send all of ``data``; ``anyio.BrokenResourceError`` if the client is gone."""
         await anyio.lowlevel.checkpoint_if_cancelled()
+        limits = self.limits
+        deadline = anyio.current_time() + limits.body_timeout_s + len(data) / limits.min_body_rate
         view = memoryview(data)
         while view:
             try:
                 sent = self.sock.send(view)
             except BlockingIOError:
-                await anyio.wait_writable(self.sock)
-                continue
+                with anyio.move_on_after(deadline - anyio.current_time()):
+                    await anyio.wait_writable(self.sock)
+                    continue
+                log.info("bridge client did not read its reply in time; closing")
+                raise anyio.BrokenResourceError("the client did not read its reply") from None
             except OSError as exc:
                 raise anyio.BrokenResourceError(f"the bridge client went away: {exc}") from exc
             view = view[sent:]
