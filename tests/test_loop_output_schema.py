@@ -151,3 +151,15 @@ def test_an_answer_nested_past_the_depth_limit_is_refused() -> None:
     assert schema.check("[" * 100 + "]" * 100).answer is not None
     deep = schema.check("[" * 101 + "]" * 101)
     assert deep.answer is None and deep.problem is not None and "100 levels" in deep.problem
+
+
+def test_a_deep_schema_is_shown_to_the_root_without_indentation() -> None:
+    # Indentation grows with depth: 5,000 leaves 850 levels deep (a 64 KiB schema) were
+    # 5.9 MB of the root's first message; shown compact they stay the schema's size.
+    schema: dict[str, object] = {f"b{i}": 1 for i in range(5000)}
+    for _ in range(850):
+        schema = {"a": schema}
+    compact = len(json.dumps(schema))
+    assert len(AnswerSchema(schema).instructions()) < compact + 1000
+    shallow = AnswerSchema({"type": "object", "properties": {"x": {"type": "integer"}}})
+    assert '\n "type": "object",\n' in shallow.instructions()  # small ones stay readable

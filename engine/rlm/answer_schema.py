@@ -92,9 +92,15 @@ class AnswerSchema:
 
     def instructions(self) -> str:
         """What the root is told in its first message."""
+        shown = json.dumps(self.schema, indent=1, ensure_ascii=False)
+        compact = json.dumps(self.schema, ensure_ascii=False)
+        if len(shown) > 2 * len(compact) + 4096:
+            # Indentation grows with depth: a 64 KiB schema of leaves 850 levels deep was
+            # 5.9 MB indented, in the root's first message (and every later request).
+            shown = compact
         return (
             "The final answer must be JSON that matches this JSON Schema:\n"
-            + json.dumps(self.schema, indent=1, ensure_ascii=False)
+            + shown
             + '\nimport json, then set answer["content"] = json.dumps(value) (JSON text, not a '
             'repr) before answer["ready"] = True; an answer that does not match is sent back with '
             "the validation errors."
