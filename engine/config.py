@@ -47,7 +47,14 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import ConfigError
 from engine.models import ModelSpec
 from engine.models.capability import ModelProfileRule, parse_model_profiles
-from engine.settings import CACHE_MODES, SETTINGS, env_values, in_section, setting
+from engine.settings import (
+    CACHE_MODES,
+    NAMED_FILE_ONLY,
+    SETTINGS,
+    env_values,
+    in_section,
+    setting,
+)
 from engine.settings import parse_size as parse_size  # re-exported: the one size parser
 from engine.tools import ToolsConfig
 from engine.tools.settings import parse_functions, parse_mcp
@@ -234,13 +241,30 @@ def load_values(
     values: dict[str, Any] = {}
     path = find_config_file(config_file, env)
     if path is not None:
-        values.update(read_config_file(path))
+        found = read_config_file(path)
+        if config_file is None and not env.get("RLM_CONFIG"):
+            _refuse_named_file_only(found, path)
+        values.update(found)
     values.update(env_values(env))
     for name, value in (flags or {}).items():
         if value is not None:
             item = setting(name)
             values[name] = item.convert(value, item.flag_name)
     return values
+
+
+def _refuse_named_file_only(found: Mapping[str, Any], path: Path) -> None:
+    """A ConfigError when a config file nobody named sets a :data:`NAMED_FILE_ONLY` setting."""
+    refused = sorted(NAMED_FILE_ONLY.intersection(found))
+    if refused:
+        listed = ", ".join(refused)
+        raise ConfigError(
+            f"{path} (found in the working directory) sets {listed}, which a config file may "
+            "set only when it is named: such settings run code on this host, send prompts and "
+            "keys to a server, change the sandbox or pick files to read and write. If you "
+            f"trust this file, pass --config {path} (or set RLM_CONFIG); otherwise remove "
+            "those keys or run rlm elsewhere"
+        )
 
 
 def _tools_config(values: Mapping[str, Any]) -> ToolsConfig:

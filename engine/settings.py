@@ -374,6 +374,21 @@ SETTINGS: tuple[Setting, ...] = (
             commands=_NONE),
 )  # fmt: skip
 
+#: Settings that a config file found in the working directory (``./rlm.toml``, not named by
+#: ``--config`` or ``$RLM_CONFIG``) may not set. Each runs code on the host (a Python tool is
+#: imported, an MCP command is started), sends the prompts and a key elsewhere (a server
+#: URL, a key), swaps or weakens the sandbox (image, runtime), or reads or writes a path of
+#: the file's choosing. A cloned repository's rlm.toml must not do that to whoever runs
+#: ``rlm`` in it (measured: ``[[mcp]] command = "touch FILE"`` ran on ``rlm run``); limits
+#: and model choices it may set. A file named explicitly is the user's own choice.
+NAMED_FILE_ONLY: frozenset[str] = frozenset(
+    {
+        "api_base", "sub_api_base", "api_key", "tools", "mcp", "image", "runtime",
+        "database_url", "data_dir", "models", "cache_dir", "trajectory", "trajectory_dir",
+        "record", "replay",
+    }
+)  # fmt: skip
+
 _BY_NAME = {s.name: s for s in SETTINGS}
 _GROUPS = {
     "service": "the service (its own settings; top-level keys in the config file)",
