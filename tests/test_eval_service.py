@@ -12,6 +12,7 @@ import pytest
 
 from engine.eval.results import read_results
 from engine.eval.sniah import SNIAH
+from engine.export.sources import service_sources
 from tests.service_support import API_KEY, Service, rlm_command
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
@@ -69,6 +70,11 @@ def test_eval_through_a_service_resumes_and_reports(tmp_path: Path) -> None:
         headers = {"Authorization": f"Bearer {API_KEY}"}
         jobs = httpx.get(service.url + "/v1/jobs", headers=headers).json()["data"]
         assert len(jobs) == 3
+        # rlm export --service reads every page of the listing (it read only the first).
+        exported = list(service_sources(service.url, API_KEY, page_size=2))
+        assert sorted(source.name for source in exported) == sorted(
+            f"{service.url}/v1/jobs/{job['id']}" for job in jobs
+        )
         assert {job["request"]["limits"]["max_iterations"] for job in jobs} == {3}
         assert "| 3000 chars | rlm | 3 | 100.0% |" in (out / "summary.md").read_text()
         # Run again: everything is in results.jsonl, so nothing is submitted.

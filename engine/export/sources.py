@@ -69,13 +69,18 @@ def eval_sources(results: Path) -> Iterator[Source]:
 
 
 def service_sources(
-    url: str, api_key: str, *, status: str | None = "succeeded", timeout_s: float = 60.0
+    url: str,
+    api_key: str,
+    *,
+    status: str | None = "succeeded",
+    timeout_s: float = 60.0,
+    page_size: int | None = None,
 ) -> Iterator[Source]:
-    """The jobs of one API key on a running ``rlm serve`` (by default the succeeded ones)."""
+    """The jobs of one API key on a running ``rlm serve`` (by default the succeeded ones),
+    read ``page_size`` jobs a page (None: the service's largest page)."""
     headers = {"Authorization": f"Bearer {api_key}"}
     with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s) as client:
-        jobs = _get(client, "/v1/jobs", params={"status": status} if status else None).json()
-        for job in jobs.get("data", []):
+        for job in _all_jobs(client, status, page_size):
             where = f"{url}/v1/jobs/{job['id']}"
             body = _get(client, f"/v1/jobs/{job['id']}/trajectory").content
             try:
@@ -83,6 +88,32 @@ def service_sources(
             except ConfigError as exc:
                 raise ExportError(f"{exc}; is {url} an rlm service?") from exc
             yield Source(where, events)
+
+
+def _all_jobs(
+    client: httpx.Client, status: str | None, page_size: int | None
+) -> Iterator[dict[str, Any]]:
+    """Every job of the listing, page by page (a page holds at most 100: reading only the
+    first one left the rest out without a word)."""
+    params = {"status": status} if status else {}
+    if page_size is not None:
+        params["limit"] = str(page_size)
+    seen: set[str] = set()
+    while True:
+        page = _get(client, "/v1/jobs", params=params).json()
+        jobs = page.get("data") if isinstance(page, dict) else None
+        if not isinstance(jobs, list):
+            raise ExportError(f"GET /v1/jobs on {client.base_url} is not a job listing")
+        for job in jobs:
+            if not isinstance(job, dict) or not isinstance(job.get("id"), str):
+                raise ExportError(f"GET /v1/jobs on {client.base_url} listed a job without an id")
+            if job["id"] not in seen:  # a cursor that repeats must not loop forever
+                seen.add(job["id"])
+                yield job
+        last = page.get("last_id")
+        if not page.get("has_more") or not isinstance(last, str) or last == params.get("after"):
+            return
+        params = {**params, "after": last}
 
 
 def _get(client: httpx.Client, path: str, params: dict[str, str] | None = None) -> httpx.Response:
