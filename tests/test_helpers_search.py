@@ -49,7 +49,8 @@ def test_an_inflected_word_is_found_by_its_stem() -> None:
         ("docs/notes.md", "comput"),
     ]
     assert helpers.search("replies", {"a.py": "def reply(): ..."})[0].match == "reply"
-    assert helpers.search("reply", {"a.py": "two replies"})[0].match == "replies"
+    plural = helpers.search("reply", {"a.py": "two replies"})
+    assert plural[0].match == "replies" and "these match 'replies'" in plural.message
     # A word found as written is not widened to its stem.
     assert [hit.match for hit in helpers.search("checkout", FILES)] == ["checkout", "checkout"]
 

@@ -208,7 +208,7 @@ def search(
             for src, text in _texts(context)
             for m in stems.finditer(text)
         ]
-        listed = " or ".join(map(repr, _forms(words[0])[1:]))
+        listed = " or ".join(repr(form) for form in _forms(words[0]) if form != words[0])
         note = f" (not found as written; these match {listed}, another form of the word)"
     hits = [
         Hit(
