@@ -10,9 +10,11 @@ import importlib.util
 import inspect
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+import anyio
 import mcp.types as mt
 import pytest
 
@@ -198,3 +200,43 @@ async def test_tool_arguments_nested_past_the_decoders_limit_are_an_error_for_th
 
         text = await _one("f_plain", "[" * 5_000 + "]" * 5_000, registry, call_tool)
     assert text.startswith("ERROR: the arguments are not valid JSON")
+
+
+RELEASE = threading.Event()
+
+
+def f_hangs(x: int) -> int:
+    """Blocks until the test releases it (a tool that hangs on some input)."""
+    RELEASE.wait(60)
+    return x
+
+
+async def test_hung_python_tool_threads_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A thread cannot be stopped: each call past its deadline keeps one. Sandbox code calling
+    # such a tool in a loop is refused once MAX_RUNNING_CALLS of them are still running.
+    from engine.errors import ToolError, ToolTimeoutError
+    from engine.tools import ToolsConfig, python_tools
+    from engine.tools.registry import ToolRegistry
+    from engine.tools.settings import parse_functions
+
+    monkeypatch.setattr(python_tools, "MAX_RUNNING_CALLS", 3)
+    # The tool is this module as the engine imports it, which pytest may have loaded under
+    # another name: release the event that module's function waits on.
+    release: threading.Event = importlib.import_module("tests.test_tools_units").RELEASE
+    release.clear()
+    config = ToolsConfig(
+        functions=parse_functions(["tests.test_tools_units:f_hangs"]), timeout_s=0.2
+    )
+    async with ToolRegistry(config) as tools:
+        try:
+            for _ in range(3):
+                with pytest.raises(ToolTimeoutError):
+                    await tools.call("f_hangs", [1], {})
+            with pytest.raises(ToolError, match="3 calls of the engine's Python tools are still"):
+                await tools.call("f_hangs", [1], {})
+        finally:
+            release.set()
+        with anyio.fail_after(10):
+            while python_tools._threads.running:
+                await anyio.sleep(0.01)
+        assert await tools.call("f_hangs", [7], {}) == 7

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,12 +38,50 @@ class PythonTool:
         call = functools.partial(self.function, *args, **kwargs)
         if inspect.iscoroutinefunction(self.function):
             return await call()
+        if _threads.running >= MAX_RUNNING_CALLS:
+            raise ToolError(
+                f"{self.spec.name}: {_threads.running} calls of the engine's Python tools are "
+                "still running, past their deadline (a thread cannot be stopped, so a tool "
+                "that hangs keeps its thread); try later, or do without this tool",
+                "RuntimeError",
+            )
         # abandon_on_cancel: at the timeout the caller gets its answer; the thread cannot be
-        # killed and finishes in the background.
-        result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+        # killed and finishes in the background, counted until it does.
+        result = await anyio.to_thread.run_sync(_threads.counted(call), abandon_on_cancel=True)
         if inspect.isawaitable(result):
             return await result
         return result
+
+
+#: Python tool calls (threads of this process) that may run at once, those past their
+#: deadline included: sandbox code calling a tool that hangs on some input, again and again,
+#: would otherwise add a stuck thread per call until the host runs out of threads.
+MAX_RUNNING_CALLS = 32
+
+
+class _RunningThreads:
+    """How many Python tool calls are executing in worker threads (of every run)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+
+    def counted(self, call: Callable[[], Any]) -> Callable[[], Any]:
+        """``call``, counted from when its thread starts it until it returns."""
+
+        def run() -> Any:
+            with self._lock:
+                self.running += 1
+            try:
+                return call()
+            finally:
+                with self._lock:
+                    self.running -= 1
+
+        return run
+
+
+_threads = _RunningThreads()
 
 
 def load_python_tool(ref: str, name: str | None = None) -> PythonTool:
