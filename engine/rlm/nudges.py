@@ -663,10 +663,11 @@ class Watcher:
             # Look for the value itself (unless it is a file name: files are read, not
             # searched) and for the question's rarest word, which leads to the passage the
             # question is about whether or not the guess was right.
-            checks = [f"print(search({value[:60]!r}))"]
-            checks += [f"print(search({t!r}))" for t in terms[:1] if t.lower() != value.lower()]
             # A file name is checked by reading the files the question's words lead to.
-            checks = self.file_searches() or checks
+            checks = self.file_searches() or [
+                f"print(search({c!r}))"
+                for c in [value[:60], *(t for t in terms[:1] if t.lower() != value.lower())]
+            ]
             how = "check it in the context first, e.g.\n```repl\n" + "\n".join(checks) + "\n```"
         return Nudge(
             "unsupported_answer",
