@@ -298,6 +298,8 @@ async def main(args: argparse.Namespace) -> int:
     ):
         if not given or set(given) - set(allowed):
             raise SystemExit(f"{flag} takes a comma list of {', '.join(allowed)}")
+    if not 0 <= args.first < args.n:
+        raise SystemExit(f"--first must be at least 0 and less than --n ({args.n})")
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     done = load_outcomes(results)
@@ -309,6 +311,8 @@ async def main(args: argparse.Namespace) -> int:
         for length in lengths:
             generated = get_benchmark(name).items(length, args.n, args.seed, unit)  # type: ignore[arg-type]
             for index, item in enumerate(generated):
+                if index < args.first:
+                    continue
                 for mode in modes:
                     for method in methods:
                         key = (bench, length, mode, method, index)
@@ -342,6 +346,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", default="rlm,base")
     parser.add_argument("--lengths", default="", help="override each bench's default lengths")
     parser.add_argument("--n", type=int, default=10, help="items per bench and length")
+    parser.add_argument(
+        "--first",
+        type=int,
+        default=0,
+        help="skip the items before this index (the items are the same for a seed: a later "
+        "sitting can take up where an earlier one's results file ended)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-iterations", type=int, default=12)
     parser.add_argument("--task-timeout", type=float, default=900.0, help="seconds per RLM task")
