@@ -82,7 +82,12 @@ async def ask_base(
             [{"role": "user", "content": f"{cut}\n\n{question}"}],
             role="base",
         )
-        answer, detail = reply.answer, f"cut to {len(cut):,} chars"
+        answer = reply.answer
+        detail = (
+            f"cut to {len(cut):,} of {len(text):,} chars"
+            if len(cut) < len(text)
+            else f"whole context, {len(text):,} chars"
+        )
     except Exception as exc:  # a benchmark reports failures, it does not stop on them
         answer, detail = "", f"error: {exc}"
     return answer, detail, time.monotonic() - started
