@@ -42,10 +42,14 @@ def test_key_depends_on_every_input() -> None:
         {**base, "params": {"temperature": 0, "stop": ["```"]}},
         {**base, "params": {"temperature": 0, "seed": 1}},
         {**base, "params": {"temperature": 0, "tools": [{"name": "t"}]}},
+        {**base, "scope": "owner-a"},
+        {**base, "scope": "owner-b"},
     ]
     assert len({cache_key(**v) for v in variants} | {key}) == len(variants) + 1  # type: ignore[arg-type]
     # An unset parameter and a parameter set to None are the same call.
     assert cache_key(**{**base, "params": {"temperature": 0, "seed": None}}) == key  # type: ignore[arg-type]
+    # No scope is the key the CLI always used: existing entries stay valid.
+    assert cache_key(**{**base, "scope": None}) == key  # type: ignore[arg-type]
 
 
 def test_deterministic_means_temperature_zero_or_a_seed() -> None:

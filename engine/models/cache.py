@@ -1,7 +1,10 @@
 """A content-addressed cache of model calls, in SQLite, shared by runs, evals and the service.
 
 The key is a SHA-256 over everything that decides a reply: the model string, the API base, the
-normalised messages, the stop strings, the sampling parameters and any tools. The value is the
+normalised messages, the stop strings, the sampling parameters and any tools, and the cache's
+``scope`` when it has one. The service scopes each job's cache to its key's owner: a shared
+entry would tell one tenant that another sent exactly that prompt (the hit shows in the job's
+result, its trajectory and the call's time) and hand it the reply. The value is the
 reply and the usage the provider reported, so a hit can say how many tokens it saved.
 
 Modes: ``off`` never reads or writes; ``deterministic`` (the default) caches only calls whose
@@ -55,16 +58,21 @@ def cache_key(
     api_base: str | None,
     messages: Sequence[Mapping[str, Any]],
     params: Mapping[str, Any],
+    scope: str | None = None,
 ) -> str:
-    """The SHA-256 (hex) of a call's content. ``params`` holds sampling settings, stop, tools."""
+    """The SHA-256 (hex) of a call's content. ``params`` holds sampling settings, stop, tools;
+    ``scope`` keeps entries apart (None: the unscoped entries the CLI shares between runs)."""
+    content: dict[str, Any] = {
+        "v": _SCHEMA_VERSION,
+        "model": model,
+        "api_base": api_base,
+        "messages": list(messages),
+        "params": {k: v for k, v in params.items() if v is not None},
+    }
+    if scope is not None:
+        content["scope"] = scope
     canonical = json.dumps(
-        {
-            "v": _SCHEMA_VERSION,
-            "model": model,
-            "api_base": api_base,
-            "messages": list(messages),
-            "params": {k: v for k, v in params.items() if v is not None},
-        },
+        content,
         sort_keys=True,
         ensure_ascii=False,
         separators=(",", ":"),
@@ -90,7 +98,11 @@ class CachedReply:
 
 
 class CallCache:
-    """The SQLite cache file. Thread- and process-safe; see the module docstring."""
+    """The SQLite cache file. Thread- and process-safe; see the module docstring.
+
+    ``scope`` is part of every key this object reads and writes: objects of different scopes
+    share the file but never an entry.
+    """
 
     def __init__(
         self,
@@ -98,20 +110,31 @@ class CallCache:
         *,
         mode: CacheMode = "deterministic",
         max_bytes: int = DEFAULT_MAX_BYTES,
+        scope: str | None = None,
     ) -> None:
         if max_bytes < 1:
             raise ConfigError(f"the cache size limit must be positive, got {max_bytes}")
         self.mode = parse_mode(mode)
         self.path = path or default_cache_dir() / "calls.sqlite"
         self.max_bytes = max_bytes
+        self.scope = scope
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
 
     @classmethod
-    def at(cls, directory: Path | None, *, mode: str, max_bytes: int | None = None) -> CallCache:
+    def at(
+        cls,
+        directory: Path | None,
+        *,
+        mode: str,
+        max_bytes: int | None = None,
+        scope: str | None = None,
+    ) -> CallCache:
         """The cache file in ``directory`` (default :func:`default_cache_dir`)."""
         path = (directory or default_cache_dir()) / "calls.sqlite"
-        return cls(path, mode=parse_mode(mode), max_bytes=max_bytes or DEFAULT_MAX_BYTES)
+        return cls(
+            path, mode=parse_mode(mode), max_bytes=max_bytes or DEFAULT_MAX_BYTES, scope=scope
+        )
 
     def applies(self, params: Mapping[str, Any]) -> bool:
         """Whether this cache reads and writes a call with these sampling ``params``."""

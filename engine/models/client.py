@@ -202,7 +202,13 @@ class ModelClient:
         params = {k: kwargs.get(k) for k in ("temperature", "seed", "max_tokens", "stop", "tools")}
         if not self.cache.applies(params):
             return None
-        return cache_key(model=spec.model, api_base=spec.api_base, messages=chat, params=params)
+        return cache_key(
+            model=spec.model,
+            api_base=spec.api_base,
+            messages=chat,
+            params=params,
+            scope=self.cache.scope,
+        )
 
     async def _cache_get(self, key: str) -> CachedReply | None:
         assert self.cache is not None

@@ -200,7 +200,9 @@ class Engine(AsyncResource):
             self._schema = AnswerSchema.from_file(cfg.output_schema)
         # A replayed run is deterministic already, and its answers must not reach the cache.
         if cfg.cache != "off" and self._replay_url is None:
-            self._cache = CallCache.at(cfg.cache_dir, mode=cfg.cache, max_bytes=cfg.cache_size)
+            self._cache = CallCache.at(
+                cfg.cache_dir, mode=cfg.cache, max_bytes=cfg.cache_size, scope=cfg.cache_scope
+            )
             stack.callback(self._cache.close)
         self._client = self.new_client()
 

@@ -773,22 +773,32 @@ class JobService(AsyncResource):
 
     def session_config(self, record: SessionRecord) -> EngineConfig:
         """The engine configuration of a session (its models and budgets)."""
-        return self._config_for(record.request, self.settings.jobs_dir / record.id)
+        return self._config_for(record.request, self.settings.jobs_dir / record.id, record.owner)
 
     def _job_config(self, job: JobRecord) -> EngineConfig:
-        return self._config_for(job.request, self.settings.jobs_dir / job.id)
+        return self._config_for(job.request, self.settings.jobs_dir / job.id, job.owner)
 
-    def _config_for(self, request: dict[str, Any], trajectory_dir: Path) -> EngineConfig:
+    def _config_for(
+        self, request: dict[str, Any], trajectory_dir: Path, owner: str
+    ) -> EngineConfig:
         limits = limits_with(self.base_config.limits, request.get("limits") or {})
         root, sub = self.check_models(request.get("model"), request.get("sub_model"), limits)
+        base = self.base_config
         return EngineConfig(
             model=root,
             sub_model=sub,
             limits=limits,
-            sandbox=self.base_config.sandbox,
+            sandbox=base.sandbox,
             prompt_profile=self._profile,
             trajectory_dir=trajectory_dir,
-            max_in_flight=self.base_config.max_in_flight,
+            max_in_flight=base.max_in_flight,
+            # The operator's cache settings, with entries kept apart per key: a shared entry
+            # showed one key (in its result's cache hits, its trajectory, the call's time) that
+            # another had sent exactly that prompt, and handed it the reply.
+            cache=base.cache,
+            cache_dir=base.cache_dir,
+            cache_size=base.cache_size,
+            cache_scope=owner,
         )
 
     def context_for(self, job_id: str, request: dict[str, Any]) -> Any:
