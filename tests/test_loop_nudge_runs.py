@@ -338,6 +338,9 @@ async def test_loop_a_stuck_model_over_labelled_records_gets_the_labelling_run(
     )
     assert "20 items" in auto["output"] and "(12, 'place')" in auto["output"]
     assert "(4, 'person')" in auto["output"]
+    # The extremes are named, ties listed together, so "least common" needs no reading of rows.
+    assert "most common: place (12)" in auto["output"]
+    assert "least common: person, thing (4)" in auto["output"]
     # The sub-model is told what the records are, not the question about all of them.
     assert runner.server is not None
     sub = [r for r in runner.server.requests if r["model"] == "sub"]

@@ -579,11 +579,17 @@ class Watcher:
         if records is None or not options:
             return None
         # Every option's count, zeros too: an option no record got is missing from
-        # Counter.most_common(), and "the least common label" is then misread.
+        # Counter.most_common(), and "the least common label" is then misread. The extremes
+        # are named too (ties all listed): seen on OOLONG, the 1.5B root read the first row
+        # of the sorted counts as the answer to "least common" twice.
         return (
             f"{records}\nlabels = llm_map(items, {labelling_instruction(self.query)!r}, "
             f"choices={options!r})\nprint(len(items), 'items')\n"
-            f"print(sorted(((labels.count(c), c) for c in {options!r}), reverse=True))"
+            f"counts = {{c: labels.count(c) for c in {options!r}}}\n"
+            "print(sorted(((n, c) for c, n in counts.items()), reverse=True))\n"
+            "high, low = max(counts.values()), min(counts.values())\n"
+            "for word, n in (('most', high), ('least', low)):\n"
+            "    print(word, 'common:', ', '.join(c for c in counts if counts[c] == n), f'({n})')"
         )
 
     def _records_code(self) -> str | None:
