@@ -114,9 +114,10 @@ class EngineConfig:
     ``replay`` answers every model call from one (no provider is contacted). ``tools`` are
     the host tools sandbox code may call. ``cache`` is the model-call cache's mode (off,
     deterministic or all; a replayed run never uses it), kept in ``cache_dir`` (default
-    ``~/.cache/rlm/cache``) up to ``cache_size`` bytes; ``cache_scope`` keeps this engine's
-    entries apart from every other scope's (the service gives each key's jobs their own, so no
-    tenant reads or detects another's). ``output_schema`` names a JSON Schema
+    ``~/.cache/rlm/cache``) up to ``cache_size`` bytes. ``tenant`` names who the engine runs
+    for where runs share something (the service sets a key's owner): its model-call cache
+    entries are its own (no tenant reads or detects another's) and its calls of Python tools
+    hold at most their share of the process's threads. ``output_schema`` names a JSON Schema
     file the final answer must match (see :mod:`engine.rlm.answer_schema`).
     """
 
@@ -136,7 +137,7 @@ class EngineConfig:
     cache: str = "deterministic"
     cache_dir: Path | None = None
     cache_size: int | None = None
-    cache_scope: str | None = None
+    tenant: str | None = None
     #: compaction: summarise older turns at this share of the root's window, at most this often
     compact_at: float = 0.8
     max_compactions: int = 2

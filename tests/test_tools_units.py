@@ -11,6 +11,8 @@ import inspect
 import json
 import sys
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 
 from engine.tools.mcp_tools import McpServerConfig, _spec, convert_result
 from engine.tools.python_tools import load_python_tool
+from engine.tools.registry import ToolRegistry
 from engine.tools.spec import python_name
 
 pytestmark = pytest.mark.anyio
@@ -211,15 +214,13 @@ def f_hangs(x: int) -> int:
     return x
 
 
-async def test_hung_python_tool_threads_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A thread cannot be stopped: each call past its deadline keeps one. Sandbox code calling
-    # such a tool in a loop is refused once MAX_RUNNING_CALLS of them are still running.
-    from engine.errors import ToolError, ToolTimeoutError
+@asynccontextmanager
+async def _hanging_tools() -> AsyncIterator[ToolRegistry]:
+    """A registry of ``f_hangs`` with a 0.2 s deadline; on exit every hung call returns and
+    its thread is uncounted."""
     from engine.tools import ToolsConfig, python_tools
-    from engine.tools.registry import ToolRegistry
     from engine.tools.settings import parse_functions
 
-    monkeypatch.setattr(python_tools, "MAX_RUNNING_CALLS", 3)
     # The tool is this module as the engine imports it, which pytest may have loaded under
     # another name: release the event that module's function waits on.
     release: threading.Event = importlib.import_module("tests.test_tools_units").RELEASE
@@ -229,14 +230,53 @@ async def test_hung_python_tool_threads_are_bounded(monkeypatch: pytest.MonkeyPa
     )
     async with ToolRegistry(config) as tools:
         try:
-            for _ in range(3):
-                with pytest.raises(ToolTimeoutError):
-                    await tools.call("f_hangs", [1], {})
-            with pytest.raises(ToolError, match="3 calls of the engine's Python tools are still"):
-                await tools.call("f_hangs", [1], {})
+            yield tools
         finally:
             release.set()
-        with anyio.fail_after(10):
-            while python_tools._threads.running:
-                await anyio.sleep(0.01)
-        assert await tools.call("f_hangs", [7], {}) == 7
+            with anyio.fail_after(10):
+                while python_tools._threads.running:
+                    await anyio.sleep(0.01)
+
+
+async def test_hung_python_tool_threads_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A thread cannot be stopped: each call past its deadline keeps one. Sandbox code calling
+    # such a tool in a loop is refused once MAX_RUNNING_CALLS of them are still running.
+    from engine.errors import ToolError, ToolTimeoutError
+    from engine.tools import python_tools
+
+    monkeypatch.setattr(python_tools, "MAX_RUNNING_CALLS", 3)
+    async with _hanging_tools() as tools:
+        for _ in range(3):
+            with pytest.raises(ToolTimeoutError):
+                await tools.call("f_hangs", [1], {})
+        with pytest.raises(ToolError, match="3 calls of the engine's Python tools are still"):
+            await tools.call("f_hangs", [1], {})
+    assert await tools.call("f_hangs", [7], {}) == 7
+
+
+async def test_one_tenants_hung_python_tool_calls_leave_the_others_theirs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The threads are the process's, shared by every key of a service: one key's hung calls
+    # take at most its share (before: all MAX_RUNNING_CALLS, and every key was refused).
+    from engine.errors import ToolError, ToolTimeoutError
+    from engine.tools import python_tools
+
+    monkeypatch.setattr(python_tools, "MAX_RUNNING_CALLS", 5)
+    monkeypatch.setattr(python_tools, "MAX_RUNNING_PER_TENANT", 2)
+    async with _hanging_tools() as tools:
+        hog, other = tools.for_tenant("hog"), tools.restrict(None).for_tenant("other")
+        for _ in range(2):
+            with pytest.raises(ToolTimeoutError):
+                await hog.call("f_hangs", [1], {})
+        with pytest.raises(ToolError, match=r"2 of your calls .* \(at most 2 per API key"):
+            await hog.call("f_hangs", [1], {})
+        assert python_tools._threads.by_tenant == {"hog": 2}
+        # Another tenant still has its share, and the process its cap over all of them.
+        for registry in (other, tools, other):
+            with pytest.raises(ToolTimeoutError):
+                await registry.call("f_hangs", [1], {})
+        with pytest.raises(ToolError, match="5 calls of the engine's Python tools"):
+            await tools.call("f_hangs", [1], {})
+    assert python_tools._threads.by_tenant == {}
+    assert await other.call("f_hangs", [7], {}) == 7

@@ -141,7 +141,11 @@ class Engine(AsyncResource):
         #: the host tools of every run (MCP servers are connected while the engine is open);
         #: an open registry passed in is borrowed (its owner closes it), e.g. by service jobs.
         self._own_tools = tools is None
-        self.tools = tools if tools is not None else ToolRegistry(self.config.tools)
+        if tools is None:
+            self.tools = ToolRegistry(self.config.tools)
+            self.tools.tenant = self.config.tenant
+        else:
+            self.tools = tools.for_tenant(self.config.tenant)
         # Settled when the engine starts (``auto`` may ask the model's server).
         self.profile = resolve_profile(
             self.config.prompt_profile, local_model=self.config.model is None
@@ -201,7 +205,7 @@ class Engine(AsyncResource):
         # A replayed run is deterministic already, and its answers must not reach the cache.
         if cfg.cache != "off" and self._replay_url is None:
             self._cache = CallCache.at(
-                cfg.cache_dir, mode=cfg.cache, max_bytes=cfg.cache_size, scope=cfg.cache_scope
+                cfg.cache_dir, mode=cfg.cache, max_bytes=cfg.cache_size, scope=cfg.tenant
             )
             stack.callback(self._cache.close)
         self._client = self.new_client()

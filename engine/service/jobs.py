@@ -792,13 +792,14 @@ class JobService(AsyncResource):
             prompt_profile=self._profile,
             trajectory_dir=trajectory_dir,
             max_in_flight=base.max_in_flight,
-            # The operator's cache settings, with entries kept apart per key: a shared entry
-            # showed one key (in its result's cache hits, its trajectory, the call's time) that
-            # another had sent exactly that prompt, and handed it the reply.
             cache=base.cache,
             cache_dir=base.cache_dir,
             cache_size=base.cache_size,
-            cache_scope=owner,
+            # Cache entries kept apart per key: a shared entry showed one key (in its result's
+            # cache hits, its trajectory, the call's time) that another had sent exactly that
+            # prompt. Python tool threads shared per key: one key's hung calls refused every
+            # other key's.
+            tenant=owner,
         )
 
     def context_for(self, job_id: str, request: dict[str, Any]) -> Any:

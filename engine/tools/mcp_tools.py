@@ -68,7 +68,8 @@ class McpTool:
     client: Any  # mcp.Client
     output_wrapped: bool
 
-    async def call(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    async def call(self, args: list[Any], kwargs: dict[str, Any], tenant: str | None = None) -> Any:
+        # ``tenant`` is not counted here: the call runs in the MCP server, not a thread of ours.
         if args:
             raise ToolError(
                 f"{self.spec.name}() takes keyword arguments only (MCP tool), e.g. "

@@ -29,8 +29,9 @@ class PythonTool:
     function: Callable[..., Any]
     signature: inspect.Signature
 
-    async def call(self, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """Call the function with ``args``/``kwargs`` as the sandbox passed them."""
+    async def call(self, args: list[Any], kwargs: dict[str, Any], tenant: str | None = None) -> Any:
+        """Call the function with ``args``/``kwargs`` as the sandbox passed them; ``tenant``
+        (a service key's owner) is who the call's thread counts against."""
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -38,16 +39,13 @@ class PythonTool:
         call = functools.partial(self.function, *args, **kwargs)
         if inspect.iscoroutinefunction(self.function):
             return await call()
-        if _threads.running >= MAX_RUNNING_CALLS:
-            raise ToolError(
-                f"{self.spec.name}: {_threads.running} calls of the engine's Python tools are "
-                "still running, past their deadline (a thread cannot be stopped, so a tool "
-                "that hangs keeps its thread); try later, or do without this tool",
-                "RuntimeError",
-            )
-        # abandon_on_cancel: at the timeout the caller gets its answer; the thread cannot be
-        # killed and finishes in the background, counted until it does.
-        result = await anyio.to_thread.run_sync(_threads.counted(call), abandon_on_cancel=True)
+        slot = _threads.reserve(self.spec.name, tenant)
+        try:
+            # abandon_on_cancel: at the timeout the caller gets its answer; the thread cannot
+            # be killed and finishes in the background, counted until it does.
+            result = await anyio.to_thread.run_sync(slot.wrap(call), abandon_on_cancel=True)
+        finally:
+            slot.drop_unstarted()
         if inspect.isawaitable(result):
             return await result
         return result
@@ -57,28 +55,84 @@ class PythonTool:
 #: deadline included: sandbox code calling a tool that hangs on some input, again and again,
 #: would otherwise add a stuck thread per call until the host runs out of threads.
 MAX_RUNNING_CALLS = 32
+#: Of those, what one tenant (a service key) may hold: the threads are the process's, shared
+#: by every key's jobs, and one key's code hanging a tool 32 times refused every other key's
+#: Python tool calls for as long as the tool hung.
+MAX_RUNNING_PER_TENANT = 8
 
 
-class _RunningThreads:
-    """How many Python tool calls are executing in worker threads (of every run)."""
+class _Slot:
+    """One admitted call: counted from admission until its thread returns, or until the
+    caller gives up before a thread started it (then the thread, if one comes, does nothing)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.running = 0
+    def __init__(self, owner: _RunningThreads, tenant: str | None) -> None:
+        self._owner = owner
+        self._tenant = tenant
+        self._started = False
+        self._released = False
 
-    def counted(self, call: Callable[[], Any]) -> Callable[[], Any]:
-        """``call``, counted from when its thread starts it until it returns."""
-
+    def wrap(self, call: Callable[[], Any]) -> Callable[[], Any]:
         def run() -> Any:
-            with self._lock:
-                self.running += 1
+            with self._owner.lock:
+                if self._released:
+                    return None  # the caller left before this thread started: nobody waits
+                self._started = True
             try:
                 return call()
             finally:
-                with self._lock:
-                    self.running -= 1
+                with self._owner.lock:
+                    self._release()
 
         return run
+
+    def drop_unstarted(self) -> None:
+        with self._owner.lock:
+            if not self._started:
+                self._release()
+
+    def _release(self) -> None:
+        """Uncount the call once (the owner's lock is held)."""
+        if self._released:
+            return
+        self._released = True
+        self._owner.running -= 1
+        left = self._owner.by_tenant[self._tenant] - 1
+        if left:
+            self._owner.by_tenant[self._tenant] = left
+        else:
+            del self._owner.by_tenant[self._tenant]
+
+
+class _RunningThreads:
+    """How many Python tool calls are admitted and not yet returned (of every run), in all
+    and per tenant."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.by_tenant: dict[str | None, int] = {}
+
+    def reserve(self, name: str, tenant: str | None) -> _Slot:
+        """Admit one call, or raise :class:`ToolError` saying which limit is reached."""
+        with self.lock:
+            mine = self.by_tenant.get(tenant, 0)
+            if self.running >= MAX_RUNNING_CALLS:
+                raise ToolError(
+                    f"{name}: {self.running} calls of the engine's Python tools are still "
+                    "running, past their deadline (a thread cannot be stopped, so a tool that "
+                    "hangs keeps its thread); try later, or do without this tool",
+                    "RuntimeError",
+                )
+            if tenant is not None and mine >= MAX_RUNNING_PER_TENANT:
+                raise ToolError(
+                    f"{name}: {mine} of your calls of the engine's Python tools are still "
+                    f"running (at most {MAX_RUNNING_PER_TENANT} per API key; a tool that hangs "
+                    "keeps its thread past the deadline); wait for them, or do without this tool",
+                    "RuntimeError",
+                )
+            self.running += 1
+            self.by_tenant[tenant] = mine + 1
+        return _Slot(self, tenant)
 
 
 _threads = _RunningThreads()

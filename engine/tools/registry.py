@@ -59,24 +59,36 @@ class _Tool(Protocol):
     @property
     def spec(self) -> ToolSpec: ...
 
-    async def call(self, args: list[Any], kwargs: dict[str, Any]) -> Any: ...
+    async def call(
+        self, args: list[Any], kwargs: dict[str, Any], tenant: str | None = None
+    ) -> Any: ...
 
 
 class ToolRegistry(AsyncResource):
     """The tools available to runs; an async context manager.
 
     :meth:`call` runs one tool with the timeout, checks the result is JSON-able and not
-    larger than the limit, and turns every failure into :class:`ToolError`.
+    larger than the limit, and turns every failure into :class:`ToolError`. ``tenant`` (set
+    by :meth:`for_tenant`) is who the calls count against where tools share the process
+    (:data:`engine.tools.python_tools.MAX_RUNNING_PER_TENANT`).
     """
 
     def __init__(self, config: ToolsConfig) -> None:
         self.config = config
+        self.tenant: str | None = None
         self._tools: dict[str, _Tool] = {}
 
     @classmethod
     def _view(cls, parent: ToolRegistry, tools: dict[str, _Tool]) -> ToolRegistry:
         view = cls(parent.config)
+        view.tenant = parent.tenant
         view._tools = tools
+        return view
+
+    def for_tenant(self, tenant: str | None) -> ToolRegistry:
+        """A view of the same tools whose calls count against ``tenant`` (a service key)."""
+        view = self._view(self, self._tools)
+        view.tenant = tenant
         return view
 
     async def _open(self, stack: AsyncExitStack) -> None:
@@ -127,7 +139,7 @@ class ToolRegistry(AsyncResource):
         timeout = self.config.timeout_s
         try:
             with anyio.fail_after(timeout):
-                result = await tool.call(args, kwargs)
+                result = await tool.call(args, kwargs, self.tenant)
         except TimeoutError:
             raise ToolTimeoutError(
                 f"{name} did not finish within {timeout:g} s (the tool timeout, "
