@@ -19,6 +19,11 @@ from engine.tools.registry import ToolRegistry
 
 ToolCaller = Callable[[str, list[Any], dict[str, Any]], Awaitable[Any]]
 DEFAULT_MAX_STEPS = 8
+#: Characters of tool results one loop keeps in its messages (held in the orchestrator's
+#: memory and sent back whole every round; about 500,000 tokens, past any context window): a
+#: sub-model asking for 200 calls of a tool returning 990,000 characters grew the orchestrator
+#: by 764 MiB in one sub-call, and the run's tool budget allowed 1,000 such calls.
+MAX_RESULT_CHARS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ async def run_tool_loop(
     messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
     usage = Usage()
     calls = 0
+    kept = 0  # characters of tool results in ``messages``
+    full = False  # a result did not fit: the loop's later calls are not made
     for step in range(1, max_steps + 1):
         completion = await client.complete(spec, messages, role="sub", ledger=ledger, tools=schemas)
         usage = usage + completion.usage
@@ -71,8 +78,23 @@ async def run_tool_loop(
             }
         )
         for call in completion.tool_calls:
-            calls += 1
-            content = await _one(call.name, call.arguments, registry, call_tool)
+            if full:
+                content = (
+                    f"ERROR: not called: this question's tool results reached their limit of "
+                    f"{MAX_RESULT_CHARS:,} characters; answer from the results you have"
+                )
+            else:
+                calls += 1
+                content = await _one(call.name, call.arguments, registry, call_tool)
+                if kept + len(content) > MAX_RESULT_CHARS:
+                    full = True
+                    content = (
+                        f"ERROR: {call.name} returned {len(content):,} characters, more than "
+                        f"the {MAX_RESULT_CHARS - kept:,} left of this question's "
+                        f"{MAX_RESULT_CHARS:,} characters of tool results; answer from the "
+                        "results you have"
+                    )
+            kept += len(content)
             messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
     raise ModelError(
         f"the sub-model {spec.model} was still calling tools after {max_steps} rounds; "
