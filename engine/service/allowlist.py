@@ -15,7 +15,7 @@ The models file (``rlm serve --models FILE`` or ``$RLM_SERVICE_MODELS``), TOML::
     output_cost_per_million = 0.60        #   0 for a self-hosted model)
     max_output_tokens = 4096              # optional, also bounds a call's cost under a cap
     context_window = 128000               # optional
-    concurrency = 8                       # optional cap on this model's calls in flight
+    concurrency = 8                       # optional cap on this model's calls in flight (per job)
 
 The service's own root and sub models (``--model``, ``--sub-model``) are always allowed
 under their configured names; a file entry of the same name fills in what their configuration
