@@ -52,7 +52,7 @@ from engine.rlm.result import RunResult, usage_dict
 from engine.rlm.slots import SandboxSlots
 from engine.rlm.trajectory import EventCallback, Trajectory
 from engine.tools import ToolBudget, ToolRegistry
-from engine.tools.sub_model import run_tool_loop
+from engine.tools.sub_model import HeldResults, run_tool_loop
 from engine.truncate import truncate_middle
 
 if TYPE_CHECKING:
@@ -84,6 +84,8 @@ class TaskTree:
     tools: ToolRegistry
     tool_budget: ToolBudget
     schema: AnswerSchema | None = None  # the top-level run's output schema (children: none)
+    #: tool results its sub-models' tool loops hold at once (``llm_batch`` runs many)
+    tool_results: HeldResults = dataclasses.field(default_factory=HeldResults)
 
 
 def run_pool_plan(config: EngineConfig) -> tuple[int, bool]:
@@ -645,6 +647,7 @@ class TaskBridge:
                     registry,
                     lambda name, args, kwargs: self._tool(name, args, kwargs, event_id),
                     ledger=self._tree.budget.ledger,
+                    held=self._tree.tool_results,
                 )
                 extra |= {"tool_rounds": looped.steps, "tool_calls": looped.tool_calls}
                 status, response, usage = "ok", looped.text, usage_dict(looped.usage)

@@ -10,6 +10,7 @@ the orchestrator alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -17,19 +18,34 @@ from typing import Any
 
 import pytest
 
+from engine import Engine
 from engine.models import ModelClient, ModelSpec
 from engine.models._litellm import load_litellm
 from engine.tools import ToolsConfig
 from engine.tools.registry import FunctionTool, ToolRegistry
-from engine.tools.sub_model import MAX_RESULT_CHARS, run_tool_loop
+from engine.tools.sub_model import MAX_HELD_CHARS, MAX_RESULT_CHARS, run_tool_loop
 from tests.attacks.conftest import AttackReport, RssMeter
 from tests.attacks.test_attack_model import replay_process
+from tests.loop_support import Run, code
 
 pytestmark = pytest.mark.anyio
 
 #: Calls the sub-model asks for in one reply, each of a result just under the registry's cap.
 CALLS = 200
 PAGE_CHARS = 990_000
+
+
+def ask(query: str, content: str) -> dict[str, Any]:
+    """A root reply to the run whose query is ``query``."""
+    return {"match": {"model": "root", "contains": query}, "response": {"content": content}}
+
+
+def sub_tool(contains: str, call: dict[str, Any]) -> dict[str, Any]:
+    """A sub-model reply (once) that asks for one tool call when the prompt holds ``contains``."""
+    return {
+        "match": {"model": "sub", "contains": contains},
+        "response": {"content": "", "tool_calls": [call]},
+    }
 
 
 def page(n: int) -> str:
@@ -69,5 +85,53 @@ async def test_attack_sub_model_piles_up_tool_results(
         "past it a call is not made and the model is told why",
         f"{kept} results kept, {refused} refused with the reason; the model answered (before: "
         "all 200 kept, the orchestrator grew by 764 MiB in one sub-call)",
+        rss_growth=growth,
+    )
+
+
+#: Prompts of one llm_batch with tools: each item's sub-model makes one call of the page tool
+#: and then waits, with the page in its messages, for its next round.
+BATCH = 300
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_ready")
+async def test_attack_batch_of_tool_loops_piles_up_tool_results(
+    tmp_path: Path, attack_report: AttackReport
+) -> None:
+    load_litellm()
+    script = (
+        f"r = llm_batch(['PAGE please'] * {BATCH}, tools=['page'])\n"
+        "kept = sum(x == 'read it' for x in r)\n"
+        "answer['content'] = str(kept)\nanswer['ready'] = True"
+    )
+    call = {"id": "call_0", "name": "page", "arguments": json.dumps({"n": 7})}
+    entries: list[dict[str, Any]] = [
+        ask("Say hi", code("answer['content'] = 'hi'\nanswer['ready'] = True")),
+        ask("Read the pages", code(script)),
+        # One tool-call reply per prompt, then answers: each loop calls the tool once or more.
+        *[sub_tool("PAGE please", call)] * BATCH,
+        {"match": {"model": "sub"}, "response": {"content": "read it"}, "repeat": True},
+    ]
+    run = Run(tmp_path)
+    with replay_process(entries, tmp_path) as provider:
+        config = dataclasses.replace(
+            run.config(provider, max_tool_calls=1000, max_sub_calls=2000),  # type: ignore[arg-type]
+            tools=ToolsConfig(functions=(FunctionTool(f"{__name__}:page"),)),
+        )
+        async with Engine(config) as engine:
+            assert (await engine.run("Say hi", "ctx")).stop_reason  # libraries imported
+            meter = RssMeter(os.getpid()).start()
+            result = await engine.run("Read the pages", "ctx")
+            growth = meter.growth()
+    # Every item answered (a loop may have drawn two tool-call replies before its answer).
+    assert result.ready and int(result.answer) == BATCH, result
+    attack_report(
+        f"llm_batch of {BATCH} prompts with tools: each sub-model calls a tool returning "
+        f"{PAGE_CHARS:,} characters, then waits for its next round with the result held",
+        f"tool results held by the sub-model loops of one run: at most {MAX_HELD_CHARS:,} "
+        "characters at once; a result past it is an error the model is told",
+        f"all {BATCH} items answered, those past the limit told why (before: every result "
+        "held, the orchestrator grew by 324 MiB)",
         rss_growth=growth,
     )
