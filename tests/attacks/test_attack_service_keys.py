@@ -31,14 +31,22 @@ from tests.service_support import (
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.usefixtures("docker_ready")]
 
 #: The victim's task leaves what it can in its sandbox: a file in every writable folder, a
-#: variable in its environment, a process and a thread that outlive the cell.
+#: variable in its environment, a process and a thread that outlive the cell, a global, a
+#: name in builtins and the runtime's modules, and the runtime's llm_query and bridge replies
+#: replaced.
 LEAVE = code(
-    "import os, subprocess, threading, time\n"
+    "import builtins, os, subprocess, sys, threading, time\n"
     "for folder in ('/tmp', '/dev/shm', os.path.expanduser('~')):\n"
     "    open(os.path.join(folder, 'victim-secret.txt'), 'w').write('secret')\n"
     "os.environ['VICTIM_SECRET'] = 'secret'\n"
     "subprocess.Popen(['sleep', '3000'])\n"
     "threading.Thread(target=time.sleep, args=(3000,), daemon=True).start()\n"
+    "VICTIM_SECRET = builtins.VICTIM_SECRET = 'secret'\n"
+    "for module in [m for n, m in list(sys.modules.items()) if n.startswith('rlm_runtime')]:\n"
+    "    module.VICTIM_SECRET = 'secret'\n"
+    "    if hasattr(module, 'llm_query'):\n"
+    "        module.llm_query = lambda *a, **k: 'planted'\n"
+    "sys.modules['rlm_runtime.bridge_client']._reply_text = lambda *a, **k: 'planted'\n"
     "answer['content'] = 'left'\nanswer['ready'] = True"
 )
 #: The attacker's next task looks for it.
@@ -48,6 +56,14 @@ LOOK = code(
     "         for n in os.listdir(d) if 'secret' in n]\n"
     "if 'VICTIM_SECRET' in os.environ:\n"
     "    found.append('environment')\n"
+    "import builtins, sys\n"
+    "if 'VICTIM_SECRET' in globals() or hasattr(builtins, 'VICTIM_SECRET'):\n"
+    "    found.append('global')\n"
+    "if any(hasattr(m, 'VICTIM_SECRET') for n, m in list(sys.modules.items())\n"
+    "       if n.startswith('rlm_runtime')):\n"
+    "    found.append('runtime module')\n"
+    "if llm_query('LOOKED') == 'planted':\n"
+    "    found.append('llm_query')\n"
     "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
     "    try:\n"
     "        if b'sleep' in open(f'/proc/{pid}/cmdline', 'rb').read():\n"
@@ -59,8 +75,10 @@ LOOK = code(
 CASSETTE = [
     root("INNOCENT", code("answer['content'] = str(sum(range(10)))\nanswer['ready'] = True")),
     root("QUICK", code("answer['content'] = 'done'\nanswer['ready'] = True")),
-    root("LEAVE", LEAVE),
+    # LOOK first: a session's later question shows its earlier ones (LEAVE) to the root.
     root("LOOK", LOOK),
+    root("LEAVE", LEAVE),
+    sub("LOOKED", "the provider's answer"),
     # Runs long enough for streams to follow it; cancelled by the test.
     root("STEADY", code("answer['content'] = 'done'\nanswer['ready'] = True"), delay_s=120),
 ]
@@ -205,15 +223,21 @@ async def test_attack_what_a_task_leaves_in_its_sandbox(
         assert said.json()["answer"] == "left"
         looked = await attacker.post(f"/v1/sessions/{theirs}/messages", json={"query": "LOOK"})
         found.append(looked.json()["answer"])
+        # The same look in the victim's own session (one kernel by design) finds every kind.
+        own = await victim.post(f"/v1/sessions/{mine}/messages", json={"query": "LOOK"})
+        seen = own.json()["answer"]
         for session_id, client in ((mine, victim), (theirs, attacker)):
             await client.delete(f"/v1/sessions/{session_id}")
     assert found == ["[]"] * 3, found
+    kinds = ("tmp", "shm", "home", "environment", "process", "global", "runtime module")
+    assert all(kind in seen for kind in (*kinds, "'llm_query'")), seen
     attack_report(
         "a task leaves files in /tmp, /dev/shm and home, an environment variable, a process "
-        "and a thread; another key's next tasks and session look for the files, variable and "
-        "process",
+        "and a thread, globals and names in the runtime's modules, its llm_query replaced; "
+        "another key's next tasks and session look for them and call llm_query",
         "one sandbox per task (warm ones too), destroyed after it; one per session",
-        "nothing found by the next 2 jobs and a session of the other key",
+        "nothing found by the next 2 jobs and a session of the other key (the same look in "
+        "the victim's own session, one kernel by design, found all 8 kinds)",
         rss_growth=meter.growth(),
     )
 
