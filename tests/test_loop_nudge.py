@@ -16,6 +16,7 @@ from engine.rlm.nudges import (
     key_terms,
     labelling_instruction,
     named_options,
+    options_written,
     parse_lines,
     parse_probe,
     probe_code,
@@ -445,3 +446,43 @@ def test_loop_a_partly_copied_step_is_sent_back_whole() -> None:
     info = Info("directory", "dict", 9000, 3, "files: a.py, b.py, c.py")
     files = Watcher.for_context("Which function parses the invoice dates?", info)
     assert files.after_cell("print(hits)", "", "NameError: name 'hits' is not defined") is None
+
+
+def test_loop_an_answer_about_unwritten_labels_before_any_sub_model_is_checked() -> None:
+    # Measured (issue 14, OOLONG, 1.5B root): a user id read in a 300-character slice answered
+    # "which user has the most 'entity' questions", and a count of every line answered a
+    # count of one label; both stood, since the slice showed the id and code computed the
+    # count. The records and labels here are made up.
+    query = (
+        "Each ticket is one of these kinds: bug, feature request, question. "
+        "Which user filed the most bug tickets? Answer as 'User: <id>'."
+    )
+    rows = "".join(f"#{i} | user {100 + i} | The export button does nothing\n" for i in range(40))
+    info = Info("text", "str", 80_000, None, rows[:600])
+    sliced = Watcher.for_context(query, info)
+    sliced.after_cell("print(context[:300])", rows[:300], None)
+    nudge = sliced.unsupported_answer("User: 101", "answer['content'] = 'User: 101'")
+    assert nudge is not None and nudge.reason == "unsupported_answer"
+    assert "judged by a sub-model" in nudge.message and "llm_map(items" in nudge.message
+    computed = Watcher.for_context(query, info)
+    count = "answer['content'] = str(len(context.split('\\n')))\nanswer['ready'] = True"
+    nudge = computed.unsupported_answer("40", count)
+    assert nudge is not None and "judged by a sub-model" in nudge.message
+    # Asked once per run, as every doubt.
+    assert computed.unsupported_answer("40", count) is None
+    # After a sub-model judged the records, or in the cell that asks one, answers stand.
+    labelled = Watcher.for_context(query, info)
+    labelled.after_cell("labels = llm_map(items, 'Which kind?', choices=['bug', 'question'])",
+                        "", None)  # fmt: skip
+    assert labelled.unsupported_answer("40", count) is None
+    both = Watcher.for_context(query, info)
+    assert both.unsupported_answer("40", "labels = llm_map(items, 'Kind?')\n" + count) is None
+    # Code that looked for an option's words itself is judged as before (computed: stands).
+    searched = Watcher.for_context(query, info)
+    assert searched.unsupported_answer("3", "answer['content'] = str(context.count('bug'))") is None
+    # Records that carry the labels as words: a count by code is reading, not judging.
+    carried = "".join(f"#{i} | {('bug', 'question')[i % 2]} | user {i}\n" for i in range(40))
+    written = Watcher.for_context(query, Info("text", "str", 80_000, None, carried[:600]))
+    assert written.unsupported_answer("40", count) is None
+    assert options_written(carried[:600], ["bug", "feature request", "question"])
+    assert not options_written(rows[:600], ["bug", "feature request", "question"])

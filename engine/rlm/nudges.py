@@ -92,6 +92,7 @@ FILE_SEARCH_WINDOW = 100
 LINES_PROBE = "print(context.count('\\n') + 1 if isinstance(context, str) else -1)"
 _NAMES_ONLY = frozenset({"len", "list", "sorted", "set", "type", "tuple", "print", "enumerate"})
 _KEY_METHODS = frozenset({"keys"})
+_SUB_MODEL_HELPERS = ("llm_query", "llm_batch", "llm_map", "rlm_query")
 _CONTENT_HELPERS = frozenset(
     {"search", "llm_query", "llm_batch", "llm_map", "rlm_query", "llm_query_batched"}
 )
@@ -426,7 +427,7 @@ class Watcher:
         """Record what the cell read; a failed search or a small slice gets advice."""
         if reads_content(code, self.kind):
             self.read_content = True
-        if any(h in code for h in ("llm_query", "llm_batch", "llm_map", "rlm_query")):
+        if _calls_sub_model(code):
             self.sub_calls = True
         self.seen_output.append((code, output))
         if self.kind == "none":
@@ -632,17 +633,49 @@ class Watcher:
         value = answer_literal(code)
         return value is not None and self.read_content and self.shown(value)
 
+    def _judged_unread(self, code: str) -> bool:
+        """Whether an answer about options the records do not carry comes before any sub-model
+        judged a record (in an earlier cell or in ``code``).
+
+        Such labels are judged, not read, so no output of code without a sub-model supports
+        an answer about them, whether the answer is typed or computed. Seen on OOLONG with the
+        1.5B root: a user id from a 300-character slice answered "which user has the most
+        'entity' questions", and a count of all lines answered a count of one label.
+        """
+        if self.sub_calls or _calls_sub_model(code):
+            return False
+        options = named_options(self.query)
+        cells = [code, *(seen for seen, _ in self.seen_output)]
+        if any(o.lower() in c.lower() for o in options for c in cells):
+            # The code looked for an option's words itself (``context.count('ERROR')`` over
+            # log lines that carry a level): it may well be right, and is judged as before.
+            return False
+        return not options_written(self.preview, options)
+
     def unsupported_answer(self, answer: str, code: str) -> Nudge | None:
         """An answer typed into the code before any content that supports it was read: check it.
 
         The failures this catches type the value themselves (a guessed number, a file name
         from a listing). An answer computed by code, one shown in an output after the code
         read content, or one built from sub-call answers is left alone; so is any answer
-        when the preview showed the whole context. Asked at most once per run.
+        when the preview showed the whole context. One exception: over records whose labels
+        the question names but the records do not carry, any answer before a sub-model judged
+        a record is checked (:meth:`_judged_unread`). Asked at most once per run.
         """
         value = answer.strip()
         if self.challenged or self.kind == "none" or self.whole_seen or not value:
             return None
+        labelling = self.labelling_code()
+        if labelling is not None and self._judged_unread(code):
+            self.challenged = True
+            return Nudge(
+                "unsupported_answer",
+                f"You set the answer {value[:80]!r}, but the labels the question names are not "
+                "written in the records: which record has which label has to be judged by a "
+                "sub-model, and no code so far asked one (counting lines or reading a slice "
+                f"does not tell labels apart). Instead, {LABEL_STEP}:\n```repl\n{labelling}"
+                "\n```\nthen set the answer again (answer['ready'] = True) from what it prints.",
+            )
         if value not in typed_values(code):
             return None
         if (self.read_content or reads_content(code, self.kind)) and (
@@ -657,7 +690,6 @@ class Watcher:
         # tell which record has which option: each one is labelled by a sub-model and counted.
         short = len(value) < 4
         terms = self.terms()
-        labelling = self.labelling_code()
         if labelling is not None:
             how = f"{LABEL_STEP}:\n```repl\n{labelling}\n```"
         elif short and terms:
@@ -681,6 +713,21 @@ class Watcher:
             f"of `context` (file names or the preview are not the content). Instead, {how}\n"
             "then set the answer again (answer['ready'] = True) if it is right.",
         )
+
+
+def _calls_sub_model(code: str) -> bool:
+    return any(h in code for h in _SUB_MODEL_HELPERS)
+
+
+def options_written(preview: str, options: list[str]) -> bool:
+    """Whether records beginning with ``preview`` carry the options as words (a label column):
+    one of them in at least half of the preview's complete lines, or anywhere in a preview of
+    fewer than two lines. A word of an option found by chance in a few records is not."""
+    patterns = [re.compile(rf"(?<!\w){re.escape(o)}(?!\w)", re.I) for o in options]
+    lines = [line for line in preview.split("\n")[:-1] if line.strip()]  # the last may be cut
+    if len(lines) < 2:
+        return any(p.search(preview) for p in patterns)
+    return 2 * sum(any(p.search(line) for p in patterns) for line in lines) >= len(lines)
 
 
 def answer_literal(code: str) -> str | None:
