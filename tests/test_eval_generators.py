@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import DataMissingError
+from engine.eval.base import EvalItem
 from engine.eval.codeqa import CodeQA
 from engine.eval.oolong import OOLONG
 from engine.eval.pairs import OOLONGPairs
@@ -301,10 +302,30 @@ def imported(src: str) -> set[str]:
     return mods
 
 
-@pytest.mark.parametrize(("unit", "length"), [("tokens", 8192), ("chars", 40000)])
-def test_codeqa_options_checked_against_the_source(unit: str, length: int) -> None:
-    items = CodeQA().items(length, 8, seed=0, unit=unit)
-    assert {i.meta["kind"] for i in items} == {"defines", "imports", "returns", "base_class"}
+@pytest.fixture
+def code_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A generated package that holds every kind of question in any slice of it.
+
+    Which kinds the installed packages' slices allow depends on their versions, which a fresh
+    install may change (a newer release left two "returns" slices with three distinct return
+    expressions, too few for four options); this package's files do not change.
+    """
+    name = "rlm_codeqa_fixture_pkg"
+    root = tmp_path / name
+    root.mkdir()
+    (root / "__init__.py").write_text('"""Generated for the CodeQA tests."""\n')
+    for i in range(60):
+        lines = [f'"""Module {i}."""', "", f"import fixture_dependency_{i}", "import os", ""]
+        for j in range(12):
+            lines += ["", f"def function_{i}_{j}(value):", f"    return value * {i} + {j}", ""]
+        lines += ["", f"class Widget{i}(BaseWidget{i % 9}):", '    """A widget."""', ""]
+        (root / f"module_{i}.py").write_text("\n".join(lines))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def check_codeqa_items(items: list[EvalItem], length: int, unit: str) -> None:
+    """Each item's options, gold and size, checked against the source in its context."""
     for item in items:
         assert abs(measure(item.context, unit) - length) <= 0.02 * length
         files = split_files(item.context)
@@ -335,6 +356,22 @@ def test_codeqa_options_checked_against_the_source(unit: str, length: int) -> No
                 n for n in ast.parse(src).body if isinstance(n, ast.ClassDef) and n.name == symbol
             )
             assert [ast.unparse(b) for b in cls.bases] == [right] and right not in wrong
+
+
+@pytest.mark.parametrize(("unit", "length"), [("tokens", 8192), ("chars", 40000)])
+def test_codeqa_asks_every_kind_in_turn(unit: str, length: int, code_package: str) -> None:
+    items = CodeQA(packages=(code_package,)).items(length, 8, seed=0, unit=unit)
+    assert [i.meta["kind"] for i in items] == ["defines", "imports", "returns", "base_class"] * 2
+    check_codeqa_items(items, length, unit)
+
+
+@pytest.mark.parametrize(("unit", "length"), [("tokens", 8192), ("chars", 40000)])
+def test_codeqa_options_checked_against_the_installed_source(unit: str, length: int) -> None:
+    # The kinds here depend on the installed versions: a kind a slice cannot ask about
+    # cleanly gives way to the next one, and every question must still check out.
+    items = CodeQA().items(length, 8, seed=0, unit=unit)
+    assert {i.meta["kind"] for i in items} <= {"defines", "imports", "returns", "base_class"}
+    check_codeqa_items(items, length, unit)
 
 
 def test_codeqa_deterministic() -> None:

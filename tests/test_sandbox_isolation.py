@@ -347,7 +347,13 @@ def test_an_oom_kill_is_found_in_the_daemons_event_log() -> None:
             }
         )
 
-    bomb = started("bomb", "b = []\nwhile True:\n    b.append(bytearray(8 << 20))")
+    # The bomb waits first, as a sandbox's kernel starts before any cell runs: gVisor's shim
+    # watches the container's memory cgroup only once the container is up, and a bomb that
+    # fills 64 MiB in its first 0.1 s under a loaded host (3 of 8 tries, 3 busy loops beside
+    # them) dies before the watch, leaving neither ``OOMKilled`` nor an ``oom`` event.
+    bomb = started(
+        "bomb", "import time\ntime.sleep(2)\nb = []\nwhile True:\n    b.append(bytearray(8 << 20))"
+    )
     sleeper = started("sleeper", "import time; time.sleep(300)")
     try:
         assert bomb.wait(timeout=60)["StatusCode"] == 137
