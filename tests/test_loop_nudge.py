@@ -16,8 +16,10 @@ from engine.rlm.nudges import (
     key_terms,
     labelling_instruction,
     named_options,
+    options_probe_code,
     options_written,
     parse_lines,
+    parse_options_probe,
     parse_probe,
     probe_code,
     reads_content,
@@ -292,6 +294,19 @@ def test_loop_probe_output_is_parsed_strictly() -> None:
     assert parse_probe("Traceback ...", query) == {}
     assert parse_probe("[1, 2]", query) == {}
     assert parse_probe("[" * 5_000 + "]" * 5_000, query) == {}  # past the decoder's recursion
+
+
+def test_loop_options_probe_counts_each_named_option_and_is_parsed_strictly() -> None:
+    query = "Each ticket is one of these kinds: bug, feature request, question. How many bugs?"
+    code = options_probe_code(query)
+    assert code is not None and "['bug', 'feature request', 'question']" in code
+    assert "regex=True" in code  # as written: no stem or near-words fallback
+    assert options_probe_code("How many tickets are there?") is None
+    out = '{"bug": 3, "feature request": 0, "question": 12, "evil": 1}'
+    assert parse_options_probe(out, query) == {"bug": 3, "feature request": 0, "question": 12}
+    assert parse_options_probe('{"bug": -1, "question": false}', query) == {}
+    assert parse_options_probe('{"bug": 99999999}', query) == {"bug": 1000}
+    assert parse_options_probe("Traceback ...", query) == {}
 
 
 @pytest.mark.parametrize(

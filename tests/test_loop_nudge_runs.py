@@ -44,6 +44,18 @@ def reasons(events: list[dict[str, Any]]) -> list[str]:
     return [e["reason"] for e in events if e["type"] == "nudge"]
 
 
+# What each record of short_records asks about, and the question's statement of the options.
+PLACES = ["place", "person", "place", "thing", "place"] * 4
+ASKS_ABOUT = "Each line asks about one of these: person, place, thing."
+
+
+def short_records(kinds: list[str]) -> str:
+    """One short question per line, each about a place, a person or a thing: the labels
+    are not written in the records."""
+    asks = {"place": "Where is Lima ?", "person": "Who is Ada ?", "thing": "What is a lute ?"}
+    return "".join(f"Day {i} || User: {10 + i} || {asks[k]}\n" for i, k in enumerate(kinds))
+
+
 async def test_loop_repeated_reply_is_not_fed_back_and_sampling_changes(tmp_path: Path) -> None:
     peek = cell("print(context[:200])", "Let me look.")
     entries = [
@@ -314,10 +326,8 @@ async def test_loop_a_stuck_model_over_labelled_records_gets_the_labelling_run(
     # Seen on OOLONG (issue 14): the 1.5B root sent one guessed label for four turns; the
     # loop's own step, a search for 'Instance' (a word on every line), showed it nothing.
     # Over records whose labels the question names, the loop's step is the labelling.
-    kinds = ["place", "person", "place", "thing", "place"] * 4
-    asks = {"place": "Where is Lima ?", "person": "Who is Ada ?", "thing": "What is a lute ?"}
-    text = "".join(f"Day {i} || User: {10 + i} || {asks[k]}\n" for i, k in enumerate(kinds))
-    query = "Each line asks about one of these: person, place, thing. Which is the most common?"
+    kinds, text = PLACES, short_records(PLACES)
+    query = f"{ASKS_ABOUT} Which is the most common?"
     guess = cell("answer['content'] = 'person'\nanswer['ready'] = True", "It is person.")
     numbered = "\n".join(f"[{i}] {k}" for i, k in enumerate(kinds[:10], start=1))
     entries = [
@@ -345,6 +355,26 @@ async def test_loop_a_stuck_model_over_labelled_records_gets_the_labelling_run(
     assert runner.server is not None
     sub = [r for r in runner.server.requests if r["model"] == "sub"]
     asked = sub[0]["messages"][-1]["content"]
-    assert "Each line asks about one of these: person, place, thing." in asked
+    assert ASKS_ABOUT in asked
     assert "Which is the most common?" not in asked
     assert "(12, 'place')" in runner.last_user(4)
+
+
+async def test_loop_a_count_of_an_option_the_context_never_holds_goes_back(
+    tmp_path: Path,
+) -> None:
+    # Seen on OOLONG (issue 14): the 1.5B root counted the lines holding a label's own words,
+    # in records that do not carry their labels, and its 0 stood since the code named an
+    # option. The loop counts the options in the kernel before the first cell: an option the
+    # context never holds cannot be counted by looking for it.
+    text, query = short_records(PLACES), f"{ASKS_ABOUT} How many ask about a place?"
+    count = "answer['content'] = str(context.lower().count('place'))\nanswer['ready'] = True"
+    result, events, _ = await run(tmp_path, [cell(count)], text, query)
+    assert not result.ready and reasons(events) == ["unsupported_answer"]
+    (nudge,) = [e for e in events if e["type"] == "nudge"]
+    assert "judged by a sub-model" in nudge["message"] and "llm_map(items" in nudge["message"]
+    # Where the context holds the option in a few records (not a label column), counting it
+    # is reading, and the count stands.
+    noted = text.replace("Where is Lima ?", "Which place is Lima ?", 3)
+    result, events, _ = await run(tmp_path / "written", [cell(count)], noted, query)
+    assert (result.answer, result.ready, reasons(events)) == ("3", True, [])

@@ -26,7 +26,16 @@ from engine.models.reasoning import split_reasoning
 from engine.rlm import prompts
 from engine.rlm.answer_schema import AnswerSchema
 from engine.rlm.budget import Budget
-from engine.rlm.nudges import LINES_PROBE, Nudge, Watcher, parse_lines, parse_probe, probe_code
+from engine.rlm.nudges import (
+    LINES_PROBE,
+    Nudge,
+    Watcher,
+    options_probe_code,
+    parse_lines,
+    parse_options_probe,
+    parse_probe,
+    probe_code,
+)
 from engine.rlm.parser import (
     STOP_SEQUENCES,
     FinalDirective,
@@ -327,7 +336,9 @@ async def _probe_search_words(s: LoopSettings, sandbox: CodeSandbox, watcher: Wa
     kernel (every context kind, through ``search``) before the model's first cell; its output
     is the sandbox's, so it is parsed strictly and only ever picks among the query's words.
     A text context's lines are counted too: whether it is a set of records decides what the
-    advice suggests (a search, or labelling every record).
+    advice suggests (a search, or labelling every record). So are the options the query
+    names, as written: a count by searching for an option the context never holds proves
+    nothing (see :meth:`Watcher._judged_unread`).
     """
     if watcher.kind == "none":
         return
@@ -336,6 +347,11 @@ async def _probe_search_words(s: LoopSettings, sandbox: CodeSandbox, watcher: Wa
         output = await _probe(s, sandbox, code)
         if output is not None:
             watcher.term_hits = parse_probe(output, s.query)
+    code = options_probe_code(s.query)
+    if code is not None:
+        output = await _probe(s, sandbox, code)
+        if output is not None:
+            watcher.option_hits = parse_options_probe(output, s.query)
     if watcher.kind == "text":
         output = await _probe(s, sandbox, LINES_PROBE)
         if output is not None:

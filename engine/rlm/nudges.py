@@ -202,9 +202,33 @@ def probe_code(query: str) -> str | None:
     )
 
 
+def options_probe_code(query: str) -> str | None:
+    """A cell that prints, as JSON, how often each option ``query`` names occurs in
+    ``context`` as written (whole words, any case; capped at :data:`PROBE_MAX_HITS`); None
+    when the query names no options. It defines no variable."""
+    options = named_options(query)
+    if not options:
+        return None
+    return (
+        "print(__import__('json').dumps({o: len(search(r'(?<!\\w)' + __import__('re')."
+        "escape(o) + r'(?!\\w)', regex=True, window=0, "
+        f"max_hits={PROBE_MAX_HITS})) for o in {options!r}}}))"
+    )
+
+
+def parse_options_probe(output: str, query: str) -> dict[str, int]:
+    """The counts an :func:`options_probe_code` cell printed; anything else is ignored."""
+    return _parse_counts(output, set(named_options(query)))
+
+
 def parse_probe(output: str, query: str) -> dict[str, int]:
     """The counts a :func:`probe_code` cell printed; untrusted output: anything else is ignored."""
-    allowed = set(key_terms(query, limit=PROBE_TERMS))
+    return _parse_counts(output, set(key_terms(query, limit=PROBE_TERMS)))
+
+
+def _parse_counts(output: str, allowed: set[str]) -> dict[str, int]:
+    """Counts of the ``allowed`` keys in a probe's JSON output, each capped; the sandbox's
+    output is untrusted, so any other key, value or shape is ignored."""
     try:
         data = json.loads(output.strip()[:10_000])
     except (ValueError, RecursionError):  # 10,000 characters can nest 5,000 deep
@@ -325,6 +349,7 @@ class Watcher:
     whole_seen: bool = False  # the preview showed the entire context
     last_error: str | None = None  # the exception type of the last cell, if it failed
     term_hits: dict[str, int] = field(default_factory=dict)  # from the probe, if it ran
+    option_hits: dict[str, int] = field(default_factory=dict)  # named options, as written
     lines: int | None = None  # a text context's line count, from LINES_PROBE if it ran
 
     def terms(self, limit: int = 3) -> list[str]:
@@ -646,9 +671,13 @@ class Watcher:
             return False
         options = named_options(self.query)
         cells = [code, *(seen for seen, _ in self.seen_output)]
-        if any(o.lower() in c.lower() for o in options for c in cells):
+        looked_for = [o for o in options if any(o.lower() in c.lower() for c in cells)]
+        if any(self.option_hits.get(o) != 0 for o in looked_for):
             # The code looked for an option's words itself (``context.count('ERROR')`` over
             # log lines that carry a level): it may well be right, and is judged as before.
+            # Not when the context holds none of the options it looked for (the probe found
+            # each 0 times): a count of them is 0 whatever the records are. Seen on OOLONG,
+            # where the 1.5B root counted lines holding 'description and abstract concept'.
             return False
         return not options_written(self.preview, options)
 
