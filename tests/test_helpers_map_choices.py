@@ -36,6 +36,11 @@ helpers = load_module("rlm_helpers_under_test", HELPERS_FILE)
         ("a place", None),
         ("", None),
         ("human", "human being"),
+        ("abstract concept", "description and abstract concept"),  # its end
+        ("Abstract concept.", "description and abstract concept"),
+        ("being", "human being"),
+        ("and", None),  # a short word of a label says nothing
+        ("concept description", None),  # not a run of one label's words
     ],
 )
 def test_match_choice(answer: str, label: str | None) -> None:

@@ -348,6 +348,17 @@ def test_loop_named_options(query: str, expected: list[str]) -> None:
         ("Which is more frequent, 'refund' or 'delivery'?", "Which label fits this one?"),
         ("Reviews follow! Rate each: good, bad, mixed. Answer with the count.",
          "Reviews follow! Rate each: good, bad, mixed.\nWhich label fits this one?"),
+        # A request about all records is not the sub-model's task either: it names the label
+        # the request is about, and a small sub-model then gives that label to most records.
+        ("Each ticket is one of these kinds: bug, feature request, question. Find every user "
+         "with at least one 'bug' ticket. List them one per line. If no user qualifies, "
+         "answer 'none'.",
+         "Each ticket is one of these kinds: bug, feature request, question.\n"
+         "Which label fits this one?"),
+        ("Each row is a sentence. Classify each as positive, negative or neutral. Count the "
+         "positive ones.",
+         "Each row is a sentence. Classify each as positive, negative or neutral.\n"
+         "Which label fits this one?"),
     ],
 )  # fmt: skip
 def test_loop_labelling_instruction_carries_the_querys_description(
@@ -501,3 +512,27 @@ def test_loop_an_answer_about_unwritten_labels_before_any_sub_model_is_checked()
     assert written.unsupported_answer("40", count) is None
     assert options_written(carried[:600], ["bug", "feature request", "question"])
     assert not options_written(rows[:600], ["bug", "feature request", "question"])
+
+
+def test_loop_a_count_of_every_record_is_doubted_once_over_records_with_named_options() -> None:
+    query = "Each ticket is one of these kinds: bug, feature request, question. How many bugs?"
+    rows = "".join(f"#{i} | user {100 + i} | The export button does nothing\n" for i in range(40))
+    info = Info("text", "str", len(rows), None, rows[:600])
+    watcher = Watcher.for_context(query, info)
+    watcher.lines = 41  # 40 records and the empty line after the last newline
+    watcher.sub_calls = True  # the labelling ran
+    computed = "answer['content'] = str(n)\nanswer['ready'] = True"
+    for total in ("40", "41", "Bugs: 40"):
+        fresh = Watcher.for_context(query, info)
+        fresh.lines, fresh.sub_calls = 41, True
+        nudge = fresh.unsupported_answer(total, computed)
+        assert nudge is not None and "number of all the records" in nudge.message, total
+        assert "labels.count('bug')" in nudge.message
+    # Any other count stands; the doubt is sent once.
+    assert watcher.unsupported_answer("12", computed) is None
+    assert watcher.unsupported_answer("40", computed) is not None
+    assert watcher.unsupported_answer("40", computed) is None
+    # No named options, or a context that is not records: no such doubt.
+    plain = Watcher.for_context("How many tickets?", info)
+    plain.lines, plain.sub_calls = 41, True
+    assert plain.unsupported_answer("40", computed) is None

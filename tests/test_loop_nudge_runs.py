@@ -378,3 +378,27 @@ async def test_loop_a_count_of_an_option_the_context_never_holds_goes_back(
     noted = text.replace("Where is Lima ?", "Which place is Lima ?", 3)
     result, events, _ = await run(tmp_path / "written", [cell(count)], noted, query)
     assert (result.answer, result.ready, reasons(events)) == ("3", True, [])
+
+
+async def test_loop_a_count_of_every_record_after_the_labelling_goes_back(tmp_path: Path) -> None:
+    # Seen on OOLONG (issue 14): the labelling step had counted 23 records of the label asked
+    # about, and the 1.5B root answered 287, the count of every line. That goes back once,
+    # with the labels' own count named; a count from the labels then stands.
+    kinds, text = PLACES, short_records(PLACES)
+    query = f"{ASKS_ABOUT} How many lines ask about a person?"
+    labelling = "items = context.splitlines()\nlabels = llm_map(items, 'Which?', choices=" + (
+        "['person', 'place', 'thing'])"
+    )
+    numbered = "\n".join(f"[{i}] {k}" for i, k in enumerate(kinds[:10], start=1))
+    entries = [
+        cell(labelling),
+        {"match": {"model": "sub"}, "response": {"content": numbered}, "repeat": True},
+        cell("answer['content'] = str(len(context.split('\\n')))\nanswer['ready'] = True"),
+        cell("answer['content'] = str(labels.count('person'))\nanswer['ready'] = True"),
+    ]
+    result, events, requests = await run(tmp_path, entries, text, query)
+    assert (result.answer, result.ready) == ("4", True)
+    assert reasons(events) == ["unsupported_answer"]
+    doubt = requests[2]["messages"][-1]["content"]
+    assert "'21'" in doubt and "number of all the records" in doubt
+    assert "labels.count('person')" in doubt

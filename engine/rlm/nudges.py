@@ -66,6 +66,16 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _ANSWER_FORMAT = re.compile(
     r"^(answer|respond|reply)\b|\b(final answer|your answer|in the form|in the format)\b", re.I
 )
+# A sentence asking for the task's result, not describing the records: it starts with a verb
+# of a request about all records ("Find all pairs of users where both have a 'human being'
+# question", "List every qualifying pair") or says what to answer when ("If no pair
+# qualifies, answer 'none'"). Labelling verbs ("Rate each", "Classify") are not in the list.
+_TASK_REQUEST = re.compile(
+    r"^(find|list|count|give|return|determine|identify|compute|calculate|tell|name|output|"
+    r"report|provide|select|choose|state|write|print|show|rank|sort|compare|estimate|"
+    r"summari[sz]e|explain)\b|^if\b.*\b(answer|reply|respond|return|say|write|output)\b",
+    re.I,
+)
 #: At most this much of the query describes the records to the labelling sub-model.
 LABEL_DESCRIPTION_CHARS = 800
 # What advice says when it suggests labelling every record (Watcher.labelling_code).
@@ -150,10 +160,13 @@ def named_options(query: str) -> list[str]:
 
 def labelling_instruction(query: str) -> str:
     """The instruction for labelling one record: the query's statements (what the records are
-    and what the options mean), without its questions and answer-format requests, then the ask.
+    and what the options mean), without its questions, requests and answer-format requests,
+    then the ask.
 
     A sub-model sees one pack of records and never the question: told only "which label fits",
-    it does not know what the labels classify.
+    it does not know what the labels classify. Told the request ("find the users with a
+    'human being' question"), the 1.5B sub-model labelled 146 of 270 OOLONG-Pairs records
+    'human being'.
     """
     kept = [
         sentence
@@ -161,6 +174,7 @@ def labelling_instruction(query: str) -> str:
         if sentence.strip()
         and not sentence.rstrip().endswith("?")
         and not _ANSWER_FORMAT.search(sentence.strip())
+        and not _TASK_REQUEST.search(sentence.strip())
     ]
     described = " ".join(kept)
     if len(described) > LABEL_DESCRIPTION_CHARS:
@@ -346,6 +360,7 @@ class Watcher:
     sub_calls: bool = False
     repeats: int = 0
     challenged: bool = False
+    total_challenged: bool = False  # an answer that counted every record was sent back
     whole_seen: bool = False  # the preview showed the entire context
     last_error: str | None = None  # the exception type of the last cell, if it failed
     term_hits: dict[str, int] = field(default_factory=dict)  # from the probe, if it ran
@@ -681,6 +696,35 @@ class Watcher:
             return False
         return not options_written(self.preview, options)
 
+    def _counts_all(self, value: str) -> bool:
+        """Whether ``value`` is a count of every record of the context (a text's lines, with
+        or without a last empty one, or a list's items), the labels aside.
+
+        Seen on OOLONG with the 1.5B root: after the labelling step had counted 23 records
+        of the label asked about, it answered 287, the count of every line.
+        """
+        numbers = re.findall(r"\d+", value.replace(",", ""))
+        if len(numbers) != 1 or len(value) > 80:
+            return False
+        total = self.lines if self.kind == "text" else self.length if self.kind == "jsonl" else 0
+        return bool(total and total >= RECORD_MIN_LINES and int(numbers[0]) in (total - 1, total))
+
+    def _counted_all_message(self, value: str, labelling: str) -> str:
+        asked = [o for o in named_options(self.query) if _asks_about(self.query, o)]
+        label = asked[0] if len(asked) == 1 else "<label>"
+        have = (
+            f"count only the records labelled {label!r}, e.g. `labels.count({label!r})` with "
+            "the labels you have, or run the labelling step"
+            if self.sub_calls
+            else LABEL_STEP
+        )
+        return (
+            f"You set the answer {value[:80]!r}, which is the number of all the records of "
+            "`context`, whatever their labels; the question asks about the records of one "
+            f"label, which only the labels tell apart. Instead, {have}:\n```repl\n{labelling}"
+            "\n```\nthen set the answer again (answer['ready'] = True) from what it prints."
+        )
+
     def unsupported_answer(self, answer: str, code: str) -> Nudge | None:
         """An answer typed into the code before any content that supports it was read: check it.
 
@@ -689,12 +733,18 @@ class Watcher:
         read content, or one built from sub-call answers is left alone; so is any answer
         when the preview showed the whole context. One exception: over records whose labels
         the question names but the records do not carry, any answer before a sub-model judged
-        a record is checked (:meth:`_judged_unread`). Asked at most once per run.
+        a record is checked (:meth:`_judged_unread`). Asked at most once per run; besides,
+        a count of every record over such records goes back once too (:meth:`_counts_all`).
         """
         value = answer.strip()
-        if self.challenged or self.kind == "none" or self.whole_seen or not value:
+        if self.kind == "none" or self.whole_seen or not value:
             return None
         labelling = self.labelling_code()
+        if labelling is not None and not self.total_challenged and self._counts_all(value):
+            self.total_challenged = True
+            return Nudge("unsupported_answer", self._counted_all_message(value, labelling))
+        if self.challenged:
+            return None
         if labelling is not None and self._judged_unread(code):
             self.challenged = True
             return Nudge(
@@ -742,6 +792,16 @@ class Watcher:
             f"of `context` (file names or the preview are not the content). Instead, {how}\n"
             "then set the answer again (answer['ready'] = True) if it is right.",
         )
+
+
+def _asks_about(query: str, option: str) -> bool:
+    """Whether a question sentence of ``query`` (one ending with "?") names ``option``,
+    also in the plural ("How many bugs?")."""
+    pattern = re.compile(rf"(?<!\w){re.escape(option)}(?:e?s)?(?!\w)", re.I)
+    return any(
+        sentence.rstrip().endswith("?") and pattern.search(sentence)
+        for sentence in _SENTENCE_END.split(query.strip())
+    )
 
 
 def _calls_sub_model(code: str) -> bool:

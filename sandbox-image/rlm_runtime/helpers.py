@@ -308,8 +308,8 @@ def match_choice(answer: str, choices: Sequence[str]) -> str | None:
     several.
 
     Small models wrap a label in words ("Label: Location.", "**entity**") or shorten it
-    ("description" for "description and abstract concept"); all of these count, an answer
-    that fits two choices does not.
+    ("description" or "abstract concept" for "description and abstract concept"); all of
+    these count, an answer that fits two choices does not.
     """
     said = _choice_key(answer)
     if not said:
@@ -325,8 +325,11 @@ def match_choice(answer: str, choices: Sequence[str]) -> str | None:
         return keys[named[0]]
     if named:
         return None  # "location or entity": ask again rather than pick one
-    starts = [k for k in keys if k.startswith(said + " ")]
-    return keys[starts[0]] if len(starts) == 1 else None
+    # Part of one label, any part: the 1.5B model answered "abstract concept" for
+    # "description and abstract concept" in 1 of 3 OOLONG-Pairs packs, each asked again.
+    # A short word ("and") tells nothing.
+    inside = [k for k in keys if f" {said} " in f" {k} "]
+    return keys[inside[0]] if len(inside) == 1 and len(said) >= 4 else None
 
 
 def _packed_prompt(instruction: str, texts: list[str]) -> str:
