@@ -7,6 +7,8 @@ the model (the replay server keeps every request) and the ``nudge`` events it wr
 
 from __future__ import annotations
 
+import ast
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -402,3 +404,41 @@ async def test_loop_a_count_of_every_record_after_the_labelling_goes_back(tmp_pa
     doubt = requests[2]["messages"][-1]["content"]
     assert "'21'" in doubt and "number of all the records" in doubt
     assert "labels.count('person')" in doubt
+
+
+async def test_loop_the_labelling_counts_per_value_of_the_field_the_question_names(
+    tmp_path: Path,
+) -> None:
+    # OOLONG-Pairs-like (issue 14): questions about users by label ("pairs of users who
+    # both asked about a person"). The labelling step counts the labels per user too.
+    users = [7, 8, 9]
+    asks = {"place": "Where is Lima ?", "person": "Who is Ada ?", "thing": "What is a lute ?"}
+    text = "".join(
+        f"Date: Jan {i + 1:02}, 2024 || User: {users[i % 3]} || Instance: {asks[k]}\n"
+        for i, k in enumerate(PLACES)
+    )
+    query = (
+        f"{ASKS_ABOUT} Find all pairs of users who both have at least one line about a "
+        "person. List each pair on its own line."
+    )
+    guess = [cell("answer['content'] = '(7, 8)'\nanswer['ready'] = True")]
+    runner = Run(tmp_path, FakeBackend())
+    await runner(guess, query, text, "small", max_iterations=1)
+    suggested = runner.of_type("nudge")[0]["message"].split("```repl\n")[1].split("```")[0]
+    numbered = "\n".join(f"[{i}] {k}" for i, k in enumerate(PLACES[:10], start=1))
+    entries = [
+        *guess,
+        cell(suggested, "I label every line."),
+        {"match": {"model": "sub"}, "response": {"content": numbered}, "repeat": True},
+    ]
+    runner = Run(tmp_path / "again", FakeBackend())
+    await runner(entries, query, text, "small", max_iterations=2)
+    (out,) = [e["output"] for e in runner.of_type("cell") if "llm_map" in e["code"]]
+    assert "3 User values; labels per User (per_field):" in out
+    table = out.split("(per_field):\n")[1].splitlines()
+    shown = {int(line.split(" ", 1)[0]): ast.literal_eval(line.split(" ", 1)[1]) for line in table}
+    expected: dict[int, Counter[str]] = {}
+    for i, kind in enumerate(PLACES):
+        expected.setdefault(users[i % 3], Counter())[kind] += 1
+    assert shown == {user: dict(counts) for user, counts in expected.items()}
+    assert all(shown[user]["person"] for user in (7, 8, 9))  # the cycle of 3 mixes them

@@ -76,6 +76,10 @@ _TASK_REQUEST = re.compile(
     r"summari[sz]e|explain)\b|^if\b.*\b(answer|reply|respond|return|say|write|output)\b",
     re.I,
 )
+# A field that groups records has short values (a user id, a name), not the labelled text.
+FIELD_VALUE_MAX_CHARS = 24
+# A field's name in a record: "User: 44161", "user_id=7" at the start or after a separator.
+_FIELD_NAME = re.compile(r"(?:^|\|\|?|[,;\t])\s*([A-Za-z][\w ]{0,19}?)\s*[:=]\s")
 #: At most this much of the query describes the records to the labelling sub-model.
 LABEL_DESCRIPTION_CHARS = 800
 # What advice says when it suggests labelling every record (Watcher.labelling_code).
@@ -631,6 +635,31 @@ class Watcher:
             "high, low = max(counts.values()), min(counts.values())\n"
             "for word, n in (('most', high), ('least', low)):\n"
             "    print(word, 'common:', ', '.join(c for c in counts if counts[c] == n), f'({n})')"
+            f"{self._per_field_code()}"
+        )
+
+    def _per_field_code(self) -> str:
+        """Lines that count the labels per value of the records' field the question names
+        ("pairs of users" over "User: 44161 || ..." lines), or "" when it names none.
+
+        Questions about records often ask about a field's values by label (which user has
+        the most of a label, pairs of users who both have one); the counts per value make
+        that a reading of a table, or a few lines of code over ``per_field``.
+        """
+        field = grouping_field(self.query, self.preview) if self.kind == "text" else None
+        if field is None:
+            return ""
+        pattern = _field_value_pattern(field)
+        return (
+            f"\nper_field = {{}}  # {field} -> {{label: count}}\n"
+            "for item, label in zip(items, labels):\n"
+            f"    found = __import__('re').search({pattern!r}, item)\n"
+            "    if found:\n"
+            "        row = per_field.setdefault(found.group(1).strip(), {})\n"
+            "        row[label] = row.get(label, 0) + 1\n"
+            f"print(len(per_field), {field + ' values; labels per ' + field + ' (per_field):'!r})\n"
+            "for value, row in sorted(per_field.items())[:60]:\n"
+            "    print(value, row)"
         )
 
     def _records_code(self) -> str | None:
@@ -806,6 +835,34 @@ def _asks_about(query: str, option: str) -> bool:
 
 def _calls_sub_model(code: str) -> bool:
     return any(h in code for h in _SUB_MODEL_HELPERS)
+
+
+def grouping_field(query: str, preview: str) -> str | None:
+    """The field of the records that ``query`` names (also in the plural: "users" for
+    ``User``) and that groups them: a ``Name: value`` part of at least half of the preview's
+    complete lines, with short values (ids, names, not the text being labelled); of several,
+    the one with the fewest distinct values. None if the query names none."""
+    lines = [line for line in preview.split("\n")[:-1] if line.strip()]  # the last may be cut
+    if len(lines) < 2:
+        return None
+    values: dict[str, list[str]] = {}
+    for line in lines:
+        for name in set(_FIELD_NAME.findall(line)):
+            found = re.search(_field_value_pattern(name), line)
+            if found:
+                values.setdefault(name, []).append(found.group(1).strip())
+    named = [
+        name
+        for name, seen in values.items()
+        if 2 * len(seen) >= len(lines)
+        and sorted(map(len, seen))[len(seen) // 2] <= FIELD_VALUE_MAX_CHARS
+        and re.search(rf"(?<!\w){re.escape(name)}(?:e?s)?(?!\w)", query, re.I)
+    ]
+    return min(named, key=lambda name: len(set(values[name])), default=None)
+
+
+def _field_value_pattern(name: str) -> str:
+    return rf"(?<!\w){re.escape(name)}\s*[:=]\s*([^|,;\t]+)"
 
 
 def options_written(preview: str, options: list[str]) -> bool:
