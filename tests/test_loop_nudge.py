@@ -536,3 +536,45 @@ def test_loop_a_count_of_every_record_is_doubted_once_over_records_with_named_op
     plain = Watcher.for_context("How many tickets?", info)
     plain.lines, plain.sub_calls = 41, True
     assert plain.unsupported_answer("40", computed) is None
+
+
+def test_loop_an_answer_from_looking_for_an_absent_label_after_the_labelling_goes_back() -> None:
+    # Seen on OOLONG-Pairs (issue 14): after the labelling step printed the labels per user,
+    # the 1.5B root rebound `labels` and filled it by testing each line for a label's words,
+    # which no line holds, and answered 'none'.
+    query = (
+        "Each line is one of these kinds: bug, feature request, question. Find all pairs of "
+        "users who both filed a feature request."
+    )
+    rows = "".join(
+        f"Day {i} || User: {i % 7} || The export button does nothing\n" for i in range(40)
+    )
+    info = Info("text", "str", len(rows), None, rows[:600])
+    misread = (
+        "labels = {}\nfor line in context.splitlines():\n"
+        "    if 'feature request' in line:\n        labels[line] = 1\n"
+        "answer['content'] = 'none' if not labels else str(labels)\nanswer['ready'] = True"
+    )
+
+    def labelled(hits: dict[str, int]) -> Watcher:
+        watcher = Watcher.for_context(query, info)
+        watcher.sub_calls, watcher.option_hits = True, hits
+        return watcher
+
+    absent = {"bug": 0, "feature request": 0, "question": 0}
+    watcher = labelled(absent)
+    nudge = watcher.unsupported_answer("none", misread)
+    assert nudge is not None and "looks for 'feature request'" in nudge.message
+    assert "`per_field` (for each User, its labels' counts)" in nudge.message
+    assert watcher.unsupported_answer("none", misread) is None  # once
+    # Reading the labels the sub-model gave stands; so does looking for an option the
+    # records hold, or one the probe did not count.
+    reads = "pairs = [u for u, row in per_field.items() if row.get('feature request')]\n"
+    assert labelled(absent).unsupported_answer("none", reads + "answer['ready'] = True") is None
+    held = {**absent, "feature request": 3}
+    assert labelled(held).unsupported_answer("none", misread) is None
+    assert labelled({}).unsupported_answer("none", misread) is None
+    # Typing a label as the answer is not looking for it in the records.
+    typed = "answer['content'] = 'feature request'\nanswer['ready'] = True"
+    doubt = labelled(absent).unsupported_answer("feature request", typed)
+    assert doubt is None or "looks for" not in doubt.message  # (a typed guess's own doubt)

@@ -76,6 +76,8 @@ _TASK_REQUEST = re.compile(
     r"summari[sz]e|explain)\b|^if\b.*\b(answer|reply|respond|return|say|write|output)\b",
     re.I,
 )
+# The names Watcher.labelling_code binds to the sub-model's labels.
+_LABEL_NAMES = frozenset({"labels", "per_field"})
 # A field that groups records has short values (a user id, a name), not the labelled text.
 FIELD_VALUE_MAX_CHARS = 24
 # A field's name in a record: "User: 44161", "user_id=7" at the start or after a separator.
@@ -365,6 +367,7 @@ class Watcher:
     repeats: int = 0
     challenged: bool = False
     total_challenged: bool = False  # an answer that counted every record was sent back
+    absent_challenged: bool = False  # an answer that looked for an absent label was sent back
     whole_seen: bool = False  # the preview showed the entire context
     last_error: str | None = None  # the exception type of the last cell, if it failed
     term_hits: dict[str, int] = field(default_factory=dict)  # from the probe, if it ran
@@ -725,6 +728,40 @@ class Watcher:
             return False
         return not options_written(self.preview, options)
 
+    def _absent_option_looked_for(self, code: str) -> str | None:
+        """An option that ``code`` looks for in the records, which hold it nowhere (the probe
+        counted it 0 times), by code that uses no sub-model's labels; None if there is none.
+
+        Seen on OOLONG-Pairs with the 1.5B root: after the labelling step had printed the
+        labels per user, the root tested each line for ``'description and abstract
+        concept' in item``, found none and answered 'none'.
+        """
+        if _calls_sub_model(code) or _reads_labels(code):
+            return None
+        options = named_options(self.query)
+        if options_written(self.preview, options):
+            return None
+        sought = [text.lower() for text in _sought_strings(code)]
+        return next(
+            (
+                o
+                for o in options
+                if self.option_hits.get(o) == 0 and any(o.lower() in t for t in sought)
+            ),
+            None,
+        )
+
+    def _absent_message(self, value: str, option: str) -> str:
+        field = grouping_field(self.query, self.preview) if self.kind == "text" else None
+        table = f"`per_field` (for each {field}, its labels' counts), " if field is not None else ""
+        return (
+            f"You set the answer {value[:80]!r} from code that looks for {option!r} in the "
+            "records, but no record holds those words: the labels are not written in them. "
+            f"Use the labels the sub-model gave instead: {table}or `labels[i]`, the label of "
+            "`items[i]` (the labelling step above made both). Then set the answer again "
+            "(answer['ready'] = True)."
+        )
+
     def _counts_all(self, value: str) -> bool:
         """Whether ``value`` is a count of every record of the context (a text's lines, with
         or without a last empty one, or a list's items), the labels aside.
@@ -772,6 +809,11 @@ class Watcher:
         if labelling is not None and not self.total_challenged and self._counts_all(value):
             self.total_challenged = True
             return Nudge("unsupported_answer", self._counted_all_message(value, labelling))
+        if labelling is not None and not self.absent_challenged and self.sub_calls:
+            absent = self._absent_option_looked_for(code)
+            if absent is not None:
+                self.absent_challenged = True
+                return Nudge("unsupported_answer", self._absent_message(value, absent))
         if self.challenged:
             return None
         if labelling is not None and self._judged_unread(code):
@@ -831,6 +873,42 @@ def _asks_about(query: str, option: str) -> bool:
         sentence.rstrip().endswith("?") and pattern.search(sentence)
         for sentence in _SENTENCE_END.split(query.strip())
     )
+
+
+def _reads_labels(code: str) -> bool:
+    """Whether ``code`` reads the labelling step's names without binding them anew (the 1.5B
+    root once wrote ``labels = defaultdict(list)`` and filled it from the records' words)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return any(re.search(rf"\b{name}\b", code) for name in _LABEL_NAMES)
+    names = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in _LABEL_NAMES]
+    bound = {n.id for n in names if isinstance(n.ctx, ast.Store)}
+    return any(isinstance(n.ctx, ast.Load) and n.id not in bound for n in names)
+
+
+def _sought_strings(code: str) -> list[str]:
+    """String constants ``code`` looks for: operands of a comparison (``'x' in line``,
+    ``kind == 'x'``) or arguments of a call (``line.count('x')``, ``re.search('x', ...)``),
+    not a typed answer (``answer['content'] = 'x'``) or a printed text."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return []
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+        elif isinstance(node, ast.Call) and not (
+            isinstance(node.func, ast.Name) and node.func.id == "print"
+        ):
+            operands = [*node.args, *(k.value for k in node.keywords)]
+        else:
+            continue
+        found += [
+            o.value for o in operands if isinstance(o, ast.Constant) and isinstance(o.value, str)
+        ]
+    return found
 
 
 def _calls_sub_model(code: str) -> bool:
