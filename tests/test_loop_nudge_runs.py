@@ -442,3 +442,34 @@ async def test_loop_the_labelling_counts_per_value_of_the_field_the_question_nam
         expected.setdefault(users[i % 3], Counter())[kind] += 1
     assert shown == {user: dict(counts) for user, counts in expected.items()}
     assert all(shown[user]["person"] for user in (7, 8, 9))  # the cycle of 3 mixes them
+
+
+async def test_loop_a_model_stuck_after_the_labelling_is_shown_the_labels_again(
+    tmp_path: Path,
+) -> None:
+    # Seen on OOLONG-Pairs (issue 14): stuck again after the engine's labelling, the 1.5B
+    # root got a search for 'List' (a word of the question) run for it, and the conversation
+    # restarted from that output: the labels' counts were gone, and no search tells labels
+    # apart. Over such records the loop shows the counts again instead, and no search.
+    kinds, text = PLACES, short_records(PLACES)
+    query = f"{ASKS_ABOUT} Which is the most common?"
+    guess = cell("answer['content'] = 'person'\nanswer['ready'] = True", "It is person.")
+    numbered = "\n".join(f"[{i}] {k}" for i, k in enumerate(kinds[:10], start=1))
+    entries = [
+        guess,  # doubted
+        guess,  # repeated once
+        guess,  # repeated twice: the loop labels the records
+        {"match": {"model": "sub"}, "response": {"content": numbered}, "repeat": True},
+        guess,  # stuck again: the counts are shown again
+        guess,  # and again: nothing left to run for it
+        cell("answer['content'] = 'place'\nanswer['ready'] = True"),
+    ]
+    runner = Run(tmp_path, FakeBackend())
+    result = await runner(entries, query, text, "small", max_iterations=6)
+    assert (result.answer, result.ready) == ("place", True)
+    auto = [e for e in runner.of_type("cell") if e["kind"] == "auto_step"]
+    assert len(auto) == 2 and "llm_map(items" in auto[0]["code"]
+    assert "llm_map" not in auto[1]["code"] and "search(" not in auto[1]["code"]
+    assert "most common: place (12)" in auto[1]["output"]
+    sub = [r for r in runner.server.requests if r["model"] == "sub"] if runner.server else []
+    assert len(sub) == 2  # 20 records in packs of ten: labelled once

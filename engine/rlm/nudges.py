@@ -421,8 +421,10 @@ class Watcher:
         The step the advice suggested (:meth:`next_step`): labelling every record when the
         question names options over at most :data:`AUTO_LABEL_MAX_RECORDS` records, the
         :meth:`file_searches` over a dict of files, else a search for the question's rarest
-        word the context holds that has not run yet (each at most once); None
-        before :data:`AUTO_STEP_AFTER` repeats, or when there is nothing worth searching.
+        word the context holds that has not run yet (each at most once); after the labelling
+        ran over records that do not carry their labels, the labels' counts again, once
+        (:meth:`labels_shown_code`) and no search; None before :data:`AUTO_STEP_AFTER`
+        repeats, or when there is nothing worth searching.
         """
         if self.repeats < AUTO_STEP_AFTER or self.kind == "none":
             return None
@@ -435,6 +437,12 @@ class Watcher:
             and records <= AUTO_LABEL_MAX_RECORDS
         ):
             return labelling
+        if labelling is not None and labelling in already_run:
+            # Over labelled records a word search cannot tell labels apart, and its output
+            # would replace the labels' counts the root had: show those again, once.
+            shown = self.labels_shown_code()
+            if not options_written(self.preview, named_options(self.query)):
+                return shown if shown is not None and shown not in already_run else None
         files = "\n".join(self.file_searches())
         if files and files not in already_run:
             return files
@@ -626,13 +634,36 @@ class Watcher:
         options = named_options(self.query)
         if records is None or not options:
             return None
+        return (
+            f"{records}\nlabels = llm_map(items, {labelling_instruction(self.query)!r}, "
+            f"choices={options!r})\n{self._label_counts_code(options)}"
+        )
+
+    def labels_shown_code(self) -> str | None:
+        """Code that prints the labelling step's counts again from the kernel's ``items`` and
+        ``labels``, without labelling anything; None where there is no labelling step.
+
+        A model stuck after the labelling is shown these again (see :meth:`auto_step`): the
+        conversation restarts from an auto step's output, and a word search there (the next
+        step before this) cannot tell labels apart and hid the labels' counts from the root.
+        """
+        options = named_options(self.query)
+        if self.labelling_code() is None:
+            return None
+        counts = self._label_counts_code(options).replace("\n", "\n    ")
+        return (
+            "if isinstance(globals().get('labels'), list) and len(labels) == len(items):\n"
+            f"    {counts}\nelse:\n"
+            "    print('labels no longer holds one label per item; run the labelling again')"
+        )
+
+    def _label_counts_code(self, options: list[str]) -> str:
         # Every option's count, zeros too: an option no record got is missing from
         # Counter.most_common(), and "the least common label" is then misread. The extremes
         # are named too (ties all listed): seen on OOLONG, the 1.5B root read the first row
         # of the sorted counts as the answer to "least common" twice.
         return (
-            f"{records}\nlabels = llm_map(items, {labelling_instruction(self.query)!r}, "
-            f"choices={options!r})\nprint(len(items), 'items')\n"
+            "print(len(items), 'items')\n"
             f"counts = {{c: labels.count(c) for c in {options!r}}}\n"
             "print(sorted(((n, c) for c, n in counts.items()), reverse=True))\n"
             "high, low = max(counts.values()), min(counts.values())\n"
