@@ -50,6 +50,18 @@ def reasons(events: list[dict[str, Any]]) -> list[str]:
 PLACES = ["place", "person", "place", "thing", "place"] * 4
 ASKS_ABOUT = "Each line asks about one of these: person, place, thing."
 
+# A root that guesses a label over short_records(PLACES) until the loop labels the records:
+# doubted, repeated once (asked again), repeated twice (the loop runs the labelling, whose
+# sub-calls the last entry answers with the right labels).
+GUESSED_UNTIL_LABELLED = [
+    *[cell("answer['content'] = 'person'\nanswer['ready'] = True", "It is person.")] * 3,
+    {
+        "match": {"model": "sub"},
+        "response": {"content": "\n".join(f"[{i}] {k}" for i, k in enumerate(PLACES[:10], 1))},
+        "repeat": True,
+    },
+]
+
 
 def short_records(kinds: list[str]) -> str:
     """One short question per line, each about a place, a person or a thing: the labels
@@ -328,16 +340,10 @@ async def test_loop_a_stuck_model_over_labelled_records_gets_the_labelling_run(
     # Seen on OOLONG (issue 14): the 1.5B root sent one guessed label for four turns; the
     # loop's own step, a search for 'Instance' (a word on every line), showed it nothing.
     # Over records whose labels the question names, the loop's step is the labelling.
-    kinds, text = PLACES, short_records(PLACES)
-    query = f"{ASKS_ABOUT} Which is the most common?"
-    guess = cell("answer['content'] = 'person'\nanswer['ready'] = True", "It is person.")
-    numbered = "\n".join(f"[{i}] {k}" for i, k in enumerate(kinds[:10], start=1))
+    text, query = short_records(PLACES), f"{ASKS_ABOUT} Which is the most common?"
     entries = [
         cell("print(context[:100])"),
-        guess,  # doubted: nothing read supports it
-        guess,  # repeated once: asked again
-        guess,  # repeated twice: the loop labels the records itself
-        {"match": {"model": "sub"}, "response": {"content": numbered}, "repeat": True},
+        *GUESSED_UNTIL_LABELLED,
         cell("answer['content'] = 'place'\nanswer['ready'] = True"),
     ]
     runner = Run(tmp_path, FakeBackend())
@@ -451,15 +457,10 @@ async def test_loop_a_model_stuck_after_the_labelling_is_shown_the_labels_again(
     # root got a search for 'List' (a word of the question) run for it, and the conversation
     # restarted from that output: the labels' counts were gone, and no search tells labels
     # apart. Over such records the loop shows the counts again instead, and no search.
-    kinds, text = PLACES, short_records(PLACES)
-    query = f"{ASKS_ABOUT} Which is the most common?"
-    guess = cell("answer['content'] = 'person'\nanswer['ready'] = True", "It is person.")
-    numbered = "\n".join(f"[{i}] {k}" for i, k in enumerate(kinds[:10], start=1))
+    text, query = short_records(PLACES), f"{ASKS_ABOUT} Which is the most common?"
+    guess = GUESSED_UNTIL_LABELLED[0]
     entries = [
-        guess,  # doubted
-        guess,  # repeated once
-        guess,  # repeated twice: the loop labels the records
-        {"match": {"model": "sub"}, "response": {"content": numbered}, "repeat": True},
+        *GUESSED_UNTIL_LABELLED,
         guess,  # stuck again: the counts are shown again
         guess,  # and again: nothing left to run for it
         cell("answer['content'] = 'place'\nanswer['ready'] = True"),
