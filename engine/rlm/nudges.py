@@ -189,9 +189,14 @@ def labelling_instruction(query: str) -> str:
     return f"{described}\n{ask}" if described else ask
 
 
+def complete_lines(preview: str) -> list[str]:
+    """The non-blank lines of ``preview`` but its last, which the preview may have cut."""
+    return [line for line in preview.split("\n")[:-1] if line.strip()]
+
+
 def record_lines(preview: str) -> bool:
     """Whether a text whose beginning is ``preview`` looks like one record per line."""
-    lines = [line for line in preview.split("\n")[:-1] if line.strip()]  # the last may be cut
+    lines = complete_lines(preview)
     if len(lines) < RECORD_MIN_PREVIEW_LINES:
         return False
     return sum(len(line) for line in lines) / len(lines) <= RECORD_MAX_CHARS
@@ -652,9 +657,10 @@ class Watcher:
             return None
         counts = self._label_counts_code(options).replace("\n", "\n    ")
         return (
-            "if isinstance(globals().get('labels'), list) and len(labels) == len(items):\n"
+            "if isinstance(globals().get('labels'), list) and isinstance(globals().get('items'), "
+            "list) and len(labels) == len(items):\n"
             f"    {counts}\nelse:\n"
-            "    print('labels no longer holds one label per item; run the labelling again')"
+            "    print('labels and items no longer match; run the labelling again')"
         )
 
     def _label_counts_code(self, options: list[str]) -> str:
@@ -899,11 +905,16 @@ class Watcher:
 def _asks_about(query: str, option: str) -> bool:
     """Whether a question sentence of ``query`` (one ending with "?") names ``option``,
     also in the plural ("How many bugs?")."""
-    pattern = re.compile(rf"(?<!\w){re.escape(option)}(?:e?s)?(?!\w)", re.I)
+    pattern = _named(option)
     return any(
         sentence.rstrip().endswith("?") and pattern.search(sentence)
         for sentence in _SENTENCE_END.split(query.strip())
     )
+
+
+def _named(word: str) -> re.Pattern[str]:
+    """``word`` as a whole word or phrase, any case, also in the plural ("bugs", "users")."""
+    return re.compile(rf"(?<!\w){re.escape(word)}(?:e?s)?(?!\w)", re.I)
 
 
 def _reads_labels(code: str) -> bool:
@@ -951,7 +962,7 @@ def grouping_field(query: str, preview: str) -> str | None:
     ``User``) and that groups them: a ``Name: value`` part of at least half of the preview's
     complete lines, with short values (ids, names, not the text being labelled); of several,
     the one with the fewest distinct values. None if the query names none."""
-    lines = [line for line in preview.split("\n")[:-1] if line.strip()]  # the last may be cut
+    lines = complete_lines(preview)
     if len(lines) < 2:
         return None
     values: dict[str, list[str]] = {}
@@ -965,7 +976,7 @@ def grouping_field(query: str, preview: str) -> str | None:
         for name, seen in values.items()
         if 2 * len(seen) >= len(lines)
         and sorted(map(len, seen))[len(seen) // 2] <= FIELD_VALUE_MAX_CHARS
-        and re.search(rf"(?<!\w){re.escape(name)}(?:e?s)?(?!\w)", query, re.I)
+        and _named(name).search(query)
     ]
     return min(named, key=lambda name: len(set(values[name])), default=None)
 
@@ -979,7 +990,7 @@ def options_written(preview: str, options: list[str]) -> bool:
     one of them in at least half of the preview's complete lines, or anywhere in a preview of
     fewer than two lines. A word of an option found by chance in a few records is not."""
     patterns = [re.compile(rf"(?<!\w){re.escape(o)}(?!\w)", re.I) for o in options]
-    lines = [line for line in preview.split("\n")[:-1] if line.strip()]  # the last may be cut
+    lines = complete_lines(preview)
     if len(lines) < 2:
         return any(p.search(preview) for p in patterns)
     return 2 * sum(any(p.search(line) for p in patterns) for line in lines) >= len(lines)
