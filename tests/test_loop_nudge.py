@@ -13,6 +13,7 @@ import pytest
 from engine.rlm.nudges import (
     Watcher,
     copies_preview,
+    grouping_field,
     key_terms,
     labelling_instruction,
     named_options,
@@ -569,8 +570,11 @@ def test_loop_an_answer_from_looking_for_an_absent_label_after_the_labelling_goe
     assert watcher.unsupported_answer("none", misread) is None  # once
     # Reading the labels the sub-model gave stands; so does looking for an option the
     # records hold, or one the probe did not count.
+    assert "`with_label[label]` (the User values with at least one" in nudge.message
     reads = "pairs = [u for u, row in per_field.items() if row.get('feature request')]\n"
     assert labelled(absent).unsupported_answer("none", reads + "answer['ready'] = True") is None
+    users = "users = with_label.get('feature request', [])\nanswer['content'] = str(users)\n"
+    assert labelled(absent).unsupported_answer("none", users + "answer['ready'] = True") is None
     held = {**absent, "feature request": 3}
     assert labelled(held).unsupported_answer("none", misread) is None
     assert labelled({}).unsupported_answer("none", misread) is None
@@ -578,3 +582,29 @@ def test_loop_an_answer_from_looking_for_an_absent_label_after_the_labelling_goe
     typed = "answer['content'] = 'feature request'\nanswer['ready'] = True"
     doubt = labelled(absent).unsupported_answer("feature request", typed)
     assert doubt is None or "looks for" not in doubt.message  # (a typed guess's own doubt)
+
+
+def test_the_grouping_field_is_the_one_the_questions_own_words_name() -> None:
+    # Seen on OOLONG-Pairs (issue 14): the query quotes the records' form, which names every
+    # field; five preview lines with four distinct dates and five users grouped by date.
+    rows = "".join(
+        f"Date: {day}, 2021 || User: {user} || Instance: Where is the tallest tower ?\n"
+        for day, user in [
+            ("Feb 28", 3867),
+            ("Mar 04", 4220),
+            ("Mar 04", 2425),
+            ("Mar 06", 2946),
+            ("Mar 09", 6811),
+        ]
+    )
+    form = "Each line has the form 'Date: <date> || User: <user id> || Instance: <question>'."
+    assert grouping_field(f"{form} Find all pairs of users who asked about a place.", rows) == (
+        "User"
+    )
+    assert grouping_field(f"{form} On which dates was a place asked about?", rows) == "Date"
+    # Named only inside the quoted form: of those, the one with the fewest distinct values;
+    # the long text field is never a grouping.
+    assert grouping_field(f"{form} How many lines are about a place?", rows) == "Date"
+    assert grouping_field("Which user asked about a place?", rows) == "User"
+    assert grouping_field("Which instance is about a place?", rows) is None
+    assert grouping_field("Which user asked about a place?", rows.splitlines()[0]) is None

@@ -441,13 +441,20 @@ async def test_loop_the_labelling_counts_per_value_of_the_field_the_question_nam
     await runner(entries, query, text, "small", max_iterations=2)
     (out,) = [e["output"] for e in runner.of_type("cell") if "llm_map" in e["code"]]
     assert "3 User values; labels per User (per_field):" in out
-    table = out.split("(per_field):\n")[1].splitlines()
+    table = out.split("(per_field):\n")[1].split("\nUser values with")[0].splitlines()
     shown = {int(line.split(" ", 1)[0]): ast.literal_eval(line.split(" ", 1)[1]) for line in table}
     expected: dict[int, Counter[str]] = {}
     for i, kind in enumerate(PLACES):
         expected.setdefault(users[i % 3], Counter())[kind] += 1
     assert shown == {user: dict(counts) for user, counts in expected.items()}
     assert all(shown[user]["person"] for user in (7, 8, 9))  # the cycle of 3 mixes them
+    # And for each label, the users with at least one record of it.
+    listed = out.split("(with_label[label]):\n")[1].splitlines()
+    holders = {ast.literal_eval(line.split(" ", 2)[0]): line.split(" ", 2)[2] for line in listed}
+    assert holders == {
+        kind: str(sorted(str(user) for user, counts in expected.items() if counts[kind]))
+        for kind in set(PLACES)
+    }
 
 
 async def test_loop_a_model_stuck_after_the_labelling_is_shown_the_labels_again(

@@ -59,6 +59,8 @@ _STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 _COLON_LIST = re.compile(r":\s*([^:.?!\n]+)")
 _LIST_SEP = re.compile(r"\s*,\s*(?:or\s+|and\s+)?|\s+or\s+")
 _QUOTED = re.compile(r"(?<![\w'])'([^'\n]{2,60})'(?!\w)|\"([^\"\n]{2,60})\"")
+# Any quoted span of a query, and any "<placeholder>" of a quoted form.
+_QUOTED_SPAN = re.compile(r"(?<![\w'])'[^'\n]*'(?!\w)|\"[^\"\n]*\"|<[^<>\n]*>")
 _FORMAT_CHARS = re.compile(r"[:<>{}]")
 # The query's sentences, and those that ask for an answer's form ("Give your final answer in
 # the form ..."), which a sub-model labelling one record must not follow.
@@ -77,7 +79,7 @@ _TASK_REQUEST = re.compile(
     re.I,
 )
 # The names Watcher.labelling_code binds to the sub-model's labels.
-_LABEL_NAMES = frozenset({"labels", "per_field"})
+_LABEL_NAMES = frozenset({"labels", "per_field", "with_label"})
 # A field that groups records has short values (a user id, a name), not the labelled text.
 FIELD_VALUE_MAX_CHARS = 24
 # A field's name in a record: "User: 44161", "user_id=7" at the start or after a separator.
@@ -684,7 +686,9 @@ class Watcher:
 
         Questions about records often ask about a field's values by label (which user has
         the most of a label, pairs of users who both have one); the counts per value make
-        that a reading of a table, or a few lines of code over ``per_field``.
+        that a reading of a table, or a few lines of code over ``per_field``. ``with_label``
+        lists, for each label, the values holding it: a question about values that have a
+        label (pairs of such users) starts from that list, not from the records' words.
         """
         field = grouping_field(self.query, self.preview) if self.kind == "text" else None
         if field is None:
@@ -699,7 +703,14 @@ class Watcher:
             "        row[label] = row.get(label, 0) + 1\n"
             f"print(len(per_field), {field + ' values; labels per ' + field + ' (per_field):'!r})\n"
             "for value, row in sorted(per_field.items())[:60]:\n"
-            "    print(value, row)"
+            "    print(value, row)\n"
+            f"with_label = {{}}  # label -> the {field} values with at least one record of it\n"
+            "for value, row in sorted(per_field.items()):\n"
+            "    for label in row:\n"
+            "        with_label.setdefault(label, []).append(value)\n"
+            f"print({field + ' values with each label (with_label[label]):'!r})\n"
+            "for label, values in sorted(with_label.items()):\n"
+            "    print(repr(label), len(values), values[:60])"
         )
 
     def _records_code(self) -> str | None:
@@ -790,7 +801,12 @@ class Watcher:
 
     def _absent_message(self, value: str, option: str) -> str:
         field = grouping_field(self.query, self.preview) if self.kind == "text" else None
-        table = f"`per_field` (for each {field}, its labels' counts), " if field is not None else ""
+        table = (
+            f"`per_field` (for each {field}, its labels' counts), `with_label[label]` (the "
+            f"{field} values with at least one record of that label), "
+            if field is not None
+            else ""
+        )
         return (
             f"You set the answer {value[:80]!r} from code that looks for {option!r} in the "
             "records, but no record holds those words: the labels are not written in them. "
@@ -978,7 +994,13 @@ def grouping_field(query: str, preview: str) -> str | None:
         and sorted(map(len, seen))[len(seen) // 2] <= FIELD_VALUE_MAX_CHARS
         and _named(name).search(query)
     ]
-    return min(named, key=lambda name: len(set(values[name])), default=None)
+    # A query that quotes the records' form ("in the form 'Date: <date> || User: <id>'")
+    # names every field; the one its own words name ("pairs of users") is the one asked
+    # about. Seen on OOLONG-Pairs: a preview of five lines with four distinct dates and
+    # five users grouped the labels by date.
+    unquoted = _QUOTED_SPAN.sub(" ", query)
+    asked = [name for name in named if _named(name).search(unquoted)]
+    return min(asked or named, key=lambda name: len(set(values[name])), default=None)
 
 
 def _field_value_pattern(name: str) -> str:
