@@ -280,6 +280,35 @@ async def test_loop_a_resent_answer_that_a_search_has_shown_since_is_accepted(
     ]
 
 
+async def test_loop_an_error_that_echoes_a_name_does_not_show_the_answer(tmp_path: Path) -> None:
+    # Seen on OOLONG-Pairs (issue 14): the 1.5B root ran a cell `none`, whose NameError
+    # printed "name 'none' is not defined", then answered 'none'; doubted, it resent the
+    # answer, which ran as if an output had shown 'none', and stood without any labels.
+    text = short_records(PLACES)
+    query = f"{ASKS_ABOUT} Find all pairs of users who both asked about a person."
+    answer = cell("answer['content'] = 'none'\nanswer['ready'] = True")
+    entries = [
+        cell("print(context[:100])"),  # a small slice: steered to a search
+        cell("none"),
+        answer,  # doubted: no sub-model has labelled a record
+        answer,  # repeated once: not run
+        answer,  # repeated twice: the loop runs the labelling
+        GUESSED_UNTIL_LABELLED[-1],
+    ]
+    runner = Run(tmp_path, FakeBackend())
+    result = await runner(entries, query, text, "small", max_iterations=5)
+    assert not result.ready
+    assert reasons(runner.events) == [
+        "partial_view",
+        "unsupported_answer",
+        "repeated_reply",
+        "repeated_reply",
+        "auto_step",
+    ]
+    (auto,) = [e for e in runner.of_type("cell") if e["kind"] == "auto_step"]
+    assert "llm_map(items" in auto["code"] and "with_label" in auto["output"]
+
+
 async def test_loop_a_resent_guess_no_content_shows_stays_refused(tmp_path: Path) -> None:
     filler = "A travelling merchant sang a song about the old mill by the river. " * 200
     text = filler + "For the record, the vault number for amber-fox is 5512093. " + filler

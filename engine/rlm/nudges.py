@@ -735,9 +735,10 @@ class Watcher:
 
     def shown(self, value: str) -> bool:
         """Whether an output seen so far shows ``value``, not counting outputs of code that
-        typed it (``print("1833793")`` shows a guess, not the content)."""
+        wrote it, as a constant (``print("1833793")`` shows a guess, not the content) or as a
+        name (a cell ``none`` printed "NameError: name 'none' is not defined")."""
         return any(
-            _shows(value, output) and value not in typed_values(code)
+            _shows(value, output) and value not in typed_values(code) | _code_names(code)
             for code, output in self.seen_output
         )
 
@@ -1052,6 +1053,15 @@ def _nodes(code: str) -> list[ast.AST]:
         return list(ast.walk(ast.parse(code)))
     except (SyntaxError, ValueError):
         return []
+
+
+def _code_names(code: str) -> set[str]:
+    """The names ``code`` writes (variables, attributes), which its errors may echo."""
+    return {
+        node.id if isinstance(node, ast.Name) else node.attr
+        for node in _nodes(code)
+        if isinstance(node, ast.Name | ast.Attribute)
+    }
 
 
 def assigned_names(code: str) -> set[str]:
