@@ -12,6 +12,7 @@ import pytest
 
 from engine.rlm.nudges import (
     Watcher,
+    asked_option,
     copies_preview,
     grouping_field,
     key_terms,
@@ -19,6 +20,7 @@ from engine.rlm.nudges import (
     named_options,
     options_probe_code,
     options_written,
+    over_labelled,
     parse_lines,
     parse_options_probe,
     parse_probe,
@@ -608,3 +610,27 @@ def test_the_grouping_field_is_the_one_the_questions_own_words_name() -> None:
     assert grouping_field("Which user asked about a place?", rows) == "User"
     assert grouping_field("Which instance is about a place?", rows) is None
     assert grouping_field("Which user asked about a place?", rows.splitlines()[0]) is None
+
+
+def test_code_over_the_labelled_records_changes_only_the_names_of_the_records() -> None:
+    code = (
+        "rows = [l for l in context.split('\\n') if 'person' in l]  # context\n"
+        "more = [i for i in items if 'context' in i]\nprint(obj.context, len(rows + more))"
+    )
+    assert over_labelled(code) == (
+        "rows = [l for l in labelled.split('\\n') if 'person' in l]  # context\n"
+        "more = [i for i in labelled_items if 'context' in i]\nprint(obj.context, len(rows + more))"
+    )
+    assert over_labelled("print(len(labels))") is None
+    assert over_labelled("x = '") is None  # does not tokenize
+
+
+def test_the_option_asked_about_is_the_one_named_again() -> None:
+    listed = "Each line is one of these labels: bug, feature request, question."
+    assert asked_option(f"{listed} Find pairs of users who both filed a 'question'.") == (
+        "question"
+    )
+    both = f"{listed} Users with a 'feature request' and no 'bug'?"
+    assert asked_option(both) == "feature request"
+    assert asked_option(f"{listed} Which label is the most common?") is None
+    assert asked_option("How many lines?") is None

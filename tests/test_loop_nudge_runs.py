@@ -478,12 +478,63 @@ async def test_loop_the_labelling_counts_per_value_of_the_field_the_question_nam
     assert shown == {user: dict(counts) for user, counts in expected.items()}
     assert all(shown[user]["person"] for user in (7, 8, 9))  # the cycle of 3 mixes them
     # And for each label, the users with at least one record of it.
-    listed = out.split("(with_label[label]):\n")[1].splitlines()
+    listed = out.split("(with_label[label]):\n")[1].split("\nlabelled (a text)")[0].splitlines()
     holders = {ast.literal_eval(line.split(" ", 2)[0]): line.split(" ", 2)[2] for line in listed}
     assert holders == {
         kind: str(sorted(str(user) for user, counts in expected.items() if counts[kind]))
         for kind in set(PLACES)
     }
+
+
+async def test_loop_code_that_looks_for_a_label_in_the_records_is_offered_over_labelled(
+    tmp_path: Path,
+) -> None:
+    # Seen on OOLONG-Pairs (issue 14), every item: after the labelling, the 1.5B root looked
+    # for a label's words in the records (`'human being' in line`), which never hold them.
+    # The labelling step also writes the labels into `labelled`; the root's own code, run
+    # over it, is offered back, and the answer from it stands. A repeat after the labelling
+    # is steered to the records of the label asked about, not to the labelling again.
+    users = [7, 8, 9, 6]
+    asks = {"place": "Where is Lima ?", "person": "Who is Ada ?", "thing": "What is a lute ?"}
+    # Ten kinds per pack of ten (the sub-model's reply below is the same for every pack).
+    kinds = ["person", *["place", "thing"] * 4, "place"] * 2
+    text = "".join(
+        f"Date: Jan {i + 1:02}, 2024 || User: {users[i % 4]} || Instance: {asks[k]}\n"
+        for i, k in enumerate(kinds)
+    )
+    query = f"{ASKS_ABOUT} Find all users with at least one line about a 'person'."
+    guess = cell("answer['content'] = 'none'\nanswer['ready'] = True")
+    runner = Run(tmp_path, FakeBackend())
+    await runner([guess], query, text, "small", max_iterations=1)
+    labelling = runner.of_type("nudge")[0]["message"].split("```repl\n")[1].split("```")[0]
+    words = (
+        "found = [line.split(' || ')[1] for line in context.split('\\n') if 'person' in line]\n"
+        "answer['content'] = ', '.join(sorted(set(found))) or 'none'\nanswer['ready'] = True"
+    )
+    over = words.replace("in context.split", "in labelled.split")
+    entries = [
+        guess,
+        cell(labelling, "I label every line."),
+        {
+            "match": {"model": "sub"},
+            "response": {"content": "\n".join(f"[{i}] {k}" for i, k in enumerate(kinds[:10], 1))},
+            "repeat": True,
+        },
+        cell("print(counts)"),
+        cell("print(counts)"),  # a repeat: pointed at the records labelled 'person'
+        cell(words),  # looks for 'person' in the records: its own code over `labelled`
+        cell(over),
+    ]
+    runner = Run(tmp_path / "again", FakeBackend())
+    result = await runner(entries, query, text, "small", max_iterations=6)
+    expected = sorted({f"User: {users[i % 4]}" for i, k in enumerate(kinds) if k == "person"})
+    assert (result.answer, result.ready) == (", ".join(expected), True)
+    assert expected == ["User: 7", "User: 9"]  # 6 and 8 never asked about a person
+    nudges = runner.of_type("nudge")
+    assert [n["reason"] for n in nudges][-2:] == ["repeated_reply", "unsupported_answer"]
+    assert "if line.endswith(' || Label: person')]" in nudges[-2]["message"]
+    assert "llm_map" not in nudges[-2]["message"]
+    assert f"```repl\n{over}\n```" in nudges[-1]["message"]
 
 
 async def test_loop_a_model_stuck_after_the_labelling_is_shown_the_labels_again(

@@ -12,8 +12,10 @@ specific to a profile or to a context type (text, list, dict of files).
 from __future__ import annotations
 
 import ast
+import io
 import json
 import re
+import tokenize
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +81,7 @@ _TASK_REQUEST = re.compile(
     re.I,
 )
 # The names Watcher.labelling_code binds to the sub-model's labels.
-_LABEL_NAMES = frozenset({"labels", "per_field", "with_label"})
+_LABEL_NAMES = frozenset({"labels", "per_field", "with_label", "labelled", "labelled_items"})
 # A field that groups records has short values (a user id, a name), not the labelled text.
 FIELD_VALUE_MAX_CHARS = 24
 # A field's name in a record: "User: 44161", "user_id=7" at the start or after a separator.
@@ -87,6 +89,12 @@ _FIELD_NAME = re.compile(r"(?:^|\|\|?|[,;\t])\s*([A-Za-z][\w ]{0,19}?)\s*[:=]\s"
 #: At most this much of the query describes the records to the labelling sub-model.
 LABEL_DESCRIPTION_CHARS = 800
 # What advice says when it suggests labelling every record (Watcher.labelling_code).
+# What the labelling step appends to each record in ``labelled``, and what it says of it.
+LABEL_SUFFIX = " || Label: "
+LABELLED_NOTE = (
+    "labelled (a text) and labelled_items (a list): the records, each with "
+    f"'{LABEL_SUFFIX.strip()} <its label>' written at its end"
+)
 LABEL_STEP = (
     "label every record with a sub-model and count with code (`labels[i]` is the label of "
     "`items[i]`, so you can also count by other fields of an item)"
@@ -189,6 +197,17 @@ def labelling_instruction(query: str) -> str:
         described = described[:LABEL_DESCRIPTION_CHARS].rsplit(" ", 1)[0] + " ..."
     ask = "Which label fits this one?"
     return f"{described}\n{ask}" if described else ask
+
+
+def asked_option(query: str) -> str | None:
+    """The option of :func:`named_options` that ``query`` names again after listing it (the
+    one its question is about), the earliest such; None if it names none again."""
+    again: list[tuple[int, str]] = []
+    for option in named_options(query):
+        found = list(_named(option).finditer(query))
+        if len(found) >= 2:
+            again.append((found[1].start(), option))
+    return min(again)[1] if again else None
 
 
 def complete_lines(preview: str) -> list[str]:
@@ -371,6 +390,7 @@ class Watcher:
     seen_output: list[tuple[str, str]] = field(default_factory=list)
     read_content: bool = False
     sub_calls: bool = False
+    labelled: bool = False  # the labelling step bound `labelled` in the kernel
     repeats: int = 0
     challenged: bool = False
     total_challenged: bool = False  # an answer that counted every record was sent back
@@ -491,6 +511,8 @@ class Watcher:
             self.read_content = True
         if _calls_sub_model(code):
             self.sub_calls = True
+        if error is None and "labelled_items = [" in code:
+            self.labelled = True
         self.seen_output.append((code, output))
         if self.kind == "none":
             return None
@@ -601,6 +623,8 @@ class Watcher:
         record has which label is a judgement no word search makes.
         """
         labelling = self.labelling_code()
+        if labelling is not None and self.labelled:
+            return self._labelled_step()
         if labelling is not None:
             return LABEL_STEP, labelling
         files = self.file_searches()
@@ -609,6 +633,24 @@ class Watcher:
         terms = self.terms()
         example = f"print(search({terms[0]!r}))" if terms else "print(search('WORD'))"
         return "search the whole context for a word from the question", example
+
+    def _labelled_step(self) -> tuple[str, str]:
+        """After the labelling: the records of the label the question asks about, read from
+        ``labelled``, not the labelling again (it ran; its labels are in the kernel).
+
+        Seen on OOLONG-Pairs: the advice after each repeat was the labelling the engine had
+        already run, and the 1.5B root answered again from the records' own words.
+        """
+        label = asked_option(self.query)
+        if label is None:
+            return "print the labels' counts", "print(sorted(counts.items()))"
+        ending = LABEL_SUFFIX + label
+        rows = (
+            f"rows = [line for line in labelled.split('\\n') if line.endswith({ending!r})]\n"
+            f"print(len(rows), {'records labelled ' + repr(label)!r})\n"
+            "print('\\n'.join(rows[:40]))"
+        )
+        return f"look at the records labelled {label!r} (in `labelled`, labels written in)", rows
 
     def file_searches(self) -> list[str]:
         """For a dict of files: searches that find the file a question is about; else [].
@@ -677,7 +719,24 @@ class Watcher:
             "high, low = max(counts.values()), min(counts.values())\n"
             "for word, n in (('most', high), ('least', low)):\n"
             "    print(word, 'common:', ', '.join(c for c in counts if counts[c] == n), f'({n})')"
-            f"{self._per_field_code()}"
+            f"{self._per_field_code()}{self._labelled_code()}"
+        )
+
+    def _labelled_code(self) -> str:
+        """Lines that bind ``labelled`` (a text) and ``labelled_items``: the records with their
+        labels written in, or "" over a context that is not lines of text.
+
+        A weak root looks for a label's words in the records whatever it is told (seen on
+        OOLONG-Pairs in every item with the 1.5B root); over ``labelled`` that same code
+        works, so its own strategy can be run there (see :meth:`_absent_message`).
+        """
+        if self.kind != "text":
+            return ""
+        return (
+            f"\nlabelled_items = [f'{{item}}{LABEL_SUFFIX}{{label}}' "
+            "for item, label in zip(items, labels)]\n"
+            "labelled = '\\n'.join(labelled_items)\n"
+            f"print({LABELLED_NOTE!r})"
         )
 
     def _per_field_code(self) -> str:
@@ -800,7 +859,7 @@ class Watcher:
             None,
         )
 
-    def _absent_message(self, value: str, option: str) -> str:
+    def _absent_message(self, value: str, option: str, code: str) -> str:
         field = grouping_field(self.query, self.preview) if self.kind == "text" else None
         table = (
             f"`per_field` (for each {field}, its labels' counts), `with_label[label]` (the "
@@ -808,6 +867,16 @@ class Watcher:
             if field is not None
             else ""
         )
+        rewritten = over_labelled(code) if self.labelled else None
+        if rewritten is not None:
+            return (
+                f"You set the answer {value[:80]!r} from code that looks for {option!r} in the "
+                "records, but no record holds those words: the labels are not written in them. "
+                "`labelled` holds the same records with each one's label written in (the "
+                "labelling step above made it), so your code works there; run it over "
+                f"`labelled`:\n```repl\n{rewritten}\n```\nor use {table}or `labels[i]`, the "
+                "label of `items[i]`. Then set the answer again (answer['ready'] = True)."
+            )
         return (
             f"You set the answer {value[:80]!r} from code that looks for {option!r} in the "
             "records, but no record holds those words: the labels are not written in them. "
@@ -867,7 +936,7 @@ class Watcher:
             absent = self._absent_option_looked_for(code)
             if absent is not None:
                 self.absent_challenged = True
-                return Nudge("unsupported_answer", self._absent_message(value, absent))
+                return Nudge("unsupported_answer", self._absent_message(value, absent, code))
         if self.challenged:
             return None
         if labelling is not None and self._judged_unread(code):
@@ -1053,6 +1122,37 @@ def _nodes(code: str) -> list[ast.AST]:
         return list(ast.walk(ast.parse(code)))
     except (SyntaxError, ValueError):
         return []
+
+
+# The names of the context's records and what :func:`over_labelled` reads instead.
+_LABELLED_NAMES = {"context": "labelled", "items": "labelled_items"}
+
+
+def over_labelled(code: str) -> str | None:
+    """``code`` reading ``labelled`` where it read ``context`` (and ``labelled_items`` where it
+    read ``items``): the same records with their labels written in; None if it reads neither
+    or does not tokenize. Only names change, not strings or attributes."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    lines = code.splitlines(keepends=True)
+    found = [
+        t
+        for i, t in enumerate(tokens)
+        if t.type == tokenize.NAME
+        and t.string in _LABELLED_NAMES
+        and not (i and tokens[i - 1].string == ".")
+    ]
+    if not found:
+        return None
+    for token in reversed(found):  # from the end, so earlier positions stay right
+        row, col = token.start
+        line = lines[row - 1]
+        lines[row - 1] = (
+            line[:col] + _LABELLED_NAMES[token.string] + line[col + len(token.string) :]
+        )
+    return "".join(lines).strip()
 
 
 def _code_names(code: str) -> set[str]:
