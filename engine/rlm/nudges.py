@@ -837,12 +837,15 @@ class Watcher:
         return not options_written(self.preview, options)
 
     def _absent_option_looked_for(self, code: str) -> str | None:
-        """An option that ``code`` looks for in the records, which hold it nowhere (the probe
-        counted it 0 times), by code that uses no sub-model's labels; None if there is none.
+        """An option that ``code`` looks for in the records, which do not carry it (the probe
+        counted it in fewer than half of them: nowhere, or a few by chance), by code that uses
+        no sub-model's labels; None if there is none.
 
         Seen on OOLONG-Pairs with the 1.5B root: after the labelling step had printed the
         labels per user, the root tested each line for ``'description and abstract
-        concept' in item``, found none and answered 'none'.
+        concept' in item``, found none and answered 'none'; and looked for ``abbreviation``,
+        which a few questions hold ("What is the abbreviation of ..."), so counting only
+        options held nowhere let that answer stand.
         """
         if _calls_sub_model(code) or _reads_labels(code):
             return None
@@ -851,13 +854,24 @@ class Watcher:
             return None
         sought = [text.lower() for text in _sought_strings(code)]
         return next(
-            (
-                o
-                for o in options
-                if self.option_hits.get(o) == 0 and any(o.lower() in t for t in sought)
-            ),
+            (o for o in options if self._held_by_chance(o) and any(o.lower() in t for t in sought)),
             None,
         )
+
+    def _held_by_chance(self, option: str) -> bool:
+        """Whether the probe counted ``option`` in fewer than half of the records (0 when the
+        number of records is not known): a word some records hold, not their label."""
+        hits = self.option_hits.get(option)
+        if hits is None:
+            return False
+        records = self.lines if self.kind == "text" else self.length if self.kind == "jsonl" else 0
+        return hits == 0 or bool(records and 2 * hits < records)
+
+    def _held_words(self, option: str) -> str:
+        hits = self.option_hits.get(option, 0)
+        if not hits:
+            return "no record holds those words"
+        return f"those words occur only {hits} times in the records, by chance"
 
     def _absent_message(self, value: str, option: str, code: str) -> str:
         field = grouping_field(self.query, self.preview) if self.kind == "text" else None
@@ -871,7 +885,7 @@ class Watcher:
         if rewritten is not None:
             return (
                 f"You set the answer {value[:80]!r} from code that looks for {option!r} in the "
-                "records, but no record holds those words: the labels are not written in them. "
+                f"records, but {self._held_words(option)}: the labels are not written in them. "
                 "`labelled` holds the same records with each one's label written in (the "
                 "labelling step above made it), so your code works there; run it over "
                 f"`labelled`:\n```repl\n{rewritten}\n```\nor use {table}or `labels[i]`, the "
@@ -879,7 +893,7 @@ class Watcher:
             )
         return (
             f"You set the answer {value[:80]!r} from code that looks for {option!r} in the "
-            "records, but no record holds those words: the labels are not written in them. "
+            f"records, but {self._held_words(option)}: the labels are not written in them. "
             f"Use the labels the sub-model gave instead: {table}or `labels[i]`, the label of "
             "`items[i]` (the labelling step above made both). Then set the answer again "
             "(answer['ready'] = True)."
