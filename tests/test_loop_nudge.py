@@ -630,6 +630,8 @@ def test_code_over_the_labelled_records_changes_only_the_names_of_the_records() 
         "rows = [l for l in labelled.split('\\n') if 'person' in l]  # context\n"
         "more = [i for i in labelled_items if 'context' in i]\nprint(obj.context, len(rows + more))"
     )
+    keyword = "print(search('person', context=items))"
+    assert over_labelled(keyword) == "print(search('person', context=labelled_items))"
     assert over_labelled("print(len(labels))") is None
     assert over_labelled("x = '") is None  # does not tokenize
 

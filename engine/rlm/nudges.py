@@ -88,13 +88,13 @@ FIELD_VALUE_MAX_CHARS = 24
 _FIELD_NAME = re.compile(r"(?:^|\|\|?|[,;\t])\s*([A-Za-z][\w ]{0,19}?)\s*[:=]\s")
 #: At most this much of the query describes the records to the labelling sub-model.
 LABEL_DESCRIPTION_CHARS = 800
-# What advice says when it suggests labelling every record (Watcher.labelling_code).
 # What the labelling step appends to each record in ``labelled``, and what it says of it.
 LABEL_SUFFIX = " || Label: "
 LABELLED_NOTE = (
     "labelled (a text) and labelled_items (a list): the records, each with "
     f"'{LABEL_SUFFIX.strip()} <its label>' written at its end"
 )
+# What advice says when it suggests labelling every record (Watcher.labelling_code).
 LABEL_STEP = (
     "label every record with a sub-model and count with code (`labels[i]` is the label of "
     "`items[i]`, so you can also count by other fields of an item)"
@@ -1145,7 +1145,8 @@ _LABELLED_NAMES = {"context": "labelled", "items": "labelled_items"}
 def over_labelled(code: str) -> str | None:
     """``code`` reading ``labelled`` where it read ``context`` (and ``labelled_items`` where it
     read ``items``): the same records with their labels written in; None if it reads neither
-    or does not tokenize. Only names change, not strings or attributes."""
+    or does not tokenize. Only names change, not strings, attributes or keywords
+    (``search('x', context=...)``)."""
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
     except (tokenize.TokenError, SyntaxError):
@@ -1157,6 +1158,7 @@ def over_labelled(code: str) -> str | None:
         if t.type == tokenize.NAME
         and t.string in _LABELLED_NAMES
         and not (i and tokens[i - 1].string == ".")
+        and not (i + 1 < len(tokens) and tokens[i + 1].string == "=")
     ]
     if not found:
         return None
