@@ -486,14 +486,17 @@ async def test_loop_the_labelling_counts_per_value_of_the_field_the_question_nam
     }
 
 
+@pytest.mark.parametrize("resends", [False, True])
 async def test_loop_code_that_looks_for_a_label_in_the_records_is_offered_over_labelled(
-    tmp_path: Path,
+    tmp_path: Path, resends: bool
 ) -> None:
     # Seen on OOLONG-Pairs (issue 14), every item: after the labelling, the 1.5B root looked
     # for a label's words in the records (`'human being' in line`), which never hold them.
     # The labelling step also writes the labels into `labelled`; the root's own code, run
     # over it, is offered back, and the answer from it stands. A repeat after the labelling
-    # is steered to the records of the label asked about, not to the labelling again.
+    # is steered to the records of the label asked about, not to the labelling again. A root
+    # that resends its own code instead (seen on item 9) gets that code run over `labelled`
+    # by the loop, and the answer it sets passes the same checks as any cell's.
     users = [7, 8, 9, 6]
     asks = {"place": "Where is Lima ?", "person": "Who is Ada ?", "thing": "What is a lute ?"}
     # Ten kinds per pack of ten (the sub-model's reply below is the same for every pack).
@@ -523,7 +526,7 @@ async def test_loop_code_that_looks_for_a_label_in_the_records_is_offered_over_l
         cell("print(counts)"),
         cell("print(counts)"),  # a repeat: pointed at the records labelled 'person'
         cell(words),  # looks for 'person' in the records: its own code over `labelled`
-        cell(over),
+        cell(words) if resends else cell(over),
     ]
     runner = Run(tmp_path / "again", FakeBackend())
     result = await runner(entries, query, text, "small", max_iterations=6)
@@ -531,10 +534,17 @@ async def test_loop_code_that_looks_for_a_label_in_the_records_is_offered_over_l
     assert (result.answer, result.ready) == (", ".join(expected), True)
     assert expected == ["User: 7", "User: 9"]  # 6 and 8 never asked about a person
     nudges = runner.of_type("nudge")
-    assert [n["reason"] for n in nudges][-2:] == ["repeated_reply", "unsupported_answer"]
-    assert "if line.endswith(' || Label: person')]" in nudges[-2]["message"]
-    assert "llm_map" not in nudges[-2]["message"]
-    assert f"```repl\n{over}\n```" in nudges[-1]["message"]
+    offered = [n for n in nudges if n["reason"] == "unsupported_answer"][-1]
+    assert f"```repl\n{over}\n```" in offered["message"]
+    repeat = next(n for n in nudges if n["reason"] == "repeated_reply")
+    assert "if line.endswith(' || Label: person')]" in repeat["message"]
+    assert "llm_map" not in repeat["message"]
+    tail = ["repeated_reply", "unsupported_answer"]
+    if resends:
+        tail += ["repeated_reply", "auto_step"]
+        (auto,) = [c for c in runner.of_type("cell") if c["kind"] == "auto_step"]
+        assert (auto["code"], auto["answer_ready"]) == (over, True)
+    assert [n["reason"] for n in nudges][-len(tail) :] == tail
 
 
 async def test_loop_a_model_stuck_after_the_labelling_is_shown_the_labels_again(

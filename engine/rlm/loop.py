@@ -252,7 +252,9 @@ async def _iterate(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
             message = repeated.message
             step = state.watcher.auto_step(state.cells_run)
             if step is not None:
-                message = await _auto_step(s, sandbox, state, turn, turn_id, step)
+                message, ready = await _auto_step(s, sandbox, state, turn, turn_id, step)
+                if ready and await _auto_step_answered(s, sandbox, state, turn, turn_id, step):
+                    return
                 # A model stuck on one reply keeps re-reading the turns that led to it: seen
                 # on OOLONG, the 1.5B root resent its guessed label next to the engine's
                 # correct count. It restarts from the system prompt and the step's output.
@@ -307,11 +309,13 @@ async def _restart(s: LoopSettings, sandbox: CodeSandbox, state: _State) -> None
 
 async def _auto_step(
     s: LoopSettings, sandbox: CodeSandbox, state: _State, turn: int, turn_id: int, code: str
-) -> str:
-    """Run the suggested search for a model that keeps sending one reply; what it is told.
+) -> tuple[str, bool]:
+    """Run the suggested step for a model that keeps sending one reply; what it is told, and
+    whether the step set the answer.
 
     Asking again has failed twice (even with varied sampling), so the loop takes the step
-    itself: a read-only search, recorded as a cell of kind ``auto_step``.
+    itself, recorded as a cell of kind ``auto_step``: a read-only search or labelling, or
+    the model's own code run over the labelled records (which may set the answer).
     """
     state.cells_run.add(code)
     s.events.emit(
@@ -321,11 +325,30 @@ async def _auto_step(
         reason="auto_step",
         message=f"the reply repeated {state.watcher.repeats} times; the engine ran {code}",
     )
-    output, _, error = await _run_cell(s, sandbox, state, turn, turn_id, 1, code, "auto_step")
+    output, ready, error = await _run_cell(s, sandbox, state, turn, turn_id, 1, code, "auto_step")
     state.watcher.after_cell(code, output, error)
-    return s.profile.auto_step_message(
+    message = s.profile.auto_step_message(
         code, output, left=s.limits.max_iterations - turn, query=s.query
     )
+    return message, ready
+
+
+async def _auto_step_answered(
+    s: LoopSettings, sandbox: CodeSandbox, state: _State, turn: int, turn_id: int, code: str
+) -> bool:
+    """Finish with the answer an auto step's code set, if no check doubts it; else unset it.
+
+    Only the model's own code (run over the labelled records) sets an answer; the checks are
+    those of any cell, so a step cannot make an answer stand that the model's cell could not.
+    """
+    doubt = state.watcher.unsupported_answer(state.answer_content, code)
+    if doubt is None:
+        doubt = await _schema_problem(s, state, state.answer_content, "answer")
+        if doubt is None:
+            return True
+    await sandbox.execute('answer["ready"] = False', cell_timeout_s=s.limits.cell_timeout_s)
+    _nudge(s, turn_id, turn, doubt)
+    return False
 
 
 async def _probe_search_words(s: LoopSettings, sandbox: CodeSandbox, watcher: Watcher) -> None:

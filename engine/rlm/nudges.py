@@ -391,6 +391,7 @@ class Watcher:
     read_content: bool = False
     sub_calls: bool = False
     labelled: bool = False  # the labelling step bound `labelled` in the kernel
+    rewrite: str | None = None  # the model's code over `labelled`, offered back once
     repeats: int = 0
     challenged: bool = False
     total_challenged: bool = False  # an answer that counted every record was sent back
@@ -450,11 +451,16 @@ class Watcher:
         :meth:`file_searches` over a dict of files, else a search for the question's rarest
         word the context holds that has not run yet (each at most once); after the labelling
         ran over records that do not carry their labels, the labels' counts again, once
-        (:meth:`labels_shown_code`) and no search; None before :data:`AUTO_STEP_AFTER`
+        (:meth:`labels_shown_code`) and no search; first of all, the model's own code over
+        ``labelled`` when the last doubt offered it; None before :data:`AUTO_STEP_AFTER`
         repeats, or when there is nothing worth searching.
         """
         if self.repeats < AUTO_STEP_AFTER or self.kind == "none":
             return None
+        if self.rewrite is not None and self.rewrite not in already_run:
+            # The advice was the model's own code over the labelled records; the model
+            # resent its code instead (seen on OOLONG-Pairs with the 1.5B root).
+            return self.rewrite
         labelling = self.labelling_code()
         records = self.lines if self.kind == "text" else self.length
         if (
@@ -882,6 +888,7 @@ class Watcher:
             else ""
         )
         rewritten = over_labelled(code) if self.labelled else None
+        self.rewrite = rewritten
         if rewritten is not None:
             return (
                 f"You set the answer {value[:80]!r} from code that looks for {option!r} in the "
