@@ -434,6 +434,19 @@ def test_loop_every_advice_over_labelled_records_suggests_labelling() -> None:
     prose = Watcher.for_context(query, Info("text", "str", 80_000, None, ESSAY[:400]))
     failed = prose.after_cell("print(search('label'))", "search('label'): no match", None)
     assert failed is not None and "llm_map" not in failed.message
+    # Once the labelling ran (its labels are in the kernel), a failed cell is pointed at the
+    # records of the option asked about, not at the labelling again (seen on OOLONG-Pairs).
+    asked = "Each ticket is one of: bug, feature request, question. Which users filed a 'bug'?"
+    done = Watcher.for_context(asked, Info("text", "str", 80_000, None, rows[:600]))
+    assert done.after_cell("labelled_items = [f'{i}' for i in items]", "", None) is None
+    error = "NameError: name 'combinations' is not defined"
+    code = (
+        "users = [l.split(' | ')[1] for l in context.split('\\n')]\nprint(combinations(users, 2))"
+    )
+    failed = done.after_cell(code, error, error)
+    assert failed is not None and failed.reason == "failed_search"
+    assert "llm_map" not in failed.message
+    assert "line.endswith(' || Label: bug')]" in failed.message
 
 
 def test_loop_records_are_told_by_the_line_count_the_kernel_printed() -> None:

@@ -584,6 +584,11 @@ class Watcher:
     def _search_advice(self, error: str | None) -> str:
         what = f"failed ({error})" if error else "found nothing"
         labelling = self.labelling_code()
+        if labelling is not None and self.labelled:
+            # Not the labelling again: it ran, and its labels are in the kernel (seen on
+            # OOLONG-Pairs after a NameError in the root's own code).
+            how, example = self._labelled_step()
+            return f"That cell {what}. Instead, {how}:\n```repl\n{example}\n```"
         if labelling is not None:
             return (
                 f"That search {what}. The labels the question names are not words written in "
