@@ -517,7 +517,7 @@ class Watcher:
             self.read_content = True
         if _calls_sub_model(code):
             self.sub_calls = True
-        if error is None and "labelled_items = [" in code:
+        if error is None and "labelled_items" in assigned_names(code):
             self.labelled = True
         self.seen_output.append((code, output))
         if self.kind == "none":
@@ -884,7 +884,7 @@ class Watcher:
             return "no record holds those words"
         return f"those words occur only {hits} times in the records, by chance"
 
-    def _absent_message(self, value: str, option: str, code: str) -> str:
+    def _absent_message(self, value: str, option: str) -> str:
         field = grouping_field(self.query, self.preview) if self.kind == "text" else None
         table = (
             f"`per_field` (for each {field}, its labels' counts), `with_label[label]` (the "
@@ -892,8 +892,7 @@ class Watcher:
             if field is not None
             else ""
         )
-        rewritten = over_labelled(code) if self.labelled else None
-        self.rewrite = rewritten
+        rewritten = self.rewrite
         if rewritten is not None:
             return (
                 f"You set the answer {value[:80]!r} from code that looks for {option!r} in the "
@@ -962,7 +961,8 @@ class Watcher:
             absent = self._absent_option_looked_for(code)
             if absent is not None:
                 self.absent_challenged = True
-                return Nudge("unsupported_answer", self._absent_message(value, absent, code))
+                self.rewrite = over_labelled(code) if self.labelled else None
+                return Nudge("unsupported_answer", self._absent_message(value, absent))
         if self.challenged:
             return None
         if labelling is not None and self._judged_unread(code):
