@@ -80,6 +80,7 @@ class Outcome:
     profile: str
     detail: str
     commit: str = ""  # the engine's commit that ran it (older lines: unknown)
+    answer: str = ""  # the whole answer, so a later scorer can score it again (older lines: none)
 
 
 Key = tuple[str, int, str, str, int]
@@ -273,6 +274,7 @@ async def run_mode(
                 float(benchmark.score(item, run["answer"])),
                 round(run["wall_s"], 1), run["turns"],
                 engine.profile.name if method == "rlm" else "-", run["detail"], commit,
+                run["answer"],
             )  # fmt: skip
             sink.write(json.dumps(dataclasses.asdict(outcome)) + "\n")
             sink.flush()

@@ -30,16 +30,19 @@ def bench() -> ModuleType:
 def test_bench_anymodel_resumes_and_reports(bench: ModuleType, tmp_path: Path) -> None:
     results = tmp_path / "outcomes.jsonl"
     first = bench.Outcome("sniah", 8000, "served", "rlm", 0, 1.0, 600.0, 3, "small", "")
-    second = bench.Outcome("sniah", 8000, "served", "rlm", 1, 0.0, 900.0, 4, "small", "")
-    results.write_text(
-        json.dumps(dataclasses.asdict(first)) + "\n" + json.dumps(dataclasses.asdict(second))[:30]
+    second = bench.Outcome(
+        "sniah", 8000, "served", "rlm", 1, 0.0, 900.0, 4, "small", "", "abc", "The number is 7."
     )
+    older = dataclasses.asdict(first)
+    del older["answer"]  # lines written before answers were kept still load
+    results.write_text(json.dumps(older) + "\n" + json.dumps(dataclasses.asdict(second))[:30])
     done = bench.load_outcomes(results)
     assert list(done) == [("sniah", 8000, "served", "rlm", 0)]  # the torn line runs again
     with bench.open_results(results) as sink:
         sink.write(json.dumps(dataclasses.asdict(second)) + "\n")
     done = bench.load_outcomes(results)
     assert len(done) == 2
+    assert done[("sniah", 8000, "served", "rlm", 1)].answer == "The number is 7."
     wanted = [("sniah", 8000, "served", "rlm", i) for i in range(3)]
     wanted.append(("oolong", 8000, "served", "base", 0))
     text = bench.report(list(done.values()), wanted)

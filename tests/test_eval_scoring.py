@@ -75,6 +75,13 @@ def test_exact_after_colon(prediction: str, gold: str, expected: float) -> None:
         ("12345, 67890\n11111, 22222", {("12345", "67890"), ("11111", "22222")}),
         ("none", set()),
         ("(5, 5)", set()),  # a user is not paired with itself
+        # A printed Python tuple quotes its ids; records name them "User: <id>".
+        ("('20002', '82813')\n(\"1\", \"2\")", {("20002", "82813"), ("1", "2")}),
+        ("('User: 69731', 'User: 13445')", {("13445", "69731")}),
+        ("(user id 7, User #8)\n(User 9, user 10)", {("7", "8"), ("10", "9")}),
+        ("User: 3, User: 4", {("3", "4")}),
+        ("(user1, user2)", {("user1", "user2")}),  # an id that starts with the word stays whole
+        ("(userA, 5)", {("5", "userA")}),
     ],
 )
 def test_parse_pairs(prediction: str, expected: set[tuple[str, str]]) -> None:

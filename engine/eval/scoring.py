@@ -56,8 +56,12 @@ def exact_after_colon(prediction: str, gold: str) -> float:
 
 
 Pair = tuple[str, str]
-_PAIR_RE = re.compile(r"\(\s*([A-Za-z0-9_-]+)\s*,\s*([A-Za-z0-9_-]+)\s*\)")
-_LINE_PAIR_RE = re.compile(r"^\W*([A-Za-z0-9_-]+)\s*[,;&]\s*([A-Za-z0-9_-]+)\W*$")
+# One id as models write it: bare (12345), quoted as a Python tuple prints it ('12345'), or
+# named the way the records name it (User: 12345, user id 12345). The word is only taken as a
+# prefix when a separator follows it, so an id such as "user1" stays whole.
+_ID = r"""["']?(?:(?i:user)(?:\s*(?i:id))?(?:\s*[:#]\s*|\s+))?([A-Za-z0-9_-]+)["']?"""
+_PAIR_RE = re.compile(r"\(\s*" + _ID + r"\s*,\s*" + _ID + r"\s*\)")
+_LINE_PAIR_RE = re.compile(r"^\W*" + _ID + r"\s*[,;&]\s*" + _ID + r"\W*$")
 
 
 def canonical_pair(a: str, b: str) -> Pair:
