@@ -77,6 +77,13 @@ async def test_helpers_search_list_and_dict_contexts(tmp_path: Path) -> None:
     assert rest.startswith("search('find_final'): 1 of 2 hits\n[1] file 'README.md', char 4")
 
 
+async def test_helpers_pairs_of_in_the_kernel() -> None:
+    out = await run_cell(
+        "abc", "found = pairs_of(['12', '9', '100'])\nprint(len(found))\nprint(found)"
+    )
+    assert out == "3\n(9, 12)\n(9, 100)\n(12, 100)\n"
+
+
 async def test_helpers_are_restored_when_overwritten() -> None:
     out = await run_cell("abc", "search = None\nllm_map = 1\nprint('x')\n")
     assert "`search` was overwritten; it has been restored." in out

@@ -7,6 +7,7 @@ kind), over text, list and dict-of-files contexts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,7 @@ from engine.rlm.nudges import (
     typed_values,
 )
 from engine.truncate import marker, truncate_middle
+from tests.module_support import load_module
 
 ESSAY = (
     "Want to start a startup? Get funded by Y Combinator. In the summer of 2005 a group of "
@@ -40,6 +42,9 @@ QUERY = (
     "What is the special magic number for quiet-lake mentioned in the provided text? "
     "Answer with the number only."
 )
+
+
+HELPERS_FILE = Path(__file__).parents[1] / "sandbox-image" / "rlm_runtime" / "helpers.py"
 
 
 @dataclass
@@ -658,3 +663,28 @@ def test_the_option_asked_about_is_the_one_named_again() -> None:
     assert asked_option(both) == "feature request"
     assert asked_option(f"{listed} Which label is the most common?") is None
     assert asked_option("How many lines?") is None
+
+
+def test_after_the_labelling_a_pairs_question_steps_to_pairs_of_the_kept_values() -> None:
+    # The step's code runs over what the labelling bound (`per_field`) with the kernel's
+    # `pairs_of`; a question that asks for no pairs keeps the step to the label's records.
+    rows = "".join(f"Day {i} || User: {u} || Who is Ada ?\n" for i, u in enumerate([5, 40, 7]))
+    listed = "Each line asks about one of these: person, place, thing."
+    info = Info("text", "str", len(rows), None, rows)
+    pairs = Watcher.for_context(
+        f"{listed} Find all pairs of users who asked about a 'place'.", info
+    )
+    pairs.labelled = True
+    how, code = pairs.next_step()
+    assert "change it to the question's" in how and "pairs_of(keep)" in code
+    helpers = load_module("rlm_helpers_for_nudges", HELPERS_FILE)
+    per_field = {"5": {"place": 2}, "40": {"place": 1, "thing": 1}, "7": {"thing": 3}, "9": {}}
+    printed: list[str] = []
+    namespace = {"per_field": per_field, "pairs_of": helpers.pairs_of}
+    namespace["print"] = lambda *args: printed.append(" ".join(map(str, args)))
+    exec(code, namespace)
+    assert printed == ["2 User values kept: ['40', '5']", "1 pairs:", "(5, 40)"]
+    rows_step = Watcher.for_context(f"{listed} Which users asked about a 'place'?", info)
+    rows_step.labelled = True
+    assert "pairs_of" not in rows_step.next_step()[1]
+    assert "LABEL" not in rows_step.next_step()[1] and "endswith" in rows_step.next_step()[1]

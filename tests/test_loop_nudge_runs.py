@@ -486,6 +486,39 @@ async def test_loop_the_labelling_counts_per_value_of_the_field_the_question_nam
     }
 
 
+def dated_records(kinds: list[str], users: list[int]) -> str:
+    """``Date || User || Instance`` lines, the users in turn, each asking about one kind."""
+    asks = {"place": "Where is Lima ?", "person": "Who is Ada ?", "thing": "What is a lute ?"}
+    return "".join(
+        f"Date: Jan {i + 1:02}, 2024 || User: {users[i % len(users)]} || Instance: {asks[k]}\n"
+        for i, k in enumerate(kinds)
+    )
+
+
+async def offered_labelling(tmp_path: Path, query: str, text: str) -> str:
+    """The labelling step the loop offers a root that guesses 'none' first."""
+    guess = cell("answer['content'] = 'none'\nanswer['ready'] = True")
+    runner = Run(tmp_path, FakeBackend())
+    await runner([guess], query, text, "small", max_iterations=1)
+    message: str = runner.of_type("nudge")[0]["message"]
+    return message.split("```repl\n")[1].split("```")[0]
+
+
+def labelled_then_repeated(
+    guess: dict[str, Any], labelling: str, kinds: list[str]
+) -> list[dict[str, Any]]:
+    """A root that guesses, runs the offered labelling (the sub-model answers ``kinds``, ten
+    per pack), prints the counts and then sends that same cell again."""
+    sub = "\n".join(f"[{i}] {k}" for i, k in enumerate(kinds[:10], 1))
+    return [
+        guess,
+        cell(labelling, "I label every line."),
+        {"match": {"model": "sub"}, "response": {"content": sub}, "repeat": True},
+        cell("print(counts)"),
+        cell("print(counts)"),
+    ]
+
+
 @pytest.mark.parametrize("resends", [False, True])
 async def test_loop_code_that_looks_for_a_label_in_the_records_is_offered_over_labelled(
     tmp_path: Path, resends: bool
@@ -498,33 +531,19 @@ async def test_loop_code_that_looks_for_a_label_in_the_records_is_offered_over_l
     # that resends its own code instead (seen on item 9) gets that code run over `labelled`
     # by the loop, and the answer it sets passes the same checks as any cell's.
     users = [7, 8, 9, 6]
-    asks = {"place": "Where is Lima ?", "person": "Who is Ada ?", "thing": "What is a lute ?"}
     # Ten kinds per pack of ten (the sub-model's reply below is the same for every pack).
     kinds = ["person", *["place", "thing"] * 4, "place"] * 2
-    text = "".join(
-        f"Date: Jan {i + 1:02}, 2024 || User: {users[i % 4]} || Instance: {asks[k]}\n"
-        for i, k in enumerate(kinds)
-    )
+    text = dated_records(kinds, users)
     query = f"{ASKS_ABOUT} Find all users with at least one line about a 'person'."
     guess = cell("answer['content'] = 'none'\nanswer['ready'] = True")
-    runner = Run(tmp_path, FakeBackend())
-    await runner([guess], query, text, "small", max_iterations=1)
-    labelling = runner.of_type("nudge")[0]["message"].split("```repl\n")[1].split("```")[0]
+    labelling = await offered_labelling(tmp_path, query, text)
     words = (
         "found = [line.split(' || ')[1] for line in context.split('\\n') if 'person' in line]\n"
         "answer['content'] = ', '.join(sorted(set(found))) or 'none'\nanswer['ready'] = True"
     )
     over = words.replace("in context.split", "in labelled.split")
     entries = [
-        guess,
-        cell(labelling, "I label every line."),
-        {
-            "match": {"model": "sub"},
-            "response": {"content": "\n".join(f"[{i}] {k}" for i, k in enumerate(kinds[:10], 1))},
-            "repeat": True,
-        },
-        cell("print(counts)"),
-        cell("print(counts)"),  # a repeat: pointed at the records labelled 'person'
+        *labelled_then_repeated(guess, labelling, kinds),  # the repeat: to the 'person' records
         cell(words),  # looks for 'person' in the records: its own code over `labelled`
         cell(words) if resends else cell(over),
     ]
@@ -545,6 +564,42 @@ async def test_loop_code_that_looks_for_a_label_in_the_records_is_offered_over_l
         (auto,) = [c for c in runner.of_type("cell") if c["kind"] == "auto_step"]
         assert (auto["code"], auto["answer_ready"]) == (over, True)
     assert [n["reason"] for n in nudges][-len(tail) :] == tail
+
+
+async def test_loop_a_question_about_pairs_is_pointed_at_pairs_of_the_kept_values(
+    tmp_path: Path,
+) -> None:
+    # Seen on OOLONG-Pairs (issue 14): with the labels per user printed, the 1.5B root paired
+    # labels instead of users, or counted over `context`'s lines again. The labelling step
+    # says how `pairs_of` lists pairs of users; a repeat after it is pointed at the users
+    # the question's test keeps and their pairs; the pairs the root sets from it stand.
+    users = [7, 8, 9, 6, 12]
+    kinds = ["person", "thing", "place", "place", "thing", "place", "person", "thing", "place",
+             "place"] * 2  # fmt: skip
+    text = dated_records(kinds, users)
+    query = f"{ASKS_ABOUT} Find all pairs of users who both have a line about a 'thing'."
+    guess = cell("answer['content'] = 'none'\nanswer['ready'] = True")
+    labelling = await offered_labelling(tmp_path, query, text)
+    own = "found = pairs_of(with_label['thing'])\nprint(found)"
+    entries = [
+        *labelled_then_repeated(guess, labelling, kinds),  # the repeat: to the kept users' pairs
+        cell(own),
+        cell("answer['content'] = str(found)\nanswer['ready'] = True"),
+    ]
+    runner = Run(tmp_path / "again", FakeBackend())
+    result = await runner(entries, query, text, "small", max_iterations=6)
+    holders = sorted({users[i % 5] for i, k in enumerate(kinds) if k == "thing"})
+    assert holders == [8, 9, 12]  # 6 and 7 never asked about a thing
+    expected = "\n".join(f"({a}, {b})" for i, a in enumerate(holders) for b in holders[i + 1 :])
+    assert (result.answer, result.ready) == (expected, True)
+    (labelled,) = [c for c in runner.of_type("cell") if "llm_map(items" in c["code"]]
+    assert "pairs_of(values) lists every pair of User values once, e.g. " in labelled["output"]
+    assert "pairs_of(with_label['thing'])" in labelled["output"]
+    nudges = runner.of_type("nudge")
+    repeat = next(n for n in nudges if n["reason"] == "repeated_reply")
+    assert "row.get('thing', 0) >= 1]  # the question's test" in repeat["message"]
+    assert "found = pairs_of(keep)" in repeat["message"]
+    assert [n["reason"] for n in nudges][-1] == "repeated_reply"  # the answer was not doubted
 
 
 async def test_loop_a_model_stuck_after_the_labelling_is_shown_the_labels_again(

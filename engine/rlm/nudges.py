@@ -62,6 +62,7 @@ _COLON_LIST = re.compile(r":\s*([^:.?!\n]+)")
 _LIST_SEP = re.compile(r"\s*,\s*(?:or\s+|and\s+)?|\s+or\s+")
 _QUOTED = re.compile(r"(?<![\w'])'([^'\n]{2,60})'(?!\w)|\"([^\"\n]{2,60})\"")
 # Any quoted span of a query, and any "<placeholder>" of a quoted form.
+_PAIRS = re.compile(r"(?<!\w)pairs?(?!\w)", re.I)
 _QUOTED_SPAN = re.compile(r"(?<![\w'])'[^'\n]*'(?!\w)|\"[^\"\n]*\"|<[^<>\n]*>")
 _FORMAT_CHARS = re.compile(r"[:<>{}]")
 # The query's sentences, and those that ask for an answer's form ("Give your final answer in
@@ -655,6 +656,9 @@ class Watcher:
         label = asked_option(self.query)
         if label is None:
             return "print the labels' counts", "print(sorted(counts.items()))"
+        field = self._paired_field()
+        if field is not None:
+            return self._pairs_step(field, label)
         ending = LABEL_SUFFIX + label
         rows = (
             f"rows = [line for line in labelled.split('\\n') if line.endswith({ending!r})]\n"
@@ -662,6 +666,37 @@ class Watcher:
             "print('\\n'.join(rows[:40]))"
         )
         return f"look at the records labelled {label!r} (in `labelled`, labels written in)", rows
+
+    def _paired_field(self) -> str | None:
+        """The records' field whose values the question pairs ("pairs of users" over
+        ``User: <id>`` records), or None if it asks for no pairs of one."""
+        field = grouping_field(self.query, self.preview) if self.kind == "text" else None
+        if field is None or not _PAIRS.search(_QUOTED_SPAN.sub(" ", self.query)):
+            return None
+        return field
+
+    def _pairs_step(self, field: str, label: str) -> tuple[str, str]:
+        """After the labelling, for a question about pairs of a field's values: the values
+        that have the asked label, and their pairs, with the test marked as the one to change.
+
+        Seen on OOLONG-Pairs with the 1.5B root: with the labels per user printed, it paired
+        labels instead of users, or counted over `context`'s lines again; its answers were
+        right only where it had picked the users from ``per_field`` (one item, one pair).
+        """
+        code = (
+            f"keep = [v for v, row in sorted(per_field.items()) if row.get({label!r}, 0) >= 1]"
+            "  # the question's test\n"
+            f"print(len(keep), {field + ' values kept:'!r}, keep)\n"
+            "found = pairs_of(keep)\n"
+            "print(len(found), 'pairs:')\n"
+            "print(found)"
+        )
+        return (
+            f"pick the {field} values the question's condition keeps from `per_field` (its "
+            f"labels' counts per {field}; the test below keeps those with a {label!r} record: "
+            "change it to the question's) and list their pairs with `pairs_of`",
+            code,
+        )
 
     def file_searches(self) -> list[str]:
         """For a dict of files: searches that find the file a question is about; else [].
@@ -730,7 +765,7 @@ class Watcher:
             "high, low = max(counts.values()), min(counts.values())\n"
             "for word, n in (('most', high), ('least', low)):\n"
             "    print(word, 'common:', ', '.join(c for c in counts if counts[c] == n), f'({n})')"
-            f"{self._per_field_code()}{self._labelled_code()}"
+            f"{self._per_field_code()}{self._labelled_code()}{self._pairs_note()}"
         )
 
     def _labelled_code(self) -> str:
@@ -782,6 +817,20 @@ class Watcher:
             "for label, values in sorted(with_label.items()):\n"
             "    print(repr(label), len(values), values[:60])"
         )
+
+    def _pairs_note(self) -> str:
+        """A line printing how to list pairs of the field's values, for a question that asks
+        for such pairs (printed last, after the tables it refers to); "" otherwise."""
+        field = self._paired_field()
+        if field is None:
+            return ""
+        label = asked_option(self.query) or "<label>"
+        note = (
+            f"pairs_of(values) lists every pair of {field} values once, e.g. "
+            f"pairs_of(with_label[{label!r}]); pairs_of(some, others) pairs each of some "
+            "with each of others"
+        )
+        return f"\nprint({note!r})"
 
     def _records_code(self) -> str | None:
         """A line of code binding ``items`` to the context's records, or None if it has none.

@@ -107,6 +107,8 @@ files); never raises, and says what to try when nothing matches. Print the resul
 - `llm_map(items, instruction, *, choices=None, batch_size=10) -> list[str]`: one sub-LLM \
 answer per item (several items per call, unreadable answers retried); a dict gives a dict. \
 With `choices=[...labels]` each answer is exactly one of the labels, ready to count.
+- `pairs_of(values, others=None)`: every pair of distinct values once as (smaller, larger); \
+with `others`, one value from each. Prints one `(a, b)` per line (`none` if empty).
 - `answer`: a dict. When you are certain, set `answer["content"]` (a string) and then \
 `answer["ready"] = True`; the run ends after that cell. `FINAL(value)` does both at once.
 - `SHOW_VARS()` lists your variables. Variables persist between cells.
@@ -212,6 +214,10 @@ print(Counter(kinds).most_common())
 ```
 Use the labels the question names. `kinds[i]` is the label of `lines[i]`, so you can also \
 count by other fields of the line (a user, a date).
+
+For a question about pairs (of users, of items), first pick the values that qualify with code, \
+then `pairs_of(values)` lists every pair once as `(a, b)` lines; `pairs_of(some, others)` \
+pairs each of `some` with each of `others`.
 
 YOUR TASK
 {context}
@@ -449,6 +455,8 @@ KERNEL_HELPERS = {
     "llm_map": "`llm_map(items, instruction, *, choices=None, batch_size=10) -> list[str]`: one "
     "sub-LLM answer per item, several items packed per call, unreadable answers retried; with "
     "`choices=[...]` each answer is exactly one of those labels.",
+    "pairs_of": "`pairs_of(values, others=None)`: every pair of distinct values once as "
+    "(smaller, larger); with `others`, one value from each. Prints one `(a, b)` per line.",
 }
 
 

@@ -33,6 +33,7 @@ CONTRACT_NAMES: frozenset[str] = frozenset(
         "SHOW_VARS",
         "search",
         "llm_map",
+        "pairs_of",
         "rlm_runtime",
         "get_ipython",
         "exit",

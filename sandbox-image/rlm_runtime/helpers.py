@@ -1,4 +1,4 @@
-"""Kernel helpers that make the two common strategies one line: search, and map with a sub-LLM.
+"""Kernel helpers that make the common strategies one line: search, map with a sub-LLM, pairs.
 
 Weak models lose runs to a regex that raises on ``None.group()``, to searching for a phrase
 worded differently from the text, and to a loop of ``llm_query`` calls; these helpers never
@@ -8,7 +8,10 @@ raise on "nothing found" and say what to try instead (issue 14).
   snippets with their positions over a ``str``, a ``list`` or a ``dict`` of files;
 - ``llm_map(items, instruction, *, choices=None, batch_size=10, max_chars=..., model=None)``: one
   answer per item, several items packed into each sub-call, unparsed items retried; with
-  ``choices`` every answer is one of them exactly (a label per line, ready to count).
+  ``choices`` every answer is one of them exactly (a label per line, ready to count);
+- ``pairs_of(values, others=None)``: every pair of distinct values once, as (smaller, larger),
+  printed one ``(a, b)`` per line: the last step of a question about pairs (of users, of
+  files) after code has picked the values that qualify.
 """
 
 from __future__ import annotations
@@ -279,6 +282,45 @@ def _no_match_advice(pattern: str, regex: bool, words: list[str], context: Any) 
     return f"search({pattern!r}): no match. Try: " + "; ".join(tips) + "."
 
 
+# --- pairs_of -------------------------------------------------------------------------------
+
+
+class PairList(list[tuple[Any, Any]]):
+    """The pairs of :func:`pairs_of` (a list of tuples); prints one ``(a, b)`` per line, or
+    ``none`` when there is no pair, the form a pair question's answer takes."""
+
+    def __str__(self) -> str:
+        return "\n".join(f"({a}, {b})" for a, b in self) if self else "none"
+
+    __repr__ = __str__
+
+
+def _order_key(value: Any) -> tuple[int, Any]:
+    # Ids written as digits order as numbers ("9" before "10"); anything else as text.
+    text = str(value).strip()
+    return (0, int(text)) if text.isdigit() else (1, text)
+
+
+def pairs_of(values: Any, others: Any = None) -> PairList:
+    """Every pair of distinct values once, each as (smaller, larger), in order.
+
+    With ``others``, each pair takes one value from ``values`` and one from ``others`` (a
+    question about one user with one thing and another user with another). Duplicates and a
+    value paired with itself are dropped; a dict counts as its keys. Prints one ``(a, b)`` per
+    line (``none`` when empty), so ``answer["content"] = str(found)`` is a pair answer.
+    """
+    first = list(dict.fromkeys(values))
+    second = first if others is None else list(dict.fromkeys(others))
+    found: dict[tuple[Any, Any], None] = {}
+    for a in first:
+        for b in second:
+            if a == b:
+                continue
+            low, high = sorted((a, b), key=_order_key)
+            found[(low, high)] = None
+    return PairList(sorted(found, key=lambda pair: (_order_key(pair[0]), _order_key(pair[1]))))
+
+
 # --- llm_map --------------------------------------------------------------------------------
 
 
@@ -499,7 +541,7 @@ def make_helpers(
 
     llm_map_.__doc__ = llm_map.__doc__
     llm_map_.__name__ = "llm_map"
-    names = {"search": search_, "llm_map": llm_map_}
+    names = {"search": search_, "llm_map": llm_map_, "pairs_of": pairs_of}
     return {**names, **_package_names(bridge)} if bridge is not None else names
 
 
