@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.module_support import load_module
 
 HELPERS_FILE = Path(__file__).parents[1] / "sandbox-image" / "rlm_runtime" / "helpers.py"
@@ -31,3 +33,12 @@ def test_pairs_of_accepts_dicts_and_prints_none_when_empty() -> None:
     empty = helpers.pairs_of(["only"])
     assert empty == [] and str(empty) == "none" and repr(empty) == "none"
     assert str(helpers.pairs_of([], ["x"])) == "none"
+
+
+def test_pairs_of_refuses_a_string_and_too_many_values_with_what_to_do() -> None:
+    with pytest.raises(TypeError, match="not one string"):
+        helpers.pairs_of("12345")
+    many = [str(i) for i in range(2_001)]
+    with pytest.raises(ValueError, match="keep only the values that qualify first"):
+        helpers.pairs_of(many)
+    assert len(helpers.pairs_of(many[:300])) == 300 * 299 // 2

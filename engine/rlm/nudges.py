@@ -680,8 +680,8 @@ class Watcher:
         that have the asked label, and their pairs, with the test marked as the one to change.
 
         Seen on OOLONG-Pairs with the 1.5B root: with the labels per user printed, it paired
-        labels instead of users, or counted over `context`'s lines again; its answers were
-        right only where it had picked the users from ``per_field`` (one item, one pair).
+        labels instead of users, or counted over `context`'s lines again; the one answer with
+        a right pair counted the label per user from the labelled records, then paired them.
         """
         code = (
             f"keep = [v for v, row in sorted(per_field.items()) if row.get({label!r}, 0) >= 1]"

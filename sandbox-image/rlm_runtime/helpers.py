@@ -27,6 +27,7 @@ _WORD = re.compile(r"[\w'-]{3,}")
 _ANSWER_LINE = re.compile(r"^\s*(?:\*\*)?\[?(\d{1,4})[\].:)](?:\*\*)?\s*(.*)$")
 MAP_MAX_CHARS = 24_000
 MAP_ROUNDS = 3
+PAIRS_MAX_CANDIDATES = 4_000_000  # value x value combinations pairs_of considers at most
 
 
 @dataclass(frozen=True)
@@ -309,8 +310,17 @@ def pairs_of(values: Any, others: Any = None) -> PairList:
     value paired with itself are dropped; a dict counts as its keys. Prints one ``(a, b)`` per
     line (``none`` when empty), so ``answer["content"] = str(found)`` is a pair answer.
     """
+    if isinstance(values, str) or isinstance(others, str):
+        raise TypeError("pairs_of takes lists of values (ids, names), not one string")
     first = list(dict.fromkeys(values))
     second = first if others is None else list(dict.fromkeys(others))
+    if len(first) * len(second) > PAIRS_MAX_CANDIDATES:
+        # Every value paired with every other is quadratic: a list of all records' ids
+        # (instead of the few that qualify) would fill the kernel's memory.
+        raise ValueError(
+            f"pairs_of: {len(first):,} x {len(second):,} values is too many to pair (at most "
+            f"{PAIRS_MAX_CANDIDATES:,}); keep only the values that qualify first"
+        )
     found: dict[tuple[Any, Any], None] = {}
     for a in first:
         for b in second:
