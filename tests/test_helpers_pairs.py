@@ -23,6 +23,13 @@ def test_pairs_of_lists_each_pair_once_in_order() -> None:
     assert str(found) == "(4, 30)\n(4, 200)\n(30, 200)"
 
 
+def test_pairs_of_orders_any_length_of_digits_and_mixed_values() -> None:
+    huge = "9" * 5_000  # int() refuses it
+    assert helpers.pairs_of([huge, "10", "b", 7]) == [
+        (7, "10"), (7, huge), (7, "b"), ("10", huge), ("10", "b"), (huge, "b")
+    ]  # fmt: skip
+
+
 def test_pairs_of_with_others_takes_one_from_each() -> None:
     found = helpers.pairs_of(["b", "a"], ["a", "c"])
     assert found == [("a", "b"), ("a", "c"), ("b", "c")]

@@ -296,10 +296,11 @@ class PairList(list[tuple[Any, Any]]):
     __repr__ = __str__
 
 
-def _order_key(value: Any) -> tuple[int, Any]:
-    # Ids written as digits order as numbers ("9" before "10"); anything else as text.
+def _order_key(value: Any) -> tuple[int, int, str]:
+    # Ids written as digits order as numbers ("9" before "10": shorter first, then by digit),
+    # without int(), which refuses numbers of more than 4,300 digits; anything else as text.
     text = str(value).strip()
-    return (0, int(text)) if text.isdigit() else (1, text)
+    return (0, len(text), text) if text.isdigit() and text.isascii() else (1, 0, text)
 
 
 def pairs_of(values: Any, others: Any = None) -> PairList:
