@@ -566,6 +566,19 @@ async def test_loop_code_that_looks_for_a_label_in_the_records_is_offered_over_l
     assert [n["reason"] for n in nudges][-len(tail) :] == tail
 
 
+# Users and what each line asks about, the records, and a question about pairs of users
+# (users 8, 9 and 12 have a line about a thing).
+PAIR_USERS = [7, 8, 9, 6, 12]
+PAIR_KINDS = ["person", "thing", "place", "place", "thing", "place", "person", "thing", "place",
+              "place"] * 2  # fmt: skip
+PAIRS_TASK = (
+    PAIR_USERS,
+    PAIR_KINDS,
+    dated_records(PAIR_KINDS, PAIR_USERS),
+    f"{ASKS_ABOUT} Find all pairs of users who both have a line about a 'thing'.",
+)
+
+
 async def test_loop_a_question_about_pairs_is_pointed_at_pairs_of_the_kept_values(
     tmp_path: Path,
 ) -> None:
@@ -573,11 +586,7 @@ async def test_loop_a_question_about_pairs_is_pointed_at_pairs_of_the_kept_value
     # labels instead of users, or counted over `context`'s lines again. The labelling step
     # says how `pairs_of` lists pairs of users; a repeat after it is pointed at the users
     # the question's test keeps and their pairs; the pairs the root sets from it stand.
-    users = [7, 8, 9, 6, 12]
-    kinds = ["person", "thing", "place", "place", "thing", "place", "person", "thing", "place",
-             "place"] * 2  # fmt: skip
-    text = dated_records(kinds, users)
-    query = f"{ASKS_ABOUT} Find all pairs of users who both have a line about a 'thing'."
+    users, kinds, text, query = PAIRS_TASK
     guess = cell("answer['content'] = 'none'\nanswer['ready'] = True")
     labelling = await offered_labelling(tmp_path, query, text)
     own = "found = pairs_of(with_label['thing'])\nprint(found)"
@@ -626,3 +635,80 @@ async def test_loop_a_model_stuck_after_the_labelling_is_shown_the_labels_again(
     assert "most common: place (12)" in auto[1]["output"]
     sub = [r for r in runner.server.requests if r["model"] == "sub"] if runner.server else []
     assert len(sub) == 2  # 20 records in packs of ten: labelled once
+
+
+@pytest.mark.parametrize("follows", [True, False])
+async def test_loop_one_printed_pair_as_the_answer_goes_back_once(
+    tmp_path: Path, follows: bool
+) -> None:
+    # Seen on OOLONG-Pairs (issue 14): the kernel printed every qualifying pair and the 1.5B
+    # root typed one of them as its answer. It goes back once, with the variable the cell
+    # printed; a root sure of its one line sets it again, and that stands.
+    _, kinds, text, query = PAIRS_TASK
+    guess = cell("answer['content'] = 'none'\nanswer['ready'] = True")
+    labelling = await offered_labelling(tmp_path, query, text)
+    sub = "\n".join(f"[{i}] {k}" for i, k in enumerate(kinds[:10], 1))
+    one = cell("answer['content'] = '(9, 12)'\nanswer['ready'] = True", "The answer.")
+    entries = [
+        guess,
+        cell(labelling, "I label every line."),
+        {"match": {"model": "sub"}, "response": {"content": sub}, "repeat": True},
+        cell("found = pairs_of(with_label['thing'])\nprint(len(found), 'pairs')\nprint(found)"),
+        one,
+        cell("answer['content'] = str(found)\nanswer['ready'] = True") if follows else one,
+    ]
+    runner = Run(tmp_path / "again", FakeBackend())
+    result = await runner(entries, query, text, "small", max_iterations=5)
+    expected = "(8, 9)\n(8, 12)\n(9, 12)" if follows else "(9, 12)"
+    assert (result.answer, result.ready, result.iterations) == (expected, True, 5)
+    (doubt,) = [n for n in runner.of_type("nudge") if n["reason"] == "partial_listing"]
+    assert "'(9, 12)', which is one of the 3 lines" in doubt["message"]
+    assert "answer['content'] = str(found)" in doubt["message"]
+    # The doubt is the model's next step, and the answer was unset in the kernel.
+    assert doubt["message"] in runner.root_requests()[4]["messages"][-1]["content"]
+
+
+async def test_loop_part_of_a_listing_of_file_names_goes_back_for_a_list_question(
+    tmp_path: Path,
+) -> None:
+    # Not the pairs the check was built on: a dict of files, a question asking for every
+    # file that uses something, and an answer of two of the three names a cell printed.
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (repo / "pkg" / f"{name}.py").write_text(f"import httpx\n\n\ndef {name}():\n    pass\n")
+    (repo / "pkg" / "d.py").write_text("import json\n" * 5)
+    query = "List every file of the project that imports httpx."
+    code = (
+        "users = sorted(p for p, t in context.items() if 'import httpx' in t)\n"
+        "print('\\n'.join(users))"
+    )
+    entries = [
+        cell(code),
+        cell("answer['content'] = 'pkg/a.py\\npkg/c.py'\nanswer['ready'] = True"),
+        cell("answer['content'] = '\\n'.join(users)\nanswer['ready'] = True"),
+    ]
+    result, events, _ = await run(tmp_path, entries, repo, query)
+    assert (result.answer, result.ready) == ("pkg/a.py\npkg/b.py\npkg/c.py", True)
+    assert reasons(events) == ["partial_listing"]
+    (doubt,) = [e for e in events if e["type"] == "nudge"]
+    assert "which is 2 of the 3 lines" in doubt["message"]
+    assert "answer['content'] = str(users)" in doubt["message"]
+
+
+async def test_loop_one_line_of_a_listing_stands_for_a_question_about_one_value(
+    tmp_path: Path,
+) -> None:
+    # "Which file ..." asks for one: the name that is one line of the printed hits stands.
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "a.py").write_text("import httpx\n")
+    (repo / "pkg" / "b.py").write_text("import json\n")
+    query = "Which file among all the files of the project imports httpx?"
+    entries = [
+        cell("print('\\n'.join(sorted(context)))\nprint(search('httpx'))"),
+        cell("answer['content'] = 'pkg/a.py'\nanswer['ready'] = True"),
+    ]
+    result, events, _ = await run(tmp_path, entries, repo, query)
+    assert (result.answer, result.ready) == ("pkg/a.py", True)
+    assert "partial_listing" not in reasons(events)

@@ -215,6 +215,17 @@ def test_outputs_message_numbers_cells_and_counts_turns() -> None:
     assert "[7 turns left]" in text
 
 
+def test_small_ending_asks_for_every_item_when_the_question_lists() -> None:
+    # Told to store "a value from the output", the 1.5B root stored one of the pairs it had
+    # printed; a question asking for every item of a kind is told to store them all.
+    many = prompts.SMALL.outputs_message(["(1, 2)\n(1, 3)"], query="List all pairs.", turn=1,
+                                         max_turns=5)  # fmt: skip
+    one = prompts.SMALL.outputs_message(["7"], query="What is the number?", turn=1, max_turns=5)
+    assert 'answer["content"] = str(<the variable holding them all>)' in many
+    assert "not one of them" in many and "<the answer>" not in many
+    assert 'answer["content"] = "<the answer>"' in one and "holding them all" not in one
+
+
 def test_looks_like_answer() -> None:
     assert looks_like_answer("42")
     assert looks_like_answer("After reviewing everything, " + "x " * 300 + "the answer is 42")

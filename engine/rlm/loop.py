@@ -27,6 +27,7 @@ from engine.rlm import prompts
 from engine.rlm.answer_schema import AnswerSchema
 from engine.rlm.budget import Budget
 from engine.rlm.nudges import (
+    DOUBT_REASONS,
     LINES_PROBE,
     Nudge,
     Watcher,
@@ -436,7 +437,7 @@ async def _run_cells(
             # weak model reads the output as data and the usual ending as "set the answer".
             await sandbox.execute('answer["ready"] = False', cell_timeout_s=s.limits.cell_timeout_s)
             _nudge(s, turn_id, turn, doubt)
-            if doubt.reason == "unsupported_answer":
+            if doubt.reason in DOUBT_REASONS:
                 advice = doubt
             else:  # schema errors are the cell's output, as a validator's would be
                 output = f"{output}\n{doubt.message}" if output else doubt.message
@@ -445,7 +446,7 @@ async def _run_cells(
         if advice is None and found is not None:
             advice = found
             _nudge(s, turn_id, turn, found)
-        if advice is not None and advice.reason == "unsupported_answer":
+        if advice is not None and advice.reason in DOUBT_REASONS:
             break  # the cells after a doubted answer were written assuming it was right
     notes: list[str] = []
     next_step = None

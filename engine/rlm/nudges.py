@@ -19,6 +19,7 @@ import tokenize
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.rlm.listing import PartialListing, asks_for_many, partial_listing
 from engine.truncate import MARKER_PATTERN
 
 # A string literal at least this long that shares a run of this many characters with the
@@ -120,6 +121,11 @@ LINES_PROBE = "print(context.count('\\n') + 1 if isinstance(context, str) else -
 _NAMES_ONLY = frozenset({"len", "list", "sorted", "set", "type", "tuple", "print", "enumerate"})
 _KEY_METHODS = frozenset({"keys"})
 _SUB_MODEL_HELPERS = ("llm_query", "llm_batch", "llm_map", "rlm_query")
+#: The reasons of nudges that send an answer back as doubtful (the loop unsets it and makes the
+#: nudge the model's next step).
+DOUBT_REASONS = frozenset({"unsupported_answer", "partial_listing"})
+# How much of the cell that printed a listing a doubt quotes.
+LISTING_CODE_CHARS = 400
 _CONTENT_HELPERS = frozenset(
     {"search", "llm_query", "llm_batch", "llm_map", "rlm_query", "llm_query_batched"}
 )
@@ -397,6 +403,7 @@ class Watcher:
     challenged: bool = False
     total_challenged: bool = False  # an answer that counted every record was sent back
     absent_challenged: bool = False  # an answer that looked for an absent label was sent back
+    listing_challenged: bool = False  # an answer that was part of a printed listing went back
     whole_seen: bool = False  # the preview showed the entire context
     last_error: str | None = None  # the exception type of the last cell, if it failed
     term_hits: dict[str, int] = field(default_factory=dict)  # from the probe, if it ran
@@ -988,6 +995,25 @@ class Watcher:
             "\n```\nthen set the answer again (answer['ready'] = True) from what it prints."
         )
 
+    def _listing_message(self, value: str, listing: PartialListing) -> str:
+        code = listing.code
+        if len(code) > LISTING_CODE_CHARS:
+            code = code[:LISTING_CODE_CHARS].rsplit("\n", 1)[0] + "\n..."
+        part = "one" if listing.given == 1 else f"{listing.given}"
+        store = (
+            f"\n```repl\nanswer['content'] = str({listing.name})\nanswer['ready'] = True\n```"
+            if listing.name is not None
+            else " set answer['content'] to the whole list that cell printed, as a text, and "
+            "answer['ready'] = True."
+        )
+        return (
+            f"You set the answer {value[:80]!r}, which is {part} of the {listing.total} lines "
+            f"of that kind this earlier cell printed:\n```repl\n{code}\n```\nThe question "
+            "asks for all the items that qualify, not one of them. If those lines are the "
+            f"items it asks for, store all of them:{store}\nIf only the lines you set are "
+            "right, set the same answer again."
+        )
+
     def unsupported_answer(self, answer: str, code: str) -> Nudge | None:
         """An answer typed into the code before any content that supports it was read: check it.
 
@@ -1000,6 +1026,11 @@ class Watcher:
         a count of every record over such records goes back once too (:meth:`_counts_all`).
         """
         value = answer.strip()
+        if value and not self.listing_challenged and asks_for_many(self.query):
+            listing = partial_listing(value, self.seen_output)
+            if listing is not None:
+                self.listing_challenged = True
+                return Nudge("partial_listing", self._listing_message(value, listing))
         if self.kind == "none" or self.whole_seen or not value:
             return None
         labelling = self.labelling_code()

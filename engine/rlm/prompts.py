@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from engine.config import Limits
 from engine.errors import ConfigError
+from engine.rlm.listing import asks_for_many
 
 if TYPE_CHECKING:
     from engine.sandbox.results import ContextInfo, ExecResult
@@ -415,13 +416,22 @@ class SmallProfile(Profile):
             return f"{opening}{next_step} {left} replies left."
         # Small models tend to resend their last code verbatim, and, asked a yes/no question
         # about the output, may store their verdict as the answer. Spell out both next steps
-        # and say what goes into the answer: the value itself.
+        # and say what goes into the answer: the value itself, or, for a question asking for
+        # every item of a kind, all of them (told "a value from the output", the 1.5B root
+        # stored one of the pairs it had printed).
+        store = (
+            "all the items it asks for (not one of them; e.g. the variable your code printed "
+            'them from), not a sentence about the output:\n```repl\nanswer["content"] = '
+            "str(<the variable holding them all>)\n"
+            if asks_for_many(query)
+            else "the answer itself (a value from the output, e.g. a number, a name or a code), "
+            'not a sentence about the output:\n```repl\nanswer["content"] = "<the answer>"\n'
+        )
         return (
             opening
             + "If the output above contains the answer, reply with one ```repl block that stores "
-            "the answer itself (a value from the output, e.g. a number, a name or a code), "
-            'not a sentence about the output:\n```repl\nanswer["content"] = "<the answer>"\n'
-            'answer["ready"] = True\n```\n'
+            + store
+            + 'answer["ready"] = True\n```\n'
             "If it does not contain the answer yet, reply with one ```repl block with DIFFERENT "
             f"code that finds it (never the same code again). {left} replies left."
         )

@@ -1,0 +1,147 @@
+"""Answers that are part of a listing the run printed, for questions that ask for all of one.
+
+Seen on OOLONG-Pairs with the 1.5B root (issue 14): the kernel printed every qualifying pair,
+one per line, and the root typed one of those lines as its answer; asked for "the answer
+itself (a value from the output)", a weak model stores one value. :func:`asks_for_many` tells
+a question that asks for every item of a kind from one that asks for one value, and
+:func:`partial_listing` finds the earlier output whose lines the answer is a part of. Nothing
+here depends on the task: any listing (pairs, file names, ids) printed one item per line.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# Quoted spans ('human being', "none") and placeholders (<label>) are the question's data,
+# not its words: "answer 'all'" asks for no listing.
+_QUOTED_SPAN = re.compile(r"(?<![\w'])'[^'\n]*'(?!\w)|\"[^\"\n]*\"|<[^<>\n]*>")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+# A word that asks for every item of a kind ("find all pairs", "list every file", "which
+# pairs"), unless a preposition puts it in a phrase about where to look ("the most common
+# label among all questions", "in all the text"), which asks for one value.
+_MANY = re.compile(r"\b(all|every|each|pairs)\b", re.I)
+_LIST_VERB = re.compile(r"\b(list|enumerate)\b", re.I)
+_PREPOSITION = frozenset(
+    {"among", "of", "in", "across", "from", "over", "for", "to", "by", "with", "at", "on"}
+    | {"within", "between", "into", "about", "than", "per", "under", "like"}
+)
+# A sentence that asks (a request or a question), not one that describes the data ("Each
+# line has a user id").
+_REQUEST = re.compile(
+    r"\b(find|give|return|name|identify|output|report|provide|show|print|write|collect|"
+    r"select|which|what|who|whom|where|are)\b",
+    re.I,
+)
+_WORD = re.compile(r"[^\W_]+")
+# Calls that print a variable's items whole, in another form or order.
+_WRAPPERS = frozenset({"map", "sorted", "list", "tuple", "set", "str"})
+
+
+def asks_for_many(query: str) -> bool:
+    """Whether ``query`` asks for every item of some kind (a listing), not for one value."""
+    text = _QUOTED_SPAN.sub(" ", query)
+    for sentence in _SENTENCE_END.split(text):
+        if _LIST_VERB.search(sentence):
+            return True
+        request = _REQUEST.search(sentence)
+        if request is None:
+            continue
+        for many in _MANY.finditer(sentence, request.end()):
+            before = _WORD.findall(sentence[: many.start()])
+            if not before or before[-1].lower() not in _PREPOSITION:
+                return True
+    return False
+
+
+@dataclass(frozen=True)
+class PartialListing:
+    """An answer that is ``given`` of the ``total`` lines of one kind an earlier cell printed."""
+
+    code: str  # the cell that printed the listing
+    total: int
+    given: int
+    name: str | None  # the variable that cell printed whole, if it printed one
+
+
+def line_shape(line: str) -> str:
+    """A line with each run of letters or digits written ``w``: the lines of one listing
+    ("(12, 345)" and "(7, 8)"; "a/b.py" and "c/d.py") share it."""
+    return _WORD.sub("w", " ".join(line.split()))
+
+
+def partial_listing(answer: str, outputs: Iterable[tuple[str, str]]) -> PartialListing | None:
+    """The latest output (of a cell, not the preview) of which ``answer`` is some of the
+    lines of one shape but not all; None when there is none.
+
+    Every line of the answer must be a whole line of that output (so a value found inside a
+    longer line, a count or a name from a table, is not part of a listing), and the output
+    must hold at least one more distinct line of the same shape.
+    """
+    given = list(dict.fromkeys(" ".join(x.split()) for x in answer.splitlines() if x.strip()))
+    shapes = {line_shape(x) for x in given}
+    if not given or len(shapes) != 1:
+        return None
+    (shape,) = shapes
+    for code, output in reversed(list(outputs)):
+        if not code:
+            continue
+        lines = dict.fromkeys(" ".join(x.split()) for x in output.splitlines() if x.strip())
+        same = [x for x in lines if line_shape(x) == shape]
+        if all(x in lines for x in given) and len(same) > len(given):
+            return PartialListing(code, len(same), len(given), printed_name(code))
+    return None
+
+
+def printed_name(code: str) -> str | None:
+    """The variable the last whole-value print of ``code`` shows (``print(found)``,
+    ``print('\\n'.join(found))``, ``print(*found, sep='\\n')``); None if there is none."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+    # A loop's variable printed in its body is one item: the whole value is what it loops over
+    # (``for p in found: print(p)``), or unknown.
+    loops: dict[str, str | None] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.For | ast.comprehension):
+            over = node.iter.id if isinstance(node.iter, ast.Name) else None
+            for target in ast.walk(node.target):
+                if isinstance(target, ast.Name):
+                    loops[target.id] = over if isinstance(node.target, ast.Name) else None
+    name: tuple[str, tuple[int, int]] | None = None
+    for node in ast.walk(tree):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "print"
+            and len(node.args) == 1
+        ):
+            continue
+        arg = node.args[0]
+        if isinstance(arg, ast.Starred):
+            arg = arg.value
+        elif (
+            isinstance(arg, ast.Call)
+            and isinstance(arg.func, ast.Attribute)
+            and arg.func.attr == "join"
+            and len(arg.args) == 1
+        ):
+            arg = arg.args[0]
+        if (
+            isinstance(arg, ast.Call)
+            and isinstance(arg.func, ast.Name)
+            and arg.func.id in _WRAPPERS
+            and arg.args
+        ):
+            arg = arg.args[-1]  # '\n'.join(map(str, found)), sorted(found)
+        # ast.walk is breadth-first: keep the print that comes last in the code.
+        printed = arg.id if isinstance(arg, ast.Name) else None
+        if printed in loops:
+            printed = loops[printed]
+        at = (node.lineno, node.col_offset)
+        if printed is not None and (name is None or at >= name[1]):
+            name = (printed, at)
+    return name[0] if name is not None else None
