@@ -226,6 +226,27 @@ def test_small_ending_asks_for_every_item_when_the_question_lists() -> None:
     assert 'answer["content"] = "<the answer>"' in one and "holding them all" not in one
 
 
+def test_the_last_turn_asks_for_the_best_answer_so_far() -> None:
+    # A run still exploring at its last turn ended with no answer set, though its outputs
+    # held one (OOLONG-Pairs); every profile's last outputs message asks for the answer.
+    frontier = prompts.FRONTIER.outputs_message(["a"], query="q", turn=4, max_turns=5)
+    assert "[1 turn left] This is your last turn: no code runs after it." in frontier
+    assert "[2 turns left] Continue" in prompts.FRONTIER.outputs_message(
+        ["a"], query="q", turn=3, max_turns=5
+    )
+    last = prompts.SMALL.outputs_message(
+        ["(1, 2)"], query="List all pairs.", turn=4, max_turns=5, next_step="Check it."
+    )
+    assert last.endswith(
+        "Check it.\nYour next reply is the LAST one: no code runs after it. Reply with one "
+        "```repl block that stores the best answer the outputs so far support:\n```repl\n"
+        'answer["content"] = str(<the variable holding them all>)\nanswer["ready"] = True\n```'
+    )
+    one = prompts.SMALL.outputs_message(["7"], query="What is it?", turn=4, max_turns=5)
+    assert 'answer["content"] = "<the answer>"' in one and "LAST" in one
+    assert "DIFFERENT" not in one
+
+
 def test_looks_like_answer() -> None:
     assert looks_like_answer("42")
     assert looks_like_answer("After reviewing everything, " + "x " * 300 + "the answer is 42")

@@ -307,7 +307,17 @@ class Profile:
         self, parts: list[str], *, query: str, left: int, next_step: str | None
     ) -> str:
         """Join the outputs' ``parts`` and end the message (``left``: turns left)."""
-        parts.append(f"[{left} turns left] Continue, or set the answer when certain.")
+        if left == 1:
+            # Without this, a run whose model was still exploring ends with no answer set,
+            # though its outputs may already hold one (seen on OOLONG-Pairs: the pairs were
+            # printed, and the turn limit came first).
+            parts.append(
+                "[1 turn left] This is your last turn: no code runs after it. Set "
+                'answer["content"] to the best answer the outputs so far support and '
+                'answer["ready"] = True.'
+            )
+        else:
+            parts.append(f"[{left} turns left] Continue, or set the answer when certain.")
         return "\n\n".join(parts)
 
     def output_parts(self, outputs: list[str], notes: list[str] | None) -> list[str]:
@@ -412,6 +422,15 @@ class SmallProfile(Profile):
         shown = "\n\n".join(parts)
         opening = f"Your code ran. Here is what it printed:\n\n{shown}\n\n"
         opening += f'The question is: "{query}"\n'
+        if left == 1:
+            # The last reply: another step would never be read (see Profile.outputs_ending).
+            advice = f"{next_step}\n" if next_step is not None else ""
+            return (
+                f"{opening}{advice}Your next reply is the LAST one: no code runs after it. "
+                "Reply with one ```repl block that stores the best answer the outputs so far "
+                f'support:\n```repl\nanswer["content"] = {self._answer_form(query)}\n'
+                'answer["ready"] = True\n```'
+            )
         if next_step is not None:
             return f"{opening}{next_step} {left} replies left."
         # Small models tend to resend their last code verbatim, and, asked a yes/no question
@@ -421,11 +440,13 @@ class SmallProfile(Profile):
         # stored one of the pairs it had printed).
         store = (
             "all the items it asks for (not one of them; e.g. the variable your code printed "
-            'them from), not a sentence about the output:\n```repl\nanswer["content"] = '
-            "str(<the variable holding them all>)\n"
+            "them from)"
             if asks_for_many(query)
-            else "the answer itself (a value from the output, e.g. a number, a name or a code), "
-            'not a sentence about the output:\n```repl\nanswer["content"] = "<the answer>"\n'
+            else "the answer itself (a value from the output, e.g. a number, a name or a code)"
+        )
+        store += (
+            ", not a sentence about the output:\n```repl\n"
+            f'answer["content"] = {self._answer_form(query)}\n'
         )
         return (
             opening
@@ -435,6 +456,13 @@ class SmallProfile(Profile):
             "If it does not contain the answer yet, reply with one ```repl block with DIFFERENT "
             f"code that finds it (never the same code again). {left} replies left."
         )
+
+    @staticmethod
+    def _answer_form(query: str) -> str:
+        """What the example stores: the answer typed, or all the items a listing holds."""
+        if asks_for_many(query):
+            return "str(<the variable holding them all>)"
+        return '"<the answer>"'
 
     def no_code_nudge(self) -> str:
         return (
