@@ -19,6 +19,8 @@ from engine.rlm.listing import asks_for_many, line_shape, partial_listing, print
         "What are all the error codes in the log?",
         "Give every function that opens a socket, one per line.",
         "Identify each city mentioned in the report.",
+        "Read the log and then list the failing tests.",
+        "Please enumerate the services it starts.",
     ],
 )
 def test_questions_asking_for_every_item_of_a_kind(query: str) -> None:
@@ -34,6 +36,12 @@ def test_questions_asking_for_every_item_of_a_kind(query: str) -> None:
         "How many lines in all the text mention 'error'?",
         "Which file defines the function that finds FINAL(...) in a reply?",
         "Answer 'all' if every test passed. Did the build succeed?",  # quoted and described
+        # An OOLONG question: "list" as a noun, "each" in a statement about the data.
+        "The context is a list of data points, one per line. Each instance is a question that "
+        "belongs to exactly one of these labels: entity, location. The labels are not given: "
+        "infer each one from the question itself.\n\nWhich label is the most common in the "
+        "data? Give your final answer in the form 'Label: <label>'.",
+        "Keep a list of the names you see. Which name comes first?",
     ],
 )
 def test_questions_asking_for_one_value(query: str) -> None:

@@ -23,7 +23,11 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 # pairs"), unless a preposition puts it in a phrase about where to look ("the most common
 # label among all questions", "in all the text"), which asks for one value.
 _MANY = re.compile(r"\b(all|every|each|pairs)\b", re.I)
-_LIST_VERB = re.compile(r"\b(list|enumerate)\b", re.I)
+# "list" asked for, not the noun ("the context is a list of data points"): at the start of a
+# sentence or clause, or after a word that introduces a verb.
+_LIST_VERB = re.compile(
+    r"(?:^|[,;:]\s*|\b(?:please|and|then|to|also)\s+)(?:list|enumerate)\b(?!\s+of\b)", re.I
+)
 _PREPOSITION = frozenset(
     {"among", "of", "in", "across", "from", "over", "for", "to", "by", "with", "at", "on"}
     | {"within", "between", "into", "about", "than", "per", "under", "like"}
@@ -32,7 +36,7 @@ _PREPOSITION = frozenset(
 # line has a user id").
 _REQUEST = re.compile(
     r"\b(find|give|return|name|identify|output|report|provide|show|print|write|collect|"
-    r"select|which|what|who|whom|where|are)\b",
+    r"select|which|what|who|whom|where)\b",
     re.I,
 )
 _WORD = re.compile(r"[^\W_]+")
