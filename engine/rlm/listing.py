@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 # Quoted spans ('human being', "none") and placeholders (<label>) are the question's data,
 # not its words: "answer 'all'" asks for no listing.
-_QUOTED_SPAN = re.compile(r"(?<![\w'])'[^'\n]*'(?!\w)|\"[^\"\n]*\"|<[^<>\n]*>")
+QUOTED_SPAN = re.compile(r"(?<![\w'])'[^'\n]*'(?!\w)|\"[^\"\n]*\"|<[^<>\n]*>")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 # A word that asks for every item of a kind ("find all pairs", "list every file", "which
 # pairs"), unless a preposition puts it in a phrase about where to look ("the most common
@@ -44,9 +44,14 @@ _WORD = re.compile(r"[^\W_]+")
 _WRAPPERS = frozenset({"map", "sorted", "list", "tuple", "set", "str"})
 
 
+def normal_space(text: str) -> str:
+    """``text`` with each run of whitespace one space, and none at its ends."""
+    return " ".join(text.split())
+
+
 def asks_for_many(query: str) -> bool:
     """Whether ``query`` asks for every item of some kind (a listing), not for one value."""
-    text = _QUOTED_SPAN.sub(" ", query)
+    text = QUOTED_SPAN.sub(" ", query)
     for sentence in _SENTENCE_END.split(text):
         if _LIST_VERB.search(sentence):
             return True
@@ -73,7 +78,7 @@ class PartialListing:
 def line_shape(line: str) -> str:
     """A line with each run of letters or digits written ``w``: the lines of one listing
     ("(12, 345)" and "(7, 8)"; "a/b.py" and "c/d.py") share it."""
-    return _WORD.sub("w", " ".join(line.split()))
+    return _WORD.sub("w", normal_space(line))
 
 
 def partial_listing(answer: str, outputs: Iterable[tuple[str, str]]) -> PartialListing | None:
@@ -84,7 +89,7 @@ def partial_listing(answer: str, outputs: Iterable[tuple[str, str]]) -> PartialL
     longer line, a count or a name from a table, is not part of a listing), and the output
     must hold at least one more distinct line of the same shape.
     """
-    given = list(dict.fromkeys(" ".join(x.split()) for x in answer.splitlines() if x.strip()))
+    given = list(dict.fromkeys(normal_space(x) for x in answer.splitlines() if x.strip()))
     shapes = {line_shape(x) for x in given}
     if not given or len(shapes) != 1:
         return None
@@ -92,7 +97,7 @@ def partial_listing(answer: str, outputs: Iterable[tuple[str, str]]) -> PartialL
     for code, output in reversed(list(outputs)):
         if not code:
             continue
-        lines = dict.fromkeys(" ".join(x.split()) for x in output.splitlines() if x.strip())
+        lines = dict.fromkeys(normal_space(x) for x in output.splitlines() if x.strip())
         same = [x for x in lines if line_shape(x) == shape]
         if all(x in lines for x in given) and len(same) > len(given):
             return PartialListing(code, len(same), len(given), printed_name(code))

@@ -19,7 +19,9 @@ import tokenize
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.rlm.listing import QUOTED_SPAN as _QUOTED_SPAN
 from engine.rlm.listing import PartialListing, asks_for_many, partial_listing
+from engine.rlm.listing import normal_space as _normal
 from engine.truncate import MARKER_PATTERN
 
 # A string literal at least this long that shares a run of this many characters with the
@@ -64,7 +66,6 @@ _LIST_SEP = re.compile(r"\s*,\s*(?:or\s+|and\s+)?|\s+or\s+")
 _QUOTED = re.compile(r"(?<![\w'])'([^'\n]{2,60})'(?!\w)|\"([^\"\n]{2,60})\"")
 # Any quoted span of a query, and any "<placeholder>" of a quoted form.
 _PAIRS = re.compile(r"(?<!\w)pairs?(?!\w)", re.I)
-_QUOTED_SPAN = re.compile(r"(?<![\w'])'[^'\n]*'(?!\w)|\"[^\"\n]*\"|<[^<>\n]*>")
 _FORMAT_CHARS = re.compile(r"[:<>{}]")
 # The query's sentences, and those that ask for an answer's form ("Give your final answer in
 # the form ..."), which a sub-model labelling one record must not follow.
@@ -368,10 +369,6 @@ def reads_content(code: str, kind: str) -> bool:
         if isinstance(parent, ast.Compare) and kind == "text":
             return True
     return False
-
-
-def _normal(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _shows(value: str, output: str) -> bool:
