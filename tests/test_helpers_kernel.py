@@ -84,6 +84,19 @@ async def test_helpers_pairs_of_in_the_kernel() -> None:
     assert out == "3\n(9, 12)\n(9, 100)\n(12, 100)\n"
 
 
+async def test_helpers_dated_in_the_kernel() -> None:
+    code = (
+        "rows = [line for line in context.split('\\n') if line.strip()]\n"
+        "print(dated(rows, after='Jun 26, 2023'))\n"
+        "print(dated(rows, before='2023-06-27', inclusive=True))"
+    )
+    context = "Jun 26, 2023 | a\n\n2023-06-27 | b\nno date | c\n1 July 2023 | d"
+    out = await run_cell(context, code)
+    assert out == (
+        "['2023-06-27 | b', '1 July 2023 | d']\n['Jun 26, 2023 | a', '2023-06-27 | b']\n"
+    )
+
+
 async def test_helpers_are_restored_when_overwritten() -> None:
     out = await run_cell("abc", "search = None\nllm_map = 1\nprint('x')\n")
     assert "`search` was overwritten; it has been restored." in out

@@ -19,6 +19,7 @@ import tokenize
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.rlm.dates import date_range, records_dated
 from engine.rlm.listing import QUOTED_SPAN as _QUOTED_SPAN
 from engine.rlm.listing import PartialListing, asks_for_many, partial_listing
 from engine.rlm.listing import normal_space as _normal
@@ -734,8 +735,28 @@ class Watcher:
         if records is None or not options:
             return None
         return (
-            f"{records}\nlabels = llm_map(items, {labelling_instruction(self.query)!r}, "
-            f"choices={options!r})\n{self._label_counts_code(options)}"
+            f"{records}{self._date_range_code()}\nlabels = llm_map(items, "
+            f"{labelling_instruction(self.query)!r}, choices={options!r})\n"
+            f"{self._label_counts_code(options)}"
+        )
+
+    def _date_range_code(self) -> str:
+        """Lines that keep only the records in the question's date range ("after Jun 26,
+        2023"), before they are labelled, or "" when it names none or the records carry no
+        dates.
+
+        Seen on OOLONG-Pairs with the 1.5B root: the per-user table counted every record, and
+        the root's own date code tested ``'Aug 13, 2021' in line`` (no line kept) or raised.
+        Kept first, the records out of range are neither labelled (fewer sub-calls) nor
+        counted, so every count and table after it answers the question's range.
+        """
+        dates = date_range(self.query)
+        if dates is None or not records_dated(complete_lines(self.preview)):
+            return ""
+        note = f"records {dates.describe()}, the question's range: only these are labelled"
+        return (
+            f"\nin_range = {dates.code()}\n"
+            f"print(len(in_range), 'of', len(items), {note!r})\nitems = in_range"
         )
 
     def labels_shown_code(self) -> str | None:

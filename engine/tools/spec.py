@@ -34,6 +34,7 @@ CONTRACT_NAMES: frozenset[str] = frozenset(
         "search",
         "llm_map",
         "pairs_of",
+        "dated",
         "rlm_runtime",
         "get_ipython",
         "exit",

@@ -11,12 +11,15 @@ raise on "nothing found" and say what to try instead (issue 14).
   ``choices`` every answer is one of them exactly (a label per line, ready to count);
 - ``pairs_of(values, others=None)``: every pair of distinct values once, as (smaller, larger),
   printed one ``(a, b)`` per line: the last step of a question about pairs (of users, of
-  files) after code has picked the values that qualify.
+  files) after code has picked the values that qualify;
+- ``dated(items, after=None, before=None, *, inclusive=False)``: the items whose first written
+  date lies in the range (a question about records "after Jun 26, 2023").
 """
 
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -332,6 +335,86 @@ def pairs_of(values: Any, others: Any = None) -> PairList:
     return PairList(sorted(found, key=lambda pair: (_order_key(pair[0]), _order_key(pair[1]))))
 
 
+# --- dated ---------------------------------------------------------------------------------
+
+_MONTH = (
+    r"(jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
+_DAY = r"(\d{1,2})(?:st|nd|rd|th)?"
+# The ways records and questions write a day: "Jun 26, 2023", "June 26 2023", "26 June
+# 2023", "2023-06-26" (also the date of an ISO timestamp). Slashed dates are left out: 06/07
+# is June 7 or July 6 depending on who wrote it, and a wrong guess would silently keep the
+# wrong records.
+DATE_PATTERN = re.compile(
+    rf"\b{_MONTH}\s+{_DAY},?\s+(\d{{4}})\b"
+    rf"|\b{_DAY}\s+{_MONTH},?\s+(\d{{4}})\b"
+    r"|\b(\d{4})-(\d{2})-(\d{2})(?!\d)",
+    re.IGNORECASE,
+)
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+
+
+def record_date(text: Any) -> dt.date | None:
+    """The first valid date written in ``text`` ("Jun 26, 2023", "26 June 2023", "2023-06-26"),
+    or None; a ``datetime.date`` is returned as it is."""
+    if isinstance(text, dt.date):
+        return text.date() if isinstance(text, dt.datetime) else text
+    for found in DATE_PATTERN.finditer(text if isinstance(text, str) else _as_text(text)):
+        g = found.groups()
+        if g[0] is not None:
+            year, month, day = int(g[2]), _MONTHS.index(g[0][:3].lower()) + 1, int(g[1])
+        elif g[3] is not None:
+            year, month, day = int(g[5]), _MONTHS.index(g[4][:3].lower()) + 1, int(g[3])
+        else:
+            year, month, day = int(g[6]), int(g[7]), int(g[8])
+        try:
+            return dt.date(year, month, day)
+        except ValueError:  # "Feb 30, 2023": not a day; a later date in the text may be one
+            continue
+    return None
+
+
+def _bound(value: Any, name: str) -> dt.date | None:
+    if value is None:
+        return None
+    day = record_date(value)
+    if day is None:
+        raise ValueError(
+            f"dated: {name}={value!r} is not a date; write it like 'Jun 26, 2023' or '2023-06-26'"
+        )
+    return day
+
+
+def dated(
+    items: Any, after: Any = None, before: Any = None, *, inclusive: bool = False
+) -> list[Any]:
+    """The items whose first written date lies after ``after`` and before ``before``.
+
+    ``after``/``before`` are dates or text holding one ("Jun 26, 2023"); the days themselves
+    are left out unless ``inclusive`` (a question's "after Jun 26, 2023 (that day not
+    included)" is ``dated(items, after='Jun 26, 2023')``). Items without a date are left out.
+    """
+    if isinstance(items, str | dict):
+        raise TypeError(
+            "dated takes a list of records (e.g. the non-empty lines of context), not a "
+            f"{type(items).__name__}"
+        )
+    low, high = _bound(after, "after"), _bound(before, "before")
+    if low is None and high is None:
+        raise ValueError("dated: give after=, before= or both (e.g. after='Jun 26, 2023')")
+
+    def keep(value: Any) -> bool:
+        day = record_date(value)
+        if day is None:
+            return False
+        if inclusive:
+            return (low is None or day >= low) and (high is None or day <= high)
+        return (low is None or day > low) and (high is None or day < high)
+
+    return [item for item in items if keep(item)]
+
+
 # --- llm_map --------------------------------------------------------------------------------
 
 
@@ -552,7 +635,7 @@ def make_helpers(
 
     llm_map_.__doc__ = llm_map.__doc__
     llm_map_.__name__ = "llm_map"
-    names = {"search": search_, "llm_map": llm_map_, "pairs_of": pairs_of}
+    names = {"search": search_, "llm_map": llm_map_, "pairs_of": pairs_of, "dated": dated}
     return {**names, **_package_names(bridge)} if bridge is not None else names
 
 
