@@ -1,4 +1,5 @@
-"""Date ranges in questions: read on the orchestrator's side, applied in the kernel by `dated`.
+"""Date ranges in questions: read on the orchestrator's side, kept in the kernel by
+`in_date_range`.
 
 The labelling step keeps only the records in the question's range before labelling them
 (``Watcher._date_range_code``); these tests run its code with the real kernel helpers over
@@ -94,22 +95,24 @@ def test_dated_keeps_the_items_in_range_and_says_what_it_takes() -> None:
         "no date here",
         "Date: Feb 30, 2023, re-filed 1 Jan 2024",  # not a day, then a day
     ]
-    assert helpers.dated(items, after="Jun 26, 2023") == [items[1], items[3]]
-    assert helpers.dated(items, after="Jun 26, 2023", inclusive=True) == [
+    assert helpers.in_date_range(items, after="Jun 26, 2023") == [items[1], items[3]]
+    assert helpers.in_date_range(items, after="Jun 26, 2023", inclusive=True) == [
         items[0],
         items[1],
         items[3],
     ]
-    assert helpers.dated(items, before=dt.date(2023, 6, 27), after="2023-01-01") == [items[0]]
-    assert helpers.dated([{"when": "2023-06-28", "id": 3}], after="Jun 26, 2023") == [
+    assert helpers.in_date_range(items, before=dt.date(2023, 6, 27), after="2023-01-01") == [
+        items[0]
+    ]
+    assert helpers.in_date_range([{"when": "2023-06-28", "id": 3}], after="Jun 26, 2023") == [
         {"when": "2023-06-28", "id": 3}
     ]
     with pytest.raises(ValueError, match="is not a date; write it like"):
-        helpers.dated(items, after="last week")
+        helpers.in_date_range(items, after="last week")
     with pytest.raises(ValueError, match="give after=, before="):
-        helpers.dated(items)
+        helpers.in_date_range(items)
     with pytest.raises(TypeError, match="list of records"):
-        helpers.dated("Date: Jun 26, 2023")
+        helpers.in_date_range("Date: Jun 26, 2023")
 
 
 def test_records_count_as_dated_when_most_preview_lines_hold_a_day() -> None:
@@ -152,7 +155,7 @@ def test_the_labelling_step_labels_and_counts_only_the_questions_days(seed: int)
     )
     watcher = Watcher.for_context(query, _info(context))
     code = watcher.labelling_code()
-    assert code is not None and "dated(items, after='2024-03-10', inclusive=True)" in code
+    assert code is not None and "in_date_range(items, after='2024-03-10', inclusive=True)" in code
     sub_calls: list[int] = []
 
     def llm_map(items: list[str], instruction: str, choices: list[str]) -> list[str]:
@@ -160,7 +163,7 @@ def test_the_labelling_step_labels_and_counts_only_the_questions_days(seed: int)
         return [hidden[item] for item in items]
 
     namespace: dict[str, Any] = {"context": context, "llm_map": llm_map}
-    namespace.update(dated=helpers.dated, pairs_of=helpers.pairs_of)
+    namespace.update(in_date_range=helpers.in_date_range, pairs_of=helpers.pairs_of)
     printed = _run(code, namespace)
     cutoff = dt.date(2024, 3, 10)
     kept = [line for line in lines if dt.date.fromisoformat(line[:10]) >= cutoff]
@@ -184,10 +187,10 @@ def test_without_dated_records_or_a_range_the_step_labels_every_record() -> None
         f"{listed} How many 'refund' tickets are there?",
         _info(context),
     )
-    assert "dated(" not in (no_range.labelling_code() or "dated(")
+    assert "in_date_range(" not in (no_range.labelling_code() or "in_date_range(")
     undated = "\n".join(line[13:] for line in lines)
     no_dates = Watcher.for_context(
         f"{listed} How many 'refund' tickets are dated after 2024-03-10?",
         _info(undated),
     )
-    assert "dated(" not in (no_dates.labelling_code() or "dated(")
+    assert "in_date_range(" not in (no_dates.labelling_code() or "in_date_range(")

@@ -87,8 +87,8 @@ async def test_helpers_pairs_of_in_the_kernel() -> None:
 async def test_helpers_dated_in_the_kernel() -> None:
     code = (
         "rows = [line for line in context.split('\\n') if line.strip()]\n"
-        "print(dated(rows, after='Jun 26, 2023'))\n"
-        "print(dated(rows, before='2023-06-27', inclusive=True))"
+        "print(in_date_range(rows, after='Jun 26, 2023'))\n"
+        "print(in_date_range(rows, before='2023-06-27', inclusive=True))"
     )
     context = "Jun 26, 2023 | a\n\n2023-06-27 | b\nno date | c\n1 July 2023 | d"
     out = await run_cell(context, code)

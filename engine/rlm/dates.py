@@ -5,11 +5,11 @@ Questions over dated records often count or pair only the records of some days (
 question after Aug 13, 2021"). A weak root tests the date as a string in each line, which
 keeps no line (seen on OOLONG-Pairs with the 1.5B root), or forgets the range. The labelling
 step (:mod:`engine.rlm.nudges`) keeps only the records in the range with the kernel helper
-``dated`` before labelling them, so its counts and tables are the question's.
+``in_date_range`` before labelling them, so its counts and tables are the question's.
 
 The kernel parses each record's date (``rlm_runtime.helpers.record_date``); this side only
 finds the range in the question and checks that the records carry dates at all, and writes
-the days as the question did, which ``dated`` reads back.
+the days as the question did, which ``in_date_range`` reads back.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class DateRange:
     inclusive: bool
 
     def code(self, items: str = "items") -> str:
-        """The ``dated`` call that keeps these days of ``items``."""
+        """The ``in_date_range`` call that keeps these days of ``items``."""
         args = [items]
         if self.after is not None:
             args.append(f"after={self.after!r}")
@@ -74,7 +74,7 @@ class DateRange:
             args.append(f"before={self.before!r}")
         if self.inclusive:
             args.append("inclusive=True")
-        return f"dated({', '.join(args)})"
+        return f"in_date_range({', '.join(args)})"
 
     def describe(self) -> str:
         """The range in words: "dated after 'Jun 26, 2023' (that day not included)"."""
@@ -138,7 +138,7 @@ def date_range(query: str) -> DateRange | None:
     if not found:
         return None
     if len({inclusive for _, inclusive in found.values()}) > 1:
-        return None  # one side with its day, the other without: ``dated`` takes one choice
+        return None  # one side with its day, the other without: ``in_date_range`` takes one choice
     after, before = found.get("after"), found.get("before")
     if after and before and parse_date(after[0]) >= parse_date(before[0]):  # type: ignore[operator]
         return None  # "before X or after Y": two ranges, not one

@@ -110,7 +110,7 @@ answer per item (several items per call, unreadable answers retried); a dict giv
 With `choices=[...labels]` each answer is exactly one of the labels, ready to count.
 - `pairs_of(values, others=None)`: every pair of distinct values once as (smaller, larger); \
 with `others`, one value from each. Prints one `(a, b)` per line (`none` if empty).
-- `dated(items, after=None, before=None, *, inclusive=False)`: the items whose date \
+- `in_date_range(items, after=None, before=None, *, inclusive=False)`: the items whose date \
 ("Jun 26, 2023", "2023-06-26") is after/before the given day (that day left out unless \
 `inclusive=True`).
 - `answer`: a dict. When you are certain, set `answer["content"]` (a string) and then \
@@ -218,7 +218,8 @@ print(Counter(kinds).most_common())
 ```
 Use the labels the question names. `kinds[i]` is the label of `lines[i]`, so you can also \
 count by other fields of the line (a user, a date). For records after or before a day, \
-`lines = dated(lines, after="Jun 26, 2023")` keeps those records (that day left out) first.
+`lines = in_date_range(lines, after="Jun 26, 2023")` keeps those records (that day left \
+out) first.
 
 For a question about pairs (of users, of items), first pick the values that qualify with code, \
 then `pairs_of(values)` lists every pair once as `(a, b)` lines; `pairs_of(some, others)` \
@@ -499,8 +500,8 @@ KERNEL_HELPERS = {
     "`choices=[...]` each answer is exactly one of those labels.",
     "pairs_of": "`pairs_of(values, others=None)`: every pair of distinct values once as "
     "(smaller, larger); with `others`, one value from each. Prints one `(a, b)` per line.",
-    "dated": "`dated(items, after=None, before=None, *, inclusive=False)`: the items whose date "
-    "is after/before the given day (that day left out unless `inclusive=True`).",
+    "in_date_range": "`in_date_range(items, after=None, before=None, *, inclusive=False)`: the "
+    "items whose date is after/before the given day (that day left out unless `inclusive=True`).",
 }
 
 

@@ -34,7 +34,7 @@ CONTRACT_NAMES: frozenset[str] = frozenset(
         "search",
         "llm_map",
         "pairs_of",
-        "dated",
+        "in_date_range",
         "rlm_runtime",
         "get_ipython",
         "exit",

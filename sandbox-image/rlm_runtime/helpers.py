@@ -12,8 +12,8 @@ raise on "nothing found" and say what to try instead (issue 14).
 - ``pairs_of(values, others=None)``: every pair of distinct values once, as (smaller, larger),
   printed one ``(a, b)`` per line: the last step of a question about pairs (of users, of
   files) after code has picked the values that qualify;
-- ``dated(items, after=None, before=None, *, inclusive=False)``: the items whose first written
-  date lies in the range (a question about records "after Jun 26, 2023").
+- ``in_date_range(items, after=None, before=None, *, inclusive=False)``: the items whose
+  first written date lies in the range (a question about records "after Jun 26, 2023").
 """
 
 from __future__ import annotations
@@ -335,7 +335,7 @@ def pairs_of(values: Any, others: Any = None) -> PairList:
     return PairList(sorted(found, key=lambda pair: (_order_key(pair[0]), _order_key(pair[1]))))
 
 
-# --- dated ---------------------------------------------------------------------------------
+# --- in_date_range -------------------------------------------------------------------------
 
 _MONTH = (
     r"(jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
@@ -381,28 +381,30 @@ def _bound(value: Any, name: str) -> dt.date | None:
     day = record_date(value)
     if day is None:
         raise ValueError(
-            f"dated: {name}={value!r} is not a date; write it like 'Jun 26, 2023' or '2023-06-26'"
+            f"in_date_range: {name}={value!r} is not a date; write it like 'Jun 26, 2023' or "
+            "'2023-06-26'"
         )
     return day
 
 
-def dated(
+def in_date_range(
     items: Any, after: Any = None, before: Any = None, *, inclusive: bool = False
 ) -> list[Any]:
     """The items whose first written date lies after ``after`` and before ``before``.
 
     ``after``/``before`` are dates or text holding one ("Jun 26, 2023"); the days themselves
     are left out unless ``inclusive`` (a question's "after Jun 26, 2023 (that day not
-    included)" is ``dated(items, after='Jun 26, 2023')``). Items without a date are left out.
+    included)" is ``in_date_range(items, after='Jun 26, 2023')``). Items without a date are
+    left out.
     """
     if isinstance(items, str | dict):
         raise TypeError(
-            "dated takes a list of records (e.g. the non-empty lines of context), not a "
+            "in_date_range takes a list of records (e.g. the non-empty lines of context), not a "
             f"{type(items).__name__}"
         )
     low, high = _bound(after, "after"), _bound(before, "before")
     if low is None and high is None:
-        raise ValueError("dated: give after=, before= or both (e.g. after='Jun 26, 2023')")
+        raise ValueError("in_date_range: give after=, before= or both (e.g. after='Jun 26, 2023')")
 
     def keep(value: Any) -> bool:
         day = record_date(value)
@@ -635,7 +637,12 @@ def make_helpers(
 
     llm_map_.__doc__ = llm_map.__doc__
     llm_map_.__name__ = "llm_map"
-    names = {"search": search_, "llm_map": llm_map_, "pairs_of": pairs_of, "dated": dated}
+    names = {
+        "search": search_,
+        "llm_map": llm_map_,
+        "pairs_of": pairs_of,
+        "in_date_range": in_date_range,
+    }
     return {**names, **_package_names(bridge)} if bridge is not None else names
 
 
