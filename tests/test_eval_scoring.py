@@ -82,6 +82,12 @@ def test_exact_after_colon(prediction: str, gold: str, expected: float) -> None:
         ("User: 3, User: 4", {("3", "4")}),
         ("(user1, user2)", {("user1", "user2")}),  # an id that starts with the word stays whole
         ("(userA, 5)", {("5", "userA")}),
+        # One pair per line with the records' own separator, or other plain ones.
+        ("19437 || 22710\n22710 || 19437\n5 | 6", {("19437", "22710"), ("5", "6")}),
+        ("7 and 8\n9 - 10\n11 12\n13/14", {("7", "8"), ("10", "9"), ("11", "12"), ("13", "14")}),
+        ("1, 2, 3", set()),  # three ids on a line are not a pair
+        ("no pairs\nnone - found", set()),  # prose is no pair
+        ("userA, userB", {("userA", "userB")}),
     ],
 )
 def test_parse_pairs(prediction: str, expected: set[tuple[str, str]]) -> None:

@@ -676,14 +676,18 @@ def test_after_the_labelling_a_pairs_question_steps_to_pairs_of_the_kept_values(
     )
     pairs.labelled = True
     how, code = pairs.next_step()
-    assert "change it to the question's" in how and "pairs_of(keep)" in code
+    assert "check it against the question" in how and "pairs_of(keep)" in code
     helpers = load_module("rlm_helpers_for_nudges", HELPERS_FILE)
     per_field = {"5": {"place": 2}, "40": {"place": 1, "thing": 1}, "7": {"thing": 3}, "9": {}}
     printed: list[str] = []
     namespace = {"per_field": per_field, "pairs_of": helpers.pairs_of}
     namespace["print"] = lambda *args: printed.append(" ".join(map(str, args)))
     exec(code, namespace)
-    assert printed == ["2 User values kept: ['40', '5']", "1 pairs:", "(5, 40)"]
+    assert printed == [
+        "2 User values pass it (keep): ['40', '5']",
+        "1 pairs (found); answer['content'] = str(found) answers with all of them:",
+        "(5, 40)",
+    ]
     rows_step = Watcher.for_context(f"{listed} Which users asked about a 'place'?", info)
     rows_step.labelled = True
     assert "pairs_of" not in rows_step.next_step()[1]

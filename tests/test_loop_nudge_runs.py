@@ -602,11 +602,16 @@ async def test_loop_a_question_about_pairs_is_pointed_at_pairs_of_the_kept_value
     expected = "\n".join(f"({a}, {b})" for i, a in enumerate(holders) for b in holders[i + 1 :])
     assert (result.answer, result.ready) == (expected, True)
     (labelled,) = [c for c in runner.of_type("cell") if "llm_map(items" in c["code"]]
-    assert "pairs_of(values) lists every pair of User values once, e.g. " in labelled["output"]
-    assert "pairs_of(with_label['thing'])" in labelled["output"]
+    # The labelling itself ends with the pairs of the question's test as read (here the
+    # right ones), printed whole.
+    assert labelled["output"].endswith(f"str(found) answers with all of them:\n{expected}")
+    assert (
+        "keep = [v for v, row in sorted(per_field.items()) if row.get('thing', 0) >= 1]"
+        in (labelled["code"])
+    )
     nudges = runner.of_type("nudge")
     repeat = next(n for n in nudges if n["reason"] == "repeated_reply")
-    assert "row.get('thing', 0) >= 1]  # the question's test" in repeat["message"]
+    assert "row.get('thing', 0) >= 1]  # the question's test, as read" in repeat["message"]
     assert "found = pairs_of(keep)" in repeat["message"]
     assert [n["reason"] for n in nudges][-1] == "repeated_reply"  # the answer was not doubted
 

@@ -61,7 +61,10 @@ Pair = tuple[str, str]
 # prefix when a separator follows it, so an id such as "user1" stays whole.
 _ID = r"""["']?(?:(?i:user)(?:\s*(?i:id))?(?:\s*[:#]\s*|\s+))?([A-Za-z0-9_-]+)["']?"""
 _PAIR_RE = re.compile(r"\(\s*" + _ID + r"\s*,\s*" + _ID + r"\s*\)")
-_LINE_PAIR_RE = re.compile(r"^\W*" + _ID + r"\s*[,;&]\s*" + _ID + r"\W*$")
+# Between the two ids of a pair on its own line: a comma, a semicolon or "&"; or, for ids that
+# hold a digit (so prose such as "no pairs" is no pair), "and", "|" or "||" (the records' own
+# separator, seen from the 1.5B root on OOLONG-Pairs), "/", "-", or just spaces.
+_LINE_PAIR_RE = re.compile(r"^\W*" + _ID + r"\s*([,;&]|[|/-]+|(?i:and)\b|\s)\s*" + _ID + r"\W*$")
 
 
 def canonical_pair(a: str, b: str) -> Pair:
@@ -70,13 +73,19 @@ def canonical_pair(a: str, b: str) -> Pair:
 
 
 def parse_pairs(prediction: str) -> set[Pair]:
-    """Pairs written ``(a, b)`` anywhere, or one ``a, b`` per line when none are in brackets."""
+    """Pairs written ``(a, b)`` anywhere, or one ``a, b`` (``a || b``, ``a and b``, ...) per
+    line when none are in brackets."""
     found = {canonical_pair(a, b) for a, b in _PAIR_RE.findall(prediction)}
     if not found:
         for line in prediction.splitlines():
             match = _LINE_PAIR_RE.match(line.strip())
-            if match:
-                found.add(canonical_pair(match.group(1), match.group(2)))
+            if match is None:
+                continue
+            a, separator, b = match.groups()
+            if separator.strip() in (",", ";", "&") or all(
+                any(c.isdigit() for c in i) for i in (a, b)
+            ):
+                found.add(canonical_pair(a, b))
     return {p for p in found if p[0] != p[1]}
 
 

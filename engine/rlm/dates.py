@@ -130,11 +130,10 @@ def date_range(query: str) -> DateRange | None:
             if parse_date(day) is None or side in found:
                 return None
             tail = _tail(query, match.end())
-            if _EXCLUDED.search(tail):
-                inclusive = False
-            elif _INCLUDED.search(tail):
-                inclusive = True
-            found[side] = (day, inclusive)
+            day_in = (
+                False if _EXCLUDED.search(tail) else True if _INCLUDED.search(tail) else inclusive
+            )
+            found[side] = (day, day_in)
     if not found:
         return None
     if len({inclusive for _, inclusive in found.values()}) > 1:

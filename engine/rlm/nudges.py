@@ -19,6 +19,7 @@ import tokenize
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.rlm.conditions import PairTest, pair_test
 from engine.rlm.dates import date_range, records_dated
 from engine.rlm.listing import QUOTED_SPAN as _QUOTED_SPAN
 from engine.rlm.listing import PartialListing, asks_for_many, partial_listing
@@ -67,6 +68,7 @@ _LIST_SEP = re.compile(r"\s*,\s*(?:or\s+|and\s+)?|\s+or\s+")
 _QUOTED = re.compile(r"(?<![\w'])'([^'\n]{2,60})'(?!\w)|\"([^\"\n]{2,60})\"")
 # Any quoted span of a query, and any "<placeholder>" of a quoted form.
 _PAIRS = re.compile(r"(?<!\w)pairs?(?!\w)", re.I)
+_PAIRS_OF = re.compile(r"(?<!\w)pairs?\s+of\s+(\w+)", re.I)
 _FORMAT_CHARS = re.compile(r"[:<>{}]")
 # The query's sentences, and those that ask for an answer's form ("Give your final answer in
 # the form ..."), which a sub-model labelling one record must not follow.
@@ -682,12 +684,20 @@ class Watcher:
 
     def _pairs_step(self, field: str, label: str) -> tuple[str, str]:
         """After the labelling, for a question about pairs of a field's values: the values
-        that have the asked label, and their pairs, with the test marked as the one to change.
+        that pass the question's test on their label counts, and their pairs.
 
         Seen on OOLONG-Pairs with the 1.5B root: with the labels per user printed, it paired
         labels instead of users, or counted over `context`'s lines again; the one answer with
         a right pair counted the label per user from the labelled records, then paired them.
         """
+        read = self._pair_test()
+        if read is not None:
+            return (
+                f"list the pairs of {field} values that pass the question's test on `per_field` "
+                f"(its labels' counts per {field}; the test below is the question as the engine "
+                "read it: check it against the question)",
+                self._pairs_code(field, read),
+            )
         code = (
             f"keep = [v for v, row in sorted(per_field.items()) if row.get({label!r}, 0) >= 1]"
             "  # the question's test\n"
@@ -701,6 +711,42 @@ class Watcher:
             f"labels' counts per {field}; the test below keeps those with a {label!r} record: "
             "change it to the question's) and list their pairs with `pairs_of`",
             code,
+        )
+
+    def _pair_test(self) -> PairTest | None:
+        """The test the question's request for pairs puts on each value's label counts (see
+        :mod:`engine.rlm.conditions`), or None when no sentence asking for pairs names a
+        label."""
+        options = named_options(self.query)
+        for sentence in _SENTENCE_END.split(self.query.strip()):
+            if _PAIRS.search(_QUOTED_SPAN.sub(" ", sentence)):
+                read = pair_test(sentence, options)
+                if read is not None:
+                    return read
+        return None
+
+    @staticmethod
+    def _pairs_code(field: str, read: PairTest) -> str:
+        """Code that keeps the values passing ``read`` and prints their pairs (``found``)."""
+        rows = "for v, row in sorted(per_field.items())"
+        if read.other is None:
+            kept = (
+                f"keep = [v {rows} if {read.first.code()}]  # the question's test, as read\n"
+                f"print(len(keep), {field + ' values pass it (keep):'!r}, keep[:60])\n"
+                "found = pairs_of(keep)\n"
+            )
+        else:
+            kept = (
+                f"some = [v {rows} if {read.first.code()}]  # the question's tests, as read\n"
+                f"others = [v {rows} if {read.other.code()}]\n"
+                f"print(len(some), {field + ' values pass the first (some):'!r}, some[:60])\n"
+                f"print(len(others), {field + ' values pass the other (others):'!r}, "
+                "others[:60])\n"
+                "found = pairs_of(some, others)\n"
+            )
+        return (
+            f"{kept}print(len(found), \"pairs (found); answer['content'] = str(found) answers "
+            'with all of them:")\nprint(found)'
         )
 
     def file_searches(self) -> list[str]:
@@ -844,11 +890,15 @@ class Watcher:
         )
 
     def _pairs_note(self) -> str:
-        """A line printing how to list pairs of the field's values, for a question that asks
-        for such pairs (printed last, after the tables it refers to); "" otherwise."""
+        """For a question that asks for pairs of the field's values: the code that lists the
+        pairs passing the question's test as read (printed last, after the tables it reads),
+        or a line saying how to list them when no test could be read; "" otherwise."""
         field = self._paired_field()
         if field is None:
             return ""
+        read = self._pair_test()
+        if read is not None:
+            return "\n" + self._pairs_code(field, read)
         label = asked_option(self.query) or "<label>"
         note = (
             f"pairs_of(values) lists every pair of {field} values once, e.g. "
@@ -1193,6 +1243,13 @@ def grouping_field(query: str, preview: str) -> str | None:
     # about. Seen on OOLONG-Pairs: a preview of five lines with four distinct dates and
     # five users grouped the labels by date.
     unquoted = _QUOTED_SPAN.sub(" ", query)
+    # "pairs of users" names the field outright; other words of the query may name another
+    # field too ("Each instance is ..." over records with an ``Instance:`` part), and a short
+    # preview may show as many distinct values of it.
+    for paired in _PAIRS_OF.finditer(unquoted):
+        for name in named:
+            if _named(name).fullmatch(paired.group(1)):
+                return name
     asked = [name for name in named if _named(name).search(unquoted)]
     return min(asked or named, key=lambda name: len(set(values[name])), default=None)
 
