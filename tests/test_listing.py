@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from engine.rlm.listing import asks_for_many, line_shape, partial_listing, printed_name
+from engine.rlm.listing import (
+    asks_for_many,
+    asks_for_pairs,
+    holds_pair,
+    line_shape,
+    partial_listing,
+    printed_name,
+    unpaired_answer,
+)
 
 
 @pytest.mark.parametrize(
@@ -109,3 +117,37 @@ def test_lines_of_one_listing_share_a_shape() -> None:
 )
 def test_the_variable_a_cell_printed_whole(code: str, name: str | None) -> None:
     assert printed_name(code) == name
+
+
+@pytest.mark.parametrize(
+    ("answer", "pair"),
+    [
+        ("(8, 9)", True),
+        ("The pairs are (8, 9) and (9, 12).", True),
+        ("19437 || 22710", True),
+        ("User: 5, User: 6", True),
+        ("none", False),
+        ("['18441', '36985', '54012']", False),  # the users, not their pairs
+        ("18441\n36985", False),
+        ("", False),
+    ],
+)
+def test_an_answer_holds_a_pair(answer: str, pair: bool) -> None:
+    assert holds_pair(answer) is pair
+
+
+def test_an_answer_without_pairs_after_printed_pairs_goes_back() -> None:
+    found = unpaired_answer("['8', '9', '12']", [("", "(1, 2)"), (PAIRS_CELL, PAIRS_OUT)])
+    assert found is not None
+    assert (found.total, found.given, found.name, found.code) == (3, 0, "found", PAIRS_CELL)
+    assert unpaired_answer("none", [("print(keep)", "['8', '9']")]) is None  # no pairs printed
+    assert unpaired_answer("none", [("", "(1, 2)\n(3, 4)")]) is None  # only the preview
+    assert unpaired_answer("(8, 9)", [(PAIRS_CELL, PAIRS_OUT)]) is None
+
+
+def test_only_questions_about_pairs_ask_for_pairs() -> None:
+    assert asks_for_pairs("Find all pairs of users who both asked about a 'place'.")
+    assert asks_for_pairs("Which pairs of files import each other?")
+    assert not asks_for_pairs("List the users who asked about a place.")
+    assert not asks_for_pairs("How many 'pairs' are in the text?")  # quoted: data, not a word
+    assert not asks_for_pairs("Which pair of users asked the most questions?")  # one pair

@@ -692,3 +692,27 @@ def test_after_the_labelling_a_pairs_question_steps_to_pairs_of_the_kept_values(
     rows_step.labelled = True
     assert "pairs_of" not in rows_step.next_step()[1]
     assert "LABEL" not in rows_step.next_step()[1] and "endswith" in rows_step.next_step()[1]
+
+
+def test_an_answer_with_no_pair_below_printed_pairs_goes_back_once() -> None:
+    # Seen on OOLONG-Pairs with the 1.5B root: below the pairs the engine's step printed, it
+    # answered the users they pair (`str(keep)`), or resent 'none' until the turn limit.
+    rows = "".join(f"Day {i} || User: {u} || Who is Ada ?\n" for i, u in enumerate([5, 40, 7]))
+    info = Info("text", "str", len(rows), None, rows)
+    query = "Each line asks about one of these: person, place, thing. Find all pairs of users "
+    watcher = Watcher.for_context(query + "who asked about a 'place'.", info)
+    typed = "answer['content'] = 'none'\nanswer['ready'] = True"
+    assert not watcher.resent_answer_shown(typed)  # nothing printed pairs yet
+    step = "found = pairs_of(keep)\nprint(len(found), 'pairs:')\nprint(found)"
+    watcher.after_cell(step, "3 pairs:\n(5, 7)\n(5, 40)\n(7, 40)", None)
+    assert watcher.resent_answer_shown(typed)  # a resent 'none' runs, to be sent back
+    doubt = watcher.unsupported_answer("['5', '7', '40']", "answer['content'] = str(keep)")
+    assert doubt is not None and doubt.reason == "unpaired_answer"
+    assert "printed 3 of them" in doubt.message and "str(found)" in doubt.message
+    assert watcher.unsupported_answer("none", typed) is None  # once: the root may insist
+    assert not watcher.resent_answer_shown(typed)
+    # A question that asks for no pairs is never sent back for it.
+    users = Watcher.for_context(query.replace("pairs of ", "") + "who asked about a 'place'.", info)
+    users.after_cell(step, "3 pairs:\n(5, 7)\n(5, 40)\n(7, 40)", None)
+    nudge = users.unsupported_answer("['5', '7', '40']", "answer['content'] = str(keep)")
+    assert nudge is None or nudge.reason != "unpaired_answer"

@@ -104,6 +104,49 @@ def partial_listing(answer: str, outputs: Iterable[tuple[str, str]]) -> PartialL
     return None
 
 
+# A pair as code prints it, on a line of its own: "(12, 345)", "('a.py', 'b.py')"; and as an
+# answer may hold one anywhere.
+_PAIR_LINE = re.compile(r"^\(\s*[^(),\s][^(),]*,\s*[^(),\s][^(),]*\)$")
+_PAIR_IN_TEXT = re.compile(r"\(\s*[^(),\s][^(),]*,\s*[^(),\s][^(),]*\)")
+_PAIRS_WORD = re.compile(r"\bpairs?\b", re.I)
+_ID_WORDS = frozenset({"user", "users", "id", "ids"})
+
+
+def holds_pair(answer: str) -> bool:
+    """Whether ``answer`` writes at least one pair: ``(a, b)`` anywhere, or a line of exactly
+    two values ("12 || 345", "a.py, b.py"); a list of several ids on one line is none."""
+    if _PAIR_IN_TEXT.search(answer):
+        return True
+    for line in answer.splitlines():
+        words = [w for w in _WORD.findall(line) if w.lower() not in _ID_WORDS]
+        if len(words) == 2:
+            return True
+    return False
+
+
+def asks_for_pairs(query: str) -> bool:
+    """Whether ``query`` asks for every pair of some kind ("find all pairs of users")."""
+    return asks_for_many(query) and bool(_PAIRS_WORD.search(QUOTED_SPAN.sub(" ", query)))
+
+
+def unpaired_answer(answer: str, outputs: Iterable[tuple[str, str]]) -> PartialListing | None:
+    """The latest output (of a cell) that printed pairs one per line, when ``answer`` holds
+    no pair at all ("none", a list of ids); None otherwise.
+
+    Seen on OOLONG-Pairs with the 1.5B root: the engine's step printed the question's pairs
+    as read, and the root answered the list of users they pair, or resent 'none'.
+    """
+    if holds_pair(answer):
+        return None
+    for code, output in reversed(list(outputs)):
+        if not code:
+            continue
+        pairs = {normal_space(x) for x in output.splitlines() if _PAIR_LINE.match(x.strip())}
+        if pairs:
+            return PartialListing(code, len(pairs), 0, printed_name(code))
+    return None
+
+
 def printed_name(code: str) -> str | None:
     """The variable the last whole-value print of ``code`` shows (``print(found)``,
     ``print('\\n'.join(found))``, ``print(*found, sep='\\n')``); None if there is none."""

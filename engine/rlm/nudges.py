@@ -22,7 +22,13 @@ from typing import Any
 from engine.rlm.conditions import PairTest, pair_test
 from engine.rlm.dates import date_range, records_dated
 from engine.rlm.listing import QUOTED_SPAN as _QUOTED_SPAN
-from engine.rlm.listing import PartialListing, asks_for_many, partial_listing
+from engine.rlm.listing import (
+    PartialListing,
+    asks_for_many,
+    asks_for_pairs,
+    partial_listing,
+    unpaired_answer,
+)
 from engine.rlm.listing import normal_space as _normal
 from engine.truncate import MARKER_PATTERN
 
@@ -127,7 +133,7 @@ _KEY_METHODS = frozenset({"keys"})
 _SUB_MODEL_HELPERS = ("llm_query", "llm_batch", "llm_map", "rlm_query")
 #: The reasons of nudges that send an answer back as doubtful (the loop unsets it and makes the
 #: nudge the model's next step).
-DOUBT_REASONS = frozenset({"unsupported_answer", "partial_listing"})
+DOUBT_REASONS = frozenset({"unsupported_answer", "partial_listing", "unpaired_answer"})
 # How much of the cell that printed a listing a doubt quotes.
 LISTING_CODE_CHARS = 400
 _CONTENT_HELPERS = frozenset(
@@ -404,6 +410,7 @@ class Watcher:
     total_challenged: bool = False  # an answer that counted every record was sent back
     absent_challenged: bool = False  # an answer that looked for an absent label was sent back
     listing_challenged: bool = False  # an answer that was part of a printed listing went back
+    pairs_challenged: bool = False  # an answer with no pair, after pairs were printed, went back
     whole_seen: bool = False  # the preview showed the entire context
     last_error: str | None = None  # the exception type of the last cell, if it failed
     term_hits: dict[str, int] = field(default_factory=dict)  # from the probe, if it ran
@@ -946,7 +953,19 @@ class Watcher:
         A resent guess no output shows stays refused.
         """
         value = answer_literal(code)
-        return value is not None and self.read_content and self.shown(value)
+        if value is None:
+            return False
+        # A resent answer that now goes back as holding no pair, after a cell printed the
+        # question's pairs, runs too (seen on OOLONG-Pairs: the 1.5B root resent 'none' below
+        # the printed pairs until the turn limit).
+        return (self.read_content and self.shown(value)) or self._unpaired(value) is not None
+
+    def _unpaired(self, value: str) -> PartialListing | None:
+        """The cell that printed pairs, for a pairs question whose answer ``value`` holds none
+        and was not sent back for it yet; None otherwise."""
+        if self.pairs_challenged or not asks_for_pairs(self.query):
+            return None
+        return unpaired_answer(value, self.seen_output)
 
     def _judged_unread(self, code: str) -> bool:
         """Whether an answer about options the records do not carry comes before any sub-model
@@ -1082,6 +1101,23 @@ class Watcher:
             "right, set the same answer again."
         )
 
+    def _unpaired_message(self, value: str, listing: PartialListing) -> str:
+        code = listing.code
+        if len(code) > LISTING_CODE_CHARS:
+            code = code[:LISTING_CODE_CHARS].rsplit("\n", 1)[0] + "\n..."
+        store = (
+            f"\n```repl\nanswer['content'] = str({listing.name})\nanswer['ready'] = True\n```"
+            if listing.name is not None
+            else " set answer['content'] to the pairs that cell printed, as a text, and "
+            "answer['ready'] = True."
+        )
+        return (
+            f"You set the answer {value[:80]!r}, which lists no pair, but the question asks for "
+            f"pairs, and this earlier cell printed {listing.total} of them, one per line:\n"
+            f"```repl\n{code}\n```\nIf its test is the question's, store those pairs:{store}\n"
+            "If no pair qualifies after all, set the same answer again."
+        )
+
     def unsupported_answer(self, answer: str, code: str) -> Nudge | None:
         """An answer typed into the code before any content that supports it was read: check it.
 
@@ -1099,6 +1135,10 @@ class Watcher:
             if listing is not None:
                 self.listing_challenged = True
                 return Nudge("partial_listing", self._listing_message(value, listing))
+        unpaired = self._unpaired(value)
+        if unpaired is not None:
+            self.pairs_challenged = True
+            return Nudge("unpaired_answer", self._unpaired_message(value, unpaired))
         if self.kind == "none" or self.whole_seen or not value:
             return None
         labelling = self.labelling_code()
