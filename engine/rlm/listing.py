@@ -114,7 +114,7 @@ _ID_WORDS = frozenset({"user", "users", "id", "ids"})
 
 def holds_pair(answer: str) -> bool:
     """Whether ``answer`` writes at least one pair: ``(a, b)`` anywhere, or a line of exactly
-    two values ("12 || 345", "a.py, b.py"); a list of several ids on one line is none."""
+    two values ("12 || 345", "User: 7, User: 8"); a list of several ids on one line is none."""
     if _PAIR_IN_TEXT.search(answer):
         return True
     for line in answer.splitlines():
