@@ -108,7 +108,8 @@ def partial_listing(answer: str, outputs: Iterable[tuple[str, str]]) -> PartialL
 # answer may hold one anywhere.
 _PAIR_LINE = re.compile(r"^\(\s*[^(),\s][^(),]*,\s*[^(),\s][^(),]*\)$")
 _PAIR_IN_TEXT = re.compile(r"\(\s*[^(),\s][^(),]*,\s*[^(),\s][^(),]*\)")
-_PAIRS_WORD = re.compile(r"\bpairs?\b", re.I)
+# "pair" or "pairs" as a word of a question (not inside "repairs").
+PAIRS_WORD = re.compile(r"(?<!\w)pairs?(?!\w)", re.I)
 _ID_WORDS = frozenset({"user", "users", "id", "ids"})
 
 
@@ -126,7 +127,7 @@ def holds_pair(answer: str) -> bool:
 
 def asks_for_pairs(query: str) -> bool:
     """Whether ``query`` asks for every pair of some kind ("find all pairs of users")."""
-    return asks_for_many(query) and bool(_PAIRS_WORD.search(QUOTED_SPAN.sub(" ", query)))
+    return asks_for_many(query) and bool(PAIRS_WORD.search(QUOTED_SPAN.sub(" ", query)))
 
 
 def unpaired_answer(answer: str, outputs: Iterable[tuple[str, str]]) -> PartialListing | None:

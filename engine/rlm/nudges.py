@@ -21,6 +21,7 @@ from typing import Any
 
 from engine.rlm.conditions import PairTest, pair_test
 from engine.rlm.dates import date_range, records_dated
+from engine.rlm.listing import PAIRS_WORD as _PAIRS
 from engine.rlm.listing import QUOTED_SPAN as _QUOTED_SPAN
 from engine.rlm.listing import (
     PartialListing,
@@ -73,7 +74,6 @@ _COLON_LIST = re.compile(r":\s*([^:.?!\n]+)")
 _LIST_SEP = re.compile(r"\s*,\s*(?:or\s+|and\s+)?|\s+or\s+")
 _QUOTED = re.compile(r"(?<![\w'])'([^'\n]{2,60})'(?!\w)|\"([^\"\n]{2,60})\"")
 # Any quoted span of a query, and any "<placeholder>" of a quoted form.
-_PAIRS = re.compile(r"(?<!\w)pairs?(?!\w)", re.I)
 _PAIRS_OF = re.compile(r"(?<!\w)pairs?\s+of\s+(\w+)", re.I)
 _FORMAT_CHARS = re.compile(r"[:<>{}]")
 # The query's sentences, and those that ask for an answer's form ("Give your final answer in
@@ -1082,17 +1082,24 @@ class Watcher:
             "\n```\nthen set the answer again (answer['ready'] = True) from what it prints."
         )
 
-    def _listing_message(self, value: str, listing: PartialListing) -> str:
+    @staticmethod
+    def _listing_parts(listing: PartialListing, what: str) -> tuple[str, str]:
+        """The cell that printed ``listing``, cut to :data:`LISTING_CODE_CHARS`, and how to
+        store all of ``what`` it printed (the variable it printed whole, if known)."""
         code = listing.code
         if len(code) > LISTING_CODE_CHARS:
             code = code[:LISTING_CODE_CHARS].rsplit("\n", 1)[0] + "\n..."
-        part = "one" if listing.given == 1 else f"{listing.given}"
         store = (
             f"\n```repl\nanswer['content'] = str({listing.name})\nanswer['ready'] = True\n```"
             if listing.name is not None
-            else " set answer['content'] to the whole list that cell printed, as a text, and "
+            else f" set answer['content'] to {what} that cell printed, as a text, and "
             "answer['ready'] = True."
         )
+        return code, store
+
+    def _listing_message(self, value: str, listing: PartialListing) -> str:
+        code, store = self._listing_parts(listing, "the whole list")
+        part = "one" if listing.given == 1 else f"{listing.given}"
         return (
             f"You set the answer {value[:80]!r}, which is {part} of the {listing.total} lines "
             f"of that kind this earlier cell printed:\n```repl\n{code}\n```\nThe question "
@@ -1102,15 +1109,7 @@ class Watcher:
         )
 
     def _unpaired_message(self, value: str, listing: PartialListing) -> str:
-        code = listing.code
-        if len(code) > LISTING_CODE_CHARS:
-            code = code[:LISTING_CODE_CHARS].rsplit("\n", 1)[0] + "\n..."
-        store = (
-            f"\n```repl\nanswer['content'] = str({listing.name})\nanswer['ready'] = True\n```"
-            if listing.name is not None
-            else " set answer['content'] to the pairs that cell printed, as a text, and "
-            "answer['ready'] = True."
-        )
+        code, store = self._listing_parts(listing, "the pairs")
         return (
             f"You set the answer {value[:80]!r}, which lists no pair, but the question asks for "
             f"pairs, and this earlier cell printed {listing.total} of them, one per line:\n"
