@@ -642,6 +642,45 @@ async def test_loop_a_model_stuck_after_the_labelling_is_shown_the_labels_again(
     assert len(sub) == 2  # 20 records in packs of ten: labelled once
 
 
+async def test_loop_a_model_stuck_after_the_labelling_is_shown_the_pairs_on_their_own(
+    tmp_path: Path,
+) -> None:
+    # Seen on OOLONG-Pairs (issue 14), item 8: the labelling's output ended with the right
+    # pairs below a long table, and the labels shown again ended the same way; the 1.5B root
+    # answered 'none' until its turns ran out. Stuck after the labelling (and the doubt of
+    # its 'none'), a root asked about pairs gets the pairs step run for it first: the kept
+    # values and their pairs, nothing else; the answer it sets from `found` stands.
+    users, kinds, text, query = PAIRS_TASK
+    guess = cell("answer['content'] = 'none'\nanswer['ready'] = True")
+    sub = "\n".join(f"[{i}] {k}" for i, k in enumerate(kinds[:10], 1))
+    entries = [
+        *[guess] * 3,  # doubted, asked again, then the loop runs the labelling
+        {"match": {"model": "sub"}, "response": {"content": sub}, "repeat": True},
+        guess,  # doubted: the labelling printed pairs
+        guess,  # stuck again: the pairs step
+        cell("answer['content'] = str(found)\nanswer['ready'] = True"),
+    ]
+    runner = Run(tmp_path, FakeBackend())
+    result = await runner(entries, query, text, "small", max_iterations=8)
+    holders = sorted({users[i % 5] for i, k in enumerate(kinds) if k == "thing"})
+    expected = "\n".join(f"({a}, {b})" for i, a in enumerate(holders) for b in holders[i + 1 :])
+    assert (result.answer, result.ready) == (expected, True)
+    auto = [e for e in runner.of_type("cell") if e["kind"] == "auto_step"]
+    assert len(auto) == 2 and "llm_map(items" in auto[0]["code"]
+    assert "found = pairs_of(keep)" in auto[1]["code"] and "llm_map" not in auto[1]["code"]
+    # The step's output is the kept users and their pairs, not the table again.
+    assert auto[1]["output"].splitlines() == [
+        "3 User values pass it (keep): ['12', '8', '9']",
+        "3 pairs (found); answer['content'] = str(found) answers with all of them:",
+        *expected.splitlines(),
+    ]
+    # What the root is told after the step: the step and its output, from a fresh start.
+    assert runner.server is not None
+    request = [r for r in runner.server.requests if r["model"] != "sub"][-1]
+    assert [m["role"] for m in request["messages"]] == ["system", "user"]
+    assert expected in request["messages"][-1]["content"]
+
+
 @pytest.mark.parametrize("follows", [True, False])
 async def test_loop_one_printed_pair_as_the_answer_goes_back_once(
     tmp_path: Path, follows: bool

@@ -465,8 +465,8 @@ class Watcher:
         question names options over at most :data:`AUTO_LABEL_MAX_RECORDS` records, the
         :meth:`file_searches` over a dict of files, else a search for the question's rarest
         word the context holds that has not run yet (each at most once); after the labelling
-        ran over records that do not carry their labels, the labels' counts again, once
-        (:meth:`labels_shown_code`) and no search; first of all, the model's own code over
+        ran over records that do not carry their labels, the steps after it, each once
+        (:meth:`_after_labelling_steps`) and no search; first of all, the model's own code over
         ``labelled`` when the last doubt offered it; None before :data:`AUTO_STEP_AFTER`
         repeats, or when there is nothing worth searching.
         """
@@ -485,12 +485,15 @@ class Watcher:
             and records <= AUTO_LABEL_MAX_RECORDS
         ):
             return labelling
-        if labelling is not None and labelling in already_run:
+        if (
+            labelling is not None
+            and labelling in already_run
+            and not options_written(self.preview, named_options(self.query))
+        ):
             # Over labelled records a word search cannot tell labels apart, and its output
-            # would replace the labels' counts the root had: show those again, once.
-            shown = self.labels_shown_code()
-            if not options_written(self.preview, named_options(self.query)):
-                return shown if shown is not None and shown not in already_run else None
+            # would replace what the root had: the steps after the labelling instead, once.
+            steps = self._after_labelling_steps()
+            return next((code for code in steps if code not in already_run), None)
         files = "\n".join(self.file_searches())
         if files and files not in already_run:
             return files
@@ -501,6 +504,25 @@ class Watcher:
             if code not in already_run:
                 return code
         return None
+
+    def _after_labelling_steps(self) -> list[str]:
+        """What an auto step runs for a root stuck after the labelling, in order, each once.
+
+        The labels' counts again (:meth:`labels_shown_code`), then the records of the label
+        the question asks about; for a question about pairs, the pairs of the values its test
+        keeps first (:meth:`_pairs_step`). Seen on OOLONG-Pairs with the 1.5B root: the
+        labelling's output ended with the right ten pairs, shown twice, each time below a
+        60-row table; the root answered 'none' until its turns ran out. The pairs step's own
+        output is those pairs and little else.
+        """
+        steps = []
+        shown = self.labels_shown_code()
+        if shown is not None:
+            steps.append(shown)
+        if self.labelled and asked_option(self.query) is not None:
+            _, step = self._labelled_step()
+            steps.insert(0 if self._paired_field() is not None else len(steps), step)
+        return steps
 
     def sampling(self, temperature: float | None) -> dict[str, Any]:
         """Sampling overrides for the next call: varied (fixed seed) after a repeat when greedy."""
