@@ -694,6 +694,40 @@ def test_after_the_labelling_a_pairs_question_steps_to_pairs_of_the_kept_values(
     assert "LABEL" not in rows_step.next_step()[1] and "endswith" in rows_step.next_step()[1]
 
 
+def test_a_root_stuck_after_the_labelling_gets_each_step_after_it_once() -> None:
+    # The labels' counts again, then the records of the label asked about; for a question
+    # about pairs, the pairs of the kept values first (seen on OOLONG-Pairs, item 8: the
+    # pairs at the end of a long table, twice, and the 1.5B root answered 'none'). Never the
+    # labelling again, never a word search.
+    rows = "".join(f"Day {i} || User: {u} || Who is Ada ?\n" for i, u in enumerate([5, 40, 7]))
+    listed = "Each line asks about one of these: person, place, thing."
+    info = Info("text", "str", len(rows), None, rows)
+    ran_steps = {}
+    for ask in (
+        "Find all pairs of users who asked about a 'place'.",
+        "Which users asked about a 'place'?",
+        "Which is the most common?",
+    ):
+        watcher = Watcher.for_context(f"{listed} {ask}", info)
+        watcher.repeats = 2
+        labelling = watcher.labelling_code()
+        assert labelling is not None
+        ran = {labelling}
+        watcher.after_cell(labelling, "3 items", None)
+        steps: list[str] = []
+        while (step := watcher.auto_step(ran)) is not None:
+            steps.append(step)
+            ran.add(step)
+        assert all("llm_map" not in step and "print(search(" not in step for step in steps)
+        ran_steps[ask] = steps
+    pairs, users, common = ran_steps.values()
+    assert len(pairs) == 2 and pairs[0].startswith("keep = ") and "pairs_of(keep)" in pairs[0]
+    assert pairs[1].startswith("if isinstance(globals().get('labels')")  # the counts again
+    assert len(users) == 2 and users[0].startswith("if isinstance(globals().get('labels')")
+    assert "endswith(' || Label: place')" in users[1]  # then the records labelled 'place'
+    assert len(common) == 1 and common[0].startswith("if isinstance(")  # no label asked about
+
+
 def test_an_answer_with_no_pair_below_printed_pairs_goes_back_once() -> None:
     # Seen on OOLONG-Pairs with the 1.5B root: below the pairs the engine's step printed, it
     # answered the users they pair (`str(keep)`), or resent 'none' until the turn limit.
