@@ -90,6 +90,28 @@ async def test_loop_repeated_reply_is_not_fed_back_and_sampling_changes(tmp_path
     assert (third["temperature"], third["seed"]) == (0.7, 1001)
 
 
+async def test_loop_an_empty_answer_marked_ready_is_never_final(tmp_path: Path) -> None:
+    # Seen on OOLONG-Pairs (issue 14): the 1.5B root set `answer['content'] = None` with
+    # `answer['ready'] = True`, and the run ended with the answer "None". None or blank
+    # content is no answer: the cell's output says so and the run goes on, each time.
+    entries = [
+        cell("print(search('quiet-lake'))"),
+        cell("answer['content'] = None\nanswer['ready'] = True"),
+        cell("answer['content'] = '  '\nanswer['ready'] = True"),
+        cell("answer['content'] = '4719203'\nanswer['ready'] = True"),
+    ]
+    result, events, requests = await run(tmp_path, entries, HAYSTACK)
+    assert (result.answer, result.ready) == ("4719203", True)
+    assert reasons(events) == ["empty_answer", "empty_answer"]
+    cells = [e for e in events if e["type"] == "cell"]
+    assert [c["answer_ready"] for c in cells] == [False, False, False, True]
+    assert all("answer['content'] is empty" in c["output"] for c in cells[1:3])
+    assert "answer['content'] is empty" in requests[2]["messages"][-1]["content"]
+    # A run whose turns end on an empty answer has none, and it is not ready.
+    ended, _, _ = await run(tmp_path / "ended", entries[:2], HAYSTACK)
+    assert (ended.answer, ended.ready) == ("", False)
+
+
 async def test_loop_context_literal_is_refused(tmp_path: Path) -> None:
     entries = [
         cell(f'context = """{HAYSTACK[:300]}"""\nprint(len(context))', "I load the text."),

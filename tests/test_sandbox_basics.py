@@ -149,6 +149,9 @@ async def test_context_reassignment_is_restored_and_answer_kept() -> None:
         assert done.state == KernelState(answer_content="forty-two", answer_ready=True)
         final = await sandbox.execute("result = {'n': 7}\nFINAL_VAR('result')")
         assert final.state.answer_content == "{'n': 7}" and final.state.answer_ready
+        # None is no answer, not the text "None" (the loop never takes an empty one as final).
+        cleared = await sandbox.execute("answer['content'] = None")
+        assert cleared.state.answer_content == ""
         show = await sandbox.execute("SHOW_VARS()")
         assert show.result is not None and "'result': 'dict'" in show.result
         assert "context" not in show.result

@@ -502,6 +502,13 @@ async def _run_cell(
     ready = result.state.answer_ready
     text = result.output_text()
     extras = s.profile.cell_extras(result, s.limits.cell_timeout_s)
+    empty = ready and not result.state.answer_content.strip()
+    if empty:
+        # An empty answer marked ready is no answer: seen on OOLONG-Pairs with the 1.5B root,
+        # `answer['content'] = None` ended a run with the answer "None". It is never final.
+        await sandbox.execute('answer["ready"] = False', cell_timeout_s=s.limits.cell_timeout_s)
+        ready = False
+        extras = [*extras, s.profile.empty_answer_note()]
     if extras:
         text = "\n".join([text, *extras]) if text else "\n".join(extras)
     output = truncate_middle(text, s.profile.output_chars(s.limits))
@@ -521,6 +528,8 @@ async def _run_cell(
         error=error_text,
         answer_ready=ready,
     )
+    if empty:
+        _nudge(s, turn_id, turn, Nudge("empty_answer", s.profile.empty_answer_note()))
     return output, ready, error_text
 
 

@@ -369,6 +369,14 @@ class Profile:
             "shown earlier. Change the code, or set the answer if you have it.]"
         )
 
+    def empty_answer_note(self) -> str:
+        """Appended to the output of a cell that marked an empty answer ready (not final)."""
+        return (
+            "[rlm] answer['ready'] is True but answer['content'] is empty (None or blank), so "
+            "there is no answer yet and the run goes on: put the answer itself in "
+            "answer['content'] as text, then set answer['ready'] = True again."
+        )
+
     def auto_step_message(self, code: str, output: str, *, left: int, query: str) -> str:
         """What a model stuck repeating one reply is told after the loop ran ``code`` for it."""
         body = output if output.strip() else "(no output)"

@@ -12,7 +12,7 @@ Every event is a dict with ``id``, ``parent_id``, ``type``, ``task_id``, ``depth
 - ``nudge``: iteration, reason (no_code, prose_answer, final_var_missing, repeated_code,
   repeated_reply, auto_step, context_literal, failed_search, repeated_error, partial_copy,
   output_cut, partial_view, unsupported_answer, partial_listing, unpaired_answer,
-  answer_invalid, reasoning_cut), message
+  empty_answer, answer_invalid, reasoning_cut), message
 - ``sub_call``: kind (llm_query | rlm_query), model, prompt, response, usage, status,
   duration_s, error; a child run's ``run_start`` has the ``sub_call``'s id as ``parent_id``;
   with host tools also tools, tool_rounds, tool_calls

@@ -65,11 +65,18 @@ class KernelState:
         content = payload.get("answer_content", "")
         dropped = payload.get("output_dropped", 0)
         return cls(
-            answer_content=content if isinstance(content, str) else str(content),
+            answer_content=_text(content),
             answer_ready=payload.get("answer_ready") is True,
             context_restored=payload.get("context_restored") is True,
             output_dropped=dropped if isinstance(dropped, int) and dropped > 0 else 0,
         )
+
+
+def _text(content: object) -> str:
+    """The answer's content as text; None is no answer, not the text "None"."""
+    if content is None:
+        return ""
+    return content if isinstance(content, str) else str(content)
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,10 @@ def state() -> _JSON:
     if isinstance(answer, dict):
         content = answer.get("content", "")
         ready = answer.get("ready", False) is True
-    if not isinstance(content, str):
+    # None is no answer (not the text "None"); other values are read as their text.
+    if content is None:
+        content = ""
+    elif not isinstance(content, str):
         content = str(content)
     # The reply carrying this must fit the orchestrator's frame limit (8x the output limit),
     # even when every character is escaped twice (about 7 bytes each).
