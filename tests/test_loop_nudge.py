@@ -743,6 +743,8 @@ def test_an_answer_with_no_pair_below_printed_pairs_goes_back_once() -> None:
     doubt = watcher.unsupported_answer("['5', '7', '40']", "answer['content'] = str(keep)")
     assert doubt is not None and doubt.reason == "unpaired_answer"
     assert "printed 3 of them" in doubt.message and "str(found)" in doubt.message
+    # How to insist, truthfully: the same reply again is a repeat and is not run.
+    assert "sent again unchanged is not run" in doubt.message
     assert watcher.unsupported_answer("none", typed) is None  # once: the root may insist
     assert not watcher.resent_answer_shown(typed)
     # A question that asks for no pairs is never sent back for it.

@@ -1136,7 +1136,10 @@ class Watcher:
             f"You set the answer {value[:80]!r}, which lists no pair, but the question asks for "
             f"pairs, and this earlier cell printed {listing.total} of them, one per line:\n"
             f"```repl\n{code}\n```\nIf its test is the question's, store those pairs:{store}\n"
-            "If no pair qualifies after all, set the same answer again."
+            # A reply sent again unchanged is a repeat and is not run (see repeated_reply), so
+            # the way to insist is a cell that shows why, not the same reply.
+            "If no pair qualifies after all, print what shows that, then set the answer again "
+            "(a reply sent again unchanged is not run)."
         )
 
     def unsupported_answer(self, answer: str, code: str) -> Nudge | None:
