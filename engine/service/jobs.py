@@ -444,10 +444,8 @@ class JobService(AsyncResource):
                 raise ApiError(
                     409, "conflict", f"job {job_id} is still stopping; retry the DELETE shortly"
                 )
-        self.store.delete_job(job_id)
-        if self.store.shared:
-            self.store.delete_blob(context_key(job_id))
-        self.forget(job_id)
+        # Files first, the record last: once the job answers 404 nothing of it is left on
+        # disk (the other order let a client see 404 while its trajectory was still there).
         await anyio.to_thread.run_sync(
             lambda: shutil.rmtree(self.settings.jobs_dir / job_id, ignore_errors=True)
         )
@@ -455,6 +453,10 @@ class JobService(AsyncResource):
             # A session message's trajectory file is in its session's folder.
             folder = self.settings.jobs_dir / str(job.request["session_id"])
             (folder / f"{job_id}.jsonl").unlink(missing_ok=True)
+        if self.store.shared:
+            self.store.delete_blob(context_key(job_id))
+        self.store.delete_job(job_id)
+        self.forget(job_id)
 
     async def delete_file(self, file_id: str) -> None:
         """Delete an upload; 409 while a queued or running job reads it."""
@@ -466,13 +468,14 @@ class JobService(AsyncResource):
                 "that job first",
             )
         record = self.store.get_file(file_id)
-        self.store.delete_file(file_id)
-        if self.store.shared:
-            self.store.delete_blob(file_id)
+        # The bytes first, the record last (as for jobs): a 404 means nothing is left.
         if record is not None:
             await anyio.to_thread.run_sync(
                 lambda: shutil.rmtree(record.path.parent, ignore_errors=True)
             )
+        if self.store.shared:
+            self.store.delete_blob(file_id)
+        self.store.delete_file(file_id)
 
     async def sweep(self, retention_days: float) -> int:
         """Delete ended jobs, unused uploads and closed sessions older than
@@ -484,9 +487,9 @@ class JobService(AsyncResource):
             removed += 1
         for session in self.store.sessions(status=SESSION_CLOSED):
             if session.closed_at is not None and session.closed_at < cutoff:
-                self.store.delete_session(session.id)
                 folder = self.settings.jobs_dir / session.id
                 await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
+                self.store.delete_session(session.id)
                 removed += 1
         in_use = self.store.files_in_use()
         for record in self.store.files_created_before(cutoff):
