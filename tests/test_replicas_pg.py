@@ -1,12 +1,14 @@
 """Two real `rlm serve` replicas on one private PostgreSQL, answered by the replay server:
 jobs spread over both, contexts submitted to one run on the other, events stream from
-either, a SIGKILLed replica's jobs finish elsewhere, and a cancel reaches the other replica."""
+either, a SIGKILLed replica's jobs finish elsewhere, a cancel reaches the other replica, and
+what one replica deletes leaves no copy on the other's disk."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -154,6 +156,77 @@ async def test_jobs_spread_over_replicas_and_contexts_travel(tmp_path: Path, pg_
             assert (echoed["status"], echoed["answer"]) == ("succeeded", "uploaded-to-one")
         pids = {runner_pid(pg_url, job["id"]) for job in jobs}
         assert pids == {one.proc.pid, two.proc.pid}  # type: ignore[union-attr]
+
+
+def kept(service: Service) -> set[str]:
+    """What the replica keeps on disk of jobs, sessions and uploads (folder names)."""
+    return {
+        path.name
+        for folder in ("jobs", "files")
+        if (service.data_dir / folder).is_dir()
+        for path in (service.data_dir / folder).iterdir()
+    }
+
+
+async def test_what_one_replica_deletes_leaves_no_copy_on_another(
+    tmp_path: Path, pg_url: str
+) -> None:
+    async with (
+        ReplayServer(Cassette(CASSETTE)) as replay,
+        replicas(tmp_path, pg_url, replay, 1, 1) as (one, two),
+        one.client() as first,
+    ):
+        upload = await first.post(
+            "/v1/files",
+            params={"filename": "notes.txt"},
+            content=b"uploaded-to-one",
+            headers={"content-type": "application/octet-stream"},
+        )
+        assert upload.status_code == 201, upload.text
+        file_id = upload.json()["id"]
+        # Two seconds each on one slot per replica, all sent to replica one: replica two
+        # runs some, copying their uploaded or inline contexts and keeping trajectories.
+        jobs = [
+            await submit(first, query=f"SPREAD {n}", file_id=file_id)
+            if n % 2
+            else await submit(first, query=f"SPREAD {n}", context=f"c{n}")
+            for n in range(8)
+        ]
+        for job in jobs:
+            assert (await wait_final(first, job["id"]))["status"] == "succeeded"
+        pid_two = two.proc.pid  # type: ignore[union-attr]
+        on_two = [job["id"] for job in jobs if runner_pid(pg_url, job["id"]) == pid_two]
+        assert len(on_two) >= 2 and set(on_two) <= kept(two)
+        # Deleted through replica one while replica two runs: two hears of each deletion
+        # and removes its copies at once. The rest is deleted while two is down.
+        while_down = on_two[1:]
+        for job in jobs:
+            if job["id"] not in while_down:
+                assert (await first.delete(f"/v1/jobs/{job['id']}")).status_code == 200
+        assert (await first.delete(f"/v1/files/{file_id}")).status_code == 200
+
+        async def only_while_down_left() -> bool:
+            return kept(two) == set(while_down)
+
+        await until(only_while_down_left, 30)
+        assert kept(one) <= set(while_down)  # the upload is gone from both
+        await anyio.to_thread.run_sync(two.stop)
+        for job_id in while_down:
+            assert (await first.delete(f"/v1/jobs/{job_id}")).status_code == 200
+        assert kept(two) == set(while_down) and not kept(one)
+        # Once its grace period has passed (as if down for an hour), a replica that
+        # starts again removes what was deleted meanwhile.
+        old = time.time() - 3600
+        for job_id in while_down:
+            folder = two.data_dir / "jobs" / job_id
+            for item in [folder, *folder.iterdir()]:
+                os.utime(item, (old, old))
+        await anyio.to_thread.run_sync(two.start)
+
+        async def nothing_left() -> bool:
+            return not kept(two)
+
+        await until(nothing_left, 30)
 
 
 async def test_sigkill_a_replica_and_every_job_still_finishes(tmp_path: Path, pg_url: str) -> None:

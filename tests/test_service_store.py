@@ -171,6 +171,18 @@ def test_listings_page_with_a_cursor_of_the_owner(store: JobStore) -> None:
     assert store.sessions(owner="x", after="s4") == []
 
 
+def test_known_ids_names_jobs_sessions_and_files_in_any_number(store: JobStore) -> None:
+    store.add_job("job-a", owner="o", kind="job", request={})
+    store.add_session("sess-b", owner="o", request={}, holder="h")
+    store.add_file(FileRecord("file-c", "o", "c.txt", 1, Path("/files/c/c.txt"), 0.0))
+    asked = ["job-a", "sess-b", "file-c", "gone", "job-a"] + [f"x{n}" for n in range(700)]
+    assert store.known_ids(asked) == {"job-a", "sess-b", "file-c"}
+    assert store.known_ids([]) == set()
+    assert store.delete_job("job-a") is False  # not ended: kept
+    store.finish("job-a", SUCCEEDED)
+    assert store.delete_job("job-a") and store.known_ids(asked) == {"sess-b", "file-c"}
+
+
 def test_sessions_keep_their_turns_and_close_once(opener: Opener) -> None:
     from engine.service.store import SESSION_CLOSED, SESSION_OPEN
 

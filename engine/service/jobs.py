@@ -41,6 +41,7 @@ from engine.models import ModelSpec
 from engine.models.pricing import price_of, unpriced_message
 from engine.rlm.slots import SandboxSlots
 from engine.sandbox.pool import DEFAULT_SERVICE_POOL, WarmPool
+from engine.service import local_data
 from engine.service.allowlist import ModelAllowList
 from engine.service.files import context_spec, local_record
 from engine.service.metrics import Metrics
@@ -252,6 +253,7 @@ class JobService(AsyncResource):
                 self._tg.start_soon(self._run_job, job.id)
         if self.settings.retention_days is not None:
             self._tg.start_soon(self._sweep_forever, self.settings.retention_days)
+        self._tg.start_soon(self._remove_orphans_forever)
         self._tg.start_soon(self.sessions.close_idle_forever)
         # Runs first on exit. Running jobs are cancelled but keep status "running": the next
         # start marks them failed ("service restarted") or runs them again, as after a crash.
@@ -509,6 +511,36 @@ class JobService(AsyncResource):
             except (RLMError, OSError) as exc:
                 log.warning("service.retention_failed", error=str(exc))
             await anyio.sleep(period)
+
+    async def drop_local(self, payload: str) -> None:
+        """Remove this process's copies of a job, session or upload another replica deleted
+        (``payload``, as PostgreSQL notifies it: the id, then a session message's session)."""
+        key, _, session_id = payload.partition(" ")
+        settings = self.settings
+        try:
+            await anyio.to_thread.run_sync(
+                local_data.drop, settings.jobs_dir, settings.files_dir, key, session_id or None
+            )
+        except OSError as exc:  # the periodic comparison with the store tries again
+            log.warning("service.drop_local_failed", key=key, error=str(exc))
+
+    async def remove_orphans(self) -> int:
+        """Remove the folders of jobs, sessions and uploads the store no longer has (deleted
+        through another replica while this one missed it, or left by a crash); returns how
+        many."""
+        settings = self.settings
+        found = local_data.orphans(settings.jobs_dir, settings.files_dir, self.store.known_ids)
+        return await anyio.to_thread.run_sync(local_data.remove, found)
+
+    async def _remove_orphans_forever(self) -> None:
+        while True:
+            try:
+                removed = await self.remove_orphans()
+                if removed:
+                    log.info("service.orphans_removed", removed=removed)
+            except (RLMError, OSError) as exc:
+                log.warning("service.orphans_failed", error=str(exc))
+            await anyio.sleep(local_data.GRACE_S)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued or running job; False if it already ended."""

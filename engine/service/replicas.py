@@ -11,8 +11,9 @@ renewed every third of its length while the job runs; when a replica dies, its l
 and every replica's lease loop re-queues those jobs (retries left) or fails them
 "replica lost". PostgreSQL LISTEN/NOTIFY carries the rest between replicas: new queued jobs
 wake idle workers, new events and status changes wake the event streams a client follows on
-any replica, and a cancel sent to one replica reaches the one running the job (with the lease
-loop as a polling fallback when a notification is missed).
+any replica, a cancel sent to one replica reaches the one running the job (with the lease
+loop as a polling fallback when a notification is missed), and a deleted job, session or
+upload is removed from every replica's disk (see ``local_data``).
 
 Uploads and inline contexts are written to the database too (``blobs``), and a replica
 copies them to its own data dir before it runs a job that was submitted elsewhere.
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-CHANNELS = ("rlm_job", "rlm_queue", "rlm_cancel")
+CHANNELS = ("rlm_job", "rlm_queue", "rlm_cancel", "rlm_deleted")
 IDLE_POLL_S = 5.0  # idle workers look for jobs this often even without a notification
 # The slot owner of every claim: the shared queue already orders jobs (oldest first), so the
 # per-key turns of the slots play no part here; children still come before any claim.
@@ -132,7 +133,10 @@ class Replica:
                         await conn.execute(f"LISTEN {channel}")
                     self.poke()  # catch up with what happened while not listening
                     async for note in conn.notifies():
-                        self._on_notify(note.channel, note.payload)
+                        if note.channel == "rlm_deleted":
+                            await self.service.drop_local(note.payload)
+                        else:
+                            self._on_notify(note.channel, note.payload)
             except psycopg.Error as exc:
                 log.warning("replica.listen_failed", replica=self.id, error=str(exc))
                 await anyio.sleep(1.0)

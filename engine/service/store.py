@@ -16,7 +16,7 @@ import os
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,6 +320,23 @@ class JobStore(ABC):
                 return False
             db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
             return True
+
+    def known_ids(self, ids: Iterable[str]) -> set[str]:
+        """Those of ``ids`` that name a job, a session or an uploaded file."""
+        wanted = sorted(set(ids))
+        found: set[str] = set()
+        # In parts: SQLite takes at most 999 parameters per statement in older builds.
+        for start in range(0, len(wanted), 300):
+            part = tuple(wanted[start : start + 300])
+            marks = ", ".join("?" * len(part))
+            rows = self._query(
+                f"SELECT id FROM jobs WHERE id IN ({marks}) "
+                f"UNION SELECT id FROM sessions WHERE id IN ({marks}) "
+                f"UNION SELECT id FROM files WHERE id IN ({marks})",
+                part * 3,
+            )
+            found.update(str(row[0]) for row in rows)
+        return found
 
     def ended_before(self, cutoff: float) -> list[str]:
         """Ids of jobs that ended before the Unix time ``cutoff`` (for retention)."""
