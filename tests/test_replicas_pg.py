@@ -109,6 +109,19 @@ async def submit(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
     return job
 
 
+async def upload_to_one(client: httpx.AsyncClient) -> str:
+    """Upload the file ``notes.txt`` ("uploaded-to-one") through ``client``; its id."""
+    response = await client.post(
+        "/v1/files",
+        params={"filename": "notes.txt"},
+        content=b"uploaded-to-one",
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert response.status_code == 201, response.text
+    file_id: str = response.json()["id"]
+    return file_id
+
+
 async def status_of(client: httpx.AsyncClient, job_id: str) -> str:
     status: str = (await client.get(f"/v1/jobs/{job_id}")).json()["status"]
     return status
@@ -133,14 +146,8 @@ async def test_jobs_spread_over_replicas_and_contexts_travel(tmp_path: Path, pg_
                 await submit(first, query=f"SPREAD {index}", context=f"ctx-{index}")
                 for index in range(4)
             ]
-            upload = await first.post(
-                "/v1/files",
-                params={"filename": "notes.txt"},
-                content=b"uploaded-to-one",
-                headers={"content-type": "application/octet-stream"},
-            )
-            assert upload.status_code == 201, upload.text
-            by_file = await submit(second, query="ECHO-NOW", file_id=upload.json()["id"])
+            file_id = await upload_to_one(first)
+            by_file = await submit(second, query="ECHO-NOW", file_id=file_id)
             # Both replicas see every job; each is followed on the replica it was not sent to.
             listed = (await second.get("/v1/jobs")).json()["data"]
             assert {job["id"] for job in jobs} <= {job["id"] for job in listed}
@@ -176,14 +183,7 @@ async def test_what_one_replica_deletes_leaves_no_copy_on_another(
         replicas(tmp_path, pg_url, replay, 1, 1) as (one, two),
         one.client() as first,
     ):
-        upload = await first.post(
-            "/v1/files",
-            params={"filename": "notes.txt"},
-            content=b"uploaded-to-one",
-            headers={"content-type": "application/octet-stream"},
-        )
-        assert upload.status_code == 201, upload.text
-        file_id = upload.json()["id"]
+        file_id = await upload_to_one(first)
         # Two seconds each on one slot per replica, all sent to replica one: replica two
         # runs some, copying their uploaded or inline contexts and keeping trajectories.
         jobs = [
