@@ -18,11 +18,14 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from engine.service.sessions import SESSION_ID_PREFIX
+
 #: The shape of every id the service makes (jobs: hex; sessions and uploads: a prefix and
 #: hex). A name of any other shape is never turned into a path: the payload of a notification
 #: comes from the database, not from this process.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
-#: A job id (a session message's trajectory file is named by it).
+#: A job id, as ``engine.service.jobs.new_job_id`` makes it (a session message's trajectory
+#: file is named by it).
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 #: A folder younger than this may belong to a record not stored yet (an upload arriving, a
 #: context written just before its row): the comparison with the store leaves it alone.
@@ -64,7 +67,8 @@ def orphans(
                 candidates.setdefault(folder.name, []).append(folder)
     # A session's folder holds one trajectory file per message, named by the message's job.
     for folder in _children(jobs_dir):
-        if folder.name.startswith("sess-") and folder.is_dir() and not folder.is_symlink():
+        session = folder.name.startswith(SESSION_ID_PREFIX)
+        if session and folder.is_dir() and not folder.is_symlink():
             for path in _children(folder):
                 if path.suffix == ".jsonl" and JOB_ID_PATTERN.match(path.stem):
                     candidates.setdefault(path.stem, []).append(path)

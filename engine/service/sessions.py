@@ -53,8 +53,12 @@ IDLE_REASON = "idle"
 ENDED_REASON = "ended by the user"
 
 
+#: What every session id starts with (its folder in the data dir is named by it).
+SESSION_ID_PREFIX = "sess-"
+
+
 def new_session_id() -> str:
-    return "sess-" + secrets.token_hex(8)
+    return SESSION_ID_PREFIX + secrets.token_hex(8)
 
 
 @dataclass
